@@ -1,0 +1,1 @@
+typedef int tf__checker_placeholder;

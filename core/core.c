@@ -1,0 +1,210 @@
+#include "core/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int tf__errf(tf_error *err, int code, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		err->code = code;
+		vsnprintf(err->message, sizeof(err->message), fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+int tf__err_prefix(tf_error *err, const char *fmt, ...)
+{
+	char head[TF_ERROR_MESSAGE_MAX], tail[TF_ERROR_MESSAGE_MAX];
+	va_list ap;
+
+	if (!err)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(head, sizeof(head), fmt, ap);
+	va_end(ap);
+	memcpy(tail, err->message, sizeof(tail));
+	snprintf(err->message, sizeof(err->message), "%s: %s", head, tail);
+	return err->code;
+}
+
+bool tf__is_sha256_hex(const char *s, size_t len)
+{
+	if (len != TF_HASH_HEX_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+void tf__hex(const unsigned char *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 0xf];
+	}
+	out[2 * n] = '\0';
+}
+
+int tf_digest_parse(const char *hash, int64_t size, tf_digest *out, tf_error *err)
+{
+	size_t len = hash ? strlen(hash) : 0;
+
+	if (!tf__is_sha256_hex(hash ? hash : "", len))
+		return tf__errf(err, -EINVAL, "'%.80s' is not a SHA-256 digest (64 lowercase hex digits)",
+				hash ? hash : "");
+	if (size < 0 || size > TF__MAX_BLOB_SIZE)
+		return tf__errf(err, -ERANGE, "size %lld of blob %s is out of range (0..2^53)",
+				(long long)size, hash);
+	if (size == 0 && strcmp(hash, TF_EMPTY_SHA256) != 0)
+		return tf__errf(err, -EINVAL,
+				"blob %s has size 0 but is not the empty blob (%s)", hash, TF_EMPTY_SHA256);
+	if (size > 0 && strcmp(hash, TF_EMPTY_SHA256) == 0)
+		return tf__errf(err, -EINVAL, "the empty blob cannot have size %lld", (long long)size);
+	memcpy(out->hash, hash, TF_HASH_HEX_LEN + 1);
+	out->size = size;
+	return 0;
+}
+
+int tf__path_check(const char *path, const char *what, tf_error *err)
+{
+	size_t len = strlen(path);
+	const char *p = path;
+
+	if (len == 0)
+		return tf__errf(err, -EINVAL, "%s: empty path", what);
+	if (len > TF__PATH_MAX)
+		return tf__errf(err, -ENAMETOOLONG, "%s: path is %zu bytes long (limit %d)", what,
+				len, TF__PATH_MAX);
+	if (path[0] == '/')
+		return tf__errf(err, -EINVAL,
+				"%s: path '%s' is absolute; only paths relative to the output directory are allowed",
+				what, path);
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+
+		if (n == 0)
+			return tf__errf(err, -EINVAL, "%s: path '%s' has an empty component ('//' or a trailing '/')",
+					what, path);
+		if (n == 1 && p[0] == '.')
+			return tf__errf(err, -EINVAL, "%s: path '%s' has a '.' component; paths must be normalised",
+					what, path);
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return tf__errf(err, -EINVAL,
+					"%s: path '%s' has a '..' component and could escape the output directory",
+					what, path);
+		if (n > TF__NAME_MAX)
+			return tf__errf(err, -ENAMETOOLONG, "%s: a component of '%.80s...' is %zu bytes long (limit %d)",
+					what, path, n, TF__NAME_MAX);
+		if (!slash)
+			break;
+		p = slash + 1;
+		if (*p == '\0')
+			return tf__errf(err, -EINVAL, "%s: path '%s' ends with '/'", what, path);
+	}
+	return 0;
+}
+
+int tf__open_parent_beneath(int rootfd, const char *path, bool create, const char **leaf,
+			    tf_error *err)
+{
+	char comp[TF__NAME_MAX + 1];
+	const char *p = path;
+	int dfd = dup(rootfd);
+
+	if (dfd < 0)
+		return tf__errf(err, -errno, "cannot duplicate the output directory handle: %s",
+				strerror(errno));
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		size_t n;
+		int next;
+
+		if (!slash)
+			break;
+		n = (size_t)(slash - p);
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		if (create && mkdirat(dfd, comp, 0755) < 0 && errno != EEXIST) {
+			int e = errno;
+			close(dfd);
+			return tf__errf(err, -e, "cannot create folder '%.*s' for '%s': %s",
+					(int)(slash - path), path, path, strerror(e));
+		}
+		next = openat(dfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0) {
+			int e = errno;
+			close(dfd);
+			if (e == ELOOP || e == ENOTDIR)
+				return tf__errf(err, -ENOTDIR,
+						"refusing '%s': '%.*s' is a symlink or not a folder, and paths may not leave the output directory",
+						path, (int)(slash - path), path);
+			return tf__errf(err, -e, "cannot open folder '%.*s' for '%s': %s",
+					(int)(slash - path), path, path, strerror(e));
+		}
+		close(dfd);
+		dfd = next;
+		p = slash + 1;
+	}
+	*leaf = p;
+	return dfd;
+}
+
+uint64_t tf__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void tf__buf_init(tf__buf *b, size_t cap)
+{
+	b->data = NULL;
+	b->len = b->alloc = 0;
+	b->cap = cap;
+}
+
+int tf__buf_append(tf__buf *b, const void *p, size_t n)
+{
+	if (n > b->cap - b->len)
+		return -E2BIG;
+	if (b->len + n > b->alloc) {
+		size_t na = b->alloc ? b->alloc : 256;
+		unsigned char *nd;
+		while (na < b->len + n)
+			na = na > b->cap / 2 ? b->cap : na * 2;
+		nd = realloc(b->data, na);
+		if (!nd)
+			return -ENOMEM;
+		b->data = nd;
+		b->alloc = na;
+	}
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+void tf__buf_reset(tf__buf *b)
+{
+	b->len = 0;
+}
+
+void tf__buf_fini(tf__buf *b)
+{
+	free(b->data);
+	tf__buf_init(b, b->cap);
+}

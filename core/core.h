@@ -1,0 +1,64 @@
+/* core/ — small internals every layer shares: the error record helper,
+ * digest checks, hex, capped buffers and confined paths. Private to the
+ * library (prefix tf__); the public contract is include/topfetch.h. */
+#ifndef TF_CORE_H
+#define TF_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "topfetch.h"
+
+#define TF__PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Fills err (if not NULL) with code and a formatted message; returns code so
+ * callers can write `return tf__errf(err, -EINVAL, "...")`. */
+int tf__errf(tf_error *err, int code, const char *fmt, ...) TF__PRINTF(3, 4);
+
+/* Prefixes an already filled error message with more context. Returns err->code. */
+int tf__err_prefix(tf_error *err, const char *fmt, ...) TF__PRINTF(2, 3);
+
+/* Largest blob size we accept from any input (2^53, what JSON can carry). */
+#define TF__MAX_BLOB_SIZE ((int64_t)1 << 53)
+
+/* Paths: at most this long, each component at most NAME_MAX. */
+#define TF__PATH_MAX 4096
+#define TF__NAME_MAX 255
+
+/* True if s is exactly 64 lowercase hex digits. */
+bool tf__is_sha256_hex(const char *s, size_t len);
+
+/* Writes 2*n lowercase hex digits and a NUL into out. */
+void tf__hex(const unsigned char *in, size_t n, char *out);
+
+/* Checks that path is relative and normalised: no leading '/', no empty,
+ * "." or ".." component, no NUL, lengths within TF__PATH_MAX/TF__NAME_MAX.
+ * `what` names the input in the message ("manifest line 3"). */
+int tf__path_check(const char *path, const char *what, tf_error *err);
+
+/* Opens the folder that will hold `path` below rootfd, walking one component
+ * at a time with O_NOFOLLOW so that no symlink on the way is followed, and
+ * creating missing folders (mode 0755) when create is true. Returns a new
+ * O_DIRECTORY fd and points *leaf at the last component of path. The path
+ * must have passed tf__path_check. */
+int tf__open_parent_beneath(int rootfd, const char *path, bool create, const char **leaf,
+			    tf_error *err);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t tf__now_ns(void);
+
+/* A growable byte buffer with a hard cap (curl's dynbuf idea). */
+typedef struct tf__buf {
+	unsigned char *data;
+	size_t len, alloc, cap;
+} tf__buf;
+
+void tf__buf_init(tf__buf *b, size_t cap);
+/* Appends n bytes; -E2BIG if that would pass the cap, -ENOMEM. */
+int tf__buf_append(tf__buf *b, const void *p, size_t n);
+void tf__buf_reset(tf__buf *b);
+void tf__buf_fini(tf__buf *b);
+
+#endif

@@ -1,0 +1,1 @@
+typedef int tf__events_placeholder;

@@ -1,0 +1,157 @@
+/* topfetch — build without the bytes.
+ *
+ * The public C API. Everything here is prefixed tf_; nothing else is exported.
+ * Conventions (STYLE.md):
+ *  - Functions that can fail return 0 or a negative errno-style code and, when
+ *    given a tf_error, fill it with what failed, on which input and where.
+ *  - The library never prints. Only the caller decides what to show.
+ *  - _new/_free pair for heap objects; _free accepts NULL.
+ *  - Each function's comment says who owns what and whether it blocks.
+ */
+#ifndef TOPFETCH_H
+#define TOPFETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TF_API __attribute__((visibility("default")))
+#else
+#define TF_API
+#endif
+
+/* ---- errors ------------------------------------------------------------- */
+
+#define TF_ERROR_MESSAGE_MAX 1024
+
+/* An error record: code is a negative errno-style value (0 = no error);
+ * message is a complete sentence for a human, naming the input and offset. */
+typedef struct tf_error {
+	int code;
+	char message[TF_ERROR_MESSAGE_MAX];
+} tf_error;
+
+/* ---- digests ------------------------------------------------------------ */
+
+#define TF_HASH_HEX_LEN 64 /* SHA-256, lowercase hex */
+
+typedef struct tf_digest {
+	char hash[TF_HASH_HEX_LEN + 1]; /* NUL-terminated lowercase hex */
+	int64_t size;
+} tf_digest;
+
+/* The SHA-256 of zero bytes: never requested from a cache. */
+#define TF_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/* Parses "HASH" and SIZE into *out; rejects anything but 64 lowercase hex
+ * digits and a size in [0, 2^53]. Does not block. */
+TF_API int tf_digest_parse(const char *hash, int64_t size, tf_digest *out, tf_error *err);
+
+/* ---- remote cache options (flag names as Bazel spells them) -------------- */
+
+typedef struct tf_remote_options {
+	/* --remote_cache: http(s)://[user:password@]host[:port][/prefix], or a
+	 * directory in Bazel's --disk_cache layout (absolute or relative path, or
+	 * file:// URL). Required. */
+	const char *remote_cache;
+	/* --remote_header=Name=Value, repeatable. Values are never logged. */
+	const char *const *remote_headers;
+	size_t n_remote_headers;
+	/* --remote_instance_name: a path prefix on HTTP caches. */
+	const char *remote_instance_name;
+	int remote_max_connections; /* --remote_max_connections, default 100 */
+	int remote_timeout_s;       /* --remote_timeout: connect and idle-read limit, default 60 */
+	int remote_retries;         /* --remote_retries, default 5 */
+	const char *tls_certificate;        /* --tls_certificate: CA bundle (PEM) */
+	const char *tls_client_certificate; /* --tls_client_certificate (PEM) */
+	const char *tls_client_key;         /* --tls_client_key (PEM) */
+} tf_remote_options;
+
+/* Fills *o with Bazel's defaults. Does not block. */
+TF_API void tf_remote_options_init(tf_remote_options *o);
+
+/* ---- downloader ------------------------------------------------------------ */
+
+/* How a request ended. */
+typedef enum tf_result {
+	TF_RESULT_OK = 0,  /* file in place and verified */
+	TF_RESULT_LOST,    /* the cache does not have the blob (404/204, or missing file) */
+	TF_RESULT_CORRUPT, /* the cache sent bytes of the wrong hash or size, twice */
+	TF_RESULT_FAILED,  /* network error or server error after all retries */
+	TF_RESULT_LOCAL,   /* cannot write it here: bad destination path, disk full, permission */
+} tf_result;
+
+/* Human name of a result ("ok", "lost", "corrupt", "failed", "local"). */
+TF_API const char *tf_result_name(tf_result r);
+
+/* What the callback of one request receives. Pointers are valid only during
+ * the callback. */
+typedef struct tf_fetch_done {
+	tf_result result;
+	const char *path;      /* destination, relative to the output directory */
+	tf_digest digest;
+	bool transferred;      /* bytes came over the wire (or from the disk cache) for this request */
+	bool already_present;  /* the file was already there with the right digest */
+	int tries;             /* transfer attempts made for the blob */
+	const char *message;   /* NULL when ok; otherwise what happened, naming the URL */
+} tf_fetch_done;
+
+typedef void (*tf_fetch_cb)(const tf_fetch_done *done, void *user);
+
+typedef struct tf_downloader tf_downloader;
+
+typedef struct tf_downloader_stats {
+	uint64_t requests;        /* fetch requests accepted */
+	uint64_t files_ok;        /* of which in place and verified */
+	uint64_t files_present;   /* of which already on disk with the right digest */
+	uint64_t files_linked;    /* of which served by another request's transfer (dedup) */
+	uint64_t lost, corrupt, failed, local;
+	uint64_t transfers;       /* blobs transferred (each at most once) */
+	uint64_t attempts;        /* transfer attempts, retries included */
+	uint64_t bytes;           /* verified bytes received */
+} tf_downloader_stats;
+
+/* Creates a downloader writing below output_dir (created if missing) and
+ * starts its background transfer thread. opts is copied. Returns NULL and
+ * fills err on failure. Blocks only to open the output directory. */
+TF_API tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *output_dir,
+					tf_error *err);
+
+/* Asks for blob `digest` to be placed at `path` (relative to the output
+ * directory) with the given executable bit. The path is copied. Does not
+ * block. Returns 0, or -EAGAIN when the request queue is full (dispatch
+ * completions, then ask again), or -ESHUTDOWN after tf_downloader_free
+ * began. Exactly one callback follows every accepted request, from
+ * tf_downloader_dispatch in the caller's thread. */
+TF_API int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executable,
+			       const char *path, tf_fetch_cb cb, void *user);
+
+/* A file descriptor that becomes readable when completions are waiting, for
+ * the caller's poll loop. Owned by the downloader. */
+TF_API int tf_downloader_fd(const tf_downloader *d);
+
+/* Runs the callbacks of finished requests in the caller's thread. Waits up to
+ * timeout_ms (0 = do not wait, -1 = until one is ready) when none is ready.
+ * Returns the number of callbacks run. */
+TF_API int tf_downloader_dispatch(tf_downloader *d, int timeout_ms);
+
+/* Requests accepted whose callback has not run yet. Does not block. */
+TF_API size_t tf_downloader_outstanding(const tf_downloader *d);
+
+/* Copies the counters so far. Does not block. */
+TF_API void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats *out);
+
+/* Stops the transfer thread (cancelling what is in flight, removing its
+ * temporary files) and frees everything. Callbacks of unfinished requests
+ * are not run. Blocks until the thread has exited. Accepts NULL. */
+TF_API void tf_downloader_free(tf_downloader *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1 @@
+typedef int tf__proto_placeholder;
