@@ -23,16 +23,24 @@ int tf__errf(tf_error *err, int code, const char *fmt, ...)
 
 int tf__err_prefix(tf_error *err, const char *fmt, ...)
 {
-	char head[TF_ERROR_MESSAGE_MAX], tail[TF_ERROR_MESSAGE_MAX];
+	char both[2 * TF_ERROR_MESSAGE_MAX + 2];
 	va_list ap;
+	int n;
 
 	if (!err)
 		return -EINVAL;
 	va_start(ap, fmt);
-	vsnprintf(head, sizeof(head), fmt, ap);
+	n = vsnprintf(both, TF_ERROR_MESSAGE_MAX, fmt, ap);
 	va_end(ap);
-	memcpy(tail, err->message, sizeof(tail));
-	snprintf(err->message, sizeof(err->message), "%s: %s", head, tail);
+	if (n < 0)
+		return err->code;
+	if (n >= TF_ERROR_MESSAGE_MAX)
+		n = TF_ERROR_MESSAGE_MAX - 1;
+	memcpy(both + n, ": ", 2);
+	memcpy(both + n + 2, err->message, TF_ERROR_MESSAGE_MAX);
+	both[sizeof(both) - 1] = '\0';
+	memcpy(err->message, both, TF_ERROR_MESSAGE_MAX - 1);
+	err->message[TF_ERROR_MESSAGE_MAX - 1] = '\0';
 	return err->code;
 }
 

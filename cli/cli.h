@@ -1,0 +1,104 @@
+/* cli/ — the topfetch program: subcommands, flags, progress and summary.
+ * Uses only the public API in include/topfetch.h. */
+#ifndef TF_CLI_H
+#define TF_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "topfetch.h"
+
+/* Exit codes, documented in `topfetch --help` and README.md. */
+enum {
+	EXIT_ALL_OK = 0,     /* every wanted file is in place and verified */
+	EXIT_SOME_FAILED = 1, /* some files were lost, corrupt, failed or could not be written */
+	EXIT_USAGE = 2,      /* bad flags or configuration */
+	EXIT_BAD_INPUT = 3,  /* malformed or incomplete input (manifest, BEP) */
+	EXIT_INTERRUPTED = 8, /* SIGINT or SIGTERM, as Bazel */
+};
+
+typedef enum cli_flag_kind { CLI_STRING, CLI_INT, CLI_BOOL, CLI_LIST } cli_flag_kind;
+
+/* A repeatable flag's values. */
+typedef struct cli_list {
+	const char **items;
+	size_t n;
+} cli_list;
+
+typedef struct cli_flag {
+	const char *name;  /* without the leading "--" */
+	cli_flag_kind kind;
+	void *target;      /* const char **, int *, bool * or cli_list * */
+	const char *arg;   /* placeholder in --help, e.g. "URL|DIR" */
+	const char *help;
+} cli_flag;
+
+typedef struct cli_command {
+	const char *name;
+	const char *usage;   /* "topfetch fetch --remote_cache ... " */
+	const char *summary; /* a paragraph */
+	const cli_flag *flags;
+	size_t nflags;
+} cli_command;
+
+/* Parses Bazel-style flags (--name=value, --name value, --name / --noname
+ * for booleans). Non-flag words go to positional (may be NULL: then they are
+ * refused). Returns 0, 1 when --help was asked (help printed), or
+ * EXIT_USAGE after printing what was wrong. */
+int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positional);
+
+void cli_print_help(const cli_command *cmd, FILE *out);
+void cli_list_free(cli_list *l);
+
+/* The flags every command that reads a cache takes, as Bazel names them. */
+#define CLI_REMOTE_FLAGS(opts, headers)                                                                 \
+	{ "remote_cache", CLI_STRING, &(opts)->remote_cache, "URL|DIR",                                \
+	  "The cache: http(s)://[user:password@]host[:port][/prefix] (bazel-remote, nginx WebDAV), or a " \
+	  "directory in Bazel's --disk_cache layout. Required." },                                       \
+	{ "remote_header", CLI_LIST, (headers), "NAME=VALUE",                                         \
+	  "Extra header on every request; repeatable. Values are never printed." },                     \
+	{ "remote_instance_name", CLI_STRING, &(opts)->remote_instance_name, "NAME",                   \
+	  "Instance name: a path prefix on HTTP caches." },                                             \
+	{ "remote_max_connections", CLI_INT, &(opts)->remote_max_connections, "N",                     \
+	  "Transfers in flight at once (default 100)." },                                               \
+	{ "remote_timeout", CLI_INT, &(opts)->remote_timeout_s, "SECONDS",                            \
+	  "Limit for connecting and for silence while reading; not a deadline for a whole transfer " \
+	  "(default 60)." },                                                                            \
+	{ "remote_retries", CLI_INT, &(opts)->remote_retries, "N",                                     \
+	  "Retries after network errors, timeouts and 5xx, with exponential backoff (default 5)." },   \
+	{ "tls_certificate", CLI_STRING, &(opts)->tls_certificate, "FILE",                            \
+	  "CA certificates (PEM) to trust for https caches." },                                         \
+	{ "tls_client_certificate", CLI_STRING, &(opts)->tls_client_certificate, "FILE",              \
+	  "Client certificate (PEM) for mutual TLS." },                                                 \
+	{ "tls_client_key", CLI_STRING, &(opts)->tls_client_key, "FILE",                              \
+	  "Client key (PEM) for mutual TLS." }
+
+/* Progress on stderr: a line redrawn in place on a terminal, a plain line
+ * every few seconds otherwise. */
+typedef struct cli_progress {
+	bool tty;
+	uint64_t start_ns, last_ns;
+	int errors_printed;
+} cli_progress;
+
+void cli_progress_init(cli_progress *p);
+/* Shows files done of total and bytes, at most every so often unless force. */
+void cli_progress_update(cli_progress *p, const tf_downloader_stats *s, uint64_t total_files, bool force);
+/* Clears the progress line (terminal) before other output. */
+void cli_progress_clear(cli_progress *p);
+/* Prints an error line for one file; after 100 of them, only counts. */
+void cli_progress_error(cli_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+double cli_elapsed_s(const cli_progress *p);
+/* "1.5 MiB" */
+void cli_human_bytes(double bytes, char *out, size_t n);
+
+uint64_t cli_now_ns(void);
+
+/* Set by SIGINT/SIGTERM once cli_install_signals ran. */
+extern volatile int cli_interrupted;
+void cli_install_signals(void);
+
+int cmd_fetch(int argc, char **argv);
+
+#endif

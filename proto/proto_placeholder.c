@@ -1,1 +1,0 @@
-typedef int tf__proto_placeholder;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The network misbehaving: a server that goes away mid-transfer, one that
+# answers 500 for a while, one that accepts and never answers.
+. "$TF_SOURCE_ROOT/tests/lib/harness.sh"
+
+# 1. 500s, then success: retried with backoff, and the file arrives.
+nginx_start 'if (-f $document_root/fail500) { return 500; }'
+blob=$(head -c 50000 /dev/urandom | cas_put_stdin)
+echo "$blob 50000 f.bin" >"$tf_tmp/m"
+touch "$NGINX_CACHE/fail500"
+( sleep 0.6; rm -f "$NGINX_CACHE/fail500" ) &
+run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o1" --manifest="$tf_tmp/m" --remote_retries=8
+wait
+[ "$rc" -eq 0 ] || fail "500s then ok: exit $rc: $out"
+n500=$(nginx_count "GET /cas/$blob 500")
+[ "$n500" -ge 2 ] || fail "expected several 500s before success, saw $n500"
+[ "$(nginx_count "GET /cas/$blob 200")" -eq 1 ] || fail "expected one 200"
+[ "$(sha256sum "$tf_tmp/o1/f.bin" | cut -d' ' -f1)" = "$blob" ] || fail "f.bin wrong"
+
+# 2. Persistent 500s: failed after exactly 1 + retries attempts, naming the URL.
+touch "$NGINX_CACHE/fail500"
+run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o2" --manifest="$tf_tmp/m" --remote_retries=2
+[ "$rc" -eq 1 ] || fail "persistent 500: exit $rc"
+assert_contains "$out" "failed: f.bin ($blob/50000): GET $NGINX_URL/cas/$blob failed after 3 attempts (--remote_retries=2): HTTP 500"
+[ "$(nginx_count "GET /cas/$blob 500")" -eq $((n500 + 3)) ] || fail "wrong number of attempts"
+[ ! -e "$tf_tmp/o2/f.bin" ] || fail "file exists after failure"
+rm -f "$NGINX_CACHE/fail500"
+nginx_stop
+
+# 3. Server stopped mid-transfer: a slow 8 MB body, nginx killed during it.
+nginx_start 'limit_rate 1m;'
+big=$(head -c 8000000 /dev/urandom | cas_put_stdin)
+echo "$big 8000000 big.bin" >"$tf_tmp/mbig"
+( sleep 1; nginx_stop ) &
+run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o3" --manifest="$tf_tmp/mbig" --remote_retries=2
+wait
+[ "$rc" -eq 1 ] || fail "server stopped: exit $rc: $out"
+assert_contains "$out" "failed: big.bin"
+assert_contains "$out" "GET $NGINX_URL/cas/$big failed after 3 attempts (--remote_retries=2)"
+[ ! -e "$tf_tmp/o3/big.bin" ] || fail "partial file at the final path"
+[ -z "$(find "$tf_tmp/o3" -name '.tftmp.*')" ] || fail "temporary file left"
+
+# 4. A server that accepts the connection and never answers: --remote_timeout.
+port=$(free_port)
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
+conns = []
+end = time.time() + 30
+while time.time() < end:
+    s.settimeout(0.5)
+    try: conns.append(s.accept()[0])
+    except socket.timeout: pass
+' "$port" &
+silent_pid=$!
+sleep 0.3
+start=$(date +%s.%N)
+run_tf fetch --remote_cache="http://127.0.0.1:$port" --output_dir="$tf_tmp/o4" --manifest="$tf_tmp/m" \
+  --remote_timeout=1 --remote_retries=1
+end=$(date +%s.%N)
+kill "$silent_pid" 2>/dev/null || true
+wait "$silent_pid" 2>/dev/null || true
+[ "$rc" -eq 1 ] || fail "silent server: exit $rc: $out"
+assert_contains "$out" "failed after 2 attempts (--remote_retries=1): timed out: no data for --remote_timeout=1s"
+python3 -c "import sys; d=float(sys.argv[2])-float(sys.argv[1]); sys.exit(0 if 1.5 < d < 10 else 1)" "$start" "$end" \
+  || fail "timeout took $(python3 -c "print(float('$end')-float('$start'))") s, expected about 2 s"
+
+# 5. Nothing listening: connection refused, retried, failed.
+run_tf fetch --remote_cache="http://127.0.0.1:$(free_port)" --output_dir="$tf_tmp/o5" --manifest="$tf_tmp/m" --remote_retries=1
+[ "$rc" -eq 1 ] || fail "refused: exit $rc"
+assert_contains "$out" "failed after 2 attempts"
+echo "fetch_network: ok"

@@ -1,0 +1,114 @@
+# Shared helpers for topfetch's shell tests. Source it; it sets `set -euo pipefail`.
+#   TOPFETCH     the binary under test (set by meson)
+#   tf_tmp       a fresh folder removed at exit
+#   nginx_start  starts a real nginx WebDAV cache on a free loopback port:
+#                sets NGINX_ROOT, NGINX_PORT, NGINX_URL, NGINX_CACHE, NGINX_LOG
+#   nginx_stop   stops it by its pid (also done at exit)
+set -euo pipefail
+
+: "${TOPFETCH:?TOPFETCH must point at the topfetch binary}"
+tf_tmp=$(mktemp -d /tmp/tf-test.XXXXXX)
+chmod 755 "$tf_tmp"
+NGINX_PID_FILE=""
+
+tf_cleanup() {
+  nginx_stop
+  rm -rf "$tf_tmp"
+}
+trap tf_cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || fail "'$1' is not installed; run scripts/install-deps.sh"; }
+
+assert_contains() { # haystack needle [what]
+  case "$1" in *"$2"*) ;; *) fail "${3:-output} does not contain '$2'; it was: $1" ;; esac
+}
+
+# Runs topfetch with args, capturing stdout+stderr in $out and the exit code in $rc.
+run_tf() {
+  set +e
+  out=$("$TOPFETCH" "$@" 2>&1)
+  rc=$?
+  set -e
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# nginx_start [extra directives for the location block]
+nginx_start() {
+  need nginx
+  need python3
+  local extra="${1:-}" user_line="" tries
+  NGINX_ROOT="$tf_tmp/nginx"
+  NGINX_CACHE="$NGINX_ROOT/cache"
+  NGINX_LOG="$NGINX_ROOT/access.log"
+  mkdir -p "$NGINX_CACHE/ac" "$NGINX_CACHE/cas" "$NGINX_ROOT/tmp"
+  if [ "$(id -u)" -eq 0 ]; then
+    # The default worker user cannot create the cache folders (PUT -> 500).
+    user_line="user www-data www-data;"
+    chown -R www-data:www-data "$NGINX_CACHE" "$NGINX_ROOT/tmp"
+  fi
+  for tries in 1 2 3 4 5; do
+    NGINX_PORT=$(free_port)
+    cat >"$NGINX_ROOT/nginx.conf" <<CONF
+$user_line
+worker_processes 1;
+daemon on;
+pid $NGINX_ROOT/nginx.pid;
+error_log $NGINX_ROOT/error.log;
+events { worker_connections 1024; }
+http {
+  log_format tf '\$request_method \$uri \$status \$body_bytes_sent';
+  access_log $NGINX_LOG tf;
+  client_body_temp_path $NGINX_ROOT/tmp/body;
+  proxy_temp_path $NGINX_ROOT/tmp/proxy;
+  fastcgi_temp_path $NGINX_ROOT/tmp/fastcgi;
+  uwsgi_temp_path $NGINX_ROOT/tmp/uwsgi;
+  scgi_temp_path $NGINX_ROOT/tmp/scgi;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      root $NGINX_CACHE;
+      dav_methods PUT;
+      create_full_put_path on;
+      client_max_body_size 0;
+      $extra
+    }
+  }
+}
+CONF
+    if nginx -c "$NGINX_ROOT/nginx.conf" -p "$NGINX_ROOT" -e "$NGINX_ROOT/error.log" 2>>"$NGINX_ROOT/start.log"; then
+      NGINX_PID_FILE="$NGINX_ROOT/nginx.pid"
+      NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+      for _ in $(seq 50); do [ -s "$NGINX_PID_FILE" ] && return 0; sleep 0.1; done
+    fi
+  done
+  cat "$NGINX_ROOT/start.log" "$NGINX_ROOT/error.log" >&2 || true
+  fail "nginx did not start"
+}
+
+nginx_stop() {
+  if [ -n "$NGINX_PID_FILE" ] && [ -s "$NGINX_PID_FILE" ]; then
+    local pid
+    pid=$(cat "$NGINX_PID_FILE")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  NGINX_PID_FILE=""
+}
+
+# Puts bytes from stdin into the nginx cache as a CAS blob; prints its hash.
+cas_put_stdin() {
+  local f="$tf_tmp/blob.$$.$RANDOM" h
+  cat >"$f"
+  h=$(sha256sum "$f" | cut -d' ' -f1)
+  mv "$f" "$NGINX_CACHE/cas/$h"
+  chmod 644 "$NGINX_CACHE/cas/$h"
+  echo "$h"
+}
+
+# Number of requests in nginx's log matching a pattern (e.g. "GET /cas/HASH 200").
+nginx_count() { grep -c -- "$1" "$NGINX_LOG" || true; }
