@@ -43,4 +43,34 @@ int dl_backend_prepare_get(const dl_backend *b, CURL *h, dl_area area, const cha
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
 			       char *why, size_t why_len);
 
+/* ---- the verifier thread (hasher.c) ---- */
+
+typedef struct dl_hasher dl_hasher;
+typedef struct dl_hashjob dl_hashjob;
+
+/* Starts the verifier thread; wake(wake_arg) is called from it whenever a job
+ * finishes. Returns NULL if the thread cannot start. */
+dl_hasher *dl_hasher_new(void (*wake)(void *), void *wake_arg);
+
+/* Stops the thread and frees every job. Blocks until the thread exits. */
+void dl_hasher_free(dl_hasher *h);
+
+/* A job that hashes the file fd (readable; the job owns and closes it) as
+ * bytes are reported written. owner comes back from dl_hasher_take_done.
+ * NULL on allocation failure (fd stays the caller's). Does not block. */
+dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner);
+
+/* Bytes [0, written) of the file are final. Does not block. */
+void dl_hasher_advance(dl_hasher *h, dl_hashjob *j, int64_t written);
+
+/* No byte follows `written`; the job finishes once they are hashed. */
+void dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int64_t written);
+
+/* The owner lets go of j (whatever its state); the caller must not use j again. */
+void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j);
+
+/* Takes one finished job: returns its owner and the digest in hex, and frees
+ * the job; NULL when none is finished. Does not block. */
+void *dl_hasher_take_done(dl_hasher *h, char hex[TF_HASH_HEX_LEN + 1]);
+
 #endif

@@ -36,18 +36,21 @@
 #define DL_CORRUPT_RETRIES 1 /* a wrong hash is tried once more, then reported */
 #define DL_BUFFER_SIZE (128 * 1024)
 #define DL_TMP_PREFIX ".tftmp."
+#define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
+#define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 
 typedef enum dl_state {
 	DL_NEW,      /* created, not yet scheduled */
 	DL_QUEUED,   /* waiting for a connection slot */
 	DL_RUNNING,  /* its easy handle is in the multi */
+	DL_VERIFYING, /* all bytes written; the verifier thread is finishing the hash */
 	DL_BACKOFF,  /* a transient failure; waits until retry_at */
 	DL_PLACED,   /* verified and at its final path; serves later requests by link */
 	DL_FINISHED, /* ended without a file (lost, corrupt, failed, local) */
 } dl_state;
 
 static const char *const state_names[] = {
-	[DL_NEW] = "new",         [DL_QUEUED] = "queued", [DL_RUNNING] = "running",
+	[DL_NEW] = "new",         [DL_QUEUED] = "queued", [DL_RUNNING] = "running", [DL_VERIFYING] = "verifying",
 	[DL_BACKOFF] = "backoff", [DL_PLACED] = "placed", [DL_FINISHED] = "finished",
 };
 
@@ -61,13 +64,15 @@ typedef struct dl_dest {
 } dl_dest;
 
 typedef struct dl_xfer {
+	struct tf_downloader *d;
 	dl_state state;
 	tf_digest digest;
 	struct dl_xfer *hnext;  /* hash chain */
 	struct dl_xfer *qnext;  /* queued or backoff list */
 	dl_dest *dests;         /* waiting requests; the first one gets the transfer's file */
 	CURL *easy;
-	EVP_MD_CTX *md;
+	EVP_MD_CTX *md;         /* inline hashing (small blobs) */
+	dl_hashjob *job;        /* verifier-thread hashing (large blobs) */
 	int dirfd, fd;          /* the temporary file and its folder, while running */
 	char tmpname[32];
 	int64_t received;
@@ -101,12 +106,23 @@ typedef struct dl_request {
 	dl_dest *dest;
 } dl_request;
 
+/* A folder below the root, opened by a confined walk, kept open so that many
+ * files in one folder do not each walk the path again. */
+typedef struct dl_dir {
+	char *path; /* relative folder path; NULL = empty slot */
+	int fd;
+	uint64_t used;
+} dl_dir;
+
 struct tf_downloader {
 	dl_backend *backend;
 	int rootfd;
+	long pid;
+	mode_t umask;
 	int evfd;
 	int max_conn, retries;
 	CURLM *multi;
+	dl_hasher *hasher;
 	pthread_t thread;
 	bool thread_started;
 
@@ -115,6 +131,7 @@ struct tf_downloader {
 	dl_request *in_head, *in_tail;
 	dl_completion *done_head, *done_tail;
 	size_t outstanding;
+	bool signaled; /* evfd holds a count nobody has read yet */
 	bool closing;
 	tf_downloader_stats stats;
 
@@ -123,11 +140,14 @@ struct tf_downloader {
 	size_t nbuckets, nxfers;
 	dl_xfer *queue_head, *queue_tail; /* DL_QUEUED, in arrival order */
 	dl_xfer *backoff;                 /* DL_BACKOFF, unordered */
-	int running;
+	int running;   /* transfers in DL_RUNNING */
+	int verifying; /* transfers in DL_VERIFYING */
 	CURL **idle_handles;
 	int nidle;
 	unsigned tmp_counter;
 	unsigned rand_state;
+	dl_dir dirs[DL_DIR_CACHE];
+	uint64_t dir_clock;
 };
 
 /* ---- transfer state -------------------------------------------------------- */
@@ -137,7 +157,9 @@ static void set_state(dl_xfer *x, dl_state to)
 	static const unsigned allowed[] = {
 		[DL_NEW] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED,
 		[DL_QUEUED] = 1u << DL_RUNNING | 1u << DL_FINISHED,
-		[DL_RUNNING] = 1u << DL_BACKOFF | 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED,
+		[DL_RUNNING] = 1u << DL_BACKOFF | 1u << DL_QUEUED | 1u << DL_VERIFYING | 1u << DL_PLACED |
+			       1u << DL_FINISHED,
+		[DL_VERIFYING] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED,
 		[DL_BACKOFF] = 1u << DL_QUEUED | 1u << DL_FINISHED,
 		[DL_PLACED] = 1u << DL_QUEUED, /* the placed copy vanished; fetch again */
 		[DL_FINISHED] = 1u << DL_QUEUED, /* asked again later: a new attempt */
@@ -147,6 +169,10 @@ static void set_state(dl_xfer *x, dl_state to)
 			state_names[x->state], state_names[to]);
 		abort();
 	}
+	if (x->state == DL_VERIFYING)
+		x->d->verifying--;
+	if (to == DL_VERIFYING)
+		x->d->verifying++;
 	if (getenv("TOPFETCH_TRACE"))
 		fprintf(stderr, "trace: %s %s -> %s\n", x->digest.hash, state_names[x->state],
 			state_names[to]);
@@ -282,16 +308,81 @@ static void complete(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_resul
 	else
 		d->done_head = c;
 	d->done_tail = c;
+	/* One signal until the caller reads it, not one per completion. */
+	if (!d->signaled && write(d->evfd, &one, sizeof(one)) == sizeof(one))
+		d->signaled = true;
 	pthread_mutex_unlock(&d->mu);
-	if (write(d->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		fprintf(stderr, "topfetch: cannot signal completion: %s\n", strerror(errno));
 }
 
 /* ---- placing files --------------------------------------------------------------- */
 
 static void make_tmpname(tf_downloader *d, char *out, size_t n)
 {
-	snprintf(out, n, DL_TMP_PREFIX "%ld.%u", (long)getpid(), d->tmp_counter++);
+	snprintf(out, n, DL_TMP_PREFIX "%ld.%u", d->pid, d->tmp_counter++);
+}
+
+static void dirs_flush(tf_downloader *d)
+{
+	for (int i = 0; i < DL_DIR_CACHE; i++) {
+		if (d->dirs[i].path) {
+			close(d->dirs[i].fd);
+			free(d->dirs[i].path);
+			d->dirs[i].path = NULL;
+		}
+	}
+}
+
+/* tf__open_parent_beneath through a small cache of open folders. Returns a
+ * new fd the caller closes. The cache is emptied whenever the engine goes
+ * idle, so a folder replaced between builds is walked again. */
+static int parent_open(tf_downloader *d, const char *path, bool create, const char **leaf,
+		       tf_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+	dl_dir *victim = &d->dirs[0];
+	int fd;
+
+	if (!slash) {
+		*leaf = path;
+		fd = dup(d->rootfd);
+		return fd >= 0 ? fd : tf__errf(err, -errno, "cannot duplicate a folder handle: %s", strerror(errno));
+	}
+	for (int i = 0; i < DL_DIR_CACHE; i++) {
+		dl_dir *e = &d->dirs[i];
+		if (e->path && !strncmp(e->path, path, n) && e->path[n] == '\0') {
+			e->used = ++d->dir_clock;
+			*leaf = slash + 1;
+			fd = dup(e->fd);
+			return fd >= 0 ? fd : tf__errf(err, -errno, "cannot duplicate a folder handle: %s",
+						       strerror(errno));
+		}
+		if (!e->path || (victim->path && e->used < victim->used))
+			victim = e;
+	}
+	fd = tf__open_parent_beneath(d->rootfd, path, create, leaf, err);
+	if (fd < 0)
+		return fd;
+	if (victim->path) {
+		close(victim->fd);
+		free(victim->path);
+	}
+	victim->path = strndup(path, n);
+	victim->fd = victim->path ? dup(fd) : -1;
+	if (victim->fd < 0) {
+		free(victim->path);
+		victim->path = NULL;
+	}
+	victim->used = ++d->dir_clock;
+	return fd;
+}
+
+/* Files are created with their final mode; fchmod only if the umask took bits
+ * away (or the file was made for the other mode). */
+static int set_mode(tf_downloader *d, int fd, bool exec)
+{
+	mode_t want = exec ? 0755 : 0644;
+	return (d->umask & want) ? fchmod(fd, want) : 0;
 }
 
 /* Copies the whole of src into dst (both open fds), from the start. */
@@ -360,8 +451,12 @@ static bool already_present(tf_downloader *d, const char *path, const tf_digest 
 	const char *leaf;
 	struct stat st;
 	bool ok = false;
-	int fd, dfd = tf__open_parent_beneath(d->rootfd, path, false, &leaf, NULL);
+	int fd, dfd;
 
+	/* Cheap negative answer first; a positive one goes through the confined walk. */
+	if (fstatat(d->rootfd, path, &st, 0) < 0 || !S_ISREG(st.st_mode) || st.st_size != dg->size)
+		return false;
+	dfd = parent_open(d, path, false, &leaf, NULL);
 	if (dfd < 0)
 		return false;
 	fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
@@ -385,13 +480,13 @@ static int place_from(tf_downloader *d, dl_xfer *x, dl_dest *t, char *msg, size_
 	const char *leaf, *srcleaf;
 	char tmp[32];
 	int r = 0, sfd = -1, tfd = -1, sdir = -1;
-	int dfd = tf__open_parent_beneath(d->rootfd, t->path, true, &leaf, &err);
+	int dfd = parent_open(d, t->path, true, &leaf, &err);
 
 	if (dfd < 0) {
 		snprintf(msg, msglen, "%s", err.message);
 		return dfd;
 	}
-	sdir = tf__open_parent_beneath(d->rootfd, x->placed_path, false, &srcleaf, &err);
+	sdir = parent_open(d, x->placed_path, false, &srcleaf, &err);
 	if (sdir < 0) {
 		r = sdir;
 		snprintf(msg, msglen, "%s", err.message);
@@ -489,7 +584,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		x->received += (int64_t)n; /* noted: more than the digest's size */
 		return 0;
 	}
-	EVP_DigestUpdate(x->md, ptr, n);
+	if (!x->job)
+		EVP_DigestUpdate(x->md, ptr, n);
 	for (size_t w = 0; w < n;) {
 		ssize_t m = write(x->fd, ptr + w, n - w);
 		if (m < 0) {
@@ -501,11 +597,17 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		w += (size_t)m;
 	}
 	x->received += (int64_t)n;
+	if (x->job)
+		dl_hasher_advance(x->d->hasher, x->job, x->received);
 	return n;
 }
 
 static void close_tmp(dl_xfer *x, bool remove)
 {
+	if (x->job) {
+		dl_hasher_cancel(x->d->hasher, x->job);
+		x->job = NULL;
+	}
 	if (x->fd >= 0) {
 		close(x->fd);
 		x->fd = -1;
@@ -560,7 +662,7 @@ static void start(tf_downloader *d, dl_xfer *x)
 	const char *leaf;
 	CURL *h;
 
-	x->dirfd = tf__open_parent_beneath(d->rootfd, x->dests->path, true, &leaf, &err);
+	x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
 	if (x->dirfd < 0) {
 		/* This destination cannot be written; the others may. */
 		dl_dest *t = x->dests;
@@ -576,7 +678,8 @@ static void start(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
-	x->fd = openat(x->dirfd, x->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+		       x->dests->executable ? 0755 : 0644);
 	if (x->fd < 0) {
 		char msg[TF_ERROR_MESSAGE_MAX];
 		snprintf(msg, sizeof(msg), "cannot create a temporary file beside '%s': %s",
@@ -597,6 +700,12 @@ static void start(tf_downloader *d, dl_xfer *x)
 			curl_easy_cleanup(h);
 		finish_failed(d, x, TF_RESULT_LOCAL, "out of memory starting a transfer");
 		return;
+	}
+	if (x->digest.size >= DL_OFFLOAD_MIN) {
+		int rfd = dup(x->fd);
+		x->job = rfd >= 0 ? dl_hasher_start(d->hasher, rfd, x) : NULL;
+		if (!x->job && rfd >= 0)
+			close(rfd); /* hash inline instead */
 	}
 	x->received = 0;
 	x->local_errno = 0;
@@ -669,31 +778,47 @@ static void on_corrupt(tf_downloader *d, dl_xfer *x, char *msg, size_t msglen)
 	finish_failed(d, x, TF_RESULT_CORRUPT, msg);
 }
 
-/* Verifies and places the body of a successful attempt. */
+static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex);
+
+/* A successful attempt's body is complete: check its size, then get its hash
+ * (inline, or from the verifier thread). */
 static void on_body_done(tf_downloader *d, dl_xfer *x)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned mdlen = 0;
 	char hex[TF_HASH_HEX_LEN + 1], msg[TF_ERROR_MESSAGE_MAX];
-	const char *leaf = strrchr(x->dests->path, '/');
-	struct stat st;
 
-	leaf = leaf ? leaf + 1 : x->dests->path;
-	EVP_DigestFinal_ex(x->md, md, &mdlen);
-	tf__hex(md, mdlen, hex);
 	if (x->received != x->digest.size) {
 		snprintf(msg, sizeof(msg), "GET %s: got %lld bytes, expected %lld", x->url,
 			 (long long)x->received, (long long)x->digest.size);
 		on_corrupt(d, x, msg, sizeof(msg));
 		return;
 	}
+	if (x->job) {
+		set_state(x, DL_VERIFYING);
+		dl_hasher_finish(d->hasher, x->job, x->received);
+		return;
+	}
+	EVP_DigestFinal_ex(x->md, md, &mdlen);
+	tf__hex(md, mdlen, hex);
+	on_verified(d, x, hex);
+}
+
+/* Places the body if it hashes to the digest. */
+static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
+{
+	char msg[TF_ERROR_MESSAGE_MAX];
+	const char *leaf = strrchr(x->dests->path, '/');
+	struct stat st;
+
+	leaf = leaf ? leaf + 1 : x->dests->path;
 	if (strcmp(hex, x->digest.hash)) {
 		snprintf(msg, sizeof(msg), "GET %s: the body hashes to %s, not %s", x->url, hex,
 			 x->digest.hash);
 		on_corrupt(d, x, msg, sizeof(msg));
 		return;
 	}
-	if (fchmod(x->fd, x->dests->executable ? 0755 : 0644) < 0 || fstat(x->fd, &st) < 0 ||
+	if (set_mode(d, x->fd, x->dests->executable) < 0 || fstat(x->fd, &st) < 0 ||
 	    renameat(x->dirfd, x->tmpname, x->dirfd, leaf) < 0) {
 		snprintf(msg, sizeof(msg), "cannot move the verified file into place at '%s': %s",
 			 x->dests->path, strerror(errno));
@@ -767,11 +892,12 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 
 /* ---- accepting requests ---------------------------------------------------------- */
 
-static dl_xfer *xfer_new(const tf_digest *dg)
+static dl_xfer *xfer_new(tf_downloader *d, const tf_digest *dg)
 {
 	dl_xfer *x = calloc(1, sizeof(*x));
 	if (!x)
 		return NULL;
+	x->d = d;
 	x->digest = *dg;
 	x->state = DL_NEW;
 	x->fd = x->dirfd = -1;
@@ -785,7 +911,7 @@ static void place_empty(tf_downloader *d, dl_dest *t)
 	char tmp[32], msg[TF_ERROR_MESSAGE_MAX];
 	const char *leaf;
 	tf_digest dg;
-	int fd, dfd = tf__open_parent_beneath(d->rootfd, t->path, true, &leaf, &err);
+	int fd, dfd = parent_open(d, t->path, true, &leaf, &err);
 
 	tf_digest_parse(TF_EMPTY_SHA256, 0, &dg, NULL);
 	if (dfd < 0) {
@@ -822,7 +948,8 @@ static void accept_request(tf_downloader *d, dl_request *q)
 		return;
 	}
 	x = index_find(d, &q->digest);
-	if (x && (x->state == DL_QUEUED || x->state == DL_RUNNING || x->state == DL_BACKOFF)) {
+	if (x && (x->state == DL_QUEUED || x->state == DL_RUNNING || x->state == DL_BACKOFF ||
+		  x->state == DL_VERIFYING)) {
 		/* In flight: ride along (appended, so the first keeps the file). */
 		dl_dest **pp = &x->dests;
 		while (*pp)
@@ -842,7 +969,7 @@ static void accept_request(tf_downloader *d, dl_request *q)
 	if (!x) {
 		if (d->nxfers >= DL_INDEX_MAX)
 			index_forget_ended(d);
-		x = xfer_new(&q->digest);
+		x = xfer_new(d, &q->digest);
 		if (!x || index_add(d, x) < 0) {
 			xfer_free(x);
 			complete(d, t, &q->digest, TF_RESULT_LOCAL, false, false, false, 0, "out of memory");
@@ -929,7 +1056,17 @@ static void *engine_main(void *arg)
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 			on_attempt_done(d, x, m->data.result);
 		}
+		{
+			char hex[TF_HASH_HEX_LEN + 1];
+			dl_xfer *x;
+			while ((x = dl_hasher_take_done(d->hasher, hex))) {
+				x->job = NULL; /* the hasher freed it */
+				on_verified(d, x, hex);
+			}
+		}
 		schedule(d);
+		if (!d->running && !d->queue_head && !d->backoff && !d->verifying)
+			dirs_flush(d);
 		curl_multi_poll(d->multi, NULL, 0, poll_timeout_ms(d), NULL);
 	}
 	return NULL;
@@ -955,6 +1092,12 @@ const char *tf_result_name(tf_result r)
 	case TF_RESULT_LOCAL: return "local";
 	}
 	return "?";
+}
+
+static void wake_engine(void *arg)
+{
+	tf_downloader *d = arg;
+	curl_multi_wakeup(d->multi);
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -991,7 +1134,11 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	pthread_mutex_init(&d->mu, NULL);
 	d->max_conn = opts->remote_max_connections;
 	d->retries = opts->remote_retries;
-	d->rand_state = (unsigned)tf__now_ns() ^ (unsigned)getpid();
+	d->pid = (long)getpid();
+	d->rand_state = (unsigned)tf__now_ns() ^ (unsigned)d->pid;
+	/* Read the umask once (umask() can only be read by setting it). */
+	d->umask = umask(022);
+	umask(d->umask);
 	d->backend = dl_backend_new(opts, err);
 	if (!d->backend)
 		goto fail;
@@ -1011,6 +1158,11 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	d->multi = curl_multi_init();
 	if (d->evfd < 0 || !d->buckets || !d->idle_handles || !d->multi) {
 		tf__errf(err, -ENOMEM, "cannot set up the transfer engine: %s", strerror(errno));
+		goto fail;
+	}
+	d->hasher = dl_hasher_new(wake_engine, d);
+	if (!d->hasher) {
+		tf__errf(err, -EAGAIN, "cannot start the verifier thread");
 		goto fail;
 	}
 	curl_multi_setopt(d->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
@@ -1033,6 +1185,7 @@ int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executab
 {
 	dl_request *q;
 	dl_dest *t;
+	bool wake;
 
 	pthread_mutex_lock(&d->mu);
 	if (d->closing) {
@@ -1061,13 +1214,16 @@ int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executab
 	pthread_mutex_lock(&d->mu);
 	d->outstanding++;
 	d->stats.requests++;
+	/* The engine takes the whole queue at once: wake it only for the first. */
+	wake = !d->in_head;
 	if (d->in_tail)
 		d->in_tail->next = q;
 	else
 		d->in_head = q;
 	d->in_tail = q;
 	pthread_mutex_unlock(&d->mu);
-	curl_multi_wakeup(d->multi);
+	if (wake)
+		curl_multi_wakeup(d->multi);
 	return 0;
 }
 
@@ -1085,11 +1241,16 @@ int tf_downloader_dispatch(tf_downloader *d, int timeout_ms)
 	for (;;) {
 		struct pollfd p = { .fd = d->evfd, .events = POLLIN };
 
-		/* Clear the signal before taking the list: a completion added after
-		 * we took it signals again, so no wakeup is lost. */
-		if (read(d->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-			return -errno;
+		/* Clear the signal together with taking the list: a completion
+		 * added after this signals again, so no wakeup is lost. */
 		pthread_mutex_lock(&d->mu);
+		if (d->signaled) {
+			if (read(d->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+				pthread_mutex_unlock(&d->mu);
+				return -errno;
+			}
+			d->signaled = false;
+		}
 		c = d->done_head;
 		d->done_head = d->done_tail = NULL;
 		pthread_mutex_unlock(&d->mu);
@@ -1163,6 +1324,8 @@ void tf_downloader_free(tf_downloader *d)
 	}
 	for (int i = 0; i < d->nidle; i++)
 		curl_easy_cleanup(d->idle_handles[i]);
+	dirs_flush(d);
+	dl_hasher_free(d->hasher);
 	for (c = d->done_head; c;) {
 		dl_completion *n = c->next;
 		free(c->path);
