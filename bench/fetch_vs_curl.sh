@@ -16,7 +16,6 @@ RUNS=${RUNS:-3} SMALL_N=${SMALL_N:-20000} BIG_MIB=${BIG_MIB:-1024}
 # after deleting 20,000 files makes the same command vary 1.8-6 s, which would
 # measure the disk, not the tools. Both tools write to the same place.
 OUT_BASE=${OUT_BASE:-/dev/shm}
-outs=()
 . "$here/tests/lib/harness.sh"
 need curl
 [ -x /usr/bin/time ] || fail "GNU time is missing: apt-get install time"
@@ -43,13 +42,13 @@ echo "$bigh $((BIG_MIB * 1024 * 1024)) big.bin" >"$tf_tmp/big.manifest"
 printf 'url = "%s/cas/%s"\noutput = "OUT/big.bin"\n' "$NGINX_URL" "$bigh" >"$tf_tmp/big.curl"
 chmod -R a+r "$NGINX_CACHE"
 # Warm the page cache so that both tools read nginx's files from memory.
-cat "$NGINX_CACHE"/cas/* >/dev/null
+find "$NGINX_CACHE/cas" -type f -exec cat {} + >/dev/null
 
 # measure TOOL SCENARIO -> "wall rss requests" (median wall of RUNS runs)
 measure() {
   local tool=$1 sc=$2 out walls=() rss=0 reqs=0 before
   for _ in $(seq "$RUNS"); do
-    out=$(mktemp -d "$OUT_BASE/tf-bench-out.XXXXXX"); outs+=("$out")
+    out=$(mktemp -d "$OUT_BASE/tf-bench-out.XXXXXX")
     before=$(wc -l <"$NGINX_LOG")
     if [ "$tool" = topfetch ]; then
       /usr/bin/time -o "$tf_tmp/time" -f "%e %M" "$TOPFETCH" fetch --remote_cache="$NGINX_URL" \

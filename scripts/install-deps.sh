@@ -9,7 +9,7 @@ pkgs=(
   libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
   libnanomsg-dev libssl-dev libsqlite3-dev libmicrohttpd-dev
   # tests: real components and someone else's schema
-  nginx protobuf-compiler bazel-bootstrap bazel-bootstrap-source
+  nginx protobuf-compiler libprotobuf-dev bazel-bootstrap bazel-bootstrap-source python3
   # sanitizers, benchmarks
   libclang-rt-14-dev curl time procps coreutils
 )
