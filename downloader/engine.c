@@ -119,6 +119,7 @@ struct tf_downloader {
 	int rootfd;
 	long pid;
 	mode_t umask;
+	bool trace; /* TOPFETCH_TRACE set: every state change on stderr (debugging aid) */
 	int evfd;
 	int max_conn, retries;
 	CURLM *multi;
@@ -173,7 +174,7 @@ static void set_state(dl_xfer *x, dl_state to)
 		x->d->verifying--;
 	if (to == DL_VERIFYING)
 		x->d->verifying++;
-	if (getenv("TOPFETCH_TRACE"))
+	if (x->d->trace)
 		fprintf(stderr, "trace: %s %s -> %s\n", x->digest.hash, state_names[x->state],
 			state_names[to]);
 	x->state = to;
@@ -1135,6 +1136,7 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	d->max_conn = opts->remote_max_connections;
 	d->retries = opts->remote_retries;
 	d->pid = (long)getpid();
+	d->trace = getenv("TOPFETCH_TRACE") != NULL;
 	d->rand_state = (unsigned)tf__now_ns() ^ (unsigned)d->pid;
 	/* Read the umask once (umask() can only be read by setting it). */
 	d->umask = umask(022);

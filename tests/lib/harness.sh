@@ -36,11 +36,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# nginx_start [extra directives for the location block]
+# nginx_start [extra directives for the location block] [extra for the listen line] [extra server directives]
 nginx_start() {
   need nginx
   need python3
-  local extra="${1:-}" user_line="" tries
+  local extra="${1:-}" listen_extra="${2:-}" server_extra="${3:-}" user_line="" tries scheme=http
   NGINX_ROOT="$tf_tmp/nginx"
   NGINX_CACHE="$NGINX_ROOT/cache"
   NGINX_LOG="$NGINX_ROOT/access.log"
@@ -60,7 +60,7 @@ pid $NGINX_ROOT/nginx.pid;
 error_log $NGINX_ROOT/error.log;
 events { worker_connections 1024; }
 http {
-  log_format tf '\$request_method \$uri \$status \$body_bytes_sent';
+  log_format tf '\$request_method \$uri \$status \$body_bytes_sent \$server_protocol conn=\$connection user=\$remote_user';
   access_log $NGINX_LOG tf;
   client_body_temp_path $NGINX_ROOT/tmp/body;
   proxy_temp_path $NGINX_ROOT/tmp/proxy;
@@ -69,7 +69,8 @@ http {
   scgi_temp_path $NGINX_ROOT/tmp/scgi;
   keepalive_requests 100000;
   server {
-    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$NGINX_PORT $listen_extra;
+    $server_extra
     location / {
       root $NGINX_CACHE;
       dav_methods PUT;
@@ -82,7 +83,8 @@ http {
 CONF
     if nginx -c "$NGINX_ROOT/nginx.conf" -p "$NGINX_ROOT" -e "$NGINX_ROOT/error.log" 2>>"$NGINX_ROOT/start.log"; then
       NGINX_PID_FILE="$NGINX_ROOT/nginx.pid"
-      NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+      case "$listen_extra" in *ssl*) scheme=https ;; esac
+      NGINX_URL="$scheme://127.0.0.1:$NGINX_PORT"
       for _ in $(seq 50); do [ -s "$NGINX_PID_FILE" ] && return 0; sleep 0.1; done
     fi
   done
