@@ -84,6 +84,9 @@ typedef struct dl_xfer {
 	char *placed_path;
 	bool placed_exec;
 	struct stat placed_st;
+	/* Reads into memory (tf_downloader_read): never indexed or shared. */
+	dl_area area;
+	tf__buf *mem;
 	/* While the transfer is active (queued to finished): */
 	char *url;    /* without credentials, for messages */
 	char *errbuf; /* CURL_ERROR_SIZE */
@@ -97,6 +100,7 @@ typedef struct dl_completion {
 	tf_fetch_done done;
 	char *path;
 	char *message;
+	tf__buf *mem; /* a read's bytes, handed to the callback */
 } dl_completion;
 
 /* A request on its way into the engine thread. */
@@ -104,6 +108,8 @@ typedef struct dl_request {
 	struct dl_request *next;
 	tf_digest digest;
 	dl_dest *dest;
+	dl_area area;
+	size_t max_bytes; /* > 0: a read into memory of at most this many bytes */
 } dl_request;
 
 /* A folder below the root, opened by a confined walk, kept open so that many
@@ -141,6 +147,7 @@ struct tf_downloader {
 	size_t nbuckets, nxfers;
 	dl_xfer *queue_head, *queue_tail; /* DL_QUEUED, in arrival order */
 	dl_xfer *backoff;                 /* DL_BACKOFF, unordered */
+	dl_xfer *reads;                   /* every memory read, for teardown (linked by hnext) */
 	int running;   /* transfers in DL_RUNNING */
 	int verifying; /* transfers in DL_VERIFYING */
 	CURL **idle_handles;
@@ -248,6 +255,10 @@ static void xfer_free(dl_xfer *x)
 {
 	if (!x)
 		return;
+	if (x->mem) {
+		tf__buf_fini(x->mem);
+		free(x->mem);
+	}
 	EVP_MD_CTX_free(x->md);
 	free(x->placed_path);
 	free(x->url);
@@ -266,8 +277,19 @@ static void dest_free(dl_dest *t)
 }
 
 /* Hands one finished request back to the caller's thread. Takes t. */
+static void complete_read(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_result r, bool transferred,
+			  bool present, bool linked, int tries, const char *msg, tf__buf *mem);
+
 static void complete(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_result r, bool transferred,
 		     bool present, bool linked, int tries, const char *msg)
+{
+	complete_read(d, t, dg, r, transferred, present, linked, tries, msg, NULL);
+}
+
+/* Hands one finished request back to the caller's thread, with the bytes of a
+ * read (taken) when mem is not NULL. Takes t. */
+static void complete_read(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_result r, bool transferred,
+			  bool present, bool linked, int tries, const char *msg, tf__buf *mem)
 {
 	dl_completion *c = calloc(1, sizeof(*c));
 	uint64_t one = 1;
@@ -290,6 +312,11 @@ static void complete(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_resul
 	c->done.already_present = present;
 	c->done.tries = tries;
 	c->done.message = c->message;
+	c->mem = mem;
+	if (mem) {
+		c->done.data = mem->data;
+		c->done.len = mem->len;
+	}
 	dest_free(t);
 
 	pthread_mutex_lock(&d->mu);
@@ -581,12 +608,20 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	dl_xfer *x = userdata;
 	size_t n = size * nmemb;
 
-	if ((int64_t)n > x->digest.size - x->received) {
+	if (x->digest.size >= 0 && (int64_t)n > x->digest.size - x->received) {
 		x->received += (int64_t)n; /* noted: more than the digest's size */
 		return 0;
 	}
 	if (!x->job)
 		EVP_DigestUpdate(x->md, ptr, n);
+	if (x->mem) {
+		if (tf__buf_append(x->mem, ptr, n) < 0) {
+			x->local_errno = E2BIG;
+			return 0;
+		}
+		x->received += (int64_t)n;
+		return n;
+	}
 	for (size_t w = 0; w < n;) {
 		ssize_t m = write(x->fd, ptr + w, n - w);
 		if (m < 0) {
@@ -639,6 +674,11 @@ static void release_easy(tf_downloader *d, dl_xfer *x)
 /* Releases what only an active transfer needs; what stays is small. */
 static void shrink(dl_xfer *x)
 {
+	if (x->mem) {
+		tf__buf_fini(x->mem);
+		free(x->mem);
+		x->mem = NULL;
+	}
 	EVP_MD_CTX_free(x->md);
 	x->md = NULL;
 	free(x->url);
@@ -663,6 +703,10 @@ static void start(tf_downloader *d, dl_xfer *x)
 	const char *leaf;
 	CURL *h;
 
+	if (x->mem) {
+		tf__buf_reset(x->mem);
+		goto open_handle;
+	}
 	x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
 	if (x->dirfd < 0) {
 		/* This destination cannot be written; the others may. */
@@ -689,6 +733,7 @@ static void start(tf_downloader *d, dl_xfer *x)
 		finish_failed(d, x, TF_RESULT_LOCAL, msg);
 		return;
 	}
+open_handle:
 	if (!x->md)
 		x->md = EVP_MD_CTX_new();
 	if (!x->url)
@@ -702,7 +747,7 @@ static void start(tf_downloader *d, dl_xfer *x)
 		finish_failed(d, x, TF_RESULT_LOCAL, "out of memory starting a transfer");
 		return;
 	}
-	if (x->digest.size >= DL_OFFLOAD_MIN) {
+	if (!x->mem && x->digest.size >= DL_OFFLOAD_MIN) {
 		int rfd = dup(x->fd);
 		x->job = rfd >= 0 ? dl_hasher_start(d->hasher, rfd, x) : NULL;
 		if (!x->job && rfd >= 0)
@@ -712,7 +757,7 @@ static void start(tf_downloader *d, dl_xfer *x)
 	x->local_errno = 0;
 	x->errbuf[0] = '\0';
 	x->attempts++;
-	dl_backend_prepare_get(d->backend, h, DL_AREA_CAS, x->digest.hash, x->url, DL_URL_MAX);
+	dl_backend_prepare_get(d->backend, h, x->area, x->digest.hash, x->url, DL_URL_MAX);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
@@ -789,7 +834,7 @@ static void on_body_done(tf_downloader *d, dl_xfer *x)
 	unsigned mdlen = 0;
 	char hex[TF_HASH_HEX_LEN + 1], msg[TF_ERROR_MESSAGE_MAX];
 
-	if (x->received != x->digest.size) {
+	if (x->digest.size >= 0 && x->received != x->digest.size) {
 		snprintf(msg, sizeof(msg), "GET %s: got %lld bytes, expected %lld", x->url,
 			 (long long)x->received, (long long)x->digest.size);
 		on_corrupt(d, x, msg, sizeof(msg));
@@ -802,7 +847,8 @@ static void on_body_done(tf_downloader *d, dl_xfer *x)
 	}
 	EVP_DigestFinal_ex(x->md, md, &mdlen);
 	tf__hex(md, mdlen, hex);
-	on_verified(d, x, hex);
+	/* An action-cache key names the action, not the content: nothing to verify. */
+	on_verified(d, x, x->area == DL_AREA_AC ? x->digest.hash : hex);
 }
 
 /* Places the body if it hashes to the digest. */
@@ -817,6 +863,20 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 		snprintf(msg, sizeof(msg), "GET %s: the body hashes to %s, not %s", x->url, hex,
 			 x->digest.hash);
 		on_corrupt(d, x, msg, sizeof(msg));
+		return;
+	}
+	if (x->mem) {
+		dl_dest *t = x->dests;
+		tf__buf *mem = x->mem;
+		x->dests = NULL;
+		x->mem = NULL;
+		pthread_mutex_lock(&d->mu);
+		d->stats.transfers++;
+		d->stats.bytes += (uint64_t)x->received;
+		pthread_mutex_unlock(&d->mu);
+		set_state(x, DL_FINISHED);
+		complete_read(d, t, &x->digest, TF_RESULT_OK, true, false, false, x->attempts, NULL, mem);
+		shrink(x);
 		return;
 	}
 	if (set_mode(d, x->fd, x->dests->executable) < 0 || fstat(x->fd, &st) < 0 ||
@@ -853,6 +913,12 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 	release_easy(d, x);
 
+	if (rc == CURLE_WRITE_ERROR && x->mem && x->local_errno) {
+		snprintf(msg, sizeof(msg), "GET %s: the body is larger than the %zu bytes allowed for it",
+			 x->url, x->mem->cap);
+		finish_failed(d, x, TF_RESULT_CORRUPT, msg);
+		return;
+	}
 	if (rc == CURLE_WRITE_ERROR && x->local_errno) {
 		snprintf(msg, sizeof(msg), "cannot write '%s': %s", x->dests->path,
 			 strerror(x->local_errno));
@@ -899,6 +965,7 @@ static dl_xfer *xfer_new(tf_downloader *d, const tf_digest *dg)
 	if (!x)
 		return NULL;
 	x->d = d;
+	x->area = DL_AREA_CAS;
 	x->digest = *dg;
 	x->state = DL_NEW;
 	x->fd = x->dirfd = -1;
@@ -940,6 +1007,29 @@ static void accept_request(tf_downloader *d, dl_request *q)
 	tf_error err = { 0 };
 	dl_xfer *x;
 
+	if (q->max_bytes && q->area == DL_AREA_CAS && q->digest.size == 0) {
+		tf__buf *empty = calloc(1, sizeof(*empty)); /* zero-length blobs are never requested */
+		complete_read(d, t, &q->digest, empty ? TF_RESULT_OK : TF_RESULT_LOCAL, false, false, false,
+			      0, empty ? NULL : "out of memory", empty);
+		return;
+	}
+	if (q->max_bytes) {
+		x = xfer_new(d, &q->digest);
+		if (x)
+			x->mem = malloc(sizeof(*x->mem));
+		if (!x || !x->mem) {
+			xfer_free(x);
+			complete(d, t, &q->digest, TF_RESULT_LOCAL, false, false, false, 0, "out of memory");
+			return;
+		}
+		tf__buf_init(x->mem, q->max_bytes);
+		x->area = q->area;
+		x->dests = t;
+		x->hnext = d->reads;
+		d->reads = x;
+		enqueue(d, x);
+		return;
+	}
 	if (tf__path_check(t->path, "destination", &err) < 0) {
 		complete(d, t, &q->digest, TF_RESULT_LOCAL, false, false, false, 0, err.message);
 		return;
@@ -989,6 +1079,17 @@ static void schedule(tf_downloader *d)
 {
 	uint64_t now = tf__now_ns();
 	dl_xfer **pp = &d->backoff;
+
+	/* Reads that ended are not kept: nothing asks for them again. */
+	for (dl_xfer **rp = &d->reads; *rp;) {
+		dl_xfer *x = *rp;
+		if (x->state == DL_FINISHED) {
+			*rp = x->hnext;
+			xfer_free(x);
+		} else {
+			rp = &x->hnext;
+		}
+	}
 
 	while (*pp) {
 		dl_xfer *x = *pp;
@@ -1229,6 +1330,50 @@ int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executab
 	return 0;
 }
 
+int tf_downloader_read(tf_downloader *d, tf_area area, const char *hash, int64_t size,
+		       size_t max_bytes, tf_fetch_cb cb, void *user)
+{
+	dl_request *q;
+	dl_dest *t;
+	bool wake;
+
+	if (!tf__is_sha256_hex(hash, strlen(hash)) || max_bytes == 0 || size > (int64_t)max_bytes ||
+	    (area == TF_AREA_CAS && size < 0))
+		return -EINVAL;
+	q = calloc(1, sizeof(*q));
+	t = calloc(1, sizeof(*t));
+	if (!q || !t || asprintf(&t->path, "%s/%s", area == TF_AREA_AC ? "ac" : "cas", hash) < 0) {
+		free(q);
+		free(t);
+		return -ENOMEM;
+	}
+	memcpy(q->digest.hash, hash, TF_HASH_HEX_LEN + 1);
+	q->digest.size = size;
+	q->area = area == TF_AREA_AC ? DL_AREA_AC : DL_AREA_CAS;
+	q->max_bytes = max_bytes;
+	t->cb = cb;
+	t->user = user;
+	q->dest = t;
+	pthread_mutex_lock(&d->mu);
+	if (d->closing) {
+		pthread_mutex_unlock(&d->mu);
+		dest_free(t);
+		free(q);
+		return -ESHUTDOWN;
+	}
+	d->outstanding++;
+	wake = !d->in_head;
+	if (d->in_tail)
+		d->in_tail->next = q;
+	else
+		d->in_head = q;
+	d->in_tail = q;
+	pthread_mutex_unlock(&d->mu);
+	if (wake)
+		curl_multi_wakeup(d->multi);
+	return 0;
+}
+
 int tf_downloader_fd(const tf_downloader *d)
 {
 	return d->evfd;
@@ -1271,6 +1416,10 @@ int tf_downloader_dispatch(tf_downloader *d, int timeout_ms)
 		pthread_mutex_unlock(&d->mu);
 		free(c->path);
 		free(c->message);
+		if (c->mem) {
+			tf__buf_fini(c->mem);
+			free(c->mem);
+		}
 		free(c);
 		c = next;
 		n++;
@@ -1328,10 +1477,26 @@ void tf_downloader_free(tf_downloader *d)
 		curl_easy_cleanup(d->idle_handles[i]);
 	dirs_flush(d);
 	dl_hasher_free(d->hasher);
+	for (dl_xfer *x = d->reads, *n; x; x = n) {
+		n = x->hnext;
+		if (x->easy) {
+			curl_multi_remove_handle(d->multi, x->easy);
+			curl_easy_cleanup(x->easy);
+		}
+		for (dl_dest *t = x->dests, *tn; t; t = tn) {
+			tn = t->next;
+			dest_free(t);
+		}
+		xfer_free(x);
+	}
 	for (c = d->done_head; c;) {
 		dl_completion *n = c->next;
 		free(c->path);
 		free(c->message);
+		if (c->mem) {
+			tf__buf_fini(c->mem);
+			free(c->mem);
+		}
 		free(c);
 		c = n;
 	}

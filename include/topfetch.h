@@ -99,6 +99,8 @@ typedef struct tf_fetch_done {
 	bool already_present;  /* the file was already there with the right digest */
 	int tries;             /* transfer attempts made for the blob */
 	const char *message;   /* NULL when ok; otherwise what happened, naming the URL */
+	const unsigned char *data; /* tf_downloader_read only: the bytes, when ok */
+	size_t len;
 } tf_fetch_done;
 
 typedef void (*tf_fetch_cb)(const tf_fetch_done *done, void *user);
@@ -130,6 +132,18 @@ TF_API tf_downloader *tf_downloader_new(const tf_remote_options *opts, const cha
  * tf_downloader_dispatch in the caller's thread. */
 TF_API int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executable,
 			       const char *path, tf_fetch_cb cb, void *user);
+
+/* Which half of a cache a key lives in. */
+typedef enum tf_area { TF_AREA_CAS = 0, TF_AREA_AC = 1 } tf_area;
+
+/* Reads one entry into memory through the same engine (retries, timeouts,
+ * typed results): a CAS blob (verified against hash and size) or an action
+ * cache entry (size -1: unknown; not verifiable, its key names the action).
+ * More than max_bytes is an error (corrupt). The callback gets the bytes in
+ * done->data/len, valid during the callback. Does not block; -EINVAL for a
+ * bad hash or size, -ESHUTDOWN after free began. Reads are not deduplicated. */
+TF_API int tf_downloader_read(tf_downloader *d, tf_area area, const char *hash, int64_t size,
+			      size_t max_bytes, tf_fetch_cb cb, void *user);
 
 /* A file descriptor that becomes readable when completions are waiting, for
  * the caller's poll loop. Owned by the downloader. */
