@@ -35,9 +35,9 @@
 #define ST_LINK_MAX 4096  /* symlink target */
 
 /* Bounds on st_options. */
-#define ST_BATCH_OPS_DEFAULT 20000u
+#define ST_BATCH_OPS_DEFAULT 250000u
 #define ST_BATCH_OPS_MAX 10000000u
-#define ST_CACHE_MIB_DEFAULT 64u
+#define ST_CACHE_MIB_DEFAULT 128u
 #define ST_CACHE_MIB_MAX 4096u
 
 typedef struct st_store st_store;

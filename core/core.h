@@ -61,4 +61,28 @@ int tf__buf_append(tf__buf *b, const void *p, size_t n);
 void tf__buf_reset(tf__buf *b);
 void tf__buf_fini(tf__buf *b);
 
+/* A string-keyed hash map (keys copied, values borrowed). */
+typedef struct tf__map_entry {
+	struct tf__map_entry *next;
+	uint64_t hash;
+	void *value;
+	char key[]; /* NUL-terminated */
+} tf__map_entry;
+
+typedef struct tf__map {
+	tf__map_entry **buckets;
+	size_t nbuckets, n;
+} tf__map;
+
+void tf__map_init(tf__map *m);
+/* Frees the entries (not the values). */
+void tf__map_fini(tf__map *m);
+void *tf__map_get(const tf__map *m, const char *key);
+/* Sets key to value (replacing); -ENOMEM. */
+int tf__map_put(tf__map *m, const char *key, void *value);
+/* Removes key; returns its value or NULL. */
+void *tf__map_remove(tf__map *m, const char *key);
+/* Calls fn for each entry (no changes to m meanwhile). */
+void tf__map_each(const tf__map *m, void (*fn)(const char *key, void *value, void *user), void *user);
+
 #endif

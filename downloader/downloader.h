@@ -43,6 +43,14 @@ int dl_backend_prepare_get(const dl_backend *b, CURL *h, dl_area area, const cha
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
 			       char *why, size_t why_len);
 
+/* Temporary files are named DL_TMP_PREFIX<pid>.<n> in their destination's folder. */
+#define DL_TMP_PREFIX ".tftmp."
+
+/* Removes every temporary file a previous run left below rootfd (after a
+ * crash or kill -9), counting them into *removed (may be NULL). Must not run
+ * while a downloader writes below rootfd. Blocks while it walks the tree. */
+int dl_remove_stale_tmp(int rootfd, uint64_t *removed, tf_error *err);
+
 /* ---- the verifier thread (hasher.c) ---- */
 
 typedef struct dl_hasher dl_hasher;

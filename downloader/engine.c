@@ -35,7 +35,6 @@
 #define DL_BACKOFF_MAX_MS 5000
 #define DL_CORRUPT_RETRIES 1 /* a wrong hash is tried once more, then reported */
 #define DL_BUFFER_SIZE (128 * 1024)
-#define DL_TMP_PREFIX ".tftmp."
 #define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 

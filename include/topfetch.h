@@ -165,6 +165,130 @@ TF_API void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats 
  * are not run. Blocks until the thread has exited. Accepts NULL. */
 TF_API void tf_downloader_free(tf_downloader *d);
 
+/* ---- download policy (the RemoteOutputChecker's rules) ------------------------ */
+
+/* --remote_download_outputs, as Bazel spells it. */
+typedef enum tf_download_mode {
+	TF_DOWNLOAD_TOPLEVEL = 0, /* outputs of top-level targets (the default) */
+	TF_DOWNLOAD_ALL,          /* every output of every executed action */
+	TF_DOWNLOAD_MINIMAL,      /* nothing but what --remote_download_regex asks for */
+} tf_download_mode;
+
+/* "toplevel", "all", "minimal" -> mode; -EINVAL otherwise. Does not block. */
+TF_API int tf_download_mode_parse(const char *s, tf_download_mode *out);
+TF_API const char *tf_download_mode_name(tf_download_mode m);
+
+typedef struct tf_policy {
+	tf_download_mode mode;
+	/* --remote_download_regex: POSIX extended regexes matched against the
+	 * exec-root-relative path (bazel-out/k8-fastbuild/bin/pkg/a.txt); a match
+	 * on a directory output fetches the whole tree. Fetched whatever the mode. */
+	const char *const *regexes;
+	size_t n_regexes;
+	/* --output_groups: the groups of a completed target whose files are
+	 * wanted; none given means {"default"}. */
+	const char *const *output_groups;
+	size_t n_output_groups;
+	/* The requested top-level targets; none given means every target whose
+	 * completion is reported. */
+	const char *const *targets;
+	size_t n_targets;
+} tf_policy;
+
+/* ---- session: one build ------------------------------------------------------ */
+
+/* A wanted output that could not be put in place. */
+typedef struct tf_lost_output {
+	tf_result result;       /* TF_RESULT_LOST, _CORRUPT, _FAILED or _LOCAL */
+	const char *path;       /* exec-root-relative */
+	tf_digest digest;
+	const char *action_key; /* the action to run again, or NULL if unknown */
+	const char *target;     /* its target label, or NULL if unknown */
+	const char *message;
+} tf_lost_output;
+
+typedef struct tf_session_options {
+	tf_remote_options remote;
+	/* Files land at output_dir/<exec-root-relative path>, as in Bazel's
+	 * exec root (bazel-out/k8-fastbuild/bin/pkg/a.txt). Created if missing. */
+	const char *output_dir;
+	/* The metadata store (SQLite). NULL: a private store removed at free,
+	 * so nothing is remembered between sessions. */
+	const char *store_path;
+	tf_policy policy;
+	/* Sinks for the gated event stream; each may be NULL. */
+	const char *build_event_binary_file; /* --build_event_binary_file */
+	const char *build_event_json_file;   /* --build_event_json_file */
+	const char *build_event_publish;     /* nanomsg PUB URL, e.g. ipc:///tmp/x.ipc */
+	/* Called (in the caller's thread) for every wanted output that could not
+	 * be put in place. May be NULL. */
+	void (*on_lost)(const tf_lost_output *lost, void *user);
+	void *user;
+} tf_session_options;
+
+typedef struct tf_session_stats {
+	uint64_t actions;           /* executed actions reported */
+	uint64_t outputs_injected;  /* outputs whose metadata was recorded (tree files included) */
+	uint64_t files_wanted;      /* distinct outputs asked for */
+	uint64_t files_fetched;     /* transferred */
+	uint64_t files_present;     /* already on disk and unchanged */
+	uint64_t bytes_fetched;
+	uint64_t lost, failed;      /* lost = not in the cache; failed = corrupt, network, local */
+	uint64_t targets_completed; /* TargetComplete events released */
+	uint64_t targets_failed;    /* of which turned into success: false */
+	uint64_t events_written;    /* events released to the sinks */
+	uint64_t recovered;         /* fetches resumed from a previous run, stale temp files removed */
+} tf_session_stats;
+
+typedef struct tf_session tf_session;
+
+/* Opens the store (recovering from a crash: stale temporary files removed,
+ * pending fetches queued again, local files changed behind our back
+ * forgotten), starts the downloader and opens the sinks. opts is copied.
+ * Returns NULL and fills err on failure; -EBUSY when another process holds
+ * the store. Blocks on disk I/O. */
+TF_API tf_session *tf_session_new(const tf_session_options *opts, tf_error *err);
+
+/* An action executed (cache hit, remote or local execution) and produced
+ * action_result (a serialized REAPI ActionResult, borrowed). Every output's
+ * metadata is recorded; outputs the policy wants now (mode all, a regex) are
+ * fetched. target may be NULL. A malformed result is refused with an error
+ * naming the action and nothing is recorded. Does not block on the network. */
+TF_API int tf_session_action_executed(tf_session *s, const char *action_key, const char *target,
+				      const void *action_result, size_t len, tf_error *err);
+
+/* The next build event of the stream (a serialized BuildEvent, borrowed).
+ * NamedSetOfFiles are remembered; a TargetComplete makes its files
+ * top-level: those not on disk are fetched, and the event is held until they
+ * are (its named sets go first, with digest and length filled in); other
+ * events pass through in order. Does not block on the network. */
+TF_API int tf_session_build_event(tf_session *s, const void *event, size_t len, tf_error *err);
+
+/* A file descriptor readable when work finished, for the caller's poll loop. */
+TF_API int tf_session_fd(const tf_session *s);
+
+/* Handles finished work (fetches, tree reads): records it, releases events.
+ * Waits up to timeout_ms (-1: until something finished). Returns the number
+ * of completions handled or a negative error. */
+TF_API int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err);
+
+/* Ends the build: waits for every fetch, releases every held event (an
+ * incomplete stream's leftovers are flushed in order), flushes the store and
+ * the sinks, and fills *stats (may be NULL). Returns 0, or the first sink or
+ * store error. Blocks. */
+TF_API int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err);
+
+/* Copies the counters so far. Does not block. */
+TF_API void tf_session_get_stats(const tf_session *s, tf_session_stats *out);
+
+/* Is this action marked lost (a wanted output of it is gone from the cache)?
+ * A proxy answers a cache miss for it so the build runs it again. */
+TF_API bool tf_session_action_lost(tf_session *s, const char *action_key);
+
+/* Stops transfers and frees everything; events still held are dropped.
+ * Accepts NULL. Blocks until the transfer thread exits. */
+TF_API void tf_session_free(tf_session *s);
+
 #ifdef __cplusplus
 }
 #endif

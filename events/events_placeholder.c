@@ -1,1 +1,0 @@
-typedef int tf__events_placeholder;

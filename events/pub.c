@@ -1,0 +1,137 @@
+/* The nanomsg PUB sink: each BuildEvent goes out as one message holding its
+ * serialized bytes, for subscribers that want the stream live.
+ *
+ * Why no waiting anywhere: the caller is the event gate, which must never
+ * stall behind a slow subscriber. nanomsg's PUB hands a message to every
+ * subscriber pipe that is ready and skips the others (nn_dist_send), so a
+ * subscriber that falls behind loses messages instead of slowing us down; a
+ * send is also made with NN_DONTWAIT, and whatever nanomsg refuses is counted
+ * as dropped. Memory is bounded by nanomsg: at most one message in flight
+ * per subscriber plus the kernel socket buffer (NN_SNDBUF). */
+#include "events/events_int.h"
+
+#include <errno.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/pubsub.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ev_pub {
+	int sock;
+	char *url;
+	ev_pub_options o;
+	ev_pub_stats stats;
+};
+
+void ev_pub_options_init(ev_pub_options *o)
+{
+	o->max_message_size = EV_DEFAULT_MAX_MESSAGE;
+	o->sndbuf = 1 << 20;
+}
+
+/* nanomsg's own codes (ETERM, EFSM) lie above the errno range. */
+static int nn_code(int e)
+{
+	return e > 0 && e < 4096 ? -e : -EIO;
+}
+
+ev_pub *ev_pub_new(const char *url, const ev_pub_options *opts, tf_error *err)
+{
+	ev_pub *p = calloc(1, sizeof(*p));
+	int e;
+
+	if (!p || !(p->url = strdup(url))) {
+		free(p);
+		tf__errf(err, -ENOMEM, "%s: out of memory", url);
+		return NULL;
+	}
+	if (opts)
+		p->o = *opts;
+	else
+		ev_pub_options_init(&p->o);
+	if (p->o.max_message_size == 0)
+		p->o.max_message_size = EV_DEFAULT_MAX_MESSAGE;
+	if (p->o.sndbuf <= 0)
+		p->o.sndbuf = 1 << 20;
+	p->sock = nn_socket(AF_SP, NN_PUB);
+	if (p->sock < 0) {
+		e = nn_errno();
+		tf__errf(err, nn_code(e), "%s: cannot create a nanomsg PUB socket: %s", url,
+			 nn_strerror(e));
+		goto fail;
+	}
+	if (nn_setsockopt(p->sock, NN_SOL_SOCKET, NN_SNDBUF, &p->o.sndbuf, sizeof(p->o.sndbuf)) < 0) {
+		e = nn_errno();
+		tf__errf(err, nn_code(e), "%s: cannot set NN_SNDBUF to %d: %s", url, p->o.sndbuf,
+			 nn_strerror(e));
+		goto fail;
+	}
+	if (nn_bind(p->sock, url) < 0) {
+		e = nn_errno();
+		tf__errf(err, nn_code(e), "%s: cannot bind the PUB socket: %s", url, nn_strerror(e));
+		goto fail;
+	}
+	return p;
+fail:
+	ev_pub_free(p);
+	return NULL;
+}
+
+int ev_pub_send(ev_pub *p, const BuildEventStream__BuildEvent *m, tf_error *err)
+{
+	size_t size = protobuf_c_message_get_packed_size(&m->base);
+	void *msg;
+	int e;
+
+	if (size > p->o.max_message_size)
+		return tf__errf(err, -EMSGSIZE,
+				"%s: a BuildEvent of %zu bytes is over the cap of %zu bytes per message",
+				p->url, size, p->o.max_message_size);
+	if (size == 0) {
+		/* An empty BuildEvent is zero bytes; nanomsg messages can be. */
+		if (nn_send(p->sock, "", 0, NN_DONTWAIT) < 0) {
+			e = nn_errno();
+			goto refused;
+		}
+		goto sent;
+	}
+	msg = nn_allocmsg(size, 0);
+	if (!msg) {
+		e = nn_errno();
+		return tf__errf(err, nn_code(e), "%s: cannot allocate a %zu-byte message: %s",
+				p->url, size, nn_strerror(e));
+	}
+	protobuf_c_message_pack(&m->base, msg);
+	/* Zero-copy: on success nanomsg owns msg. */
+	if (nn_send(p->sock, &msg, NN_MSG, NN_DONTWAIT) < 0) {
+		e = nn_errno();
+		nn_freemsg(msg);
+		goto refused;
+	}
+sent:
+	p->stats.sent++;
+	p->stats.bytes += size;
+	return 0;
+refused:
+	if (e == EAGAIN || e == EINTR) {
+		p->stats.dropped++;
+		return 0;
+	}
+	return tf__errf(err, nn_code(e), "%s: cannot publish: %s", p->url, nn_strerror(e));
+}
+
+void ev_pub_get_stats(const ev_pub *p, ev_pub_stats *out)
+{
+	*out = p->stats;
+}
+
+void ev_pub_free(ev_pub *p)
+{
+	if (!p)
+		return;
+	if (p->sock >= 0)
+		nn_close(p->sock);
+	free(p->url);
+	free(p);
+}
