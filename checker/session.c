@@ -594,25 +594,27 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 		return tf__errf(err, -EBADMSG, "the ActionResult of action %s (%zu bytes) does not decode",
 				action_key, len);
 	/* Check everything before recording anything. */
+	/* (Messages get their context only when something is wrong: this loop
+	 * runs for every output of every action.) */
 	for (size_t i = 0; i < ar->n_output_files && r == 0; i++) {
 		const Build__Bazel__Remote__Execution__V2__OutputFile *f = ar->output_files[i];
-		char what[128];
-		snprintf(what, sizeof(what), "action %.16s... output file %zu", action_key, i);
-		r = tf__path_check(f->path, what, err);
+		r = tf__path_check(f->path, "output file", err);
 		if (r == 0 && (!f->digest || tf_digest_parse(f->digest->hash ? f->digest->hash : "",
 							     f->digest->size_bytes, &dg, err) < 0))
-			r = f->digest ? err->code : tf__errf(err, -EINVAL, "%s '%s' has no digest", what, f->path);
+			r = f->digest ? err->code : tf__errf(err, -EINVAL, "output file '%s' has no digest", f->path);
+		if (r < 0)
+			tf__err_prefix(err, "output file %zu", i);
 	}
 	for (size_t i = 0; i < ar->n_output_directories && r == 0; i++) {
 		const Build__Bazel__Remote__Execution__V2__OutputDirectory *d = ar->output_directories[i];
-		char what[128];
-		snprintf(what, sizeof(what), "action %.16s... output directory %zu", action_key, i);
-		r = tf__path_check(d->path, what, err);
+		r = tf__path_check(d->path, "output directory", err);
 		if (r == 0 && (!d->tree_digest ||
 			       tf_digest_parse(d->tree_digest->hash ? d->tree_digest->hash : "",
 					       d->tree_digest->size_bytes, &dg, err) < 0))
 			r = d->tree_digest ? err->code
-					   : tf__errf(err, -EINVAL, "%s '%s' has no tree digest", what, d->path);
+					   : tf__errf(err, -EINVAL, "output directory '%s' has no tree digest", d->path);
+		if (r < 0)
+			tf__err_prefix(err, "output directory %zu", i);
 	}
 	for (size_t i = 0; i < ar->n_output_symlinks && r == 0; i++)
 		r = tf__path_check(ar->output_symlinks[i]->path, "output symlink", err);
@@ -636,7 +638,8 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 				.target = target_label };
 		r = put_output(s, &o, err);
 		if (r == 0 && chk_policy_fetch_on_execution(&s->policy, f->path)) {
-			tf_digest_parse(f->digest->hash, f->digest->size_bytes, &dg, NULL);
+			memcpy(dg.hash, f->digest->hash, TF_HASH_HEX_LEN + 1); /* checked above */
+			dg.size = f->digest->size_bytes;
 			want_file(s, f->path, &dg, f->is_executable, NULL);
 		}
 	}

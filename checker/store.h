@@ -85,7 +85,8 @@ typedef struct st_output {
 	st_kind kind;
 	const char *symlink_target; /* symlinks only (1..ST_LINK_MAX bytes), else NULL */
 	const char *action_key;     /* producing action, 64 lowercase hex; NULL = unknown */
-	const char *target;         /* producing target label (1..ST_LABEL_MAX bytes); NULL = unknown */
+	const char *target;         /* producing target label (1..ST_LABEL_MAX bytes); NULL = unknown
+				     * (read back: the action's label when the output has none) */
 	st_state state;
 	st_local local;             /* meaningful when state == ST_LOCAL, zero otherwise */
 	uint64_t build;             /* generation (st_build_begin) when last injected */
@@ -178,7 +179,8 @@ int st_integrity_check(st_store *s, tf_error *err);
  * (hash, size, executable bit, kind, symlink target), or the output was
  * LOST, its state goes back to REMOTE and its local record is dropped;
  * otherwise the state is kept. A NULL action_key or target keeps what the
- * store knew. Counts as one write. */
+ * store knew. An action key not seen before records the action too (with
+ * this target). Counts as one write. */
 int st_output_put(st_store *s, const st_output *o, tf_error *err);
 
 /* Reads the output at path into the caller's *out. Returns 0, or -ENOENT
@@ -203,11 +205,12 @@ int st_output_mark_lost(st_store *s, const char *path, st_record *out, tf_error 
  * go on, anything else to stop the iteration with that value. */
 typedef int (*st_output_cb)(const st_output *o, void *user);
 
-/* Calls cb for each output in state, in path order, each at most once. The
- * callback may call any st_ function on the same store, writes included; an
- * output whose state changes before it is reached is visited only if it is
- * still in that state then. Returns 0 when done, the callback's value if it
- * stopped, or a negative error. Blocks on disk reads and the callback. */
+/* Calls cb for each output in state, each at most once, grouped by folder
+ * (in no particular order otherwise). The callback may call any st_
+ * function on the same store, writes included; an output whose state
+ * changes before it is reached is visited only if it is still in that state
+ * then. Returns 0 when done, the callback's value if it stopped, or a
+ * negative error. Blocks on disk reads and the callback. */
 int st_outputs_by_state(st_store *s, st_state state, st_output_cb cb, void *user, tf_error *err);
 
 /* Counts the outputs in state, or all of them when state is -1, into *n.

@@ -287,4 +287,8 @@ void ev_pub_get_stats(const ev_pub *p, ev_pub_stats *out);
 /* Closes the socket (queued messages may be lost) and frees. Accepts NULL. */
 void ev_pub_free(ev_pub *p);
 
+/* ---- the gate (gate.c): holds TargetComplete until its files are done ------ */
+
+#include "events/gate.h"
+
 #endif

@@ -188,6 +188,8 @@ static void emit_ready(ev_gate *g, gate_item *first)
 			}
 		}
 		/* An emitted item is in no list any more: free it. */
+		if (g->last == it)
+			g->last = NULL;
 		g->items[it->seq - 1] = NULL;
 		ev_event_unref(it->ev);
 		free(it->key);

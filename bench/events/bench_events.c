@@ -15,9 +15,11 @@
  * Timed: reading (framing, schema check, decode, storing every named set)
  * and expanding each target's default output group to its flat file list
  * (on average ~2,600 files per target at the defaults: 26 million file
- * visits). Run at 1/4, 1/2 and 1x the size to show the cost is linear.
+ * visits). Run at 1/4, 1/2 and 1x the size to show the cost is linear;
+ * each size is timed R times (default 3) and the fastest run reported, so
+ * other work on the machine disturbs the figures less.
  *
- *   bench_events [-f FILES] [-t TARGETS] [--dir DIR] [--check]
+ *   bench_events [-f FILES] [-t TARGETS] [-r R] [--dir DIR] [--check]
  *
  * --check exits 1 unless the full size takes at most 2.0 s (read + expand)
  * and its cost per file (input file + file visit) is within 1.5x of the
@@ -25,6 +27,7 @@
 #include "events/events.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,12 +274,16 @@ static struct result run(const char *path)
 	free(targets);
 	ev_sets_free(s);
 	ev_reader_free(r);
+	/* Hand the memory back so that the next run pays for its pages as
+	 * this one did, instead of reusing warm ones. */
+	malloc_trim(0);
 	return res;
 }
 
 int main(int argc, char **argv)
 {
 	size_t files = 1000000, targets = 10000;
+	int reps = 3;
 	const char *base = getenv("TMPDIR");
 	char dir[4096], path[4200];
 	bool check = false;
@@ -291,22 +298,26 @@ int main(int argc, char **argv)
 			files = strtoull(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
 			targets = strtoull(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
+			reps = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
 			snprintf(dir, sizeof(dir), "%s", argv[++i]);
 		else if (strcmp(argv[i], "--check") == 0)
 			check = true;
 		else {
-			fprintf(stderr, "usage: bench_events [-f FILES] [-t TARGETS] [--dir DIR] [--check]\n");
+			fprintf(stderr, "usage: bench_events [-f FILES] [-t TARGETS] [-r R] [--dir DIR] [--check]\n");
 			return 2;
 		}
 	}
+	if (reps < 1)
+		reps = 1;
 	if (targets < 4 || files < 8 * targets) {
 		fprintf(stderr, "bench_events: need at least 4 targets and 8 files per target\n");
 		return 2;
 	}
 	snprintf(path, sizeof(path), "%s/bench_events.%d.bin", dir, (int)getpid());
-	printf("synthetic BEP: %zu files in %zu targets, library chains of %d with diamonds\n\n",
-	       files, targets, CHAIN);
+	printf("synthetic BEP: %zu files in %zu targets, library chains of %d with diamonds; best of %d\n\n",
+	       files, targets, CHAIN, reps);
 	printf("%6s %9s %10s %9s %11s %8s %8s %8s %9s %9s\n", "scale", "events", "files",
 	       "MiB", "visits", "read s", "expand s", "total s", "ns/file", "peak MiB");
 	for (int k = 0; k < 3; k++) {
@@ -316,6 +327,11 @@ int main(int argc, char **argv)
 
 		generate(path, files / div, targets / div);
 		res = run(path);
+		for (int rep = 1; rep < reps; rep++) {
+			struct result again = run(path);
+			if (again.read_s + again.expand_s < res.read_s + res.expand_s)
+				res = again;
+		}
 		unlink(path);
 		total = res.read_s + res.expand_s;
 		per_file[k] = total * 1e9 / (double)(res.files + res.visits);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -209,11 +210,94 @@ static void test_uncommitted(const char *dir)
 	free(db);
 }
 
+/* A commit that cannot be written (the file size limit stands in for a
+ * full disk) loses its batch and says so; the store goes on working, and
+ * the folder and action ids it handed out in the lost batch are not reused
+ * for rows that are gone. Runs in a child: the limit is per process. */
+static void test_write_failure(const char *dir)
+{
+	char *db = path_join(dir, "full.db");
+	char h[65], k1[65], k2[65];
+
+	hash_of(1, 5, h);
+	hash_of(2, 5, k1);
+	hash_of(3, 5, k2);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		st_options opts;
+		tf_error e = { 0 };
+		struct rlimit rl;
+
+		st_options_init(&opts);
+		opts.batch_ops = 1000;
+		st_store *s = st_open(db, &opts, &e);
+		CHECK(s);
+		st_output base = file_output("bazel-out/full/a/base", h, 3);
+		base.action_key = k1;
+		CHECK_INT_EQ(st_output_put(s, &base, &e), 0);
+		CHECK_INT_EQ(st_flush(s, &e), 0);
+
+		/* A batch that adds a folder and an action... */
+		st_output x = file_output("bazel-out/full/newdir/x", h, 3);
+		x.action_key = k2;
+		x.target = "//full:x";
+		CHECK_INT_EQ(st_output_put(s, &x, &e), 0);
+		CHECK_INT_EQ(st_pending(s), 1);
+		/* ...and the disk is full when it commits. */
+		signal(SIGXFSZ, SIG_IGN);
+		CHECK(getrlimit(RLIMIT_FSIZE, &rl) == 0);
+		rlim_t old = rl.rlim_cur;
+		rl.rlim_cur = 0;
+		CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+		int r = st_flush(s, &e);
+		rl.rlim_cur = old;
+		CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+		if (r >= 0) {
+			fprintf(stderr, "a commit with no room to write succeeded\n");
+			_exit(2);
+		}
+		CHECK_CONTAINS(e.message, db);
+		CHECK_CONTAINS(e.message, "the 1 writes since the last commit were lost");
+		CHECK_INT_EQ(st_pending(s), 0);
+
+		/* The same folder and action again, now that there is room. */
+		st_output y = file_output("bazel-out/full/newdir/y", h, 3);
+		y.action_key = k2;
+		y.target = "//full:x";
+		CHECK_INT_EQ(st_output_put(s, &y, &e), 0);
+		CHECK_INT_EQ(st_flush(s, &e), 0);
+		st_close(s);
+		_exit(0);
+	}
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	st_record rec;
+	tf_error e = { 0 };
+	st_store *s = open_ok(db, NULL);
+	OK(st_integrity_check(s, err));
+	OK(st_output_get(s, "bazel-out/full/a/base", &rec, err));
+	CHECK_STR_EQ(rec.o.action_key, k1);
+	CHECK_INT_EQ(st_output_get(s, "bazel-out/full/newdir/x", &rec, &e), -ENOENT);
+	OK(st_output_get(s, "bazel-out/full/newdir/y", &rec, err));
+	CHECK_STR_EQ(rec.o.path, "bazel-out/full/newdir/y");
+	CHECK_STR_EQ(rec.o.action_key, k2);
+	CHECK_STR_EQ(rec.o.target, "//full:x");
+	st_action act;
+	OK(st_action_get(s, k2, &act, err));
+	CHECK_STR_EQ(act.target, "//full:x");
+	st_close(s);
+	free(db);
+}
+
 int main(void)
 {
 	char *dir = tmpdir_new();
 
 	test_uncommitted(dir);
+	test_write_failure(dir);
 	test_kill_mid_batch(dir);
 	tmpdir_remove(dir);
 	return 0;

@@ -317,7 +317,8 @@ static void test_lost(const char *dir)
 typedef struct visit {
 	st_store *s;
 	int n;
-	char last[TF__PATH_MAX + 1];
+	bool seen[100];
+	st_state want;
 	int stop_at;
 	bool requeue;
 } visit;
@@ -325,9 +326,14 @@ typedef struct visit {
 static int visit_cb(const st_output *o, void *user)
 {
 	visit *v = user;
+	int i;
 
-	CHECK(strcmp(o->path, v->last) > 0); /* path order, each once */
-	snprintf(v->last, sizeof(v->last), "%s", o->path);
+	/* Each once, and only in the state asked for. */
+	CHECK(sscanf(o->path, "bazel-out/k8/bin/it/d%*d/f%d", &i) == 1);
+	CHECK(i >= 0 && i < 100);
+	CHECK(!v->seen[i]);
+	v->seen[i] = true;
+	CHECK_INT_EQ(o->state, v->want);
 	v->n++;
 	if (v->requeue) {
 		/* Writes from inside the callback are allowed. */
@@ -349,7 +355,8 @@ static void test_iteration_and_batching(const char *dir)
 	st_store *s = open_ok(db, &opts);
 	for (int i = 0; i < 100; i++) {
 		hash_of((uint64_t)i, 5, h);
-		snprintf(p, sizeof(p), "bazel-out/k8/bin/it/f%03d", (i * 37) % 100);
+		int j = (i * 37) % 100;
+		snprintf(p, sizeof(p), "bazel-out/k8/bin/it/d%d/f%03d", j % 7, j);
 		st_output o = file_output(p, h, 1 + i);
 		OK(st_output_put(s, &o, err));
 		/* A batch commits on its 7th write. */
@@ -358,26 +365,32 @@ static void test_iteration_and_batching(const char *dir)
 	OK(st_flush(s, err));
 	CHECK_INT_EQ(st_pending(s), 0);
 	for (int i = 0; i < 100; i += 3) {
-		snprintf(p, sizeof(p), "bazel-out/k8/bin/it/f%03d", i);
+		snprintf(p, sizeof(p), "bazel-out/k8/bin/it/d%d/f%03d", i % 7, i);
 		OK(st_output_set_state(s, p, ST_FETCHING, NULL, NULL, err));
 	}
 
-	visit v = { .s = s };
+	visit v = { .s = s, .want = ST_FETCHING };
 	CHECK_INT_EQ(st_outputs_by_state(s, ST_FETCHING, visit_cb, &v, NULL), 0);
 	CHECK_INT_EQ(v.n, 34);
+	for (int i = 0; i < 100; i++)
+		CHECK_INT_EQ(v.seen[i], i % 3 == 0);
 	memset(&v, 0, sizeof(v));
 	v.s = s;
+	v.want = ST_REMOTE;
 	CHECK_INT_EQ(st_outputs_by_state(s, ST_REMOTE, visit_cb, &v, NULL), 0);
 	CHECK_INT_EQ(v.n, 66);
 	memset(&v, 0, sizeof(v));
+	v.want = ST_FETCHING;
 	v.stop_at = 5;
 	CHECK_INT_EQ(st_outputs_by_state(s, ST_FETCHING, visit_cb, &v, NULL), 42);
 	CHECK_INT_EQ(v.n, 5);
+	CHECK_INT_EQ(st_outputs_by_state(s, ST_LOST, visit_cb, &v, NULL), 0);
 
 	/* Crash recovery: hand back the FETCHING ones, re-queue them as remote
 	 * from inside the callback; every one is visited exactly once. */
 	memset(&v, 0, sizeof(v));
 	v.s = s;
+	v.want = ST_FETCHING;
 	v.requeue = true;
 	CHECK_INT_EQ(st_recover_fetching(s, visit_cb, &v, NULL), 0);
 	CHECK_INT_EQ(v.n, 34);
@@ -544,6 +557,112 @@ static void test_bad_inputs(const char *dir)
 	free(db);
 }
 
+/* A label is kept once on the action when output and action agree, and
+ * read back the same way either way. */
+static void test_labels(const char *dir)
+{
+	char *db = path_join(dir, "labels.db");
+	char h[65], k1[65], k2[65];
+	st_record rec;
+	st_action act;
+
+	hash_of(1, 42, h);
+	hash_of(2, 42, k1);
+	hash_of(3, 42, k2);
+	st_store *s = open_ok(db, NULL);
+	OK(st_action_put(s, k1, "//a:one", err));
+	st_output o = file_output("bazel-out/bin/a/one.o", h, 9);
+	o.action_key = k1;
+	o.target = "//a:one";
+	OK(st_output_put(s, &o, err));
+	OK(st_output_get(s, o.path, &rec, err));
+	CHECK_STR_EQ(rec.o.target, "//a:one");
+	/* Its own label when it differs (an alias, say). */
+	o.target = "//a:alias";
+	OK(st_output_put(s, &o, err));
+	OK(st_output_get(s, o.path, &rec, err));
+	CHECK_STR_EQ(rec.o.target, "//a:alias");
+	/* Back to the action's: not stuck on the old one. */
+	o.target = "//a:one";
+	OK(st_output_put(s, &o, err));
+	OK(st_output_get(s, o.path, &rec, err));
+	CHECK_STR_EQ(rec.o.target, "//a:one");
+	/* Unknown keeps it. */
+	o.target = NULL;
+	OK(st_output_put(s, &o, err));
+	OK(st_output_get(s, o.path, &rec, err));
+	CHECK_STR_EQ(rec.o.target, "//a:one");
+
+	/* An output naming an action never put records it, with its label. */
+	st_output p = file_output("bazel-out/bin/b/two.o", h, 9);
+	p.action_key = k2;
+	p.target = "//b:two";
+	OK(st_output_put(s, &p, err));
+	OK(st_action_get(s, k2, &act, err));
+	CHECK_STR_EQ(act.target, "//b:two");
+	CHECK(!act.lost);
+	/* Re-putting the action without a label keeps it; with one, sets it. */
+	OK(st_action_put(s, k2, NULL, err));
+	OK(st_action_get(s, k2, &act, err));
+	CHECK_STR_EQ(act.target, "//b:two");
+	OK(st_action_put(s, k2, "//b:renamed", err));
+	OK(st_action_get(s, k2, &act, err));
+	CHECK_STR_EQ(act.target, "//b:renamed");
+	OK(st_output_get(s, p.path, &rec, err));
+	CHECK_STR_EQ(rec.o.target, "//b:renamed");
+	CHECK_STR_EQ(rec.o.action_key, k2);
+	/* An output that moves to another action follows it. */
+	o.action_key = k2;
+	OK(st_output_put(s, &o, err));
+	OK(st_output_get(s, o.path, &rec, err));
+	CHECK_STR_EQ(rec.o.action_key, k2);
+	st_close(s);
+	free(db);
+}
+
+/* More folders than the id cache holds, a top-level file, and names that
+ * differ only in the folder: every one reads back as written. */
+static void test_many_folders(const char *dir)
+{
+	char *db = path_join(dir, "folders.db");
+	char h[65], p[96];
+	st_record rec;
+	uint64_t n;
+	st_options opts;
+
+	st_options_init(&opts);
+	opts.batch_ops = 1000;
+	st_store *s = open_ok(db, &opts);
+	for (int i = 0; i < 30000; i++) {
+		hash_of((uint64_t)i, 43, h);
+		snprintf(p, sizeof(p), "bazel-out/bin/pkg%05d/same_name", (i * 7919) % 30000);
+		st_output o = file_output(p, h, i + 1);
+		OK(st_output_put(s, &o, err));
+	}
+	st_output top = file_output("top_level_file", h, 1);
+	OK(st_output_put(s, &top, err));
+	st_close(s);
+
+	s = open_ok(db, &opts);
+	OK(st_outputs_count(s, -1, &n, err));
+	CHECK_INT_EQ(n, 30001);
+	for (int i = 0; i < 30000; i++) {
+		hash_of((uint64_t)i, 43, h);
+		snprintf(p, sizeof(p), "bazel-out/bin/pkg%05d/same_name", (i * 7919) % 30000);
+		OK(st_output_get(s, p, &rec, err));
+		CHECK_STR_EQ(rec.o.path, p);
+		CHECK_STR_EQ(rec.o.hash, h);
+		CHECK_INT_EQ(rec.o.size, i + 1);
+	}
+	OK(st_output_get(s, "top_level_file", &rec, err));
+	CHECK_STR_EQ(rec.o.path, "top_level_file");
+	tf_error e = { 0 };
+	CHECK_INT_EQ(st_output_get(s, "bazel-out/bin/pkg00001", &rec, &e), -ENOENT);
+	CHECK_INT_EQ(st_output_get(s, "bazel-out/bin/nope/same_name", &rec, &e), -ENOENT);
+	st_close(s);
+	free(db);
+}
+
 int main(void)
 {
 	char *dir = tmpdir_new();
@@ -552,6 +671,8 @@ int main(void)
 	test_digest_change(dir);
 	test_lost(dir);
 	test_iteration_and_batching(dir);
+	test_labels(dir);
+	test_many_folders(dir);
 	test_bad_inputs(dir);
 	tmpdir_remove(dir);
 	return 0;

@@ -199,11 +199,11 @@ static void damaged_copies(void)
 	size_t len;
 	unsigned char *orig = slurp(fixture("run1_populate", "bep.bin"), &len);
 	unsigned char *buf = malloc(len + 64);
-	unsigned seed = 777;
+	unsigned seed = 4242;
 	int ok = 0, failed = 0;
 
 	CHECK(buf);
-	for (int i = 0; i < 60000; i++) {
+	for (int i = 0; i < 3000; i++) {
 		size_t n = len;
 		int edits = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 4;
 		tf_error err = { 0 };
