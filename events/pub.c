@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define EV_PUB_CLOSE_GRACE_MS 200
 
 struct ev_pub {
 	int sock;
@@ -130,6 +133,12 @@ void ev_pub_free(ev_pub *p)
 {
 	if (!p)
 		return;
+	/* nanomsg 1.x does not implement NN_LINGER: nn_close drops messages its
+	 * I/O thread has not handed to the kernel yet (what the kernel holds is
+	 * still delivered). Give that thread a moment, so that the last events
+	 * of a build (last_message among them) reach the subscribers. */
+	if (p->sock >= 0 && p->stats.sent > 0)
+		nanosleep(&(struct timespec){ .tv_nsec = EV_PUB_CLOSE_GRACE_MS * 1000000L }, NULL);
 	if (p->sock >= 0)
 		nn_close(p->sock);
 	free(p->url);
