@@ -22,6 +22,8 @@ typedef struct chk_policy {
 	size_t n_regexes; /* compiled */
 	char **regex_src;
 	size_t n_regex_src;
+	regex_t *filters; /* files of completed targets must match one (if any) */
+	size_t n_filters;
 	char **groups;
 	size_t n_groups;
 	char **targets; /* sorted, for bsearch */
@@ -39,6 +41,10 @@ bool chk_policy_fetch_on_execution(const chk_policy *p, const char *exec_path);
 /* Are the files of this completed target wanted (mode not minimal, and the
  * target is requested)? */
 bool chk_policy_target_wanted(const chk_policy *p, const char *label);
+
+/* Is this file of a completed target wanted (it matches a filter regex, or
+ * there are none)? */
+bool chk_policy_file_wanted(const chk_policy *p, const char *exec_path);
 
 /* Is this output group of a completed target wanted? */
 bool chk_policy_group_wanted(const chk_policy *p, const char *group);

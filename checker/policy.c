@@ -72,6 +72,29 @@ int chk_policy_init(chk_policy *p, const tf_policy *in, tf_error *err)
 		goto fail;
 	if (p->n_targets)
 		qsort(p->targets, p->n_targets, sizeof(*p->targets), cmp_str);
+	if (in->n_filter_regexes > CHK_MAX_REGEXES) {
+		r = tf__errf(err, -E2BIG, "%zu filter regexes given; at most %d are allowed",
+			     in->n_filter_regexes, CHK_MAX_REGEXES);
+		goto fail;
+	}
+	if (in->n_filter_regexes) {
+		p->filters = calloc(in->n_filter_regexes, sizeof(*p->filters));
+		if (!p->filters) {
+			r = tf__errf(err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < in->n_filter_regexes; i++) {
+		int rc = regcomp(&p->filters[i], in->filter_regexes[i], REG_EXTENDED | REG_NOSUB);
+		if (rc) {
+			char why[256];
+			regerror(rc, &p->filters[i], why, sizeof(why));
+			r = tf__errf(err, -EINVAL, "filter regex '%s' is not a POSIX extended regex: %s",
+				     in->filter_regexes[i], why);
+			goto fail;
+		}
+		p->n_filters = i + 1;
+	}
 	if (in->n_regexes) {
 		p->regexes = calloc(in->n_regexes, sizeof(*p->regexes));
 		if (!p->regexes) {
@@ -101,6 +124,9 @@ void chk_policy_fini(chk_policy *p)
 	for (size_t i = 0; i < p->n_regexes; i++)
 		regfree(&p->regexes[i]);
 	free(p->regexes);
+	for (size_t i = 0; i < p->n_filters; i++)
+		regfree(&p->filters[i]);
+	free(p->filters);
 	for (size_t i = 0; p->regex_src && i < p->n_regex_src; i++)
 		free(p->regex_src[i]);
 	free(p->regex_src);
@@ -129,6 +155,16 @@ bool chk_policy_target_wanted(const chk_policy *p, const char *label)
 	if (p->mode == TF_DOWNLOAD_MINIMAL)
 		return false;
 	return !p->n_targets || bsearch(&key, p->targets, p->n_targets, sizeof(*p->targets), cmp_str);
+}
+
+bool chk_policy_file_wanted(const chk_policy *p, const char *exec_path)
+{
+	if (!p->n_filters)
+		return true;
+	for (size_t i = 0; i < p->n_filters; i++)
+		if (regexec(&p->filters[i], exec_path, 0, NULL, 0) == 0)
+			return true;
+	return false;
 }
 
 bool chk_policy_group_wanted(const chk_policy *p, const char *group)

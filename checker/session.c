@@ -32,9 +32,10 @@ typedef struct waiter {
 	target *t;
 } waiter;
 
-/* One wanted output path, in flight or settled. */
+/* One wanted output, in flight or settled, by destination. */
 typedef struct want {
-	char *path;
+	char *dest; /* where it lands below output_dir (the map key) */
+	char *path; /* exec-root-relative path (the store's key) */
 	tf_digest digest;
 	bool executable;
 	st_kind kind;
@@ -83,6 +84,8 @@ struct tf_session {
 	tf_session_stats stats;
 	int sticky;          /* first sink/store error */
 	tf_error sticky_err;
+	char *bep_path;      /* followed BEP file ("-": stdin), until complete */
+	ev_reader *bep;
 };
 
 static void note_error(tf_session *s, int r, const tf_error *e)
@@ -321,15 +324,44 @@ static int add_waiter(waiter **list, target *t)
 	return 0;
 }
 
+/* Where an output lands: its exec-root-relative path, or with short_paths
+ * that path without Bazel's bazel-out/<config>/<bin|genfiles>/ prefix. */
+static const char *dest_of(const tf_session *s, const char *path)
+{
+	const char *p = path;
+	if (!s->o.short_paths || strncmp(path, "bazel-out/", 10))
+		return path;
+	for (int i = 0; i < 3 && p; i++) {
+		p = strchr(p, '/');
+		if (p)
+			p++;
+	}
+	return p && *p ? p : path;
+}
+
 /* Wants the output at path (file or tree file) in place; t (may be NULL)
  * waits for it. */
 static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, target *t)
 {
-	want *w = tf__map_get(&s->wants, path);
+	const char *dest = dest_of(s, path);
+	bool exec_layout = !s->o.short_paths;
+	want *w = tf__map_get(&s->wants, dest);
 	st_record rec;
 	tf_error err = { 0 };
 	int r;
 
+	if (w && strcmp(w->path, path) &&
+	    (strcmp(w->digest.hash, dg->hash) || w->executable != exec)) {
+		/* Two different outputs would land on one short path: never
+		 * overwrite one with the other silently. */
+		char why[2 * TF__PATH_MAX + 256];
+		snprintf(why, sizeof(why), "%s and %s differ (%s, %s) but both would land at %s; use --keep_path_prefix",
+			 w->path, path, w->digest.hash, dg->hash, dest);
+		s->stats.conflicts++;
+		if (t)
+			target_fail(t, why);
+		return;
+	}
 	if (w && !strcmp(w->digest.hash, dg->hash) && w->executable == exec) {
 		if (w->state == W_FETCHING) {
 			if (t)
@@ -345,9 +377,12 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	}
 	if (!w) {
 		w = calloc(1, sizeof(*w));
-		if (!w || !(w->path = strdup(path)) || tf__map_put(&s->wants, path, w) < 0) {
-			if (w)
+		if (!w || !(w->path = strdup(path)) || !(w->dest = strdup(dest)) ||
+		    tf__map_put(&s->wants, dest, w) < 0) {
+			if (w) {
 				free(w->path);
+				free(w->dest);
+			}
 			free(w);
 			if (t)
 				target_fail(t, "out of memory");
@@ -359,8 +394,10 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	w->executable = exec;
 	free(w->failure);
 	w->failure = NULL;
-	/* Already on disk as we wrote it: nothing to fetch. */
-	if (st_output_get(s->store, path, &rec, NULL) == 0 && rec.o.state == ST_LOCAL && rec.o.hash &&
+	/* Already on disk as we wrote it: nothing to fetch. (With short paths
+	 * the store does not describe this folder; the downloader still skips a
+	 * file that is already there with the right digest.) */
+	if (exec_layout && st_output_get(s->store, path, &rec, NULL) == 0 && rec.o.state == ST_LOCAL && rec.o.hash &&
 	    !strcmp(rec.o.hash, dg->hash) && st_output_check_local(s->store, s->rootfd, path, NULL) == ST_CHECK_SAME) {
 		w->state = W_DONE;
 		s->stats.files_present++;
@@ -369,13 +406,15 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	w->state = W_FETCHING;
 	if (t)
 		add_waiter(&w->waiters, t);
-	r = st_output_set_state(s->store, path, ST_FETCHING, NULL, NULL, &err);
-	if (r < 0 && r != -ENOENT)
-		note_error(s, r, &err);
-	r = tf_downloader_fetch(s->dl, dg, exec, path, on_fetched, s);
+	if (exec_layout) {
+		r = st_output_set_state(s->store, path, ST_FETCHING, NULL, NULL, &err);
+		if (r < 0 && r != -ENOENT)
+			note_error(s, r, &err);
+	}
+	r = tf_downloader_fetch(s->dl, dg, exec, dest, on_fetched, s);
 	while (r == -EAGAIN) {
 		tf_downloader_dispatch(s->dl, 10);
-		r = tf_downloader_fetch(s->dl, dg, exec, path, on_fetched, s);
+		r = tf_downloader_fetch(s->dl, dg, exec, dest, on_fetched, s);
 	}
 	if (r < 0) {
 		w->state = W_FAILED;
@@ -384,11 +423,11 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	}
 }
 
-static void report_lost(tf_session *s, const tf_fetch_done *d, const st_record *rec)
+static void report_lost(tf_session *s, const tf_fetch_done *d, const want *w, const st_record *rec)
 {
 	tf_lost_output lo = {
 		.result = d->result,
-		.path = d->path,
+		.path = w->path,
 		.digest = d->digest,
 		.action_key = rec && rec->o.action_key ? rec->o.action_key : NULL,
 		.target = rec && rec->o.target ? rec->o.target : NULL,
@@ -409,19 +448,19 @@ static void on_fetched(const tf_fetch_done *d, void *user)
 
 	if (!w || strcmp(w->digest.hash, d->digest.hash))
 		return; /* superseded by a newer digest for the path */
-	have_rec = st_output_get(s->store, d->path, &rec, NULL) == 0;
+	have_rec = st_output_get(s->store, w->path, &rec, NULL) == 0;
 	if (d->result == TF_RESULT_OK) {
 		struct stat sb;
 		st_local loc;
-		if (fstatat(s->rootfd, d->path, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!s->o.short_paths && fstatat(s->rootfd, d->path, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
 			st_local_from_stat(&sb, &loc);
 			if (!have_rec) {
-				st_output o = { .path = d->path, .hash = d->digest.hash, .size = d->digest.size,
+				st_output o = { .path = w->path, .hash = d->digest.hash, .size = d->digest.size,
 						.executable = w->executable, .kind = w->kind };
 				r = st_output_put(s->store, &o, &err);
 				note_error(s, r, &err);
 			}
-			r = st_output_set_state(s->store, d->path, ST_LOCAL, &loc, d->digest.hash, &err);
+			r = st_output_set_state(s->store, w->path, ST_LOCAL, &loc, d->digest.hash, &err);
 			if (r < 0 && r != -ESTALE)
 				note_error(s, r, &err);
 		}
@@ -436,19 +475,19 @@ static void on_fetched(const tf_fetch_done *d, void *user)
 		if (d->result == TF_RESULT_LOST) {
 			s->stats.lost++;
 			if (have_rec)
-				st_output_mark_lost(s->store, d->path, &rec, NULL);
+				st_output_mark_lost(s->store, w->path, &rec, NULL);
 		} else {
 			s->stats.failed++;
-			if (have_rec)
-				st_output_set_state(s->store, d->path, ST_REMOTE, NULL, NULL, NULL);
+			if (have_rec && !s->o.short_paths)
+				st_output_set_state(s->store, w->path, ST_REMOTE, NULL, NULL, NULL);
 		}
 		snprintf(why, sizeof(why), "%s %s (%s/%lld, produced by action %s of %s): %s",
-			 tf_result_name(d->result), d->path, d->digest.hash, (long long)d->digest.size,
+			 tf_result_name(d->result), w->path, d->digest.hash, (long long)d->digest.size,
 			 have_rec && rec.o.action_key ? rec.o.action_key : "(unknown)",
 			 have_rec && rec.o.target ? rec.o.target : "(unknown target)", d->message);
 		w->state = W_FAILED;
 		w->failure = strdup(why);
-		report_lost(s, d, have_rec ? &rec : NULL);
+		report_lost(s, d, w, have_rec ? &rec : NULL);
 	}
 	want_settle(s, w);
 }
@@ -485,8 +524,9 @@ static int on_tree_entry(const chk_tree_entry *e, void *user)
 		return 0;
 	if (c->tr->fetch_all || chk_policy_fetch_on_execution(&s->policy, e->path))
 		want_file(s, e->path, &e->digest, e->executable, NULL);
-	for (waiter *w = c->tr->waiters; w; w = w->next)
-		want_file(s, e->path, &e->digest, e->executable, w->t);
+	if (chk_policy_file_wanted(&s->policy, e->path))
+		for (waiter *w = c->tr->waiters; w; w = w->next)
+			want_file(s, e->path, &e->digest, e->executable, w->t);
 	return 0;
 }
 
@@ -687,6 +727,10 @@ static void want_target_file(tf_session *s, target *t, const BuildEventStream__F
 	if (!path)
 		return; /* a source file, or a role like "stdout": not an output */
 	if (st_output_get(s->store, path, &rec, NULL) == 0) {
+		if (rec.o.kind != ST_KIND_DIRECTORY && !chk_policy_file_wanted(&s->policy, path)) {
+			free(path);
+			return;
+		}
 		if (rec.o.kind == ST_KIND_DIRECTORY) {
 			tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL);
 			read_tree(s, path, &dg, rec.o.action_key, rec.o.target, false, t);
@@ -696,6 +740,8 @@ static void want_target_file(tf_session *s, target *t, const BuildEventStream__F
 			tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL);
 			want_file(s, path, &dg, rec.o.executable, t);
 		}
+	} else if (!chk_policy_file_wanted(&s->policy, path)) {
+		/* filtered out */
 	} else if (f->digest && *f->digest && tf_digest_parse(f->digest, f->length, &dg, NULL) == 0) {
 		st_output o = { .path = path, .hash = dg.hash, .size = dg.size, .kind = ST_KIND_FILE };
 		tf_error err = { 0 };
@@ -723,6 +769,7 @@ static void want_target_file(tf_session *s, target *t, const BuildEventStream__F
 		}
 		free(dir);
 		if (!waiting) {
+			s->stats.files_unknown++;
 			snprintf(why, sizeof(why),
 				 "no digest known for %s: no executed action reported it, and the event carries no digest or bytestream:// URI",
 				 path);
@@ -944,6 +991,46 @@ fail:
 	return NULL;
 }
 
+int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *err)
+{
+	if (s->bep_path)
+		return tf__errf(err, -EBUSY, "the session already follows %s", s->bep_path);
+	s->bep_path = strdup(path);
+	return s->bep_path ? 0 : tf__errf(err, -ENOMEM, "out of memory");
+}
+
+bool tf_session_bep_complete(const tf_session *s)
+{
+	return s->bep && ev_reader_complete(s->bep);
+}
+
+/* Posts whatever the followed BEP has that is new. Never waits. */
+static int pump_bep(tf_session *s, tf_error *err)
+{
+	ev_event *ev;
+	int r;
+
+	if (!s->bep_path)
+		return 0;
+	if (!s->bep) {
+		if (!strcmp(s->bep_path, "-"))
+			s->bep = ev_reader_new_fd(0, "standard input", NULL, err);
+		else if (access(s->bep_path, F_OK) == 0)
+			s->bep = ev_reader_new(s->bep_path, NULL, err);
+		else
+			return 0; /* Bazel has not created it yet */
+		if (!s->bep)
+			return err->code ? err->code : -EIO;
+	}
+	while ((r = ev_reader_next(s->bep, &ev, err)) == 1) {
+		r = chk_session_post_event(s, ev, err);
+		ev_event_unref(ev);
+		if (r < 0)
+			return r;
+	}
+	return r;
+}
+
 int tf_session_fd(const tf_session *s)
 {
 	return tf_downloader_fd(s->dl);
@@ -951,7 +1038,13 @@ int tf_session_fd(const tf_session *s)
 
 int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err)
 {
-	int n = tf_downloader_dispatch(s->dl, timeout_ms);
+	int n, r = pump_bep(s, err);
+
+	if (r < 0) {
+		note_error(s, r, err);
+		return r;
+	}
+	n = tf_downloader_dispatch(s->dl, timeout_ms);
 	if (n < 0)
 		return tf__errf(err, n, "waiting for transfers: %s", strerror(-n));
 	if (n > 0)
@@ -963,8 +1056,13 @@ int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err)
 
 int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 {
-	int r = 0;
+	tf_error in_err = { 0 };
+	int r = 0, input = pump_bep(s, &in_err);
 
+	if (input == 0 && s->bep_path && !s->bep)
+		input = tf__errf(&in_err, -ENOENT, "the BEP file %s was never created", s->bep_path);
+	else if (input == 0 && s->bep)
+		input = ev_reader_finish(s->bep, &in_err);
 	while (tf_downloader_outstanding(s->dl) > 0)
 		tf_downloader_dispatch(s->dl, 1000);
 	r = ev_gate_flush(s->gate, err);
@@ -978,6 +1076,11 @@ int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 		r = ev_writer_close(s->json, err);
 	if (stats)
 		*stats = s->stats;
+	if (r == 0 && input < 0) {
+		if (err)
+			*err = in_err;
+		r = input;
+	}
 	return r;
 }
 
@@ -1001,6 +1104,7 @@ static void free_want(const char *key, void *value, void *user)
 		free(x);
 	}
 	free(w->path);
+	free(w->dest);
 	free(w->failure);
 	free(w);
 }
@@ -1037,6 +1141,8 @@ void tf_session_free(tf_session *s)
 	free(s->targets);
 	ev_gate_free(s->gate);
 	ev_sets_free(s->sets);
+	ev_reader_free(s->bep);
+	free(s->bep_path);
 	ev_writer_free(s->bin);
 	ev_writer_free(s->json);
 	ev_pub_free(s->pub);

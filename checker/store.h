@@ -11,9 +11,11 @@
  *    (if not NULL) with a sentence naming the store or the input.
  *  - Writes go into an open transaction that is committed every batch_ops
  *    writes, on st_flush() and on st_close(). A committed write survives a
- *    crash of the process (kill -9); writes not yet committed are lost by
- *    one, never half-applied. Every function may block on disk I/O; the
- *    write functions block longer when their write completes a batch.
+ *    crash of the process (kill -9); the writes not yet committed are lost
+ *    together, never half-applied. A commit that cannot be written (disk
+ *    full) loses its batch and its error says how many writes went. Every
+ *    function may block on disk I/O; a write blocks longer when it completes
+ *    a batch.
  *  - Strings passed in are borrowed for the call and copied; nothing passed
  *    in is kept.
  */
@@ -160,8 +162,8 @@ unsigned st_pending(const st_store *s);
 const char *st_path(const st_store *s);
 
 /* Starts a new build generation (persisted, strictly increasing across
- * restarts) and stores it in *build; later puts are stamped with it. Counts
- * as one write. */
+ * restarts) and stores it in *build; later puts are stamped with it.
+ * Commits at once, with the pending batch. Blocks on disk I/O. */
 int st_build_begin(st_store *s, uint64_t *build, tf_error *err);
 
 /* The current generation (0 before the first st_build_begin). Does not block. */

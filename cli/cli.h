@@ -100,5 +100,7 @@ extern volatile int cli_interrupted;
 void cli_install_signals(void);
 
 int cmd_fetch(int argc, char **argv);
+int cmd_collect(int argc, char **argv);
+int cmd_proxy(int argc, char **argv);
 
 #endif

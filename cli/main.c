@@ -10,6 +10,8 @@ static void usage(FILE *out)
 		"Build without the bytes: fetch only the outputs somebody asked for from a Bazel remote\n"
 		"cache, verified and written atomically.\n\n"
 		"Commands:\n"
+		"  collect   fetch the files of a finished build's completed targets (CI artifacts)\n"
+		"  proxy     sit between Bazel and its HTTP cache; fetch top-level outputs during the build\n"
 		"  fetch     fetch the blobs a manifest lists into a folder (like 'bb download')\n"
 		"  version   print the version\n"
 		"  help      this text\n\n"
@@ -34,6 +36,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "fetch"))
 		return cmd_fetch(argc - 2, argv + 2);
+	if (!strcmp(cmd, "collect"))
+		return cmd_collect(argc - 2, argv + 2);
+	if (!strcmp(cmd, "proxy"))
+		return cmd_proxy(argc - 2, argv + 2);
 	fprintf(stderr, "topfetch: unknown command '%s'. Run 'topfetch help' for the commands.\n", cmd);
 	return EXIT_USAGE;
 }

@@ -193,6 +193,11 @@ typedef struct tf_policy {
 	 * completion is reported. */
 	const char *const *targets;
 	size_t n_targets;
+	/* Filters (POSIX extended regexes on the exec-root-relative path): when
+	 * given, only files of completed targets that match one are fetched.
+	 * (topfetch collect's --remote_download_regex.) */
+	const char *const *filter_regexes;
+	size_t n_filter_regexes;
 } tf_policy;
 
 /* ---- session: one build ------------------------------------------------------ */
@@ -215,6 +220,11 @@ typedef struct tf_session_options {
 	/* The metadata store (SQLite). NULL: a private store removed at free,
 	 * so nothing is remembered between sessions. */
 	const char *store_path;
+	/* Files land at their short path (pkg/a.txt) instead of their
+	 * exec-root-relative one; two different files for one short path are an
+	 * error, never an overwrite. The store's record of local files then
+	 * describes another folder (the exec root) and is not used here. */
+	bool short_paths;
 	tf_policy policy;
 	/* Sinks for the gated event stream; each may be NULL. */
 	const char *build_event_binary_file; /* --build_event_binary_file */
@@ -238,6 +248,8 @@ typedef struct tf_session_stats {
 	uint64_t targets_failed;    /* of which turned into success: false */
 	uint64_t events_written;    /* events released to the sinks */
 	uint64_t recovered;         /* fetches resumed from a previous run, stale temp files removed */
+	uint64_t files_unknown;     /* wanted files with no digest anywhere (BEP, store, bytestream URI) */
+	uint64_t conflicts;         /* different files for one short path (short_paths) */
 } tf_session_stats;
 
 typedef struct tf_session tf_session;
@@ -264,6 +276,15 @@ TF_API int tf_session_action_executed(tf_session *s, const char *action_key, con
  * events pass through in order. Does not block on the network. */
 TF_API int tf_session_build_event(tf_session *s, const void *event, size_t len, tf_error *err);
 
+/* Follows a BEP file (Bazel's --build_event_binary_file, or "-" for
+ * standard input) as it grows: every tf_session_dispatch reads what is new
+ * and posts it as tf_session_build_event would. The file need not exist yet
+ * (Bazel creates it when the build starts). One per session. Does not block. */
+TF_API int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *err);
+
+/* The followed BEP reached its last_message event. */
+TF_API bool tf_session_bep_complete(const tf_session *s);
+
 /* A file descriptor readable when work finished, for the caller's poll loop. */
 TF_API int tf_session_fd(const tf_session *s);
 
@@ -272,10 +293,12 @@ TF_API int tf_session_fd(const tf_session *s);
  * of completions handled or a negative error. */
 TF_API int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err);
 
-/* Ends the build: waits for every fetch, releases every held event (an
- * incomplete stream's leftovers are flushed in order), flushes the store and
- * the sinks, and fills *stats (may be NULL). Returns 0, or the first sink or
- * store error. Blocks. */
+/* Ends the build: reads what is left of a followed BEP, waits for every
+ * fetch, releases every held event (an incomplete stream's leftovers are
+ * flushed in order), flushes the store and the sinks, and fills *stats (may
+ * be NULL). Returns 0; -ENODATA when the followed BEP ended without
+ * last_message (everything else still done); or the first sink, store or
+ * input error. Blocks. */
 TF_API int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err);
 
 /* Copies the counters so far. Does not block. */

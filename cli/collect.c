@@ -1,0 +1,210 @@
+/* topfetch collect: the files of a finished build's completed targets, from
+ * the cache into a folder (CI artifact collection). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct run {
+	cli_progress progress;
+	uint64_t lost_lines;
+} run;
+
+static void on_lost(const tf_lost_output *l, void *user)
+{
+	run *r = user;
+	r->lost_lines++;
+	cli_progress_error(&r->progress, "topfetch: %s: %s (%s/%lld)%s%s%s%s: %s", tf_result_name(l->result),
+			   l->path, l->digest.hash, (long long)l->digest.size,
+			   l->action_key ? ", produced by action " : "", l->action_key ? l->action_key : "",
+			   l->target ? " of " : "", l->target ? l->target : "", l->message);
+}
+
+/* --output_groups=a,b as Bazel takes it. */
+static int split_groups(const char *csv, cli_list *out, char **buf)
+{
+	char *save = NULL, *tok;
+
+	*buf = strdup(csv);
+	if (!*buf)
+		return -ENOMEM;
+	for (tok = strtok_r(*buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		const char **n;
+		if (!*tok)
+			continue;
+		n = realloc(out->items, (out->n + 1) * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		out->items = n;
+		out->items[out->n++] = tok;
+	}
+	return 0;
+}
+
+static void progress_line(run *r, const tf_session_stats *st, bool force)
+{
+	tf_downloader_stats ds = {
+		.requests = st->files_wanted,
+		.files_ok = st->files_fetched + st->files_present,
+		.bytes = st->bytes_fetched,
+		.lost = st->lost,
+		.failed = st->failed,
+	};
+	cli_progress_update(&r->progress, &ds, st->files_wanted, force);
+}
+
+int cmd_collect(int argc, char **argv)
+{
+	tf_session_options o = { 0 };
+	const char *bep = NULL, *groups_csv = NULL;
+	cli_list headers = { 0 }, targets = { 0 }, regexes = { 0 }, groups = { 0 };
+	char *groups_buf = NULL, bytes[32];
+	bool keep_prefix = false;
+	tf_session_stats st;
+	tf_error err = { 0 };
+	tf_session *s = NULL;
+	run r = { 0 };
+	int rc, fr;
+
+	tf_remote_options_init(&o.remote);
+	const cli_flag flags[] = {
+		{ "bep", CLI_STRING, &bep, "FILE|-",
+		  "The build's BEP (--build_event_binary_file), or - for standard input. Required." },
+		CLI_REMOTE_FLAGS(&o.remote, &headers),
+		{ "output_dir", CLI_STRING, &o.output_dir, "DIR", "Where the files go; created if missing. Required." },
+		{ "store", CLI_STRING, &o.store_path, "FILE",
+		  "The metadata store a 'topfetch proxy' run filled: how files named only by file:// URIs are "
+		  "found (Bazel before 7 with an HTTP or disk cache records no digests in the BEP)." },
+		{ "keep_path_prefix", CLI_BOOL, &keep_prefix, "",
+		  "Keep bazel-out/CONFIG/bin/ in the paths (default: short paths, pkg/out.txt)." },
+		{ "target", CLI_LIST, &targets, "LABEL", "Only this completed target; repeatable (default: all)." },
+		{ "output_groups", CLI_STRING, &groups_csv, "A,B", "Output groups to collect (default: default)." },
+		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
+		  "Only files whose exec-root-relative path matches (POSIX extended); repeatable." },
+		{ "build_event_binary_file", CLI_STRING, &o.build_event_binary_file, "FILE",
+		  "Write the BEP again, each TargetComplete only once its files are in place, with digest and "
+		  "length filled in." },
+		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
+		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
+		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
+	};
+	const cli_command cmd = {
+		.name = "collect",
+		.usage = "topfetch collect --bep=FILE|- --remote_cache=URL|DIR --output_dir=DIR [--store=FILE] [flags]",
+		.summary =
+			"Fetches the files of the targets a finished build completed (its BEP) from the cache into\n"
+			"--output_dir: CI artifact collection after a --remote_download_minimal build. Each file is\n"
+			"found by the digest and length in the BEP (Bazel 7+), by a bytestream:// URI (gRPC caches;\n"
+			"the host is replaced by --remote_cache), or by its path in a --store that 'topfetch proxy'\n"
+			"filled. Files are verified and written atomically; one blob is fetched once.",
+		.flags = flags,
+		.nflags = sizeof(flags) / sizeof(flags[0]),
+	};
+
+	rc = cli_parse(&cmd, argc, argv, NULL);
+	if (rc) {
+		if (rc == 1)
+			rc = EXIT_ALL_OK; /* --help was shown */
+		goto out;
+	}
+	if (!bep || !o.remote.remote_cache || !o.output_dir) {
+		fprintf(stderr, "topfetch collect: --bep, --remote_cache and --output_dir are required.\n"
+				"Run 'topfetch collect --help' for the flags.\n");
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if (groups_csv && split_groups(groups_csv, &groups, &groups_buf) < 0) {
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	o.remote.remote_headers = headers.items;
+	o.remote.n_remote_headers = headers.n;
+	o.short_paths = !keep_prefix;
+	o.policy.mode = TF_DOWNLOAD_TOPLEVEL;
+	o.policy.targets = targets.items;
+	o.policy.n_targets = targets.n;
+	o.policy.output_groups = groups.items;
+	o.policy.n_output_groups = groups.n;
+	o.policy.filter_regexes = regexes.items;
+	o.policy.n_filter_regexes = regexes.n;
+	o.on_lost = on_lost;
+	o.user = &r;
+
+	s = tf_session_new(&o, &err);
+	if (!s) {
+		fprintf(stderr, "topfetch collect: %s\n", err.message);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if (tf_session_add_bep_file(s, bep, &err) < 0) {
+		fprintf(stderr, "topfetch collect: %s\n", err.message);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	cli_install_signals();
+	cli_progress_init(&r.progress);
+	/* The BEP is finished: read it all, fetching as targets complete. */
+	while (!cli_interrupted && !tf_session_bep_complete(s)) {
+		int n = tf_session_dispatch(s, 20, &err);
+		tf_session_get_stats(s, &st);
+		progress_line(&r, &st, false);
+		if (n < 0)
+			break;
+		if (n == 0 && !tf_session_bep_complete(s) && st.files_wanted == st.files_fetched + st.files_present +
+								      st.lost + st.failed)
+			break; /* nothing in flight and the reader is at its end: finish judges it */
+	}
+	if (cli_interrupted) {
+		tf_session_free(s);
+		s = NULL;
+		fprintf(stderr, "topfetch collect: interrupted; files already in place stay, nothing partial is left\n");
+		rc = EXIT_INTERRUPTED;
+		goto out;
+	}
+	fr = tf_session_finish(s, &st, &err);
+	cli_progress_clear(&r.progress);
+	cli_human_bytes((double)st.bytes_fetched, bytes, sizeof(bytes));
+	printf("topfetch: %llu of %llu targets complete, %llu files in place (%llu fetched, %llu already present), "
+	       "%s in %.2f s; %llu lost, %llu failed, %llu without a digest, %llu conflicting\n",
+	       (unsigned long long)(st.targets_completed - st.targets_failed),
+	       (unsigned long long)st.targets_completed,
+	       (unsigned long long)(st.files_fetched + st.files_present), (unsigned long long)st.files_fetched,
+	       (unsigned long long)st.files_present, bytes, cli_elapsed_s(&r.progress),
+	       (unsigned long long)st.lost, (unsigned long long)st.failed, (unsigned long long)st.files_unknown,
+	       (unsigned long long)st.conflicts);
+	fflush(stdout);
+	if (fr < 0) {
+		fprintf(stderr, "topfetch collect: %s\n", err.message);
+		rc = fr == -ENODATA || fr == -EBADMSG || fr == -EMSGSIZE || fr == -ENOENT || fr == -ELOOP
+			     ? EXIT_BAD_INPUT
+			     : EXIT_SOME_FAILED;
+	} else if (st.files_unknown && !st.files_wanted) {
+		/* Not one file could be located: the input cannot be collected. */
+		rc = EXIT_BAD_INPUT;
+	} else {
+		rc = st.lost || st.failed || st.files_unknown || st.conflicts ? EXIT_SOME_FAILED : EXIT_ALL_OK;
+	}
+	if (st.files_unknown)
+		fprintf(stderr,
+			"topfetch collect: %llu file%s of completed targets %s no digest: the BEP names %s only by a "
+			"file:// URI (Bazel before 7 with an HTTP or disk cache records no digests in it)%s%s.\n"
+			"To collect them, run the build through 'topfetch proxy' (it records every output's digest) "
+			"and pass its --store here; or use Bazel 7+, or a gRPC cache (bytestream:// URIs).\n",
+			(unsigned long long)st.files_unknown, st.files_unknown == 1 ? "" : "s",
+			st.files_unknown == 1 ? "has" : "have", st.files_unknown == 1 ? "it" : "them",
+			o.store_path ? ", and the --store has no record of " : "",
+			o.store_path ? (st.files_unknown == 1 ? "it from a proxy run" : "them from a proxy run") : "");
+	if (st.conflicts)
+		fprintf(stderr, "topfetch collect: %llu file%s would overwrite a different file at the same short "
+				"path (see the target errors above); use --keep_path_prefix to keep both.\n",
+			(unsigned long long)st.conflicts, st.conflicts == 1 ? "" : "s");
+out:
+	tf_session_free(s);
+	free(groups_buf);
+	cli_list_free(&groups);
+	cli_list_free(&headers);
+	cli_list_free(&targets);
+	cli_list_free(&regexes);
+	return rc;
+}
