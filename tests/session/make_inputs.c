@@ -92,7 +92,7 @@ static void write_stream(const char *path, const tgt *t, int n)
 	BuildEventStream__BuildEvent ev = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
 	BuildEventStream__BuildStarted started = BUILD_EVENT_STREAM__BUILD_STARTED__INIT;
 	BuildEventStream__BuildToolLogs logs = BUILD_EVENT_STREAM__BUILD_TOOL_LOGS__INIT;
-	char setnames[8][4];
+	char setnames[8][12];
 	FILE *f = fopen(path, "wb");
 
 	for (int i = 0; i < n; i++) {
@@ -173,17 +173,6 @@ int main(int argc, char **argv)
 	static const char *labels[] = { "//s:a", "//s:b", "//s:c" };
 	static const char *names[] = { "s/a.out", "s/sub/b.out", "s/c.out" };
 	char path[4096], key[65];
-	char *prefix[3] = { (char *)"bazel-out", (char *)"k8-fastbuild", (char *)"bin" };
-	BuildEventStream__BuildEventId ids[7], *ch[7];
-	BuildEventStream__BuildEventId__NamedSetOfFilesId nsid[3];
-	BuildEventStream__BuildEventId__TargetCompletedId tcid[3];
-	BuildEventStream__BuildEventId__BuildStartedId sid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__BUILD_STARTED_ID__INIT;
-	BuildEventStream__BuildEventId__BuildToolLogsId lid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__BUILD_TOOL_LOGS_ID__INIT;
-	BuildEventStream__BuildEventId startid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__INIT;
-	BuildEventStream__BuildEvent ev = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
-	BuildEventStream__BuildStarted started = BUILD_EVENT_STREAM__BUILD_STARTED__INIT;
-	BuildEventStream__BuildToolLogs logs = BUILD_EVENT_STREAM__BUILD_TOOL_LOGS__INIT;
-	FILE *bep;
 
 	if (argc != 4 && argc != 6)
 		return 2;
@@ -222,68 +211,12 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/bad-ac/%064d", argv[1], 10);
 	write_file(path, "\x0a\xff\xff", 3); /* does not decode */
 
-	snprintf(path, sizeof(path), "%s/bep.bin", argv[1]);
-	bep = fopen(path, "wb");
-	for (int i = 0; i < 3; i++) {
-		build_event_stream__build_event_id__init(&ids[2 * i]);
-		build_event_stream__build_event_id__named_set_of_files_id__init(&nsid[i]);
-		nsid[i].id = (char *)(i == 0 ? "0" : i == 1 ? "1" : "2");
-		ids[2 * i].id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET;
-		ids[2 * i].named_set = &nsid[i];
-		build_event_stream__build_event_id__init(&ids[2 * i + 1]);
-		build_event_stream__build_event_id__target_completed_id__init(&tcid[i]);
-		tcid[i].label = (char *)labels[i];
-		ids[2 * i + 1].id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED;
-		ids[2 * i + 1].target_completed = &tcid[i];
-	}
-	build_event_stream__build_event_id__init(&ids[6]);
-	ids[6].id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_BUILD_TOOL_LOGS;
-	ids[6].build_tool_logs = &lid;
-	for (int i = 0; i < 7; i++)
-		ch[i] = &ids[i];
-	startid.id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_STARTED;
-	startid.started = &sid;
-	ev.id = &startid;
-	ev.children = ch;
-	ev.n_children = 7;
-	ev.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_STARTED;
-	ev.started = &started;
-	append_event(bep, &ev);
-	for (int i = 0; i < 3; i++) {
-		BuildEventStream__BuildEvent nse = BUILD_EVENT_STREAM__BUILD_EVENT__INIT, tce = nse;
-		BuildEventStream__NamedSetOfFiles ns = BUILD_EVENT_STREAM__NAMED_SET_OF_FILES__INIT;
-		BuildEventStream__File f = BUILD_EVENT_STREAM__FILE__INIT, *fp = &f;
-		BuildEventStream__TargetComplete tc = BUILD_EVENT_STREAM__TARGET_COMPLETE__INIT;
-		BuildEventStream__OutputGroup og = BUILD_EVENT_STREAM__OUTPUT_GROUP__INIT, *ogp = &og;
-		BuildEventStream__BuildEventId__NamedSetOfFilesId *ref = &nsid[i];
-		f.name = (char *)names[i];
-		f.path_prefix = prefix;
-		f.n_path_prefix = 3;
-		ns.files = &fp;
-		ns.n_files = 1;
-		nse.id = &ids[2 * i];
-		nse.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
-		nse.named_set_of_files = &ns;
-		append_event(bep, &nse);
-		og.name = (char *)"default";
-		og.file_sets = &ref;
-		og.n_file_sets = 1;
-		tc.success = 1;
-		tc.output_group = &ogp;
-		tc.n_output_group = 1;
-		tce.id = &ids[2 * i + 1];
-		tce.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED;
-		tce.completed = &tc;
-		append_event(bep, &tce);
-	}
 	{
-		BuildEventStream__BuildEvent le = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
-		le.id = &ids[6];
-		le.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_BUILD_TOOL_LOGS;
-		le.build_tool_logs = &logs;
-		le.last_message = 1;
-		append_event(bep, &le);
+		tgt shared[3];
+		for (int i = 0; i < 3; i++)
+			shared[i] = (tgt){ labels[i], "k8-fastbuild", names[i], NULL, NULL, 0 };
+		snprintf(path, sizeof(path), "%s/bep.bin", argv[1]);
+		write_stream(path, shared, 3);
 	}
-	fclose(bep);
 	return 0;
 }
