@@ -2,15 +2,17 @@
  *
  * Injects N outputs (default 1,000,000) the way a build reports them: one
  * action put followed by its outputs (4 per action), actions in a shuffled
- * order so that paths land all over the B-tree, realistic ~60-byte paths and
+ * order so that paths land all over the B-tree, realistic ~56-byte paths and
  * distinct hashes. Then re-injects them all (the next build, same content)
- * and reads a sample back. Prints outputs/s per phase and the peak RSS.
+ * and reads a sample back. Prints outputs/s (wall and CPU) per phase and
+ * the peak RSS (getrusage ru_maxrss).
  *
  *   bench_store [-n N] [--dir DIR] [--batch OPS] [--cache-mib MIB]
  *               [--order shuffled|sorted] [--no-actions] [--check]
  *
  * --no-actions leaves out the action puts and the outputs' action keys and
- * labels, to see what they cost. *
+ * labels, to see what they cost.
+ *
  * --check exits 1 unless the first injection reaches 300,000 outputs/s with
  * a peak RSS of at most 256 MiB. */
 #include "checker/store.h"
