@@ -102,5 +102,6 @@ void cli_install_signals(void);
 int cmd_fetch(int argc, char **argv);
 int cmd_collect(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

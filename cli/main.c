@@ -12,6 +12,7 @@ static void usage(FILE *out)
 		"Commands:\n"
 		"  collect   fetch the files of a finished build's completed targets (CI artifacts)\n"
 		"  proxy     sit between Bazel and its HTTP cache; fetch top-level outputs during the build\n"
+		"  serve     a service for other build tools (SCons, Pants style) over nanomsg\n"
 		"  fetch     fetch the blobs a manifest lists into a folder (like 'bb download')\n"
 		"  version   print the version\n"
 		"  help      this text\n\n"
@@ -40,6 +41,8 @@ int main(int argc, char **argv)
 		return cmd_collect(argc - 2, argv + 2);
 	if (!strcmp(cmd, "proxy"))
 		return cmd_proxy(argc - 2, argv + 2);
+	if (!strcmp(cmd, "serve"))
+		return cmd_serve(argc - 2, argv + 2);
 	fprintf(stderr, "topfetch: unknown command '%s'. Run 'topfetch help' for the commands.\n", cmd);
 	return EXIT_USAGE;
 }
