@@ -1282,40 +1282,22 @@ fail:
 	return NULL;
 }
 
-int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executable, const char *path,
-			tf_fetch_cb cb, void *user)
+/* Hands a request to the engine thread (takes q, also on failure). */
+static int submit(tf_downloader *d, dl_request *q)
 {
-	dl_request *q;
-	dl_dest *t;
 	bool wake;
 
 	pthread_mutex_lock(&d->mu);
-	if (d->closing) {
+	if (d->closing || d->outstanding >= DL_MAX_OUTSTANDING) {
+		int r = d->closing ? -ESHUTDOWN : -EAGAIN;
 		pthread_mutex_unlock(&d->mu);
-		return -ESHUTDOWN;
-	}
-	if (d->outstanding >= DL_MAX_OUTSTANDING) {
-		pthread_mutex_unlock(&d->mu);
-		return -EAGAIN;
-	}
-	pthread_mutex_unlock(&d->mu);
-
-	q = calloc(1, sizeof(*q));
-	t = calloc(1, sizeof(*t));
-	if (!q || !t || !(t->path = strdup(path))) {
+		dest_free(q->dest);
 		free(q);
-		dest_free(t);
-		return -ENOMEM;
+		return r;
 	}
-	q->digest = *digest;
-	t->executable = executable;
-	t->cb = cb;
-	t->user = user;
-	q->dest = t;
-
-	pthread_mutex_lock(&d->mu);
 	d->outstanding++;
-	d->stats.requests++;
+	if (!q->max_bytes)
+		d->stats.requests++;
 	/* The engine takes the whole queue at once: wake it only for the first. */
 	wake = !d->in_head;
 	if (d->in_tail)
@@ -1329,12 +1311,30 @@ int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executab
 	return 0;
 }
 
+int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executable, const char *path,
+			tf_fetch_cb cb, void *user)
+{
+	dl_request *q = calloc(1, sizeof(*q));
+	dl_dest *t = calloc(1, sizeof(*t));
+
+	if (!q || !t || !(t->path = strdup(path))) {
+		free(q);
+		dest_free(t);
+		return -ENOMEM;
+	}
+	q->digest = *digest;
+	t->executable = executable;
+	t->cb = cb;
+	t->user = user;
+	q->dest = t;
+	return submit(d, q);
+}
+
 int tf_downloader_read(tf_downloader *d, tf_area area, const char *hash, int64_t size,
 		       size_t max_bytes, tf_fetch_cb cb, void *user)
 {
 	dl_request *q;
 	dl_dest *t;
-	bool wake;
 
 	if (!tf__is_sha256_hex(hash, strlen(hash)) || max_bytes == 0 || size > (int64_t)max_bytes ||
 	    (area == TF_AREA_CAS && size < 0))
@@ -1353,24 +1353,7 @@ int tf_downloader_read(tf_downloader *d, tf_area area, const char *hash, int64_t
 	t->cb = cb;
 	t->user = user;
 	q->dest = t;
-	pthread_mutex_lock(&d->mu);
-	if (d->closing) {
-		pthread_mutex_unlock(&d->mu);
-		dest_free(t);
-		free(q);
-		return -ESHUTDOWN;
-	}
-	d->outstanding++;
-	wake = !d->in_head;
-	if (d->in_tail)
-		d->in_tail->next = q;
-	else
-		d->in_head = q;
-	d->in_tail = q;
-	pthread_mutex_unlock(&d->mu);
-	if (wake)
-		curl_multi_wakeup(d->multi);
-	return 0;
+	return submit(d, q);
 }
 
 int tf_downloader_fd(const tf_downloader *d)

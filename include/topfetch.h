@@ -141,7 +141,8 @@ typedef enum tf_area { TF_AREA_CAS = 0, TF_AREA_AC = 1 } tf_area;
  * cache entry (size -1: unknown; not verifiable, its key names the action).
  * More than max_bytes is an error (corrupt). The callback gets the bytes in
  * done->data/len, valid during the callback. Does not block; -EINVAL for a
- * bad hash or size, -ESHUTDOWN after free began. Reads are not deduplicated. */
+ * bad hash or size, -EAGAIN when the request queue is full, -ESHUTDOWN after
+ * free began. Reads are not deduplicated. */
 TF_API int tf_downloader_read(tf_downloader *d, tf_area area, const char *hash, int64_t size,
 			      size_t max_bytes, tf_fetch_cb cb, void *user);
 
