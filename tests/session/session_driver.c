@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@ static void on_lost(const tf_lost_output *l, void *user)
 	       l->action_key ? l->action_key : "-", l->target ? l->target : "-", l->message);
 }
 
+/* Reports every file below dir (one level of subfolders too: Bazel's disk
+ * cache shards ac/ by the first two hex digits) as an executed action. */
 static int report_actions(tf_session *s, const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -47,12 +50,18 @@ static int report_actions(tf_session *s, const char *dir)
 	}
 	while ((e = readdir(d))) {
 		char path[4096];
+		struct stat sb;
 		FILE *f;
 		unsigned char *buf;
 		long n;
 		if (e->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+			if (report_actions(s, path) < 0)
+				bad++;
+			continue;
+		}
 		f = fopen(path, "rb");
 		if (!f)
 			continue;
