@@ -34,7 +34,8 @@
 #define DL_BACKOFF_INITIAL_MS 100
 #define DL_BACKOFF_MAX_MS 5000
 #define DL_CORRUPT_RETRIES 1 /* a wrong hash is tried once more, then reported */
-#define DL_BUFFER_SIZE (128 * 1024)
+#define DL_BUFFER_SIZE (64 * 1024)        /* receive buffer of a transfer... */
+#define DL_BUFFER_SIZE_LARGE (1024 * 1024) /* ...and of one of a large blob: fewer, larger writes */
 #define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 
@@ -762,7 +763,8 @@ open_handle:
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)DL_BUFFER_SIZE);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
+			 (long)(x->digest.size >= DL_OFFLOAD_MIN ? DL_BUFFER_SIZE_LARGE : DL_BUFFER_SIZE));
 	x->easy = h;
 	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
 		x->easy = NULL;
