@@ -130,6 +130,15 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		return r;
 	if (s->pub && (r = ev_pub_send(s->pub, ev->msg, err)) < 0)
 		return r;
+	if (s->o.on_event) {
+		size_t n = protobuf_c_message_get_packed_size(&ev->msg->base);
+		unsigned char *buf = malloc(n ? n : 1);
+		if (!buf)
+			return tf__errf(err, -ENOMEM, "out of memory");
+		protobuf_c_message_pack(&ev->msg->base, buf);
+		s->o.on_event(buf, n, s->o.user);
+		free(buf);
+	}
 	/* Subscribers and file readers see a completed target at once. */
 	if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ||
 	    ev->msg->last_message) {
@@ -448,6 +457,8 @@ static void on_fetched(const tf_fetch_done *d, void *user)
 
 	if (!w || strcmp(w->digest.hash, d->digest.hash))
 		return; /* superseded by a newer digest for the path */
+	if (s->o.on_file)
+		s->o.on_file(d, s->o.user);
 	have_rec = st_output_get(s->store, w->path, &rec, NULL) == 0;
 	if (d->result == TF_RESULT_OK) {
 		struct stat sb;

@@ -234,6 +234,12 @@ typedef struct tf_session_options {
 	/* Called (in the caller's thread) for every wanted output that could not
 	 * be put in place. May be NULL. */
 	void (*on_lost)(const tf_lost_output *lost, void *user);
+	/* Called for every wanted file when it is settled (in place, or not; done
+	 * is the downloader's record, its path the destination). May be NULL. */
+	void (*on_file)(const tf_fetch_done *done, void *user);
+	/* Called for every event the gate releases, in order, with the
+	 * serialized BuildEvent (borrowed for the call). May be NULL. */
+	void (*on_event)(const void *event, size_t len, void *user);
 	void *user;
 } tf_session_options;
 

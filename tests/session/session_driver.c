@@ -37,6 +37,22 @@ static void on_lost(const tf_lost_output *l, void *user)
 
 /* Reports every file below dir (one level of subfolders too: Bazel's disk
  * cache shards ac/ by the first two hex digits) as an executed action. */
+/* Counts what the callbacks see, to check they fire. */
+static unsigned long cb_files, cb_events;
+static void on_file(const tf_fetch_done *d, void *user)
+{
+	(void)d;
+	(void)user;
+	cb_files++;
+}
+static void on_event(const void *ev, size_t len, void *user)
+{
+	(void)ev;
+	(void)len;
+	(void)user;
+	cb_events++;
+}
+
 static int report_actions(tf_session *s, const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -169,6 +185,8 @@ int main(int argc, char **argv)
 	tf_remote_options_init(&o.remote);
 	o.remote.remote_retries = 1;
 	o.on_lost = on_lost;
+	o.on_file = on_file;
+	o.on_event = on_event;
 	for (int i = 1; i < argc; i++) {
 		if ((v = OPT("remote_cache")))
 			o.remote.remote_cache = v;
@@ -232,6 +250,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)st.lost, (unsigned long long)st.failed,
 	       (unsigned long long)st.targets_completed, (unsigned long long)st.targets_failed,
 	       (unsigned long long)st.events_written, (unsigned long long)st.recovered);
+	printf("callbacks: files=%lu events=%lu\n", cb_files, cb_events);
 	if (rc == 0 && (st.lost || st.failed))
 		rc = 1;
 	tf_session_free(s);

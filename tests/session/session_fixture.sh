@@ -37,6 +37,7 @@ stats=$(grep '^stats:' "$tf_tmp/run.log")
 assert_contains "$stats" "actions=8 " "stats"
 assert_contains "$stats" "targets=7 targets_failed=1 " "stats"
 assert_contains "$stats" "lost=0 failed=0" "stats"
+assert_contains "$(cat "$tf_tmp/run.log")" "callbacks: files=11 events=45"
 
 # Exactly the top-level files, byte for byte, with their modes.
 expected="$bin/big.dat $bin/combined.txt $bin/empty.txt $bin/hello.sh $bin/multi/one.txt $bin/multi/three.bin
