@@ -85,4 +85,16 @@ typedef struct ev_event ev_event;
  * borrowed; the session takes its own references). */
 int chk_session_post_event(tf_session *s, ev_event *ev, tf_error *err);
 
+/* Records a file the caller knows by digest (and executable bit) before it
+ * names it in a completed target, unless the store already has the path.
+ * Does not block beyond the store. */
+int chk_session_note_output(tf_session *s, const char *path, const tf_digest *dg, bool executable,
+			    tf_error *err);
+
+/* The bookkeeping of synthesized events (synth.c) for a session: a slot the
+ * session owns and frees with chk_synth_free. */
+typedef struct chk_synth chk_synth;
+chk_synth **chk_session_synth_slot(tf_session *s);
+void chk_synth_free(chk_synth *x);
+
 #endif

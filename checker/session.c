@@ -86,6 +86,7 @@ struct tf_session {
 	tf_error sticky_err;
 	char *bep_path;      /* followed BEP file ("-": stdin), until complete */
 	ev_reader *bep;
+	chk_synth *synth;    /* synthesized events' bookkeeping (synth.c) */
 };
 
 static void note_error(tf_session *s, int r, const tf_error *e)
@@ -1002,6 +1003,24 @@ fail:
 	return NULL;
 }
 
+chk_synth **chk_session_synth_slot(tf_session *s)
+{
+	return &s->synth;
+}
+
+int chk_session_note_output(tf_session *s, const char *path, const tf_digest *dg, bool executable,
+			    tf_error *err)
+{
+	st_record rec;
+	st_output o = { .path = path, .hash = dg->hash, .size = dg->size, .executable = executable,
+			.kind = ST_KIND_FILE };
+	int r = st_output_get(s->store, path, &rec, err);
+
+	if (r != -ENOENT)
+		return r;
+	return put_output(s, &o, err);
+}
+
 int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *err)
 {
 	if (s->bep_path)
@@ -1154,6 +1173,7 @@ void tf_session_free(tf_session *s)
 	ev_sets_free(s->sets);
 	ev_reader_free(s->bep);
 	free(s->bep_path);
+	chk_synth_free(s->synth);
 	ev_writer_free(s->bin);
 	ev_writer_free(s->json);
 	ev_pub_free(s->pub);

@@ -319,6 +319,82 @@ TF_API bool tf_session_action_lost(tf_session *s, const char *action_key);
  * Accepts NULL. Blocks until the transfer thread exits. */
 TF_API void tf_session_free(tf_session *s);
 
+/* ---- synthesized build events: a BEP for build tools that have none ------------- */
+
+/* A build tool without a Build Event Protocol of its own reports its build
+ * with these calls; the session makes the BuildEvents Bazel would have
+ * posted and treats them exactly like a real BEP stream (tf_session_build_event):
+ * the files of a completed target are fetched, its TargetComplete is held
+ * until they are in place (success: false naming the file and the action if
+ * one is lost), and the sinks receive a stream whose every event was
+ * announced before it (Bazel's Progress chain) and whose last_message comes
+ * last. Use them instead of, not together with, tf_session_build_event and
+ * tf_session_add_bep_file. */
+
+/* One output file of a completed target. */
+typedef struct tf_output_file {
+	/* Exec-root relative and normalised, with at least one folder:
+	 * "bazel-out/k8-fastbuild/bin/pkg/a.txt" becomes path_prefix
+	 * [bazel-out, k8-fastbuild, bin] and name "pkg/a.txt" as in Bazel's BEP;
+	 * other paths keep their first folder as the prefix. The path of a
+	 * directory output fetches its whole tree but appears in the named set
+	 * as one File without a digest: list its files to have each described. */
+	const char *path;
+	/* Lowercase hex SHA-256, written into the named set as digest, with size
+	 * as length. NULL: the store must know the path (an executed action
+	 * reported it, in this build or an earlier one); the digest and length
+	 * are then filled in from the store before the named set is released.
+	 * When the store knows the path, its record is what is fetched. */
+	const char *hash;
+	int64_t size;
+	/* The executable bit, for a file the store does not know yet (a file
+	 * an executed action reported keeps the bit its ActionResult gave it). */
+	bool executable;
+} tf_output_file;
+
+typedef struct tf_output_group {
+	const char *name; /* "default", ...; only groups the policy wants are fetched */
+	const tf_output_file *files;
+	size_t n_files;
+} tf_output_group;
+
+/* Opens the synthesized stream: posts BuildStarted (a random uuid, the
+ * start time, command "build"), announcing the Progress chain and
+ * BuildFinished. Call it first, once per session. A session that called it
+ * must call tf_session_build_finished before tf_session_free (the stream's
+ * bookkeeping is kept outside the session until then). Does not block. */
+TF_API int tf_session_build_started(tf_session *s, tf_error *err);
+
+/* A top-level target completed with these output groups (borrowed; copied
+ * before returning). Posts a Progress event announcing what follows, one
+ * NamedSetOfFiles per non-empty group and the TargetComplete (success, its
+ * groups naming their sets). Everything is checked before anything is
+ * posted: a missing label, a bad path (absolute, "..", no folder), a bad
+ * hash or size, a group given twice, more than 256 groups or 1,000,000
+ * files, or a target (label, configuration, aspect) reported twice is
+ * refused with an error naming the group, the file index and the path.
+ * configuration_id and aspect may be NULL. Does not block on the network;
+ * -EPROTO before tf_session_build_started. */
+TF_API int tf_session_target_completed(tf_session *s, const char *label, const char *configuration_id,
+				       const char *aspect, const tf_output_group *groups, size_t n_groups,
+				       tf_error *err);
+
+/* Closes the synthesized stream: posts BuildFinished (exit_code with Bazel's
+ * name for it: 0 SUCCESS, 1 BUILD_FAILURE, 2 COMMAND_LINE_ERROR,
+ * 3 TESTS_FAILED, 4 NO_TESTS_FOUND, 8 INTERRUPTED, else EXIT_CODE_<n>), the
+ * last Progress and BuildToolLogs with last_message, which the gate releases
+ * only after every other event. BuildFinished itself is not held: to have
+ * it follow every TargetComplete, dispatch until tf_session_events_held is 0
+ * first. Then call tf_session_finish. Does not block; -EPROTO before
+ * tf_session_build_started. */
+TF_API int tf_session_build_finished(tf_session *s, int exit_code, tf_error *err);
+
+/* Events posted through the calls above that the gate still holds (the
+ * TargetCompletes waiting for their files and the named sets they
+ * reference); 0 outside tf_session_build_started .. _build_finished. Exact
+ * when these calls are the session's only source of events. Does not block. */
+TF_API uint64_t tf_session_events_held(const tf_session *s);
+
 #ifdef __cplusplus
 }
 #endif
