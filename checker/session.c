@@ -566,10 +566,18 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	if (d->result == TF_RESULT_OK) {
 		r = chk_tree_walk(d->data, d->len, tr->hash, tr->dir, on_tree_entry, &c, &err);
 	} else {
+		tf_lost_output lo = { .result = d->result, .path = tr->dir, .digest = d->digest,
+				      .action_key = tr->action_key, .target = tr->label, .message = d->message };
 		r = -EIO;
 		snprintf(err.message, sizeof(err.message), "tree of %s: %s", tr->dir, d->message);
 		if (d->result == TF_RESULT_LOST && tr->action_key)
 			st_action_mark_lost(s->store, tr->action_key, NULL);
+		if (d->result == TF_RESULT_LOST)
+			s->stats.lost++;
+		else
+			s->stats.failed++;
+		if (s->o.on_lost)
+			s->o.on_lost(&lo, s->o.user);
 	}
 	list = tr->waiters;
 	tr->waiters = NULL;
