@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: installs what is missing, builds, and
-# fetches the bundled example (examples/manifest.txt) from the bundled disk
-# cache (examples/disk-cache, Bazel's --disk_cache layout) into example-out/.
+# runs `topfetch collect` on the bundled example: the BEP of a small build
+# (examples/bep.bin) whose outputs live in the bundled disk cache
+# (examples/disk-cache, Bazel's --disk_cache layout). The completed targets'
+# files land in example-out/, and example-out.json is the BEP again with each
+# TargetComplete written only after its files were verified on disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh >/dev/null
-rm -rf example-out
-build/cli/topfetch fetch --remote_cache=examples/disk-cache --output_dir=example-out \
-  --manifest=examples/manifest.txt
-example-out/app/bin/hello.sh
+rm -rf example-out example-out.json
+build/cli/topfetch collect --bep=examples/bep.bin --remote_cache=examples/disk-cache \
+  --output_dir=example-out --build_event_json_file=example-out.json
+find example-out -type f | sort
+sh example-out/app/bin/hello.sh

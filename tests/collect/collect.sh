@@ -96,4 +96,11 @@ for f in bep remote_cache output_dir store keep_path_prefix target output_groups
          build_event_binary_file build_event_json_file build_event_publish "Exit codes"; do
   assert_contains "$out" "$f" "--help"
 done
+# 9. The bundled example (what README's first command runs), disk backend.
+run_tf collect --bep="$TF_SOURCE_ROOT/examples/bep.bin" --remote_cache="$TF_SOURCE_ROOT/examples/disk-cache" \
+  --output_dir="$tf_tmp/ex"
+[ "$rc" -eq 0 ] || fail "bundled example: exit $rc: $out"
+assert_contains "$out" "3 of 3 targets complete, 5 files in place"
+[ "$(sh "$tf_tmp/ex/app/bin/hello.sh")" = "hello from a blob topfetch fetched" ] || fail "example hello.sh"
+cmp -s "$tf_tmp/ex/app/share/greeting.txt" "$tf_tmp/ex/app/share/copy-of-greeting.txt" || fail "example copy"
 echo "collect: ok"
