@@ -39,15 +39,22 @@ out="$tf_tmp/out"
   || { cat "$tf_tmp/drv.log"; fail "reading the disk cache failed"; }
 cat "$tf_tmp/drv.log"
 assert_contains "$(cat "$tf_tmp/drv.log")" "lost=0 failed=0"
-bin="$root/$(ls "$root" | grep -v install | head -1)/execroot/btb_demo/bazel-out/k8-fastbuild/bin"
-[ -d "$bin" ] || bin=$(find "$root" -path '*execroot/*/bazel-out/k8-fastbuild/bin' -type d | head -1)
-[ -d "$bin" ] || fail "cannot find Bazel's bazel-bin"
+# Where Bazel put its outputs: ask it (the output base also holds sandbox
+# execroots that look alike).
+bin=$(bazel_run info --color=no bazel-bin 2>/dev/null)
+[ -d "$bin" ] || fail "cannot find Bazel's bazel-bin (bazel info said '$bin')"
 for p in pkg/combined.txt pkg/intermediate.txt pkg/intermediate2.txt pkg/multi/one.txt pkg/multi/two.txt \
          pkg/multi/three.bin pkg/hello.sh pkg/big.dat pkg/treeart_dir/a.txt pkg/treeart_dir/sub/b.txt \
          pkg/treeart_dir/copy_of_input.txt pkg/treeart_dir/sub/empty.txt; do
   ours="$out/bazel-out/k8-fastbuild/bin/$p"
   [ -f "$ours" ] || fail "$p was not read from the disk cache"
-  cmp -s "$ours" "$bin/$p" || fail "$p differs from Bazel's"
+  if ! cmp -s "$ours" "$bin/$p"; then
+    ls -la "$ours" "$bin/$p" >&2
+    sha256sum "$ours" "$bin/$p" >&2
+    head -c 300 "$ours" | od -c | head -5 >&2
+    head -c 300 "$bin/$p" | od -c | head -5 >&2
+    fail "$p differs from Bazel's"
+  fi
 done
 # Bazel makes everything in its output tree 0555; the ActionResult's
 # is_executable is what counts: hello.sh is, two.txt is not.
