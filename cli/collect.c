@@ -21,27 +21,6 @@ static void on_lost(const tf_lost_output *l, void *user)
 			   l->target ? " of " : "", l->target ? l->target : "", l->message);
 }
 
-/* --output_groups=a,b as Bazel takes it. */
-static int split_groups(const char *csv, cli_list *out, char **buf)
-{
-	char *save = NULL, *tok;
-
-	*buf = strdup(csv);
-	if (!*buf)
-		return -ENOMEM;
-	for (tok = strtok_r(*buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		const char **n;
-		if (!*tok)
-			continue;
-		n = realloc(out->items, (out->n + 1) * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		out->items = n;
-		out->items[out->n++] = tok;
-	}
-	return 0;
-}
-
 static void progress_line(run *r, const tf_session_stats *st, bool force)
 {
 	tf_downloader_stats ds = {
@@ -114,7 +93,7 @@ int cmd_collect(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if (groups_csv && split_groups(groups_csv, &groups, &groups_buf) < 0) {
+	if (groups_csv && cli_split_csv(groups_csv, &groups, &groups_buf) < 0) {
 		rc = EXIT_USAGE;
 		goto out;
 	}

@@ -146,3 +146,17 @@ void cli_print_help(const cli_command *cmd, FILE *out)
 		"failed or could not be written; 2 bad flags or configuration; 3 malformed or incomplete\n"
 		"input; 8 interrupted (SIGINT/SIGTERM).\n");
 }
+
+int cli_split_csv(const char *csv, cli_list *out, char **buf)
+{
+	char *save = NULL, *tok;
+
+	*buf = strdup(csv);
+	if (!*buf)
+		return -ENOMEM;
+	for (tok = strtok_r(*buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (*tok && list_push(out, tok) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}

@@ -2067,27 +2067,6 @@ static void on_lost(const tf_lost_output *l, void *user)
 			   l->action_key ? "; lookups of that action now answer a cache miss" : "");
 }
 
-/* --output_groups=a,b as Bazel takes it. */
-static int split_csv(const char *csv, cli_list *out, char **buf)
-{
-	char *save = NULL, *tok;
-
-	*buf = strdup(csv);
-	if (!*buf)
-		return -ENOMEM;
-	for (tok = strtok_r(*buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		const char **n;
-		if (!*tok)
-			continue;
-		n = realloc(out->items, (out->n + 1) * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		out->items = n;
-		out->items[out->n++] = tok;
-	}
-	return 0;
-}
-
 /* HOST:PORT or [V6]:PORT into a socket address. Loopback only unless any. */
 static int parse_listen(const char *spec, bool any, struct sockaddr_storage *ss, socklen_t *sslen, char *why,
 			size_t n)
@@ -2326,7 +2305,7 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: --remote_download_outputs=%s: want toplevel, all or minimal\n", mode);
 		goto out;
 	}
-	if (groups_csv && split_csv(groups_csv, &groups, &groups_buf) < 0)
+	if (groups_csv && cli_split_csv(groups_csv, &groups, &groups_buf) < 0)
 		goto out;
 	if (parse_listen(listen, listen_any, &ss, &sslen, why, sizeof(why)) < 0) {
 		fprintf(stderr, "topfetch proxy: %s\n", why);
