@@ -202,8 +202,9 @@ struct wctx {
 	const uint8_t *start; /* data[0] */
 	uint64_t base;        /* its offset in the input */
 	unsigned max_depth;
-	const char *input;
+	const char *input;    /* NULL: messages name no input or record */
 	uint64_t record;
+	bool strict_strings;  /* strings must be UTF-8 without NUL bytes */
 	tf_error *err;
 	const ProtobufCMessageDescriptor *root;
 	/* The field being read at each nesting level, for the message. */
@@ -231,10 +232,58 @@ static int wire_fail(struct wctx *c, unsigned depth, const uint8_t *at, int code
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
+	if (!c->input)
+		return tf__errf(c->err, code, "%s %s at byte offset %llu", path, what,
+				(unsigned long long)(c->base + (uint64_t)(at - c->start)));
 	return tf__errf(c->err, code, "%s: record %llu does not decode: %s %s at byte offset %llu",
 			c->input, (unsigned long long)c->record, path, what,
 			(unsigned long long)(c->base + (uint64_t)(at - c->start)));
 }
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF.
+ * Returns the offset of the first bad byte, or n. */
+static size_t utf8_bad(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		uint8_t c = p[i];
+		size_t len;
+		uint32_t cp, min;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if ((c & 0xe0) == 0xc0) {
+			len = 2;
+			cp = c & 0x1f;
+			min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			len = 3;
+			cp = c & 0x0f;
+			min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			len = 4;
+			cp = c & 0x07;
+			min = 0x10000;
+		} else {
+			return i;
+		}
+		if (n - i < len)
+			return i;
+		for (size_t k = 1; k < len; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = (cp << 6) | (p[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += len;
+	}
+	return n;
+}
+
 
 static unsigned expected_wire(const ProtobufCFieldDescriptor *f)
 {
@@ -326,6 +375,14 @@ static int check_message(struct wctx *c, const ProtobufCMessageDescriptor *d, co
 				r = check_message(c, f->descriptor, p + i, (size_t)v, depth + 1);
 				if (r < 0)
 					return r;
+			} else if (f && f->type == PROTOBUF_C_TYPE_STRING && c->strict_strings) {
+				size_t bad = utf8_bad(p + i, (size_t)v);
+				if (bad < v)
+					return wire_fail(c, depth, p + i + bad, -EBADMSG,
+							 "(field %u) is a string that is not UTF-8", f->id);
+				if (memchr(p + i, '\0', (size_t)v))
+					return wire_fail(c, depth, len_at, -EBADMSG,
+							 "(field %u) is a string with a NUL byte in it", f->id);
 			} else if (f && expected_wire(f) != 2) {
 				/* A packed repeated scalar: whole elements only. */
 				unsigned ew = expected_wire(f);
@@ -376,6 +433,30 @@ int ev__wire_check(const ProtobufCMessageDescriptor *d, const void *data, size_t
 		c->max_depth = EV__MAX_DEPTH_LIMIT;
 	c->input = input;
 	c->record = record;
+	c->strict_strings = false;
+	c->err = err;
+	c->root = d;
+	r = check_message(c, d, data, len, 0);
+	free(c);
+	return r;
+}
+
+int ev_wire_check(const ProtobufCMessageDescriptor *d, const void *data, size_t len, unsigned max_depth,
+		  bool strict_strings, tf_error *err)
+{
+	struct wctx *c = malloc(sizeof(*c));
+	int r;
+
+	if (!c)
+		return tf__errf(err, -ENOMEM, "out of memory checking a message");
+	c->start = data;
+	c->base = 0;
+	c->max_depth = max_depth == 0 ? EV_DEFAULT_MAX_DEPTH : max_depth;
+	if (c->max_depth > EV__MAX_DEPTH_LIMIT)
+		c->max_depth = EV__MAX_DEPTH_LIMIT;
+	c->input = NULL;
+	c->record = 0;
+	c->strict_strings = strict_strings;
 	c->err = err;
 	c->root = d;
 	r = check_message(c, d, data, len, 0);

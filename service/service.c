@@ -27,10 +27,12 @@
 
 #include "checker/checker.h"
 #include "core/core.h"
+#include "events/events.h"
 #include "remote_execution.pb-c.h"
 #include "service/service.h"
 #include "topfetch_service.pb-c.h"
 
+#define SVC_REQUEST_MAX_DEPTH 32 /* requests nest a few levels; deeper is not one of ours */
 #define SVC_REQUESTS_PER_ROUND 64 /* then dispatch the session again */
 #define SVC_MAX_FETCHING_LISTED 10000u
 #define SVC_REPLY_TIMEOUT_MS 5000
@@ -557,7 +559,7 @@ static int handle(svc_service *s, const void *data, size_t len, reply_ctx *c)
 				   "the request is %zu bytes, over the cap of %zu bytes (--max_request_size); "
 				   "report an action's outputs or a target's files in smaller requests",
 				   len, s->max_request);
-	if (svc_wire_check(&topfetch__service__request__descriptor, data, len, 0, &err) < 0)
+	if (ev_wire_check(&topfetch__service__request__descriptor, data, len, SVC_REQUEST_MAX_DEPTH, true, &err) < 0)
 		return reply_error(c, "the request (%zu bytes) is not a topfetch.service.Request: %s", len,
 				   err.message);
 	m = topfetch__service__request__unpack(NULL, len, data);

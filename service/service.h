@@ -98,10 +98,4 @@ void svc_free(svc_service *s);
 int svc_check_url(const char *url, const char *what, bool allow_non_loopback, bool private_ipc,
 		  tf_error *err);
 
-/* Walks data as a serialized message of descriptor d before protobuf-c sees
- * it: field tags, wire types, lengths, nesting up to max_depth, strings
- * without NUL bytes. The error names the field path and the byte offset. */
-int svc_wire_check(const ProtobufCMessageDescriptor *d, const void *data, size_t len, unsigned max_depth,
-		   tf_error *err);
-
 #endif
