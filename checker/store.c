@@ -661,6 +661,24 @@ static void act_cache_from_row(st_store *s, const unsigned char key[32], sqlite3
 
 	act_cache_set(s, key, sqlite3_column_int64(st, 0), target, len);
 }
+/* Runs an action statement whose parameters are (key blob, target or NULL,
+ * build): adding an action and marking one lost share them. Returns the
+ * SQLite step result. */
+static int step_action_row(st_store *s, sqlite3_stmt *st, const unsigned char *key, const char *target)
+{
+	int rc;
+
+	sqlite3_bind_blob(st, 1, key, 32, SQLITE_STATIC);
+	if (target)
+		sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	sqlite3_bind_int64(st, 3, (int64_t)s->build);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc;
+}
+
 
 /* Finds the action with this key, or adds it with target, and leaves it in
  * the one-entry cache (outputs arrive right after their action). With
@@ -677,14 +695,7 @@ static int act_resolve(st_store *s, const unsigned char key[32], const char *tar
 	s->act_valid = false;
 	if ((r = get_stmt(s, S_ACT_ADD, &st, err)) < 0)
 		return r;
-	sqlite3_bind_blob(st, 1, key, 32, SQLITE_STATIC);
-	if (target)
-		sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 2);
-	sqlite3_bind_int64(st, 3, (int64_t)s->build);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
+	rc = step_action_row(s, st, key, target);
 	if (rc != SQLITE_DONE)
 		return sql_err(s, rc, "record an action", err);
 	if (sqlite3_changes(s->db) == 1) {
@@ -1345,14 +1356,7 @@ static int action_mark_lost(st_store *s, const unsigned char key[32], const char
 	if (r < 0)
 		return r;
 	s->act_valid = false; /* its target may be filled in */
-	sqlite3_bind_blob(st, 1, key, 32, SQLITE_STATIC);
-	if (target)
-		sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 2);
-	sqlite3_bind_int64(st, 3, (int64_t)s->build);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
+	rc = step_action_row(s, st, key, target);
 	if (rc != SQLITE_DONE)
 		return sql_err(s, rc, "mark an action lost", err);
 	return 0;

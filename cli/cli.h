@@ -42,10 +42,13 @@ typedef struct cli_command {
 	size_t nflags;
 } cli_command;
 
+/* cli_parse's answer when the command should run. */
+#define CLI_RUN (-1)
+
 /* Parses Bazel-style flags (--name=value, --name value, --name / --noname
  * for booleans). Non-flag words go to positional (may be NULL: then they are
- * refused). Returns 0, 1 when --help was asked (help printed), or
- * EXIT_USAGE after printing what was wrong. */
+ * refused). Returns CLI_RUN, or the exit code to stop with: EXIT_ALL_OK once
+ * --help was printed, EXIT_USAGE after printing what was wrong. */
 int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positional);
 
 void cli_print_help(const cli_command *cmd, FILE *out);

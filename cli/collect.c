@@ -82,11 +82,8 @@ int cmd_collect(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc) {
-		if (rc == 1)
-			rc = EXIT_ALL_OK; /* --help was shown */
+	if (rc != CLI_RUN)
 		goto out;
-	}
 	if (!bep || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch collect: --bep, --remote_cache and --output_dir are required.\n"
 				"Run 'topfetch collect --help' for the flags.\n");

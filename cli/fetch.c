@@ -204,8 +204,8 @@ int cmd_fetch(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc)
-		goto out_parse;
+	if (rc != CLI_RUN)
+		goto out;
 	opts.remote_headers = headers.items;
 	opts.n_remote_headers = headers.n;
 	if (!opts.remote_cache || !output_dir || !manifest_path) {
@@ -271,7 +271,4 @@ out:
 	manifest_free(&m);
 	cli_list_free(&headers);
 	return rc;
-out_parse:
-	cli_list_free(&headers);
-	return rc == 1 ? EXIT_ALL_OK : rc;
 }

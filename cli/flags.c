@@ -63,7 +63,7 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positiona
 
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			cli_print_help(cmd, stdout);
-			return 1;
+			return EXIT_ALL_OK;
 		}
 		if (!strcmp(a, "--")) {
 			for (i++; i < argc; i++)
@@ -124,7 +124,7 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positiona
 			break;
 		}
 	}
-	return 0;
+	return CLI_RUN;
 }
 
 void cli_print_help(const cli_command *cmd, FILE *out)

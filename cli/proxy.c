@@ -2286,11 +2286,8 @@ int cmd_proxy(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc) {
-		if (rc == 1)
-			rc = EXIT_ALL_OK;
+	if (rc != CLI_RUN)
 		goto out;
-	}
 	rc = EXIT_USAGE;
 	if (!listen || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch proxy: --listen, --remote_cache and --output_dir are required.\n"

@@ -91,11 +91,8 @@ int cmd_serve(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc) {
-		if (rc == 1)
-			rc = EXIT_ALL_OK; /* --help was shown */
+	if (rc != CLI_RUN)
 		goto out;
-	}
 	if (!o.listen || !o.session.remote.remote_cache || !o.session.output_dir) {
 		fprintf(stderr, "topfetch serve: --listen, --remote_cache and --output_dir are required.\n"
 				"Run 'topfetch serve --help' for the flags.\n");

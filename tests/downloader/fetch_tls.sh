@@ -4,17 +4,7 @@
 # the URL as Basic auth, never printed.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 need openssl
-pki="$tf_tmp/pki"; mkdir -p "$pki"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=topfetch test CA" \
-  -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$pki/srv.key" -out "$pki/srv.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >"$pki/san.ext"
-openssl x509 -req -in "$pki/srv.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-  -extfile "$pki/san.ext" -out "$pki/srv.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=topfetch client" -keyout "$pki/cli.key" -out "$pki/cli.csr" 2>/dev/null
-openssl x509 -req -in "$pki/cli.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-  -out "$pki/cli.pem" 2>/dev/null
-chmod -R a+r "$pki"
+make_pki
 
 tls="ssl_certificate $pki/srv.pem; ssl_certificate_key $pki/srv.key;"
 nginx_start "" "ssl http2" "$tls ssl_client_certificate $pki/ca.pem; ssl_verify_client optional;
