@@ -48,4 +48,21 @@
 		}                                                                    \
 	} while (0)
 
+/* A test table (libwayland's test-runner idea): each TEST(name) lands in one
+ * ELF section; tests/lib/runner.c runs every entry in its own child process
+ * (a crash or exit(1) fails that test only), or the ones named on the command
+ * line, and prints "N passed, N failed". A file with TEST()s links runner.c
+ * and has no main(). */
+struct tf_test {
+	const char *name;
+	void (*run)(void);
+};
+
+#define TEST(tname)                                                                  \
+	static void tname(void);                                                     \
+	static const struct tf_test tf_test_##tname                                  \
+		__attribute__((used, section("tf_test_section"), aligned(sizeof(void *)))) = { \
+		#tname, tname};                                                      \
+	static void tname(void)
+
 #endif

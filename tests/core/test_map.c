@@ -1,0 +1,52 @@
+/* core's one hash map: put, replace, get, remove, growth, iteration. */
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/core.h"
+#include "tf_test.h"
+
+static void count(const char *key, void *value, void *user)
+{
+	(void)key;
+	(void)value;
+	(*(int *)user)++;
+}
+
+TEST(map_put_get_replace_remove)
+{
+	tf__map m;
+	int a = 1, b = 2;
+
+	tf__map_init(&m);
+	CHECK(tf__map_get(&m, "x") == NULL);
+	CHECK_INT_EQ(tf__map_put(&m, "x", &a), 0);
+	CHECK(tf__map_get(&m, "x") == &a);
+	CHECK_INT_EQ(tf__map_put(&m, "x", &b), 0);
+	CHECK(tf__map_get(&m, "x") == &b);
+	CHECK_INT_EQ(m.n, 1);
+	CHECK(tf__map_remove(&m, "x") == &b);
+	CHECK(tf__map_get(&m, "x") == NULL);
+	CHECK(tf__map_remove(&m, "x") == NULL);
+	tf__map_fini(&m);
+}
+
+TEST(map_grows_and_iterates)
+{
+	tf__map m;
+	char key[32];
+	int n = 0;
+
+	tf__map_init(&m);
+	for (int i = 0; i < 10000; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CHECK_INT_EQ(tf__map_put(&m, key, (void *)(intptr_t)(i + 1)), 0);
+	}
+	CHECK_INT_EQ(m.n, 10000);
+	for (int i = 0; i < 10000; i += 997) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CHECK((intptr_t)tf__map_get(&m, key) == i + 1);
+	}
+	tf__map_each(&m, count, &n);
+	CHECK_INT_EQ(n, 10000);
+	tf__map_fini(&m);
+}
