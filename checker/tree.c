@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "checker/checker.h"
+#include "proto/wire.h"
 #include "remote_execution.pb-c.h"
 
 typedef struct child {
@@ -31,64 +32,24 @@ typedef struct walk {
 	char path[TF__PATH_MAX + 1];
 } walk;
 
-/* Reads a varint at *p (bounded by end). */
-static int read_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
-{
-	uint64_t r = 0;
-	for (int shift = 0; shift < 64; shift += 7) {
-		if (*p >= end)
-			return -EBADMSG;
-		r |= (uint64_t)(**p & 0x7f) << shift;
-		if (!(*(*p)++ & 0x80)) {
-			*v = r;
-			return 0;
-		}
-	}
-	return -EBADMSG;
-}
-
 /* Finds the byte spans of the root (field 1) and children (field 2). */
 static int split_tree(walk *w, const unsigned char *buf, size_t len, const unsigned char **root,
 		      size_t *root_len)
 {
-	const unsigned char *p = buf, *end = buf + len;
-	size_t cap = 0;
+	size_t pos = 0, cap = 0;
+	pw_field f;
+	const char *why;
+	int r;
 
 	*root = NULL;
 	*root_len = 0;
-	while (p < end) {
-		uint64_t key, n;
-		size_t off = (size_t)(p - buf);
-		if (read_varint(&p, end, &key) < 0)
-			return tf__errf(w->err, -EBADMSG, "tree %s: malformed field key at byte %zu", w->tree_hash, off);
-		switch (key & 7) {
-		case 0:
-			if (read_varint(&p, end, &n) < 0)
-				return tf__errf(w->err, -EBADMSG, "tree %s: malformed varint at byte %zu",
-						w->tree_hash, off);
+	while ((r = pw_next(buf, len, &pos, &f, &why)) > 0) {
+		if (f.wire_type != PW_LEN || (f.number != 1 && f.number != 2))
 			continue;
-		case 1:
-			n = 8;
-			break;
-		case 5:
-			n = 4;
-			break;
-		case 2:
-			if (read_varint(&p, end, &n) < 0)
-				return tf__errf(w->err, -EBADMSG, "tree %s: malformed length at byte %zu",
-						w->tree_hash, off);
-			break;
-		default:
-			return tf__errf(w->err, -EBADMSG, "tree %s: unsupported wire type %u at byte %zu",
-					w->tree_hash, (unsigned)(key & 7), off);
-		}
-		if (n > (uint64_t)(end - p))
-			return tf__errf(w->err, -EBADMSG, "tree %s: field at byte %zu runs past the end (%zu bytes)",
-					w->tree_hash, off, len);
-		if ((key & 7) == 2 && (key >> 3) == 1) {
-			*root = p;
-			*root_len = (size_t)n;
-		} else if ((key & 7) == 2 && (key >> 3) == 2) {
+		if (f.number == 1) {
+			*root = f.data;
+			*root_len = (size_t)f.value;
+		} else {
 			unsigned char md[EVP_MAX_MD_SIZE];
 			unsigned mdlen = 0;
 			child *c;
@@ -105,17 +66,18 @@ static int split_tree(walk *w, const unsigned char *buf, size_t len, const unsig
 			}
 			c = &w->children[w->n_children];
 			memset(c, 0, sizeof(*c));
-			EVP_Digest(p, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+			EVP_Digest(f.data, (size_t)f.value, md, &mdlen, EVP_sha256(), NULL);
 			tf__hex(md, mdlen, c->hash);
-			c->size = (int64_t)n;
-			c->dir = build__bazel__remote__execution__v2__directory__unpack(NULL, (size_t)n, p);
+			c->size = (int64_t)f.value;
+			c->dir = build__bazel__remote__execution__v2__directory__unpack(NULL, (size_t)f.value, f.data);
 			if (!c->dir)
 				return tf__errf(w->err, -EBADMSG, "tree %s: child directory at byte %zu does not decode",
-						w->tree_hash, (size_t)(p - buf));
+						w->tree_hash, (size_t)(f.data - buf));
 			w->n_children++;
 		}
-		p += n;
 	}
+	if (r < 0)
+		return tf__errf(w->err, -EBADMSG, "tree %s: %s at byte %zu", w->tree_hash, why, pos);
 	if (!*root)
 		return tf__errf(w->err, -EBADMSG, "tree %s has no root directory", w->tree_hash);
 	return 0;

@@ -18,11 +18,12 @@
 
 #include "build_event_stream.pb-c.h"
 #include "core/core.h"
+#include "proto/wire.h"
 
 /* ---- caps ------------------------------------------------------------------ */
 
 #define EV_DEFAULT_MAX_MESSAGE (64u << 20) /* bytes of one BuildEvent */
-#define EV_DEFAULT_MAX_DEPTH 100           /* protobuf message nesting (Java's default) */
+#define EV_DEFAULT_MAX_DEPTH PW_DEFAULT_MAX_DEPTH /* protobuf message nesting */
 #define EV_DEFAULT_MAX_SETS 10000000u      /* NamedSetOfFiles kept at once */
 #define EV_DEFAULT_MAX_FILES 20000000u     /* File entries across all kept sets */
 #define EV_DEFAULT_MAX_SET_DEPTH 10000u    /* longest chain of file_sets references */
@@ -53,16 +54,6 @@ typedef struct ev_event {
  * set from the arguments. Does not block. */
 int ev_event_decode(const void *data, size_t len, unsigned max_depth, const char *input,
 		    uint64_t record, uint64_t base, ev_event **out, tf_error *err);
-
-/* Checks any serialized protobuf message against its schema the same way
- * (wire types, lengths, packed arrays, nesting up to max_depth, 0 = the
- * default), and with strict_strings also that every string field is UTF-8
- * without NUL bytes (protobuf-c does not check). Errors name the field path
- * and the byte offset, e.g. "Request.target_completed.label (field 1) has
- * wire type 0 (varint), but the schema says length-delimited at byte offset
- * 2". Does not block. */
-int ev_wire_check(const ProtobufCMessageDescriptor *d, const void *data, size_t len, unsigned max_depth,
-		  bool strict_strings, tf_error *err);
 
 /* A new event holding an empty BuildEvent, for building events in memory
  * (fields are filled with ev_event_alloc/ev_event_strdup memory). NULL when

@@ -591,8 +591,9 @@ static void write_any(struct jctx *c, const Google__Protobuf__Any *a, int depth)
 	for (size_t i = 0; i < sizeof(any_types) / sizeof(any_types[0]); i++)
 		if (strcmp(any_types[i]->name, type) == 0)
 			d = any_types[i];
-	if (d && ev__wire_check(d, a->value.data, a->value.len, JSON_MAX_DEPTH - depth > 1 ?
-				(unsigned)(JSON_MAX_DEPTH - depth) : 1, "Any", 0, 0, NULL) == 0)
+	if (d && pw_check(d, a->value.data, a->value.len,
+			  &(pw_check_opts){.max_depth = JSON_MAX_DEPTH - depth > 1 ? (unsigned)(JSON_MAX_DEPTH - depth) : 1},
+			  NULL) == 0)
 		inner = protobuf_c_message_unpack(d, NULL, a->value.len, a->value.data);
 	puts_(c, "{\"@type\":");
 	put_string(c, url, strlen(url));

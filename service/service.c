@@ -559,7 +559,8 @@ static int handle(svc_service *s, const void *data, size_t len, reply_ctx *c)
 				   "the request is %zu bytes, over the cap of %zu bytes (--max_request_size); "
 				   "report an action's outputs or a target's files in smaller requests",
 				   len, s->max_request);
-	if (ev_wire_check(&topfetch__service__request__descriptor, data, len, SVC_REQUEST_MAX_DEPTH, true, &err) < 0)
+	if (pw_check(&topfetch__service__request__descriptor, data, len,
+		     &(pw_check_opts){.max_depth = SVC_REQUEST_MAX_DEPTH, .strict_strings = true}, &err) < 0)
 		return reply_error(c, "the request (%zu bytes) is not a topfetch.service.Request: %s", len,
 				   err.message);
 	m = topfetch__service__request__unpack(NULL, len, data);
