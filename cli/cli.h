@@ -1,5 +1,5 @@
 /* cli/ — the topfetch program: subcommands, flags, progress and summary.
- * Uses only the public API in include/topfetch.h. */
+ * Uses the public API in include/topfetch.h, and core/ for the clock. */
 #ifndef TF_CLI_H
 #define TF_CLI_H
 
@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/core.h"
 #include "topfetch.h"
 
 /* Exit codes, documented in `topfetch --help` and README.md. */
@@ -101,6 +102,22 @@ double cli_elapsed_s(const cli_progress *p);
 void cli_human_bytes(double bytes, char *out, size_t n);
 
 uint64_t cli_now_ns(void);
+
+/* ---- report.c: the lines every command words alike ---- */
+
+/* The exit code for a library error code (negative errno): EXIT_BAD_INPUT
+ * for malformed or incomplete input (no last_message, bad bytes, a missing
+ * input, a named-set cycle), EXIT_SOME_FAILED otherwise. */
+int cli_exit_for_error(int code);
+/* One line for a file that did not make it: result, path, digest, the
+ * producing action and target when known, the reason, and (if not NULL and
+ * an action is known) what follows from it. */
+void cli_report_lost(cli_progress *p, const tf_lost_output *l, const char *consequence);
+/* The progress line of a session (files wanted, in place, bytes). */
+void cli_report_session_progress(cli_progress *p, const tf_session_stats *st, bool force);
+/* The summary line of `fetch` and of `collect`, on stdout. */
+void cli_report_fetch_summary(const cli_progress *p, const tf_downloader_stats *st, bool interrupted);
+void cli_report_collect_summary(const cli_progress *p, const tf_session_stats *st);
 
 /* Set by SIGINT/SIGTERM once cli_install_signals ran. */
 extern volatile int cli_interrupted;

@@ -15,22 +15,7 @@ static void on_lost(const tf_lost_output *l, void *user)
 {
 	run *r = user;
 	r->lost_lines++;
-	cli_progress_error(&r->progress, "topfetch: %s: %s (%s/%lld)%s%s%s%s: %s", tf_result_name(l->result),
-			   l->path, l->digest.hash, (long long)l->digest.size,
-			   l->action_key ? ", produced by action " : "", l->action_key ? l->action_key : "",
-			   l->target ? " of " : "", l->target ? l->target : "", l->message);
-}
-
-static void progress_line(run *r, const tf_session_stats *st, bool force)
-{
-	tf_downloader_stats ds = {
-		.requests = st->files_wanted,
-		.files_ok = st->files_fetched + st->files_present,
-		.bytes = st->bytes_fetched,
-		.lost = st->lost,
-		.failed = st->failed,
-	};
-	cli_progress_update(&r->progress, &ds, st->files_wanted, force);
+	cli_report_lost(&r->progress, l, NULL);
 }
 
 int cmd_collect(int argc, char **argv)
@@ -38,7 +23,7 @@ int cmd_collect(int argc, char **argv)
 	tf_session_options o = { 0 };
 	const char *bep = NULL, *groups_csv = NULL;
 	cli_list headers = { 0 }, targets = { 0 }, regexes = { 0 }, groups = { 0 };
-	char *groups_buf = NULL, bytes[32];
+	char *groups_buf = NULL;
 	bool keep_prefix = false;
 	tf_session_stats st;
 	tf_error err = { 0 };
@@ -124,7 +109,7 @@ int cmd_collect(int argc, char **argv)
 	while (!cli_interrupted && !tf_session_bep_complete(s)) {
 		int n = tf_session_dispatch(s, 20, &err);
 		tf_session_get_stats(s, &st);
-		progress_line(&r, &st, false);
+		cli_report_session_progress(&r.progress, &st, false);
 		if (n < 0)
 			break;
 		if (n == 0 && !tf_session_bep_complete(s) && st.files_wanted == st.files_fetched + st.files_present +
@@ -140,21 +125,10 @@ int cmd_collect(int argc, char **argv)
 	}
 	fr = tf_session_finish(s, &st, &err);
 	cli_progress_clear(&r.progress);
-	cli_human_bytes((double)st.bytes_fetched, bytes, sizeof(bytes));
-	printf("topfetch: %llu of %llu targets complete, %llu files in place (%llu fetched, %llu already present), "
-	       "%s in %.2f s; %llu lost, %llu failed, %llu without a digest, %llu conflicting\n",
-	       (unsigned long long)(st.targets_completed - st.targets_failed),
-	       (unsigned long long)st.targets_completed,
-	       (unsigned long long)(st.files_fetched + st.files_present), (unsigned long long)st.files_fetched,
-	       (unsigned long long)st.files_present, bytes, cli_elapsed_s(&r.progress),
-	       (unsigned long long)st.lost, (unsigned long long)st.failed, (unsigned long long)st.files_unknown,
-	       (unsigned long long)st.conflicts);
-	fflush(stdout);
+	cli_report_collect_summary(&r.progress, &st);
 	if (fr < 0) {
 		fprintf(stderr, "topfetch collect: %s\n", err.message);
-		rc = fr == -ENODATA || fr == -EBADMSG || fr == -EMSGSIZE || fr == -ENOENT || fr == -ELOOP
-			     ? EXIT_BAD_INPUT
-			     : EXIT_SOME_FAILED;
+		rc = cli_exit_for_error(fr);
 	} else if (st.files_unknown && !st.files_wanted) {
 		/* Not one file could be located: the input cannot be collected. */
 		rc = EXIT_BAD_INPUT;

@@ -179,8 +179,6 @@ int cmd_fetch(int argc, char **argv)
 	manifest m = { 0 };
 	run r;
 	int rc;
-	char bytes[32], rate[32];
-	double secs;
 
 	tf_remote_options_init(&opts);
 	const cli_flag flags[] = {
@@ -251,17 +249,7 @@ int cmd_fetch(int argc, char **argv)
 	}
 	tf_downloader_get_stats(d, &st);
 	cli_progress_clear(&r.progress);
-	secs = cli_elapsed_s(&r.progress);
-	cli_human_bytes((double)st.bytes, bytes, sizeof(bytes));
-	cli_human_bytes(secs > 0 ? (double)st.bytes / secs : 0, rate, sizeof(rate));
-	printf("topfetch: %s%llu of %llu files in place (%llu fetched, %llu already present, %llu shared a "
-	       "blob), %s in %.2f s, %s/s; %llu lost, %llu corrupt, %llu failed, %llu local errors\n",
-	       cli_interrupted ? "INTERRUPTED: " : "", (unsigned long long)st.files_ok,
-	       (unsigned long long)st.requests, (unsigned long long)st.transfers,
-	       (unsigned long long)st.files_present, (unsigned long long)st.files_linked, bytes, secs,
-	       rate, (unsigned long long)st.lost, (unsigned long long)st.corrupt,
-	       (unsigned long long)st.failed, (unsigned long long)st.local);
-	fflush(stdout);
+	cli_report_fetch_summary(&r.progress, &st, cli_interrupted != 0);
 	if (cli_interrupted)
 		rc = EXIT_INTERRUPTED;
 	else

@@ -31,9 +31,7 @@ void cli_install_signals(void)
 
 uint64_t cli_now_ns(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return tf__now_ns();
 }
 
 void cli_progress_init(cli_progress *p)

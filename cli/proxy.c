@@ -2060,11 +2060,7 @@ static void on_lost(const tf_lost_output *l, void *user)
 
 	if (l->action_key && is_hex_key(l->action_key, strlen(l->action_key)))
 		lost_add(p, l->action_key);
-	cli_progress_error(&p->progress, "topfetch: %s: %s (%s/%lld)%s%s%s%s: %s%s", tf_result_name(l->result),
-			   l->path, l->digest.hash, (long long)l->digest.size,
-			   l->action_key ? ", produced by action " : "", l->action_key ? l->action_key : "",
-			   l->target ? " of " : "", l->target ? l->target : "", l->message,
-			   l->action_key ? "; lookups of that action now answer a cache miss" : "");
+	cli_report_lost(&p->progress, l, "lookups of that action now answer a cache miss");
 }
 
 /* HOST:PORT or [V6]:PORT into a socket address. Loopback only unless any. */
@@ -2485,8 +2481,7 @@ int cmd_proxy(int argc, char **argv)
 		rc = EXIT_INTERRUPTED;
 	} else if (fr < 0) {
 		fprintf(stderr, "topfetch proxy: %s\n", err.message);
-		rc = fr == -ENODATA || fr == -EBADMSG || fr == -EMSGSIZE || fr == -ENOENT || fr == -ELOOP ? EXIT_BAD_INPUT
-													   : EXIT_SOME_FAILED;
+		rc = cli_exit_for_error(fr);
 	} else {
 		rc = st.lost || st.failed || st.files_unknown || st.conflicts || st.targets_failed ||
 				     atomic_load(&p.c.record_errors)

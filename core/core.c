@@ -66,6 +66,26 @@ void tf__hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+/* Hex digit values plus one; 0 for anything else (uppercase included). */
+static const unsigned char hexval[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
+
+bool tf__unhex(const char *in, size_t n, unsigned char *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned hi = hexval[(unsigned char)in[2 * i]];
+		if (!hi)
+			return false;
+		unsigned lo = hexval[(unsigned char)in[2 * i + 1]];
+		if (!lo)
+			return false;
+		out[i] = (unsigned char)((hi - 1) << 4 | (lo - 1));
+	}
+	return true;
+}
+
 int tf_digest_parse(const char *hash, int64_t size, tf_digest *out, tf_error *err)
 {
 	size_t len = hash ? strlen(hash) : 0;
@@ -185,21 +205,32 @@ void tf__buf_init(tf__buf *b, size_t cap)
 	b->cap = cap;
 }
 
-int tf__buf_append(tf__buf *b, const void *p, size_t n)
+int tf__buf_reserve(tf__buf *b, size_t n)
 {
+	size_t na;
+	unsigned char *nd;
+
 	if (n > b->cap - b->len)
 		return -E2BIG;
-	if (b->len + n > b->alloc) {
-		size_t na = b->alloc ? b->alloc : 256;
-		unsigned char *nd;
-		while (na < b->len + n)
-			na = na > b->cap / 2 ? b->cap : na * 2;
-		nd = realloc(b->data, na);
-		if (!nd)
-			return -ENOMEM;
-		b->data = nd;
-		b->alloc = na;
-	}
+	if (b->alloc - b->len >= n)
+		return 0;
+	na = b->alloc ? b->alloc : 256;
+	while (na < b->len + n)
+		na = na > b->cap / 2 ? b->cap : na * 2;
+	nd = realloc(b->data, na);
+	if (!nd)
+		return -ENOMEM;
+	b->data = nd;
+	b->alloc = na;
+	return 0;
+}
+
+int tf__buf_append(tf__buf *b, const void *p, size_t n)
+{
+	int r = tf__buf_reserve(b, n);
+
+	if (r < 0)
+		return r;
 	if (n)
 		memcpy(b->data + b->len, p, n);
 	b->len += n;

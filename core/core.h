@@ -33,6 +33,10 @@ bool tf__is_sha256_hex(const char *s, size_t len);
 /* Writes 2*n lowercase hex digits and a NUL into out. */
 void tf__hex(const unsigned char *in, size_t n, char *out);
 
+/* Reads 2*n lowercase hex digits into n bytes; false at the first character
+ * that is not one (uppercase included), with out partly written. */
+bool tf__unhex(const char *in, size_t n, unsigned char *out);
+
 /* Checks that path is relative and normalised: no leading '/', no empty,
  * "." or ".." component, no NUL, lengths within TF__PATH_MAX/TF__NAME_MAX.
  * `what` names the input in the message ("manifest line 3"). */
@@ -56,6 +60,8 @@ typedef struct tf__buf {
 } tf__buf;
 
 void tf__buf_init(tf__buf *b, size_t cap);
+/* Makes room for n more bytes (b->len unchanged): -E2BIG past the cap, -ENOMEM. */
+int tf__buf_reserve(tf__buf *b, size_t n);
 /* Appends n bytes; -E2BIG if that would pass the cap, -ENOMEM. */
 int tf__buf_append(tf__buf *b, const void *p, size_t n);
 void tf__buf_reset(tf__buf *b);

@@ -28,26 +28,6 @@ struct ev_writer {
 	tf_error saved;
 };
 
-int ev__buf_reserve(tf__buf *b, size_t n)
-{
-	size_t na;
-	unsigned char *nd;
-
-	if (n > b->cap - b->len)
-		return -E2BIG;
-	if (b->alloc - b->len >= n)
-		return 0;
-	na = b->alloc ? b->alloc : 256;
-	while (na < b->len + n)
-		na = na > b->cap / 2 ? b->cap : na * 2;
-	nd = realloc(b->data, na);
-	if (!nd)
-		return -ENOMEM;
-	b->data = nd;
-	b->alloc = na;
-	return 0;
-}
-
 int ev_binary_append(tf__buf *out, const ProtobufCMessage *m, tf_error *err)
 {
 	size_t size = protobuf_c_message_get_packed_size(m), at;
@@ -57,7 +37,7 @@ int ev_binary_append(tf__buf *out, const ProtobufCMessage *m, tf_error *err)
 	if (size > UINT32_MAX)
 		return tf__errf(err, -EMSGSIZE, "a %s of %zu bytes does not fit the varint32 framing",
 				m->descriptor->name, size);
-	rc = ev__buf_reserve(out, size + 5);
+	rc = tf__buf_reserve(out, size + 5);
 	if (rc < 0)
 		return tf__errf(err, rc, "binary encoding of a %zu-byte %s: %s", size,
 				m->descriptor->name,

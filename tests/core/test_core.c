@@ -1,4 +1,5 @@
-/* core's one hash map: put, replace, get, remove, growth, iteration. */
+/* core: the one hash map (put, replace, get, remove, growth, iteration), hex
+ * both ways, the capped buffer. */
 #include <stdint.h>
 #include <stdio.h>
 
@@ -49,4 +50,33 @@ TEST(map_grows_and_iterates)
 	tf__map_each(&m, count, &n);
 	CHECK_INT_EQ(n, 10000);
 	tf__map_fini(&m);
+}
+
+TEST(hex_round_trip)
+{
+	const unsigned char in[4] = {0x00, 0x9f, 0xa0, 0xff};
+	unsigned char back[4];
+	char hex[9];
+
+	tf__hex(in, 4, hex);
+	CHECK_STR_EQ(hex, "009fa0ff");
+	CHECK(tf__unhex(hex, 4, back));
+	CHECK(memcmp(in, back, 4) == 0);
+	CHECK(!tf__unhex("009FA0FF", 4, back)); /* uppercase is not a digest */
+	CHECK(!tf__unhex("00 9", 2, back));
+}
+
+TEST(buf_cap)
+{
+	tf__buf b;
+
+	tf__buf_init(&b, 10);
+	CHECK_INT_EQ(tf__buf_append(&b, "12345", 5), 0);
+	CHECK_INT_EQ(tf__buf_reserve(&b, 5), 0);
+	CHECK_INT_EQ(b.len, 5);
+	CHECK_INT_EQ(tf__buf_append(&b, "123456", 6), -E2BIG);
+	CHECK_INT_EQ(b.len, 5);
+	CHECK_INT_EQ(tf__buf_append(&b, "12345", 5), 0);
+	CHECK(memcmp(b.data, "1234512345", 10) == 0);
+	tf__buf_fini(&b);
 }
