@@ -643,7 +643,8 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 	tf_digest dg = { .hash = "" };
 	tf_decision d = { .kind = TF_DECISION_FILE, .target = label, .group = group };
 	bool known_digest = false, wanted;
-	char why[TF__PATH_MAX + 256];
+	tf_error bad = { 0 }; /* a malformed digest in the event */
+	char why[TF__PATH_MAX + TF_ERROR_MESSAGE_MAX + 256];
 	int found;
 
 	if (!path)
@@ -666,7 +667,7 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 	if (found && rec.o.hash)
 		known_digest = tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL) == 0;
 	else if (!found && f->digest && *f->digest)
-		known_digest = tf_digest_parse(f->digest, f->length, &dg, NULL) == 0;
+		known_digest = tf_digest_parse(f->digest, f->length, &dg, &bad) == 0;
 	else if (!found && f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI)
 		known_digest = parse_bytestream(f->uri, &dg);
 	if (known_digest)
@@ -720,7 +721,11 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			}
 		}
 		free(dir);
-		if (!waiting) {
+		if (!waiting && bad.code) {
+			s->stats.files_unknown++;
+			snprintf(why, sizeof(why), "the event's digest of %s cannot be used: %s", path, bad.message);
+			target_fail(s, t, why);
+		} else if (!waiting) {
 			s->stats.files_unknown++;
 			snprintf(why, sizeof(why),
 				 "no digest known for %s: no executed action reported it, and the event carries no digest or bytestream:// URI",
