@@ -364,7 +364,8 @@ int ev_gate_named_set(ev_gate *g, ev_event *ev, tf_error *err)
 	uint64_t ticket;
 	int r;
 
-	if (!m->named_set_of_files || !m->id || !m->id->named_set || !m->id->named_set->id)
+	if (m->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES || !m->id ||
+	    !m->id->named_set || !m->id->named_set->id)
 		return tf__errf(err, -EINVAL, "event at record %llu is not a named set with an id",
 				(unsigned long long)ev->record);
 	r = ev_gate_submit(g, ev, true, &ticket, err);
@@ -424,7 +425,7 @@ static int release_sets(ev_gate *g, BuildEventStream__BuildEventId__NamedSetOfFi
 			continue;
 		tf__map_remove(&g->set_tickets, id);
 		ev = ev_gate_held_event(g, ticket);
-		if (ev && ev->msg->named_set_of_files) {
+		if (ev && ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES) {
 			r = release_sets(g, ev->msg->named_set_of_files->file_sets,
 					 ev->msg->named_set_of_files->n_file_sets, depth + 1, err);
 			if (r < 0)
@@ -440,7 +441,8 @@ static int release_sets(ev_gate *g, BuildEventStream__BuildEventId__NamedSetOfFi
 
 static int release_target_sets(ev_gate *g, const ev_event *ev, tf_error *err)
 {
-	const BuildEventStream__TargetComplete *tc = ev->msg->completed;
+	const BuildEventStream__TargetComplete *tc =
+		ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ? ev->msg->completed : NULL;
 	int r = 0;
 
 	for (size_t i = 0; tc && i < tc->n_output_group && r == 0; i++)
@@ -453,7 +455,8 @@ int ev_gate_target(ev_gate *g, ev_event *ev, bool wait, uint64_t *ticket, tf_err
 	gate_target *t;
 	int r;
 
-	if (!ev->msg->completed)
+	if (ev->msg->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED || !ev->msg->completed ||
+	    !ev->msg->id)
 		return tf__errf(err, -EINVAL, "event at record %llu is not a TargetComplete",
 				(unsigned long long)ev->record);
 	if (!wait) {
@@ -498,7 +501,9 @@ static int release_target(ev_gate *g, gate_item *it, tf_error *err)
 {
 	ev_event *ev = it->ev;
 	BuildEventStream__TargetComplete *tc = ev->msg->completed;
-	const BuildEventStream__BuildEventId__TargetCompletedId *id = ev->msg->id->target_completed;
+	const BuildEventStream__BuildEventId__TargetCompletedId *id =
+		ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED ? ev->msg->id->target_completed
+												: NULL;
 	gate_target *t = it->tgt;
 	int r;
 

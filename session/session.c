@@ -738,7 +738,9 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 
 static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 {
-	BuildEventStream__BuildEventId__TargetCompletedId *id = ev->msg->id->target_completed;
+	BuildEventStream__BuildEventId__TargetCompletedId *id =
+		ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED ? ev->msg->id->target_completed
+												: NULL;
 	BuildEventStream__TargetComplete *tc = ev->msg->completed;
 	const char *label = id && id->label ? id->label : "(unknown)";
 	tf_decision d = { .kind = TF_DECISION_TARGET, .target = label, .digest = { .hash = "" } };
