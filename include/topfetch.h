@@ -283,7 +283,7 @@ typedef struct tf_session_options {
 	 * executed action (tf_session_action_executed) whether it is fetched now
 	 * and why; for each completed target (TF_DECISION_TARGET) whether its
 	 * files are wanted; and for each output file a completed target names
-	 * whether it is wanted and why (a file named twice is reported once).
+	 * whether it is wanted and why (once per output group naming it).
 	 * So no front end has to apply the policy again. May be NULL; gets
 	 * `user`. Added after the fields above: zero-initialise the options. */
 	void (*on_decision)(const tf_decision *d, void *user);
