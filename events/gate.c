@@ -439,6 +439,18 @@ static int release_sets(ev_gate *g, BuildEventStream__BuildEventId__NamedSetOfFi
 	return 0;
 }
 
+/* File facts are needed from a target's arrival to its release: with no
+ * target waiting, none is (so the table stays as small as the targets in
+ * flight). */
+static void forget_digests(ev_gate *g)
+{
+	if (g->targets_waiting || !g->digests.n)
+		return;
+	tf__map_each(&g->digests, free_digest, NULL);
+	tf__map_fini(&g->digests);
+	tf__map_init(&g->digests);
+}
+
 static int release_target_sets(ev_gate *g, const ev_event *ev, tf_error *err)
 {
 	const BuildEventStream__TargetComplete *tc =
@@ -462,6 +474,7 @@ int ev_gate_target(ev_gate *g, ev_event *ev, bool wait, uint64_t *ticket, tf_err
 	if (!wait) {
 		/* Not waited for, but its named sets still go first. */
 		r = release_target_sets(g, ev, err);
+		forget_digests(g);
 		return r < 0 ? r : ev_gate_submit(g, ev, false, ticket, err);
 	}
 	if (!(t = calloc(1, sizeof(*t))))
@@ -510,6 +523,7 @@ static int release_target(ev_gate *g, gate_item *it, tf_error *err)
 	g->targets_waiting--;
 	g->targets_released++;
 	r = release_target_sets(g, ev, err);
+	forget_digests(g);
 	if (t->n_failed) {
 		FailureDetails__FailureDetail *fd = ev_event_alloc(ev, sizeof(*fd));
 		char msg[TF_ERROR_MESSAGE_MAX + 64];
@@ -547,6 +561,22 @@ int ev_gate_target_settled(ev_gate *g, uint64_t ticket, const char *failure, tf_
 	if (t->pending == 0 || --t->pending > 0)
 		return 0;
 	return release_target(g, it, err);
+}
+
+bool ev_gate_target_holds_sets(const ev_gate *g, const ev_event *ev)
+{
+	const BuildEventStream__TargetComplete *tc =
+		ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ? ev->msg->completed : NULL;
+
+	/* A released set's children were released before it, so the sets a
+	 * target names directly tell. */
+	for (size_t i = 0; tc && i < tc->n_output_group; i++)
+		for (size_t k = 0; k < tc->output_group[i]->n_file_sets; k++) {
+			const char *id = tc->output_group[i]->file_sets[k]->id;
+			if (id && tf__map_get(&g->set_tickets, id))
+				return true;
+		}
+	return false;
 }
 
 size_t ev_gate_targets_waiting(const ev_gate *g)

@@ -52,7 +52,10 @@ uint64_t ev_gate_emitted(const ev_gate *g);
 int ev_gate_named_set(ev_gate *g, ev_event *ev, tf_error *err);
 
 /* A fact for the named sets: the file at exec-root-relative path has this
- * digest (path and digest are copied). A later fact replaces an earlier one. */
+ * digest (path and digest are copied). A later fact replaces an earlier one.
+ * Tell it between a target's arrival (ev_gate_target) and its release, or
+ * just before a target that is not waited for: facts are dropped whenever
+ * no target is waiting. */
 int ev_gate_file_digest(ev_gate *g, const char *path, const tf_digest *dg, tf_error *err);
 
 /* Submits a TargetComplete. Without wait, the named sets it reaches are
@@ -73,6 +76,10 @@ int ev_gate_target_wait(ev_gate *g, uint64_t ticket, tf_error *err);
  * ev_gate_target_wait called first. Releases the target when it was the
  * last hold. */
 int ev_gate_target_settled(ev_gate *g, uint64_t ticket, const char *failure, tf_error *err);
+
+/* Does the gate still hold a named set this TargetComplete names (so that
+ * its release would carry file facts)? */
+bool ev_gate_target_holds_sets(const ev_gate *g, const ev_event *ev);
 
 /* Waiting targets not released yet. */
 size_t ev_gate_targets_waiting(const ev_gate *g);

@@ -752,8 +752,12 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 	if (d.wanted && (r = ev_gate_target(s->gate, ev, true, &t, err)) < 0)
 		return r;
 	/* Every file is decided about (and the gate told the digests the named
-	 * sets will carry); a wanted one is wanted by t. */
-	for (size_t g = 0; g < tc->n_output_group; g++) {
+	 * sets will carry); a wanted one is wanted by t. An unwanted target
+	 * whose sets are all out already, with nobody asking for decisions,
+	 * needs no walk. */
+	for (size_t g = 0; g < tc->n_output_group && (d.wanted || s->o.on_decision ||
+						      ev_gate_target_holds_sets(s->gate, ev));
+	     g++) {
 		const char *group = tc->output_group[g]->name ? tc->output_group[g]->name : "";
 		const BuildEventStream__File *f;
 		tf_error xerr = { 0 };
