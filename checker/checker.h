@@ -1,13 +1,14 @@
 /* checker/ — the RemoteOutputChecker: the download policy, reading what an
- * executed action produced (ActionResult, Tree) into metadata, and the store
- * (store.h). Module prefix chk_ (st_ for the store). */
+ * executed action produced (ActionResult, Tree) into outputs, and the
+ * decisions about them. Module prefix chk_. May include core/, proto/ and
+ * store/; it fetches nothing and releases nothing (that is session/). */
 #ifndef TF_CHECKER_H
 #define TF_CHECKER_H
 
 #include <regex.h>
 #include <stdbool.h>
 
-#include "checker/store.h"
+#include "store/store.h"
 #include "core/core.h"
 
 /* ---- policy ---------------------------------------------------------------- */
@@ -77,24 +78,43 @@ typedef int (*chk_tree_cb)(const chk_tree_entry *e, void *user);
 int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
 		  chk_tree_cb cb, void *user, tf_error *err);
 
-/* ---- session (session.c; the public half is tf_session in topfetch.h) ---- */
+/* ---- executed actions and decisions (action.c) ------------------------------ */
 
-typedef struct ev_event ev_event;
+/* A decoded, checked ActionResult. */
+typedef struct chk_action chk_action;
 
-/* tf_session_build_event for an event already decoded (the event is
- * borrowed; the session takes its own references). */
-int chk_session_post_event(tf_session *s, ev_event *ev, tf_error *err);
+/* Decodes a serialized ActionResult (untrusted, borrowed) of action_key and
+ * checks every output (paths relative and normalised, digests well formed)
+ * before anything is reported: a bad one is refused with an error naming the
+ * action, the output's index and path. Does not block. */
+int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk_action **out, tf_error *err);
 
-/* Records a file the caller knows by digest (and executable bit) before it
- * names it in a completed target, unless the store already has the path.
- * Does not block beyond the store. */
-int chk_session_note_output(tf_session *s, const char *path, const tf_digest *dg, bool executable,
-			    tf_error *err);
+/* Accepts NULL. */
+void chk_action_free(chk_action *a);
 
-/* The bookkeeping of synthesized events (synth.c) for a session: a slot the
- * session owns and frees with chk_synth_free. */
-typedef struct chk_synth chk_synth;
-chk_synth **chk_session_synth_slot(tf_session *s);
-void chk_synth_free(chk_synth *x);
+/* One output of an executed action and the policy's decision about it now
+ * (pointers valid during the callback). */
+typedef struct chk_output {
+	st_output o;      /* path, hash, size, executable, kind, symlink target, action, target */
+	tf_digest digest; /* files; directories: their Tree; empty for symlinks */
+	bool wanted;      /* fetch now */
+	tf_decision_reason reason;
+} chk_output;
+
+typedef int (*chk_output_cb)(const chk_output *out, void *user, tf_error *err);
+
+/* Calls cb for every output of a (files, then directories, then symlinks),
+ * with target as the label. Returns 0 or cb's first non-zero value. */
+int chk_action_each(const chk_action *a, const chk_policy *p, const char *target, chk_output_cb cb, void *user,
+		    tf_error *err);
+
+/* Are a completed target's files wanted (it succeeded, the mode is not
+ * minimal, and it is requested)? *why says which. */
+bool chk_decide_target(const chk_policy *p, const char *label, bool success, tf_decision_reason *why);
+
+/* Is this file (exec_path; NULL for one not yet known by path) of group of a
+ * completed target wanted? *why says which rule decided. */
+bool chk_decide_target_file(const chk_policy *p, bool target_wanted, const char *group, const char *exec_path,
+			    tf_decision_reason *why);
 
 #endif

@@ -206,6 +206,11 @@ int ev_sets_expand_target(ev_sets *s, const ev_event *ev, const char *group, tf_
  * the caller's message) lives. */
 const BuildEventStream__File *ev_sets_expand_next(ev_sets *s);
 
+/* The exec-root-relative path of a BEP File (path_prefix parts joined with
+ * the name), malloc'd; NULL for a File without a prefix (a source file, not
+ * an output), a path over TF__PATH_MAX, or out of memory. */
+char *ev_file_exec_path(const BuildEventStream__File *f);
+
 /* ---- writers --------------------------------------------------------------- */
 
 /* Appends m in proto3 JSON form (as Bazel's --build_event_json_file writes

@@ -8,9 +8,17 @@
  *     child (the first event of a stream is exempt). So an event announced
  *     only by a held one waits for it.
  *  3. The last_message event is emitted last, after everything else.
+ *  4. A NamedSetOfFiles (ev_gate_named_set) is held until a TargetComplete
+ *     that reaches it is released; it then goes first, after the sets it
+ *     references, with digest and length filled in from the file facts
+ *     (ev_gate_file_digest).
+ *  5. A TargetComplete the session waits for (ev_gate_target with wait) is
+ *     held until every file it waits for is settled; if one failed, it is
+ *     released with success = false and a failure detail naming it.
  * Everything is event-driven: an emitted event wakes exactly the events
  * waiting for its children, so the cost is linear in the stream. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +31,16 @@ typedef enum gate_state {
 	G_EMITTED,
 } gate_state;
 
+/* A TargetComplete waiting for its files (rule 5). */
+typedef struct gate_target {
+	size_t pending;  /* files not settled yet, plus the lookup hold */
+	size_t n_failed;
+	char *failure;   /* the first failure, for the detail */
+} gate_target;
+
 typedef struct gate_item {
 	ev_event *ev;
+	gate_target *tgt;       /* waited-for TargetCompletes only */
 	gate_state state;
 	uint64_t seq;
 	char *key;              /* serialized id, for rule 2 */
@@ -54,7 +70,28 @@ struct ev_gate {
 	uint64_t emitted;
 	int error;         /* first sink error: sticky */
 	tf_error err;
+	tf__map set_tickets; /* held named set id -> ticket (uintptr_t) */
+	tf__map digests;     /* exec path -> tf_digest (file facts) */
+	size_t targets_waiting;
+	uint64_t targets_released, targets_failed;
 };
+
+static void free_digest(const char *key, void *value, void *user)
+{
+	(void)key;
+	(void)user;
+	free(value);
+}
+
+static void item_free(gate_item *it)
+{
+	ev_event_unref(it->ev);
+	free(it->key);
+	if (it->tgt)
+		free(it->tgt->failure);
+	free(it->tgt);
+	free(it);
+}
 
 static uint64_t fnv(const char *p, size_t n)
 {
@@ -126,6 +163,8 @@ ev_gate *ev_gate_new(ev_gate_emit_fn emit, void *user)
 		free(g);
 		return NULL;
 	}
+	tf__map_init(&g->set_tickets);
+	tf__map_init(&g->digests);
 	return g;
 }
 
@@ -140,14 +179,13 @@ void ev_gate_free(ev_gate *g)
 			free(s);
 		}
 	free(g->buckets);
-	for (size_t i = 0; i < g->nitems; i++) {
-		if (g->items[i]) {
-			ev_event_unref(g->items[i]->ev);
-			free(g->items[i]->key);
-			free(g->items[i]);
-		}
-	}
+	for (size_t i = 0; i < g->nitems; i++)
+		if (g->items[i])
+			item_free(g->items[i]);
 	free(g->items);
+	tf__map_fini(&g->set_tickets);
+	tf__map_each(&g->digests, free_digest, NULL);
+	tf__map_fini(&g->digests);
 	free(g);
 }
 
@@ -191,9 +229,7 @@ static void emit_ready(ev_gate *g, gate_item *first)
 		if (g->last == it)
 			g->last = NULL;
 		g->items[it->seq - 1] = NULL;
-		ev_event_unref(it->ev);
-		free(it->key);
-		free(it);
+		item_free(it);
 	}
 	if (g->last && g->last->state == G_UNANNOUNCED && g->pending == 1) {
 		gate_item *l = g->last;
@@ -314,5 +350,242 @@ int ev_gate_flush(ev_gate *g, tf_error *err)
 	}
 	if (last)
 		emit_ready(g, last);
+	g->targets_waiting = 0;
+	tf__map_fini(&g->set_tickets);
+	tf__map_init(&g->set_tickets);
 	return g->error ? tf__errf(err, g->error, "%s", g->err.message) : 0;
+}
+
+/* ---- the release rules for named sets and targets (rules 4 and 5) ------------ */
+
+int ev_gate_named_set(ev_gate *g, ev_event *ev, tf_error *err)
+{
+	const BuildEventStream__BuildEvent *m = ev->msg;
+	uint64_t ticket;
+	int r;
+
+	if (m->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES || !m->id ||
+	    !m->id->named_set || !m->id->named_set->id)
+		return tf__errf(err, -EINVAL, "event at record %llu is not a named set with an id",
+				(unsigned long long)ev->record);
+	r = ev_gate_submit(g, ev, true, &ticket, err);
+	if (r == 0 && tf__map_put(&g->set_tickets, m->id->named_set->id, (void *)(uintptr_t)ticket) < 0)
+		r = tf__errf(err, -ENOMEM, "out of memory holding named set %s", m->id->named_set->id);
+	return r;
+}
+
+int ev_gate_file_digest(ev_gate *g, const char *path, const tf_digest *dg, tf_error *err)
+{
+	tf_digest *d = tf__map_get(&g->digests, path);
+
+	if (!d) {
+		if (!(d = malloc(sizeof(*d))) || tf__map_put(&g->digests, path, d) < 0) {
+			free(d);
+			return tf__errf(err, -ENOMEM, "out of memory recording the digest of %s", path);
+		}
+	}
+	*d = *dg;
+	return 0;
+}
+
+/* Fills digest and length into the files of a held named set from the file
+ * facts. */
+static void fill_named_set(ev_gate *g, ev_event *ev)
+{
+	BuildEventStream__NamedSetOfFiles *ns = ev->msg->named_set_of_files;
+
+	for (size_t i = 0; ns && i < ns->n_files; i++) {
+		BuildEventStream__File *f = ns->files[i];
+		const tf_digest *dg;
+		char *path, *d;
+
+		if (f->digest && *f->digest)
+			continue;
+		path = ev_file_exec_path(f);
+		dg = path ? tf__map_get(&g->digests, path) : NULL;
+		if (dg && (d = ev_event_strdup(ev, dg->hash))) {
+			f->digest = d;
+			f->length = dg->size;
+		}
+		free(path);
+	}
+}
+
+/* Releases the held named sets that ids reach, children first. */
+static int release_sets(ev_gate *g, BuildEventStream__BuildEventId__NamedSetOfFilesId *const *ids, size_t n,
+			unsigned depth, tf_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *id = ids[i]->id;
+		uintptr_t ticket = id ? (uintptr_t)tf__map_get(&g->set_tickets, id) : 0;
+		ev_event *ev;
+		int r;
+
+		if (!ticket || depth > EV_DEFAULT_MAX_SET_DEPTH)
+			continue;
+		tf__map_remove(&g->set_tickets, id);
+		ev = ev_gate_held_event(g, ticket);
+		if (ev && ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES) {
+			r = release_sets(g, ev->msg->named_set_of_files->file_sets,
+					 ev->msg->named_set_of_files->n_file_sets, depth + 1, err);
+			if (r < 0)
+				return r;
+			fill_named_set(g, ev);
+		}
+		r = ev_gate_release(g, ticket, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* File facts are needed from a target's arrival to its release: with no
+ * target waiting, none is (so the table stays as small as the targets in
+ * flight). */
+static void forget_digests(ev_gate *g)
+{
+	if (g->targets_waiting || !g->digests.n)
+		return;
+	tf__map_each(&g->digests, free_digest, NULL);
+	tf__map_fini(&g->digests);
+	tf__map_init(&g->digests);
+}
+
+static int release_target_sets(ev_gate *g, const ev_event *ev, tf_error *err)
+{
+	const BuildEventStream__TargetComplete *tc =
+		ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ? ev->msg->completed : NULL;
+	int r = 0;
+
+	for (size_t i = 0; tc && i < tc->n_output_group && r == 0; i++)
+		r = release_sets(g, tc->output_group[i]->file_sets, tc->output_group[i]->n_file_sets, 0, err);
+	return r;
+}
+
+int ev_gate_target(ev_gate *g, ev_event *ev, bool wait, uint64_t *ticket, tf_error *err)
+{
+	gate_target *t;
+	int r;
+
+	if (ev->msg->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED || !ev->msg->completed ||
+	    !ev->msg->id)
+		return tf__errf(err, -EINVAL, "event at record %llu is not a TargetComplete",
+				(unsigned long long)ev->record);
+	if (!wait) {
+		/* Not waited for, but its named sets still go first. */
+		r = release_target_sets(g, ev, err);
+		forget_digests(g);
+		return r < 0 ? r : ev_gate_submit(g, ev, false, ticket, err);
+	}
+	if (!(t = calloc(1, sizeof(*t))))
+		return tf__errf(err, -ENOMEM, "out of memory holding a TargetComplete");
+	r = ev_gate_submit(g, ev, true, ticket, err);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	t->pending = 1; /* the lookup hold */
+	g->items[*ticket - 1]->tgt = t;
+	g->targets_waiting++;
+	return 0;
+}
+
+static gate_item *waiting_target(ev_gate *g, uint64_t ticket)
+{
+	gate_item *it;
+
+	if (ticket == 0 || ticket > g->nitems || !(it = g->items[ticket - 1]) || it->state != G_HELD || !it->tgt)
+		return NULL;
+	return it;
+}
+
+int ev_gate_target_wait(ev_gate *g, uint64_t ticket, tf_error *err)
+{
+	gate_item *it = waiting_target(g, ticket);
+
+	if (!it)
+		return tf__errf(err, -EINVAL, "gate ticket %llu is not a waiting target", (unsigned long long)ticket);
+	it->tgt->pending++;
+	return 0;
+}
+
+/* Everything the target waited for is settled: its sets, then itself. */
+static int release_target(ev_gate *g, gate_item *it, tf_error *err)
+{
+	ev_event *ev = it->ev;
+	BuildEventStream__TargetComplete *tc = ev->msg->completed;
+	const BuildEventStream__BuildEventId__TargetCompletedId *id =
+		ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED ? ev->msg->id->target_completed
+												: NULL;
+	gate_target *t = it->tgt;
+	int r;
+
+	g->targets_waiting--;
+	g->targets_released++;
+	r = release_target_sets(g, ev, err);
+	forget_digests(g);
+	if (t->n_failed) {
+		FailureDetails__FailureDetail *fd = ev_event_alloc(ev, sizeof(*fd));
+		char msg[TF_ERROR_MESSAGE_MAX + 64];
+		if (fd) {
+			failure_details__failure_detail__init(fd);
+			snprintf(msg, sizeof(msg), "%zu output%s of %s could not be fetched: %s", t->n_failed,
+				 t->n_failed == 1 ? "" : "s", id && id->label ? id->label : "(unknown)",
+				 t->failure ? t->failure : "");
+			fd->message = ev_event_strdup(ev, msg);
+			if (!fd->message)
+				fd->message = (char *)"outputs could not be fetched";
+			tc->failure_detail = fd;
+		}
+		tc->success = 0;
+		g->targets_failed++;
+	}
+	if (r == 0)
+		r = ev_gate_release(g, it->seq, err);
+	return r;
+}
+
+int ev_gate_target_settled(ev_gate *g, uint64_t ticket, const char *failure, tf_error *err)
+{
+	gate_item *it = waiting_target(g, ticket);
+	gate_target *t;
+
+	if (!it)
+		return tf__errf(err, -EINVAL, "gate ticket %llu is not a waiting target", (unsigned long long)ticket);
+	t = it->tgt;
+	if (failure) {
+		t->n_failed++;
+		if (!t->failure && !(t->failure = strdup(failure)))
+			t->failure = NULL; /* the count still says it failed */
+	}
+	if (t->pending == 0 || --t->pending > 0)
+		return 0;
+	return release_target(g, it, err);
+}
+
+bool ev_gate_target_holds_sets(const ev_gate *g, const ev_event *ev)
+{
+	const BuildEventStream__TargetComplete *tc =
+		ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ? ev->msg->completed : NULL;
+
+	/* A released set's children were released before it, so the sets a
+	 * target names directly tell. */
+	for (size_t i = 0; tc && i < tc->n_output_group; i++)
+		for (size_t k = 0; k < tc->output_group[i]->n_file_sets; k++) {
+			const char *id = tc->output_group[i]->file_sets[k]->id;
+			if (id && tf__map_get(&g->set_tickets, id))
+				return true;
+		}
+	return false;
+}
+
+size_t ev_gate_targets_waiting(const ev_gate *g)
+{
+	return g->targets_waiting;
+}
+
+void ev_gate_target_counts(const ev_gate *g, uint64_t *released, uint64_t *failed)
+{
+	*released = g->targets_released;
+	*failed = g->targets_failed;
 }

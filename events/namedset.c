@@ -701,3 +701,25 @@ const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
 		s->sp--;
 	}
 }
+
+char *ev_file_exec_path(const BuildEventStream__File *f)
+{
+	size_t n = 0, at = 0;
+	char *p;
+
+	if (!f->n_path_prefix || !f->name || !*f->name)
+		return NULL;
+	for (size_t i = 0; i < f->n_path_prefix; i++)
+		n += strlen(f->path_prefix[i]) + 1;
+	n += strlen(f->name) + 1;
+	if (n > TF__PATH_MAX + 1 || !(p = malloc(n)))
+		return NULL;
+	for (size_t i = 0; i < f->n_path_prefix; i++) {
+		size_t l = strlen(f->path_prefix[i]);
+		memcpy(p + at, f->path_prefix[i], l);
+		p[at + l] = '/';
+		at += l + 1;
+	}
+	memcpy(p + at, f->name, strlen(f->name) + 1);
+	return p;
+}

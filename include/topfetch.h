@@ -213,6 +213,43 @@ typedef struct tf_lost_output {
 	const char *message;
 } tf_lost_output;
 
+/* What a decision is about. */
+typedef enum tf_decision_kind {
+	TF_DECISION_FILE = 0,  /* an output file (or a file of a completed target) */
+	TF_DECISION_DIRECTORY, /* a directory output: wanted means its whole tree */
+	TF_DECISION_SYMLINK,   /* a symlink output: recorded, never fetched */
+	TF_DECISION_TARGET,    /* a completed target as a whole (path NULL) */
+} tf_decision_kind;
+
+/* Why an output is wanted or not. */
+typedef enum tf_decision_reason {
+	TF_REASON_MODE_ALL = 0,      /* wanted: --remote_download_outputs=all */
+	TF_REASON_REGEX,             /* wanted: a --remote_download_regex matches its path */
+	TF_REASON_LATER,             /* not now: recorded; fetched only if a completed target names it */
+	TF_REASON_NO_BYTES,          /* not fetched: a symlink carries no bytes */
+	TF_REASON_TOPLEVEL,          /* wanted: a requested target completed and names it in a wanted group */
+	TF_REASON_TARGET_NOT_WANTED, /* not wanted: mode minimal, the target is not requested, or it failed */
+	TF_REASON_GROUP_NOT_WANTED,  /* not wanted: its output group is not in --output_groups */
+	TF_REASON_FILTERED,          /* not wanted: it matches none of the filter regexes */
+} tf_decision_reason;
+
+/* One decision of the session. Pointers are valid only during the callback. */
+typedef struct tf_decision {
+	tf_decision_kind kind;
+	const char *action_key; /* the executed action it is an output of; NULL for a completed target's file */
+	const char *target;     /* the action's target label, or the completed target; may be NULL */
+	const char *group;      /* a completed target's file: its output group; else NULL */
+	const char *path;       /* exec-root-relative; NULL for TF_DECISION_TARGET */
+	tf_digest digest;       /* files: the blob; directories: their Tree; empty (hash "") when unknown */
+	bool executable;
+	const char *symlink_target; /* symlinks */
+	bool wanted;
+	tf_decision_reason reason;
+} tf_decision;
+
+/* A name for a reason ("mode all", "regex", ...). Never NULL. */
+TF_API const char *tf_decision_reason_name(tf_decision_reason r);
+
 typedef struct tf_session_options {
 	tf_remote_options remote;
 	/* Files land at output_dir/<exec-root-relative path>, as in Bazel's
@@ -241,6 +278,15 @@ typedef struct tf_session_options {
 	 * serialized BuildEvent (borrowed for the call). May be NULL. */
 	void (*on_event)(const void *event, size_t len, void *user);
 	void *user;
+	/* Called (in the caller's thread, before the call that reported it
+	 * returns) for every decision the session makes: for each output of an
+	 * executed action (tf_session_action_executed) whether it is fetched now
+	 * and why; for each completed target (TF_DECISION_TARGET) whether its
+	 * files are wanted; and for each output file a completed target names
+	 * whether it is wanted and why (once per output group naming it).
+	 * So no front end has to apply the policy again. May be NULL; gets
+	 * `user`. Added after the fields above: zero-initialise the options. */
+	void (*on_decision)(const tf_decision *d, void *user);
 } tf_session_options;
 
 typedef struct tf_session_stats {
@@ -307,6 +353,15 @@ TF_API int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err);
  * last_message (everything else still done); or the first sink, store or
  * input error. Blocks. */
 TF_API int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err);
+
+/* Work the session has not finished by itself: wanted files and Tree reads
+ * in flight or queued, plus TargetComplete events held until their files are
+ * settled. 0 means idle: nothing changes until more input arrives (events
+ * that wait for input — a named set no completed target has referenced yet,
+ * an event whose announcing event has not arrived — are not counted). Call
+ * tf_session_dispatch until it is 0 to wait for what was asked so far. Does
+ * not block. */
+TF_API uint64_t tf_session_outstanding(const tf_session *s);
 
 /* Copies the counters so far. Does not block. */
 TF_API void tf_session_get_stats(const tf_session *s, tf_session_stats *out);

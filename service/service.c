@@ -25,10 +25,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "checker/checker.h"
 #include "core/core.h"
-#include "events/events.h"
-#include "remote_execution.pb-c.h"
+#include "events/events.h" /* ev_wire_check only: see README.md */
 #include "service/service.h"
 #include "topfetch_service.pb-c.h"
 
@@ -64,7 +62,7 @@ struct svc_service {
 	build_state state;
 	uint64_t build;
 	tf_session *session;
-	chk_policy policy; /* the build's policy, for the decisions in replies */
+	struct reply_ctx *deciding; /* the reply the session's decisions go into, during a request */
 	uint64_t started_ns;
 	int finish_exit_code;
 	char *session_error; /* the session failed: every later request says so */
@@ -154,9 +152,47 @@ typedef struct reply_ctx {
 	Topfetch__Service__ActionDecision action;
 	Topfetch__Service__TargetDecision target;
 	char **fetching;
-	size_t n_fetching;
+	size_t n_fetching, cap_fetching;
 	bool refused; /* error holds why */
 } reply_ctx;
+
+/* The session's decisions, gathered into the reply of the request that
+ * caused them (the policy is applied once, by the session). */
+static void on_decision(const tf_decision *d, void *user)
+{
+	svc_service *s = user;
+	reply_ctx *c = s->deciding;
+
+	if (!c)
+		return;
+	if (d->action_key) {
+		Topfetch__Service__ActionDecision *a = &c->action;
+		a->outputs++;
+		if (!d->wanted || (d->kind != TF_DECISION_FILE && d->kind != TF_DECISION_DIRECTORY))
+			return;
+		if (c->n_fetching < SVC_MAX_FETCHING_LISTED) {
+			if (c->n_fetching == c->cap_fetching) {
+				size_t nc = c->cap_fetching ? c->cap_fetching * 2 : 16;
+				char **n = realloc(c->fetching, nc * sizeof(*n));
+				if (!n) {
+					a->fetching_not_listed++;
+					return;
+				}
+				c->fetching = n;
+				c->cap_fetching = nc;
+			}
+			if ((c->fetching[c->n_fetching] = strdup(d->path))) {
+				c->n_fetching++;
+				return;
+			}
+		}
+		a->fetching_not_listed++;
+	} else if (d->kind == TF_DECISION_TARGET) {
+		c->target.wanted = d->wanted;
+	} else if (d->wanted) {
+		c->target.files++;
+	}
+}
 
 static void reply_init(reply_ctx *c)
 {
@@ -278,7 +314,6 @@ static void drop_build(svc_service *s)
 {
 	tf_session_free(s->session);
 	s->session = NULL;
-	chk_policy_fini(&s->policy);
 	for (size_t i = 0; i < s->n_lost; i++) {
 		free(s->lost[i].path);
 		free(s->lost[i].hash);
@@ -367,15 +402,15 @@ static int handle_build_started(svc_service *s, const Topfetch__Service__BuildSt
 	    tf_download_mode_parse(m->download_mode, &so.policy.mode) < 0)
 		return reply_error(c, "build_started.download_mode: '%.64s' is not one of toplevel, all, minimal",
 				   m->download_mode);
-	if (m->n_regexes > CHK_MAX_REGEXES)
+	if (m->n_regexes > SVC_MAX_REGEXES)
 		return reply_error(c, "build_started.regexes: %zu given; at most %d are allowed", m->n_regexes,
-				   CHK_MAX_REGEXES);
-	if (m->n_output_groups > CHK_MAX_GROUPS)
+				   SVC_MAX_REGEXES);
+	if (m->n_output_groups > SVC_MAX_GROUPS)
 		return reply_error(c, "build_started.output_groups: %zu given; at most %d are allowed",
-				   m->n_output_groups, CHK_MAX_GROUPS);
-	if (m->n_targets > CHK_MAX_TARGETS)
+				   m->n_output_groups, SVC_MAX_GROUPS);
+	if (m->n_targets > SVC_MAX_TARGETS)
 		return reply_error(c, "build_started.targets: %zu given; at most %d are allowed", m->n_targets,
-				   CHK_MAX_TARGETS);
+				   SVC_MAX_TARGETS);
 	for (size_t i = 0; i < m->n_output_groups; i++)
 		if (!*m->output_groups[i])
 			return reply_error(c, "build_started.output_groups[%zu]: empty group name", i);
@@ -389,13 +424,13 @@ static int handle_build_started(svc_service *s, const Topfetch__Service__BuildSt
 	so.on_lost = on_lost;
 	so.on_event = s->pub >= 0 ? on_event : NULL;
 	so.on_file = NULL;
+	so.on_decision = on_decision;
 	so.user = s;
-	if (chk_policy_init(&s->policy, &so.policy, &err) < 0)
-		return reply_error(c, "build_started.%s: %s",
-				   strstr(err.message, "regex") ? "regexes" : "policy", err.message);
 	s->session = tf_session_new(&so, &err);
 	if (!s->session) {
-		chk_policy_fini(&s->policy);
+		/* A policy the session refuses names the flag it came from. */
+		if (err.code == -EINVAL && !strncmp(err.message, "--remote_download_regex", 23))
+			return reply_error(c, "build_started.regexes: %s", err.message);
 		return reply_error(c, "build_started: cannot open the build: %s", err.message);
 	}
 	s->builds++;
@@ -411,41 +446,10 @@ static int handle_build_started(svc_service *s, const Topfetch__Service__BuildSt
 	return 0;
 }
 
-/* The outputs of an ActionResult the policy wants now, for the reply. */
-static void action_decision(svc_service *s, const Topfetch__Service__ActionExecuted *m, reply_ctx *c)
-{
-	Build__Bazel__Remote__Execution__V2__ActionResult *ar =
-		build__bazel__remote__execution__v2__action_result__unpack(NULL, m->action_result.len,
-									     m->action_result.data);
-	Topfetch__Service__ActionDecision *d = &c->action;
-	size_t n;
-
-	if (!ar)
-		return; /* the session accepted it, so this is out of memory */
-	n = ar->n_output_files + ar->n_output_directories;
-	d->outputs = (uint32_t)(n + ar->n_output_symlinks + ar->n_output_file_symlinks +
-				ar->n_output_directory_symlinks);
-	c->fetching = calloc(n < SVC_MAX_FETCHING_LISTED ? (n ? n : 1) : SVC_MAX_FETCHING_LISTED, sizeof(char *));
-	for (size_t i = 0; c->fetching && i < n; i++) {
-		const char *path = i < ar->n_output_files ? ar->output_files[i]->path
-							  : ar->output_directories[i - ar->n_output_files]->path;
-		if (!chk_policy_fetch_on_execution(&s->policy, path))
-			continue;
-		if (c->n_fetching < SVC_MAX_FETCHING_LISTED && (c->fetching[c->n_fetching] = strdup(path)))
-			c->n_fetching++;
-		else
-			d->fetching_not_listed++;
-	}
-	d->fetching = c->fetching;
-	d->n_fetching = c->n_fetching;
-	c->r.decision_case = TOPFETCH__SERVICE__REPLY__DECISION_ACTION;
-	c->r.action = d;
-	build__bazel__remote__execution__v2__action_result__free_unpacked(ar, NULL);
-}
-
 static int handle_action_executed(svc_service *s, const Topfetch__Service__ActionExecuted *m, reply_ctx *c)
 {
 	tf_error err = { 0 };
+	int r;
 
 	if (!m->action_key || !tf__is_sha256_hex(m->action_key, strlen(m->action_key)))
 		return reply_error(c,
@@ -454,10 +458,22 @@ static int handle_action_executed(svc_service *s, const Topfetch__Service__Actio
 				   m->action_key ? m->action_key : "");
 	if (m->target_label && strlen(m->target_label) > TF__PATH_MAX)
 		return reply_error(c, "action_executed.target_label: over %d bytes", TF__PATH_MAX);
-	if (tf_session_action_executed(s->session, m->action_key, nonempty(m->target_label), m->action_result.data,
-				       m->action_result.len, &err) < 0)
+	s->deciding = c;
+	r = tf_session_action_executed(s->session, m->action_key, nonempty(m->target_label), m->action_result.data,
+				       m->action_result.len, &err);
+	s->deciding = NULL;
+	if (r < 0) {
+		/* Nothing was recorded: no decision goes into the reply. */
+		for (size_t i = 0; i < c->n_fetching; i++)
+			free(c->fetching[i]);
+		c->n_fetching = 0;
+		topfetch__service__action_decision__init(&c->action);
 		return reply_error(c, "action_executed.action_result: %s", err.message);
-	action_decision(s, m, c);
+	}
+	c->action.fetching = c->fetching;
+	c->action.n_fetching = c->n_fetching;
+	c->r.decision_case = TOPFETCH__SERVICE__REPLY__DECISION_ACTION;
+	c->r.action = &c->action;
 	return 0;
 }
 
@@ -467,16 +483,16 @@ static int handle_target_completed(svc_service *s, const Topfetch__Service__Targ
 	tf_output_file *files = NULL;
 	tf_session_stats before, after;
 	tf_error err = { 0 };
-	size_t total = 0, at = 0, wanted_files = 0;
-	bool wanted;
+	size_t total = 0, at = 0;
 	char what[128];
+	int r;
 	tf_digest dg;
 
 	if (!m->label || !*m->label)
 		return reply_error(c, "target_completed.label: empty; give the target's label (e.g. //pkg:app)");
-	if (m->n_output_groups > CHK_MAX_GROUPS)
+	if (m->n_output_groups > SVC_MAX_GROUPS)
 		return reply_error(c, "target_completed.output_groups: %zu given; at most %d are allowed",
-				   m->n_output_groups, CHK_MAX_GROUPS);
+				   m->n_output_groups, SVC_MAX_GROUPS);
 	for (size_t g = 0; g < m->n_output_groups; g++) {
 		const Topfetch__Service__OutputGroup *og = m->output_groups[g];
 		if (!og->name || !*og->name)
@@ -509,7 +525,6 @@ static int handle_target_completed(svc_service *s, const Topfetch__Service__Targ
 		free(files);
 		return reply_error(c, "target_completed: the service is out of memory");
 	}
-	wanted = chk_policy_target_wanted(&s->policy, m->label);
 	for (size_t g = 0; g < m->n_output_groups; g++) {
 		const Topfetch__Service__OutputGroup *og = m->output_groups[g];
 		groups[g].name = og->name;
@@ -521,21 +536,19 @@ static int handle_target_completed(svc_service *s, const Topfetch__Service__Targ
 			files[at].size = og->files[i]->size;
 			files[at].executable = og->files[i]->executable;
 		}
-		if (wanted && chk_policy_group_wanted(&s->policy, og->name))
-			wanted_files += og->n_files;
 	}
 	tf_session_get_stats(s->session, &before);
-	if (tf_session_target_completed(s->session, m->label, nonempty(m->configuration), nonempty(m->aspect), groups,
-					m->n_output_groups, &err) < 0) {
-		free(groups);
-		free(files);
+	s->deciding = c;
+	r = tf_session_target_completed(s->session, m->label, nonempty(m->configuration), nonempty(m->aspect), groups,
+					m->n_output_groups, &err);
+	s->deciding = NULL;
+	free(groups);
+	free(files);
+	if (r < 0) {
+		topfetch__service__target_decision__init(&c->target);
 		return reply_error(c, "target_completed: %s", err.message);
 	}
 	tf_session_get_stats(s->session, &after);
-	free(groups);
-	free(files);
-	c->target.wanted = wanted;
-	c->target.files = (uint32_t)wanted_files;
 	c->target.present = (uint32_t)(after.files_present - before.files_present);
 	c->target.unknown = (uint32_t)(after.files_unknown - before.files_unknown);
 	c->target.pending = c->target.files > c->target.present + c->target.unknown

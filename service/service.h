@@ -18,6 +18,9 @@
 #define SVC_DEFAULT_MAX_REQUEST (64u << 20) /* bytes of one Request */
 #define SVC_MAX_LOST_KEPT 10000u            /* lost outputs listed per build (the rest are counted) */
 #define SVC_MAX_TARGET_FILES 1000000u       /* files of one TargetCompleted, all groups */
+#define SVC_MAX_REGEXES 256                 /* BuildStarted.regexes */
+#define SVC_MAX_GROUPS 256                  /* output groups of a policy or a target */
+#define SVC_MAX_TARGETS 100000              /* BuildStarted.targets */
 
 /* What the service reports when a build ends (for the caller's summary). */
 typedef struct svc_build_report {

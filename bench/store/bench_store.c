@@ -15,7 +15,7 @@
  *
  * --check exits 1 unless the first injection reaches 300,000 outputs/s with
  * a peak RSS of at most 256 MiB. */
-#include "checker/store.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <ftw.h>

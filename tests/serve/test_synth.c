@@ -1,4 +1,4 @@
-/* Synthesized build events (checker/synth.c) through a real session and a
+/* Synthesized build events (session/synth.c) through a real session and a
  * disk cache: the stream the sinks get is gated (every event announced
  * before it, named sets before their target, BuildFinished after every
  * target, last_message last), named sets carry digest and length (given,

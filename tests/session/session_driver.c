@@ -24,7 +24,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "checker/checker.h"
+#include "session/session.h"
+#include "store/store.h"
 #include "events/events.h"
 #include "topfetch.h"
 
@@ -109,7 +110,7 @@ static int post_bep(tf_session *s, const char *path)
 		return -1;
 	}
 	while ((rc = ev_reader_next(r, &ev, &err)) == 1) {
-		rc = chk_session_post_event(s, ev, &err);
+		rc = ses_post_event(s, ev, &err);
 		ev_event_unref(ev);
 		if (rc < 0)
 			break;

@@ -1,12 +1,14 @@
-/* A session is one build: the RemoteOutputChecker at work.
+/* A session is one build: the only place that calls checker -> downloader
+ * -> gate.
  *
  * Sources report executed actions (their ActionResult) and build events.
  * For every output of every action the metadata goes into the store,
  * downloaded or not, and what the policy wants right away is fetched. When a
  * TargetComplete arrives its files become top-level: those not on disk are
- * fetched (from metadata recorded now or in an earlier build), and the event
- * waits in the gate until they are in place. Everything runs in the caller's
- * thread; the downloader's completions come back through dispatch. */
+ * fetched (from metadata recorded now or in an earlier build), and the gate
+ * holds the event until the session has told it each file is settled.
+ * Every decision is reported through on_decision. Everything runs in the
+ * caller's thread; the downloader's completions come back through dispatch. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,17 +21,16 @@
 #include "checker/checker.h"
 #include "downloader/downloader.h"
 #include "events/events.h"
-#include "events/gate.h"
-#include "remote_execution.pb-c.h"
+#include "session/session.h"
+#include "session/synth.h"
+#include "store/store.h"
 
 #define TREE_MAX_BYTES (64u << 20)
 
-typedef struct target target;
-
-/* A file a target waits for. */
+/* A target (its gate ticket) waiting for a file or a Tree. */
 typedef struct waiter {
 	struct waiter *next;
-	target *t;
+	uint64_t t;
 } waiter;
 
 /* One wanted output, in flight or settled, by destination. */
@@ -54,15 +55,6 @@ typedef struct tree_read {
 	waiter *waiters; /* targets that want the whole directory */
 } tree_read;
 
-struct target {
-	uint64_t ticket;
-	char *label;
-	size_t pending;  /* files not settled yet, plus unresolved lookups */
-	char *failure;   /* first problem, for the failure detail */
-	size_t n_failed;
-	ev_event *ev;    /* the held TargetComplete (borrowed from the gate) */
-};
-
 struct tf_session {
 	tf_session_options o;
 	char *output_dir, *store_path, *tmp_dir;
@@ -76,17 +68,15 @@ struct tf_session {
 	ev_pub *pub;
 	tf__map wants;       /* exec path -> want */
 	tf__map trees;       /* exec dir path -> tree_read (in flight) */
-	tf__map set_tickets; /* named set id -> held ticket (uintptr_t), removed on release */
-	target **targets;    /* held targets, released ones NULL */
-	size_t n_targets, cap_targets;
-	size_t targets_open;
 	size_t reads_in_flight;
 	tf_session_stats stats;
 	int sticky;          /* first sink/store error */
 	tf_error sticky_err;
 	char *bep_path;      /* followed BEP file ("-": stdin), until complete */
 	ev_reader *bep;
-	chk_synth *synth;    /* synthesized events' bookkeeping (synth.c) */
+	ses_synth *synth;    /* a synthesized build's bookkeeping (synth.c) */
+	uint64_t synth_posted;       /* events posted for it */
+	uint64_t synth_written_base; /* events_written when it started */
 };
 
 static void note_error(tf_session *s, int r, const tf_error *e)
@@ -154,29 +144,6 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 
 /* ---- paths ------------------------------------------------------------------------ */
 
-/* The exec-root-relative path of a BEP File: path_prefix parts + name.
- * NULL for source files (no prefix), which are not outputs. */
-static char *file_exec_path(const BuildEventStream__File *f)
-{
-	size_t n = 0;
-	char *p;
-
-	if (!f->n_path_prefix || !f->name || !*f->name)
-		return NULL;
-	for (size_t i = 0; i < f->n_path_prefix; i++)
-		n += strlen(f->path_prefix[i]) + 1;
-	n += strlen(f->name) + 1;
-	if (n > TF__PATH_MAX + 1 || !(p = malloc(n)))
-		return NULL;
-	p[0] = '\0';
-	for (size_t i = 0; i < f->n_path_prefix; i++) {
-		strcat(p, f->path_prefix[i]);
-		strcat(p, "/");
-	}
-	strcat(p, f->name);
-	return p;
-}
-
 /* bytestream://host[:port][/instance]/blobs/HASH/SIZE -> digest. */
 static bool parse_bytestream(const char *uri, tf_digest *out)
 {
@@ -201,106 +168,45 @@ static bool parse_bytestream(const char *uri, tf_digest *out)
 
 /* ---- targets ---------------------------------------------------------------------- */
 
-static void target_fail(target *t, const char *why)
+/* A failure for target t (its gate ticket) that no wait stands for. */
+static void target_fail(tf_session *s, uint64_t t, const char *why)
 {
-	t->n_failed++;
-	if (!t->failure)
-		t->failure = strdup(why);
-}
-
-/* Fills digest and length into the files of a held named set. */
-static void fill_named_set(tf_session *s, ev_event *ev)
-{
-	BuildEventStream__NamedSetOfFiles *ns = ev->msg->named_set_of_files;
-
-	for (size_t i = 0; ns && i < ns->n_files; i++) {
-		BuildEventStream__File *f = ns->files[i];
-		char *path;
-		st_record rec;
-
-		if (f->digest && *f->digest)
-			continue;
-		path = file_exec_path(f);
-		if (path && st_output_get(s->store, path, &rec, NULL) == 0 && rec.o.hash &&
-		    (rec.o.kind == ST_KIND_FILE || rec.o.kind == ST_KIND_TREE_FILE)) {
-			char *d = ev_event_strdup(ev, rec.o.hash);
-			if (d) {
-				f->digest = d;
-				f->length = rec.o.size;
-			}
-		}
-		free(path);
-	}
-}
-
-/* Releases the held named sets that ids reach, children first. */
-static int release_sets(tf_session *s, BuildEventStream__BuildEventId__NamedSetOfFilesId *const *ids,
-			size_t n, int depth, tf_error *err)
-{
-	for (size_t i = 0; i < n; i++) {
-		const char *id = ids[i]->id;
-		uintptr_t ticket = (uintptr_t)tf__map_get(&s->set_tickets, id);
-		ev_event *ev;
-		int r;
-
-		if (!ticket || depth > (int)EV_DEFAULT_MAX_SET_DEPTH)
-			continue;
-		tf__map_remove(&s->set_tickets, id);
-		ev = ev_gate_held_event(s->gate, ticket);
-		if (ev && ev->msg->named_set_of_files) {
-			r = release_sets(s, ev->msg->named_set_of_files->file_sets,
-					 ev->msg->named_set_of_files->n_file_sets, depth + 1, err);
-			if (r < 0)
-				return r;
-			fill_named_set(s, ev);
-		}
-		r = ev_gate_release(s->gate, ticket, err);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-static void release_target(tf_session *s, target *t)
-{
-	BuildEventStream__TargetComplete *tc = t->ev->msg->completed;
 	tf_error err = { 0 };
-	int r = 0;
+	int r = ev_gate_target_wait(s->gate, t, &err);
 
-	for (size_t i = 0; tc && i < tc->n_output_group && r == 0; i++)
-		r = release_sets(s, tc->output_group[i]->file_sets, tc->output_group[i]->n_file_sets, 0, &err);
-	if (tc && t->n_failed) {
-		FailureDetails__FailureDetail *fd = ev_event_alloc(t->ev, sizeof(*fd));
-		char msg[TF_ERROR_MESSAGE_MAX + 64];
-		if (fd) {
-			failure_details__failure_detail__init(fd);
-			snprintf(msg, sizeof(msg), "%zu output%s of %s could not be fetched: %s", t->n_failed,
-				 t->n_failed == 1 ? "" : "s", t->label, t->failure ? t->failure : "");
-			fd->message = ev_event_strdup(t->ev, msg);
-			if (!fd->message)
-				fd->message = (char *)"outputs could not be fetched";
-			tc->failure_detail = fd;
-		}
-		tc->success = 0;
-		s->stats.targets_failed++;
-	}
-	s->stats.targets_completed++;
 	if (r == 0)
-		r = ev_gate_release(s->gate, t->ticket, &err);
+		r = ev_gate_target_settled(s->gate, t, why, &err);
 	note_error(s, r, &err);
-	s->targets_open--;
-	for (size_t i = 0; i < s->n_targets; i++)
-		if (s->targets[i] == t)
-			s->targets[i] = NULL;
-	free(t->label);
-	free(t->failure);
-	free(t);
 }
 
-static void target_settled(tf_session *s, target *t)
+/* One thing t waited for is settled: in place (why NULL) or not. */
+static void target_settled(tf_session *s, uint64_t t, const char *why)
 {
-	if (--t->pending == 0)
-		release_target(s, t);
+	tf_error err = { 0 };
+
+	note_error(s, ev_gate_target_settled(s->gate, t, why, &err), &err);
+}
+
+/* Reads the store's record of path: 1 found, 0 none, or a store failure
+ * (kept as the session's error, so it is never taken for "unknown"). */
+static int lookup(tf_session *s, const char *path, st_record *rec)
+{
+	tf_error err = { 0 };
+	int r = st_output_get(s->store, path, rec, &err);
+
+	if (r == 0)
+		return 1;
+	if (r == -ENOENT)
+		return 0;
+	note_error(s, r, &err);
+	return r;
+}
+
+/* Hands a decision to the caller. */
+static void decide(tf_session *s, const tf_decision *d)
+{
+	if (s->o.on_decision)
+		s->o.on_decision(d, s->o.user);
 }
 
 /* ---- wanting files ------------------------------------------------------------------ */
@@ -313,25 +219,30 @@ static void want_settle(tf_session *s, want *w)
 	w->waiters = NULL;
 	while (list) {
 		waiter *n = list->next;
-		if (w->state == W_FAILED)
-			target_fail(list->t, w->failure);
-		target_settled(s, list->t);
+		target_settled(s, list->t, w->state == W_FAILED ? w->failure : NULL);
 		free(list);
 		list = n;
 	}
 }
 
-static int add_waiter(waiter **list, target *t)
+/* Target t (a gate ticket) waits for what list belongs to. */
+static void add_waiter(tf_session *s, waiter **list, uint64_t t)
 {
 	waiter *x = malloc(sizeof(*x));
-	if (!x)
-		return -ENOMEM;
+	tf_error err = { 0 };
+
+	if (!x) {
+		target_fail(s, t, "out of memory");
+		return;
+	}
+	if (ev_gate_target_wait(s->gate, t, &err) < 0) {
+		free(x);
+		note_error(s, err.code, &err);
+		return;
+	}
 	x->t = t;
 	x->next = *list;
 	*list = x;
-	if (t)
-		t->pending++;
-	return 0;
 }
 
 /* Where an output lands: its exec-root-relative path, or with short_paths
@@ -349,9 +260,9 @@ static const char *dest_of(const tf_session *s, const char *path)
 	return p && *p ? p : path;
 }
 
-/* Wants the output at path (file or tree file) in place; t (may be NULL)
- * waits for it. */
-static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, target *t)
+/* Wants the output at path (file or tree file) in place; target t (a gate
+ * ticket, 0 for none) waits for it. */
+static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, uint64_t t)
 {
 	const char *dest = dest_of(s, path);
 	bool exec_layout = !s->o.short_paths;
@@ -360,6 +271,9 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	tf_error err = { 0 };
 	int r;
 
+	/* The digest a named set naming this file will carry. */
+	if (t && (r = ev_gate_file_digest(s->gate, path, dg, &err)) < 0)
+		note_error(s, r, &err);
 	if (w && strcmp(w->path, path) &&
 	    (strcmp(w->digest.hash, dg->hash) || w->executable != exec)) {
 		/* Two different outputs would land on one short path: never
@@ -369,18 +283,18 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 			 w->path, path, w->digest.hash, dg->hash, dest);
 		s->stats.conflicts++;
 		if (t)
-			target_fail(t, why);
+			target_fail(s, t, why);
 		return;
 	}
 	if (w && !strcmp(w->digest.hash, dg->hash) && w->executable == exec) {
 		if (w->state == W_FETCHING) {
 			if (t)
-				add_waiter(&w->waiters, t);
+				add_waiter(s, &w->waiters, t);
 			return;
 		}
 		if (w->state == W_FAILED) {
 			if (t)
-				target_fail(t, w->failure);
+				target_fail(s, t, w->failure);
 			return;
 		}
 		/* Done before: check the file is still ours below. */
@@ -395,7 +309,7 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 			}
 			free(w);
 			if (t)
-				target_fail(t, "out of memory");
+				target_fail(s, t, "out of memory");
 			return;
 		}
 		s->stats.files_wanted++;
@@ -407,15 +321,20 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	/* Already on disk as we wrote it: nothing to fetch. (With short paths
 	 * the store does not describe this folder; the downloader still skips a
 	 * file that is already there with the right digest.) */
-	if (exec_layout && st_output_get(s->store, path, &rec, NULL) == 0 && rec.o.state == ST_LOCAL && rec.o.hash &&
-	    !strcmp(rec.o.hash, dg->hash) && st_output_check_local(s->store, s->rootfd, path, NULL) == ST_CHECK_SAME) {
-		w->state = W_DONE;
-		s->stats.files_present++;
-		return;
+	if (exec_layout && lookup(s, path, &rec) == 1 && rec.o.state == ST_LOCAL && rec.o.hash &&
+	    !strcmp(rec.o.hash, dg->hash)) {
+		r = st_output_check_local(s->store, s->rootfd, path, &err);
+		if (r == ST_CHECK_SAME) {
+			w->state = W_DONE;
+			s->stats.files_present++;
+			return;
+		}
+		if (r < 0)
+			note_error(s, r, &err);
 	}
 	w->state = W_FETCHING;
 	if (t)
-		add_waiter(&w->waiters, t);
+		add_waiter(s, &w->waiters, t);
 	if (exec_layout) {
 		r = st_output_set_state(s->store, path, ST_FETCHING, NULL, NULL, &err);
 		if (r < 0 && r != -ENOENT)
@@ -460,7 +379,7 @@ static void on_fetched(const tf_fetch_done *d, void *user)
 		return; /* superseded by a newer digest for the path */
 	if (s->o.on_file)
 		s->o.on_file(d, s->o.user);
-	have_rec = st_output_get(s->store, w->path, &rec, NULL) == 0;
+	have_rec = lookup(s, w->path, &rec) == 1;
 	if (d->result == TF_RESULT_OK) {
 		struct stat sb;
 		st_local loc;
@@ -486,12 +405,13 @@ static void on_fetched(const tf_fetch_done *d, void *user)
 		char why[TF_ERROR_MESSAGE_MAX + 512];
 		if (d->result == TF_RESULT_LOST) {
 			s->stats.lost++;
-			if (have_rec)
-				st_output_mark_lost(s->store, w->path, &rec, NULL);
+			if (have_rec && (r = st_output_mark_lost(s->store, w->path, &rec, &err)) < 0)
+				note_error(s, r, &err);
 		} else {
 			s->stats.failed++;
-			if (have_rec && !s->o.short_paths)
-				st_output_set_state(s->store, w->path, ST_REMOTE, NULL, NULL, NULL);
+			if (have_rec && !s->o.short_paths &&
+			    (r = st_output_set_state(s->store, w->path, ST_REMOTE, NULL, NULL, &err)) < 0 && r != -ENOENT)
+				note_error(s, r, &err);
 		}
 		snprintf(why, sizeof(why), "%s %s (%s/%lld, produced by action %s of %s): %s",
 			 tf_result_name(d->result), w->path, d->digest.hash, (long long)d->digest.size,
@@ -535,7 +455,7 @@ static int on_tree_entry(const chk_tree_entry *e, void *user)
 	if (e->kind != CHK_ENTRY_FILE)
 		return 0;
 	if (c->tr->fetch_all || chk_policy_fetch_on_execution(&s->policy, e->path))
-		want_file(s, e->path, &e->digest, e->executable, NULL);
+		want_file(s, e->path, &e->digest, e->executable, 0);
 	if (chk_policy_file_wanted(&s->policy, e->path))
 		for (waiter *w = c->tr->waiters; w; w = w->next)
 			want_file(s, e->path, &e->digest, e->executable, w->t);
@@ -556,10 +476,10 @@ static void on_tree(const tf_fetch_done *d, void *user)
 {
 	tree_read *tr = user;
 	tf_session *s = tr->s;
-	tf_error err = { 0 };
+	tf_error err = { 0 }, serr = { 0 };
 	tree_ctx c = { s, tr, &err };
 	waiter *list;
-	int r;
+	int r, m;
 
 	s->reads_in_flight--;
 	tf__map_remove(&s->trees, tr->dir);
@@ -570,8 +490,9 @@ static void on_tree(const tf_fetch_done *d, void *user)
 				      .action_key = tr->action_key, .target = tr->label, .message = d->message };
 		r = -EIO;
 		snprintf(err.message, sizeof(err.message), "tree of %s: %s", tr->dir, d->message);
-		if (d->result == TF_RESULT_LOST && tr->action_key)
-			st_action_mark_lost(s->store, tr->action_key, NULL);
+		if (d->result == TF_RESULT_LOST && tr->action_key &&
+		    (m = st_action_mark_lost(s->store, tr->action_key, &serr)) < 0)
+			note_error(s, m, &serr);
 		if (d->result == TF_RESULT_LOST)
 			s->stats.lost++;
 		else
@@ -583,9 +504,7 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	tr->waiters = NULL;
 	while (list) {
 		waiter *n = list->next;
-		if (r < 0)
-			target_fail(list->t, err.message);
-		target_settled(s, list->t);
+		target_settled(s, list->t, r < 0 ? err.message : NULL);
 		free(list);
 		list = n;
 	}
@@ -595,7 +514,7 @@ static void on_tree(const tf_fetch_done *d, void *user)
 /* Reads the Tree of directory output dir (hash/size), then records its files
  * and fetches what is wanted; t (may be NULL) wants every file of it. */
 static void read_tree(tf_session *s, const char *dir, const tf_digest *tree, const char *action_key,
-		      const char *label, bool fetch_all, target *t)
+		      const char *label, bool fetch_all, uint64_t t)
 {
 	tree_read *tr = tf__map_get(&s->trees, dir);
 	int r;
@@ -603,7 +522,7 @@ static void read_tree(tf_session *s, const char *dir, const tf_digest *tree, con
 	if (tr && !strcmp(tr->hash, tree->hash)) {
 		tr->fetch_all |= fetch_all;
 		if (t)
-			add_waiter(&tr->waiters, t);
+			add_waiter(s, &tr->waiters, t);
 		return;
 	}
 	tr = calloc(1, sizeof(*tr));
@@ -611,14 +530,14 @@ static void read_tree(tf_session *s, const char *dir, const tf_digest *tree, con
 	    (label && !(tr->label = strdup(label))) || tf__map_put(&s->trees, dir, tr) < 0) {
 		tree_read_free(tr);
 		if (t)
-			target_fail(t, "out of memory");
+			target_fail(s, t, "out of memory");
 		return;
 	}
 	tr->s = s;
 	memcpy(tr->hash, tree->hash, sizeof(tr->hash));
 	tr->fetch_all = fetch_all;
 	if (t)
-		add_waiter(&tr->waiters, t);
+		add_waiter(s, &tr->waiters, t);
 	r = tf_downloader_read(s->dl, TF_AREA_CAS, tree->hash, tree->size, TREE_MAX_BYTES, on_tree, tr);
 	if (r < 0) {
 		tf_fetch_done fake = { .result = TF_RESULT_LOCAL, .message = "cannot queue the tree read" };
@@ -639,140 +558,154 @@ static int put_output(tf_session *s, const st_output *o, tf_error *err)
 	return r;
 }
 
+/* Records one output of an executed action and acts on the decision. */
+static int on_action_output(const chk_output *out, void *user, tf_error *err)
+{
+	tf_session *s = user;
+	const st_output *o = &out->o;
+	tf_decision d = {
+		.kind = o->kind == ST_KIND_DIRECTORY ? TF_DECISION_DIRECTORY
+			: o->kind == ST_KIND_SYMLINK ? TF_DECISION_SYMLINK : TF_DECISION_FILE,
+		.action_key = o->action_key, .target = o->target, .path = o->path, .digest = out->digest,
+		.executable = o->executable, .symlink_target = o->symlink_target, .wanted = out->wanted,
+		.reason = out->reason,
+	};
+	int r = put_output(s, o, err);
+
+	if (r < 0)
+		return r;
+	decide(s, &d);
+	if (o->kind == ST_KIND_FILE && out->wanted)
+		want_file(s, o->path, &out->digest, o->executable, 0);
+	/* The Tree is small: read it now, so every file of the directory is
+	 * known by path and digest whether or not it is fetched. */
+	if (o->kind == ST_KIND_DIRECTORY)
+		read_tree(s, o->path, &out->digest, o->action_key, o->target, out->wanted, 0);
+	return 0;
+}
+
 int tf_session_action_executed(tf_session *s, const char *action_key, const char *target_label,
 			       const void *bytes, size_t len, tf_error *err)
 {
-	Build__Bazel__Remote__Execution__V2__ActionResult *ar;
-	tf_digest dg;
-	int r = 0;
+	chk_action *a;
+	int r = chk_action_decode(action_key, bytes, len, &a, err);
 
-	if (!action_key || !tf__is_sha256_hex(action_key, strlen(action_key)))
-		return tf__errf(err, -EINVAL, "action key '%.80s' is not a SHA-256 digest",
-				action_key ? action_key : "");
-	ar = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, bytes);
-	if (!ar)
-		return tf__errf(err, -EBADMSG, "the ActionResult of action %s (%zu bytes) does not decode",
-				action_key, len);
-	/* Check everything before recording anything. */
-	/* (Messages get their context only when something is wrong: this loop
-	 * runs for every output of every action.) */
-	for (size_t i = 0; i < ar->n_output_files && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputFile *f = ar->output_files[i];
-		r = tf__path_check(f->path, "output file", err);
-		if (r == 0 && (!f->digest || tf_digest_parse(f->digest->hash ? f->digest->hash : "",
-							     f->digest->size_bytes, &dg, err) < 0))
-			r = f->digest ? err->code : tf__errf(err, -EINVAL, "output file '%s' has no digest", f->path);
-		if (r < 0)
-			tf__err_prefix(err, "output file %zu", i);
-	}
-	for (size_t i = 0; i < ar->n_output_directories && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputDirectory *d = ar->output_directories[i];
-		r = tf__path_check(d->path, "output directory", err);
-		if (r == 0 && (!d->tree_digest ||
-			       tf_digest_parse(d->tree_digest->hash ? d->tree_digest->hash : "",
-					       d->tree_digest->size_bytes, &dg, err) < 0))
-			r = d->tree_digest ? err->code
-					   : tf__errf(err, -EINVAL, "output directory '%s' has no tree digest", d->path);
-		if (r < 0)
-			tf__err_prefix(err, "output directory %zu", i);
-	}
-	for (size_t i = 0; i < ar->n_output_symlinks && r == 0; i++)
-		r = tf__path_check(ar->output_symlinks[i]->path, "output symlink", err);
-	for (size_t i = 0; i < ar->n_output_file_symlinks && r == 0; i++)
-		r = tf__path_check(ar->output_file_symlinks[i]->path, "output file symlink", err);
-	for (size_t i = 0; i < ar->n_output_directory_symlinks && r == 0; i++)
-		r = tf__path_check(ar->output_directory_symlinks[i]->path, "output directory symlink", err);
-	if (r < 0) {
-		tf__err_prefix(err, "refusing the ActionResult of action %s", action_key);
-		goto out;
-	}
-
+	if (r < 0)
+		return r;
 	s->stats.actions++;
 	r = st_action_put(s->store, action_key, target_label, err);
 	if (r == 0)
 		r = st_action_clear_lost(s->store, action_key, err);
-	for (size_t i = 0; i < ar->n_output_files && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputFile *f = ar->output_files[i];
-		st_output o = { .path = f->path, .hash = f->digest->hash, .size = f->digest->size_bytes,
-				.executable = f->is_executable, .kind = ST_KIND_FILE, .action_key = action_key,
-				.target = target_label };
-		r = put_output(s, &o, err);
-		if (r == 0 && chk_policy_fetch_on_execution(&s->policy, f->path)) {
-			memcpy(dg.hash, f->digest->hash, TF_HASH_HEX_LEN + 1); /* checked above */
-			dg.size = f->digest->size_bytes;
-			want_file(s, f->path, &dg, f->is_executable, NULL);
-		}
-	}
-	for (size_t i = 0; i < ar->n_output_directories && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputDirectory *d = ar->output_directories[i];
-		st_output o = { .path = d->path, .hash = d->tree_digest->hash, .size = d->tree_digest->size_bytes,
-				.kind = ST_KIND_DIRECTORY, .action_key = action_key, .target = target_label };
-		r = put_output(s, &o, err);
-		tf_digest_parse(d->tree_digest->hash, d->tree_digest->size_bytes, &dg, NULL);
-		/* The Tree is small: read it now, so every file of the directory is
-		 * known by path and digest whether or not it is fetched. */
-		if (r == 0)
-			read_tree(s, d->path, &dg, action_key, target_label,
-				  chk_policy_fetch_on_execution(&s->policy, d->path), NULL);
-	}
-	{
-		Build__Bazel__Remote__Execution__V2__OutputSymlink **lists[3] = {
-			ar->output_symlinks, ar->output_file_symlinks, ar->output_directory_symlinks
-		};
-		size_t counts[3] = { ar->n_output_symlinks, ar->n_output_file_symlinks,
-				     ar->n_output_directory_symlinks };
-		for (int k = 0; k < 3; k++)
-			for (size_t i = 0; i < counts[k] && r == 0; i++) {
-				st_output o = { .path = lists[k][i]->path, .kind = ST_KIND_SYMLINK,
-						.symlink_target = lists[k][i]->target, .action_key = action_key,
-						.target = target_label };
-				r = put_output(s, &o, err);
-			}
-	}
-out:
-	build__bazel__remote__execution__v2__action_result__free_unpacked(ar, NULL);
+	if (r == 0)
+		r = chk_action_each(a, &s->policy, target_label, on_action_output, s, err);
+	chk_action_free(a);
 	return commit(s, r, err);
 }
 
 /* ---- build events ------------------------------------------------------------------- */
 
-/* Wants one file a completed target names. */
-static void want_target_file(tf_session *s, target *t, const BuildEventStream__File *f)
+/* Tells the gate the digest of a file a completed target names, for its
+ * named set, when the event does not carry one and the store knows it. */
+static void note_digest(tf_session *s, const char *path, const st_record *rec)
 {
-	char *path = file_exec_path(f);
-	st_record rec;
 	tf_digest dg;
-	char why[TF__PATH_MAX + 256];
+	tf_error err = { 0 };
+	int r;
+
+	if (!rec->o.hash || (rec->o.kind != ST_KIND_FILE && rec->o.kind != ST_KIND_TREE_FILE))
+		return;
+	if ((r = tf_digest_parse(rec->o.hash, rec->o.size, &dg, &err)) < 0 ||
+	    (r = ev_gate_file_digest(s->gate, path, &dg, &err)) < 0)
+		note_error(s, r, &err);
+}
+
+/* The digest of a store record, or a failure for t naming the path. */
+static bool record_digest(tf_session *s, uint64_t t, const char *path, const st_record *rec, tf_digest *dg)
+{
+	tf_error err = { 0 };
+	char why[TF__PATH_MAX + TF_ERROR_MESSAGE_MAX + 64];
+
+	if (rec->o.hash && tf_digest_parse(rec->o.hash, rec->o.size, dg, &err) == 0)
+		return true;
+	snprintf(why, sizeof(why), "the store's record of %s has no usable digest: %s", path,
+		 rec->o.hash ? err.message : "none");
+	target_fail(s, t, why);
+	return false;
+}
+
+/* Decides about one file a completed target names in group, and wants it
+ * when it is wanted (t is the target's gate ticket, 0 when not waited for). */
+static void target_file(tf_session *s, uint64_t t, const char *label, bool target_wanted, const char *group,
+			const BuildEventStream__File *f)
+{
+	char *path = ev_file_exec_path(f);
+	st_record rec;
+	tf_digest dg = { .hash = "" };
+	tf_decision d = { .kind = TF_DECISION_FILE, .target = label, .group = group };
+	bool known_digest = false, wanted;
+	tf_error bad = { 0 }; /* a malformed digest in the event */
+	char why[TF__PATH_MAX + TF_ERROR_MESSAGE_MAX + 256];
+	int found;
 
 	if (!path)
 		return; /* a source file, or a role like "stdout": not an output */
-	if (st_output_get(s->store, path, &rec, NULL) == 0) {
-		if (rec.o.kind != ST_KIND_DIRECTORY && !chk_policy_file_wanted(&s->policy, path)) {
-			free(path);
-			return;
+	d.path = path;
+	found = lookup(s, path, &rec);
+	if (found < 0) {
+		if (t)
+			target_fail(s, t, "the store cannot be read; see the session's error");
+		free(path);
+		return;
+	}
+	if (found && rec.o.kind == ST_KIND_DIRECTORY)
+		d.kind = TF_DECISION_DIRECTORY;
+	else if (found && rec.o.kind == ST_KIND_SYMLINK)
+		d.kind = TF_DECISION_SYMLINK;
+	/* A directory's filter applies to each file of its tree (on_tree_entry). */
+	wanted = chk_decide_target_file(&s->policy, target_wanted, group,
+					d.kind == TF_DECISION_DIRECTORY ? NULL : path, &d.reason);
+	if (found && rec.o.hash)
+		known_digest = tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL) == 0;
+	else if (!found && f->digest && *f->digest)
+		known_digest = tf_digest_parse(f->digest, f->length, &dg, &bad) == 0;
+	else if (!found && f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI)
+		known_digest = parse_bytestream(f->uri, &dg);
+	if (known_digest)
+		d.digest = dg;
+	if (found) {
+		d.executable = rec.o.executable;
+		d.symlink_target = rec.o.symlink_target;
+		if (d.kind == TF_DECISION_SYMLINK) {
+			d.wanted = false;
+			d.reason = TF_REASON_NO_BYTES;
+		} else {
+			d.wanted = wanted;
 		}
+	} else {
+		d.wanted = wanted;
+	}
+	decide(s, &d);
+	if (!wanted || !t) {
+		if (found && !(f->digest && *f->digest))
+			note_digest(s, path, &rec);
+		free(path);
+		return;
+	}
+	if (found) {
 		if (rec.o.kind == ST_KIND_DIRECTORY) {
-			tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL);
-			read_tree(s, path, &dg, rec.o.action_key, rec.o.target, false, t);
+			if (record_digest(s, t, path, &rec, &dg))
+				read_tree(s, path, &dg, rec.o.action_key, rec.o.target, false, t);
 		} else if (rec.o.kind == ST_KIND_SYMLINK) {
 			/* Symlinks carry no bytes; nothing to fetch. */
-		} else {
-			tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL);
+		} else if (record_digest(s, t, path, &rec, &dg)) {
 			want_file(s, path, &dg, rec.o.executable, t);
 		}
-	} else if (!chk_policy_file_wanted(&s->policy, path)) {
-		/* filtered out */
-	} else if (f->digest && *f->digest && tf_digest_parse(f->digest, f->length, &dg, NULL) == 0) {
+	} else if (known_digest) {
+		/* Located by the event's digest or bytestream:// URI. */
 		st_output o = { .path = path, .hash = dg.hash, .size = dg.size, .kind = ST_KIND_FILE };
 		tf_error err = { 0 };
 		if (put_output(s, &o, &err) < 0)
-			note_error(s, -EIO, &err);
-		want_file(s, path, &dg, false, t);
-	} else if (f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI && parse_bytestream(f->uri, &dg)) {
-		st_output o = { .path = path, .hash = dg.hash, .size = dg.size, .kind = ST_KIND_FILE };
-		tf_error err = { 0 };
-		if (put_output(s, &o, &err) < 0)
-			note_error(s, -EIO, &err);
+			note_error(s, err.code ? err.code : -EIO, &err);
 		want_file(s, path, &dg, false, t);
 	} else {
 		/* A file of a directory output whose Tree is still being read is
@@ -783,17 +716,21 @@ static void want_target_file(tf_session *s, target *t, const BuildEventStream__F
 			tree_read *tr;
 			*p = '\0';
 			if ((tr = tf__map_get(&s->trees, dir))) {
-				add_waiter(&tr->waiters, t);
+				add_waiter(s, &tr->waiters, t);
 				waiting = true;
 			}
 		}
 		free(dir);
-		if (!waiting) {
+		if (!waiting && bad.code) {
+			s->stats.files_unknown++;
+			snprintf(why, sizeof(why), "the event's digest of %s cannot be used: %s", path, bad.message);
+			target_fail(s, t, why);
+		} else if (!waiting) {
 			s->stats.files_unknown++;
 			snprintf(why, sizeof(why),
 				 "no digest known for %s: no executed action reported it, and the event carries no digest or bytestream:// URI",
 				 path);
-			target_fail(t, why);
+			target_fail(s, t, why);
 		}
 	}
 	free(path);
@@ -801,57 +738,44 @@ static void want_target_file(tf_session *s, target *t, const BuildEventStream__F
 
 static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 {
-	BuildEventStream__BuildEventId__TargetCompletedId *id = ev->msg->id->target_completed;
+	BuildEventStream__BuildEventId__TargetCompletedId *id =
+		ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED ? ev->msg->id->target_completed
+												: NULL;
 	BuildEventStream__TargetComplete *tc = ev->msg->completed;
 	const char *label = id && id->label ? id->label : "(unknown)";
-	target *t;
+	tf_decision d = { .kind = TF_DECISION_TARGET, .target = label, .digest = { .hash = "" } };
+	uint64_t t = 0;
 	int r;
 
-	if (!tc->success || !chk_policy_target_wanted(&s->policy, label)) {
-		/* Not fetched, but its named sets still go first. */
-		for (size_t g = 0; g < tc->n_output_group; g++) {
-			r = release_sets(s, tc->output_group[g]->file_sets, tc->output_group[g]->n_file_sets, 0, err);
-			if (r < 0)
-				return r;
-		}
-		return ev_gate_submit(s->gate, ev, false, NULL, err);
-	}
-	t = calloc(1, sizeof(*t));
-	if (!t || !(t->label = strdup(label))) {
-		free(t);
-		return tf__errf(err, -ENOMEM, "out of memory");
-	}
-	if (s->n_targets == s->cap_targets) {
-		size_t nc = s->cap_targets ? s->cap_targets * 2 : 64;
-		target **n = realloc(s->targets, nc * sizeof(*n));
-		if (!n) {
-			free(t->label);
-			free(t);
-			return tf__errf(err, -ENOMEM, "out of memory");
-		}
-		s->targets = n;
-		s->cap_targets = nc;
-	}
-	s->targets[s->n_targets++] = t;
-	s->targets_open++;
-	r = ev_gate_submit(s->gate, ev, true, &t->ticket, err);
-	if (r < 0)
+	d.wanted = chk_decide_target(&s->policy, label, tc->success, &d.reason);
+	decide(s, &d);
+	if (d.wanted && (r = ev_gate_target(s->gate, ev, true, &t, err)) < 0)
 		return r;
-	t->ev = ev_gate_held_event(s->gate, t->ticket);
-	t->pending = 1; /* held while its files are being looked up */
-	for (size_t g = 0; g < tc->n_output_group; g++) {
+	/* Every file is decided about (and the gate told the digests the named
+	 * sets will carry); a wanted one is wanted by t. An unwanted target
+	 * whose sets are all out already, with nobody asking for decisions,
+	 * needs no walk. */
+	for (size_t g = 0; g < tc->n_output_group && (d.wanted || s->o.on_decision ||
+						      ev_gate_target_holds_sets(s->gate, ev));
+	     g++) {
+		const char *group = tc->output_group[g]->name ? tc->output_group[g]->name : "";
 		const BuildEventStream__File *f;
-		if (!chk_policy_group_wanted(&s->policy, tc->output_group[g]->name))
-			continue;
-		r = ev_sets_expand_target(s->sets, ev, tc->output_group[g]->name, err);
+		tf_error xerr = { 0 };
+
+		r = ev_sets_expand_target(s->sets, ev, group, &xerr);
 		if (r < 0) {
-			target_fail(t, err->message);
+			/* Only a wanted group's broken sets fail the target. */
+			tf_decision_reason why;
+			if (t && chk_decide_target_file(&s->policy, true, group, NULL, &why))
+				target_fail(s, t, xerr.message);
 			continue;
 		}
 		while ((f = ev_sets_expand_next(s->sets)))
-			want_target_file(s, t, f);
+			target_file(s, t, label, d.wanted, group, f);
 	}
-	target_settled(s, t);
+	if (!d.wanted)
+		return ev_gate_target(s->gate, ev, false, NULL, err);
+	target_settled(s, t, NULL); /* the lookup hold */
 	return 0;
 }
 
@@ -865,14 +789,14 @@ int tf_session_build_event(tf_session *s, const void *bytes, size_t len, tf_erro
 	r = ev_event_decode(bytes, len, 0, "build event", 0, 0, &ev, err);
 	if (r < 0)
 		return r;
-	r = chk_session_post_event(s, ev, err);
+	r = ses_post_event(s, ev, err);
 	ev_event_unref(ev);
 	return r;
 }
 
 static int post_event(tf_session *s, ev_event *ev, tf_error *err);
 
-int chk_session_post_event(tf_session *s, ev_event *ev, tf_error *err)
+int ses_post_event(tf_session *s, ev_event *ev, tf_error *err)
 {
 	if (s->sticky)
 		return tf__errf(err, s->sticky, "%s", s->sticky_err.message);
@@ -888,21 +812,12 @@ static int post_event(tf_session *s, ev_event *ev, tf_error *err)
 		return tf__errf(err, -EBADMSG, "build event at record %llu has no id",
 				(unsigned long long)ev->record);
 	switch (m->payload_case) {
-	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES: {
-		uint64_t ticket;
+	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES:
 		if (!m->id->named_set || !m->id->named_set->id)
 			return tf__errf(err, -EBADMSG, "named set at record %llu has no id",
 					(unsigned long long)ev->record);
 		r = ev_sets_add(s->sets, ev, err);
-		if (r < 0)
-			return r;
-		/* Held until a target that references it is released, so that it
-		 * carries digest and length by then. */
-		r = ev_gate_submit(s->gate, ev, true, &ticket, err);
-		if (r == 0 && tf__map_put(&s->set_tickets, m->id->named_set->id, (void *)(uintptr_t)ticket) < 0)
-			r = tf__errf(err, -ENOMEM, "out of memory");
-		return r;
-	}
+		return r < 0 ? r : ev_gate_named_set(s->gate, ev, err);
 	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED:
 		return on_target_complete(s, ev, err);
 	default:
@@ -917,8 +832,12 @@ static int requeue(const st_output *o, void *user)
 	tf_session *s = user;
 	tf_digest dg;
 
-	if (o->hash && tf_digest_parse(o->hash, o->size, &dg, NULL) == 0) {
-		want_file(s, o->path, &dg, o->executable, NULL);
+	/* The store checked the digest when it was put; a record that does not
+	 * parse now is a damaged store. */
+	if (o->hash && tf_digest_parse(o->hash, o->size, &dg, NULL) < 0)
+		return -EUCLEAN;
+	if (o->hash) {
+		want_file(s, o->path, &dg, o->executable, 0);
 		s->stats.recovered++;
 	}
 	return 0;
@@ -947,7 +866,6 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	s->o = *opts;
 	tf__map_init(&s->wants);
 	tf__map_init(&s->trees);
-	tf__map_init(&s->set_tickets);
 	if (!opts->output_dir) {
 		tf__errf(err, -EINVAL, "no output directory given (--output_dir)");
 		goto fail;
@@ -1003,30 +921,15 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	if (opts->build_event_publish && !(s->pub = ev_pub_new(opts->build_event_publish, NULL, err)))
 		goto fail;
 	r = st_recover_fetching(s->store, requeue, s, err);
+	if (r == -EUCLEAN)
+		r = tf__errf(err, r, "store %s holds an output with a malformed digest; remove the store to start over",
+			     s->store_path);
 	if (commit(s, r, err) < 0)
 		goto fail;
 	return s;
 fail:
 	tf_session_free(s);
 	return NULL;
-}
-
-chk_synth **chk_session_synth_slot(tf_session *s)
-{
-	return &s->synth;
-}
-
-int chk_session_note_output(tf_session *s, const char *path, const tf_digest *dg, bool executable,
-			    tf_error *err)
-{
-	st_record rec;
-	st_output o = { .path = path, .hash = dg->hash, .size = dg->size, .executable = executable,
-			.kind = ST_KIND_FILE };
-	int r = st_output_get(s->store, path, &rec, err);
-
-	if (r != -ENOENT)
-		return r;
-	return put_output(s, &o, err);
 }
 
 int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *err)
@@ -1061,7 +964,7 @@ static int pump_bep(tf_session *s, tf_error *err)
 			return err->code ? err->code : -EIO;
 	}
 	while ((r = ev_reader_next(s->bep, &ev, err)) == 1) {
-		r = chk_session_post_event(s, ev, err);
+		r = ses_post_event(s, ev, err);
 		ev_event_unref(ev);
 		if (r < 0)
 			return r;
@@ -1113,7 +1016,7 @@ int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 	if (r == 0 && s->json)
 		r = ev_writer_close(s->json, err);
 	if (stats)
-		*stats = s->stats;
+		tf_session_get_stats(s, stats);
 	if (r == 0 && input < 0) {
 		if (err)
 			*err = in_err;
@@ -1125,11 +1028,24 @@ int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 void tf_session_get_stats(const tf_session *s, tf_session_stats *out)
 {
 	*out = s->stats;
+	ev_gate_target_counts(s->gate, &out->targets_completed, &out->targets_failed);
+}
+
+uint64_t tf_session_outstanding(const tf_session *s)
+{
+	return tf_downloader_outstanding(s->dl) + ev_gate_targets_waiting(s->gate);
 }
 
 bool tf_session_action_lost(tf_session *s, const char *action_key)
 {
-	return st_action_is_lost(s->store, action_key, NULL) == 1;
+	tf_error err = { 0 };
+	int r = st_action_is_lost(s->store, action_key, &err);
+
+	/* A store that cannot answer is the session's error (the next call
+	 * reports it), not a "no". */
+	if (r < 0)
+		note_error(s, r, &err);
+	return r == 1;
 }
 
 static void free_want(const char *key, void *value, void *user)
@@ -1169,19 +1085,11 @@ void tf_session_free(tf_session *s)
 	tf__map_fini(&s->wants);
 	tf__map_each(&s->trees, free_tree, NULL);
 	tf__map_fini(&s->trees);
-	tf__map_fini(&s->set_tickets);
-	for (size_t i = 0; i < s->n_targets; i++)
-		if (s->targets[i]) {
-			free(s->targets[i]->label);
-			free(s->targets[i]->failure);
-			free(s->targets[i]);
-		}
-	free(s->targets);
 	ev_gate_free(s->gate);
 	ev_sets_free(s->sets);
 	ev_reader_free(s->bep);
 	free(s->bep_path);
-	chk_synth_free(s->synth);
+	ses_synth_free(s->synth);
 	ev_writer_free(s->bin);
 	ev_writer_free(s->json);
 	ev_pub_free(s->pub);
@@ -1209,4 +1117,116 @@ void tf_session_free(tf_session *s)
 	free(s->store_path);
 	free(s->output_dir);
 	free(s);
+}
+
+/* ---- synthesized build events (synth.c builds them) ------------------------------ */
+
+/* Records a file the caller knows by digest (and executable bit) before it
+ * names it in a completed target, unless the store already has the path. */
+static int note_output(tf_session *s, const tf_output_file *f, tf_error *err)
+{
+	st_record rec;
+	tf_digest dg;
+	st_output o = { .path = f->path, .executable = f->executable, .kind = ST_KIND_FILE };
+	int r;
+
+	if (!f->hash)
+		return 0;
+	if ((r = tf_digest_parse(f->hash, f->size, &dg, err)) < 0)
+		return r; /* checked by ses_synth_target: cannot happen */
+	r = st_output_get(s->store, f->path, &rec, err);
+	if (r != -ENOENT)
+		return r;
+	o.hash = dg.hash;
+	o.size = dg.size;
+	return put_output(s, &o, err);
+}
+
+/* Posts synthesized events in order, dropping the caller's references. */
+static int post_synth(tf_session *s, ev_event **evs, size_t n, tf_error *err)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0 && (r = ses_post_event(s, evs[i], err)) == 0)
+			s->synth_posted++;
+		ev_event_unref(evs[i]);
+	}
+	return r;
+}
+
+int tf_session_build_started(tf_session *s, tf_error *err)
+{
+	ev_event *ev;
+	int r;
+
+	/* A build started again without finishing the last one replaces it. */
+	ses_synth_free(s->synth);
+	s->synth_posted = 0;
+	s->synth_written_base = s->stats.events_written;
+	if (!(s->synth = ses_synth_new()))
+		return tf__errf(err, -ENOMEM, "out of memory");
+	r = ses_synth_started(s->synth, &ev, err);
+	if (r == 0)
+		r = post_synth(s, &ev, 1, err);
+	if (r < 0) {
+		ses_synth_free(s->synth);
+		s->synth = NULL;
+	}
+	return r;
+}
+
+int tf_session_target_completed(tf_session *s, const char *label, const char *configuration_id,
+				const char *aspect, const tf_output_group *groups, size_t n_groups,
+				tf_error *err)
+{
+	ev_event **evs;
+	size_t n;
+	int r = 0;
+
+	if (!s->synth)
+		return tf__errf(err, -EPROTO, "no build is open on this session: call tf_session_build_started first");
+	r = ses_synth_target(s->synth, label, configuration_id, aspect, groups, n_groups, &evs, &n, err);
+	if (r < 0)
+		return r;
+	/* Files known here by digest are recorded with their executable bit
+	 * (a BEP File has no such field), unless an executed action already
+	 * described them. */
+	for (size_t g = 0; g < n_groups && r == 0; g++)
+		for (size_t i = 0; i < groups[g].n_files && r == 0; i++)
+			r = note_output(s, &groups[g].files[i], err);
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			ev_event_unref(evs[i]);
+	} else {
+		r = post_synth(s, evs, n, err);
+	}
+	free(evs);
+	return r;
+}
+
+int tf_session_build_finished(tf_session *s, int exit_code, tf_error *err)
+{
+	ev_event *evs[3];
+	int r;
+
+	if (!s->synth)
+		return tf__errf(err, -EPROTO, "no build is open on this session: call tf_session_build_started first");
+	r = ses_synth_finished(s->synth, exit_code, evs, err);
+	if (r == 0)
+		r = post_synth(s, evs, 3, err);
+	ses_synth_free(s->synth);
+	s->synth = NULL;
+	s->synth_posted = 0;
+	return r;
+}
+
+uint64_t tf_session_events_held(const tf_session *s)
+{
+	uint64_t written;
+
+	if (!s->synth_posted)
+		return 0;
+	written = s->stats.events_written - s->synth_written_base;
+	return written < s->synth_posted ? s->synth_posted - written : 0;
 }

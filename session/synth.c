@@ -2,9 +2,9 @@
  *
  * A build tool that is not Bazel reports "build started", "target completed
  * with these files" and "build finished"; this file turns each into the
- * BuildEvents Bazel would have posted and hands them to the session through
- * chk_session_post_event, so fetching, gating and the sinks are exactly those
- * of a real BEP stream.
+ * BuildEvents Bazel would have posted, in posting order. It knows nothing of
+ * the session: session.c posts what it builds exactly as it posts a real BEP
+ * stream, so fetching, gating and the sinks are the same.
  *
  * Announcement follows Bazel's own scheme for events nobody announced
  * (BuildEventStreamer's progress chain): BuildStarted announces ProgressId 0
@@ -14,9 +14,8 @@
  * last Progress of the chain announces nothing, and BuildToolLogs carries
  * last_message.
  *
- * The bookkeeping of one synthesized build lives in the session's synth slot
- * from tf_session_build_started to tf_session_build_finished (and is freed
- * with the session if the build never finished). */
+ * The bookkeeping of one synthesized build is a ses_synth the session owns
+ * from tf_session_build_started to tf_session_build_finished. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,42 +23,34 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "checker/checker.h"
-#include "events/events.h"
+#include "session/synth.h"
 
 #define SYNTH_MAX_LABEL 4096
 #define SYNTH_MAX_GROUP_NAME 255
+#define SYNTH_MAX_GROUPS 256
 #define SYNTH_MAX_FILES 1000000 /* files of one completed target, all groups */
 
-typedef struct chk_synth {
-	int32_t progress;      /* the ProgressId announced and not yet posted */
-	uint64_t next_set;     /* named set ids "0", "1", ... as Bazel numbers them */
-	uint64_t posted;       /* events posted through this file */
-	uint64_t written_base; /* the session's events_written at build_started */
-	tf__map targets;       /* "label\nconfiguration\naspect" of completed targets */
-} synth;
+struct ses_synth {
+	int32_t progress;  /* the ProgressId announced and not yet posted */
+	uint64_t next_set; /* named set ids "0", "1", ... as Bazel numbers them */
+	tf__map targets;   /* "label\nconfiguration\naspect" of completed targets */
+};
 
-static synth *find(tf_session *s)
+ses_synth *ses_synth_new(void)
 {
-	return *chk_session_synth_slot(s);
+	ses_synth *x = calloc(1, sizeof(*x));
+
+	if (x)
+		tf__map_init(&x->targets);
+	return x;
 }
 
-void chk_synth_free(synth *x)
+void ses_synth_free(ses_synth *x)
 {
 	if (!x)
 		return;
 	tf__map_fini(&x->targets);
 	free(x);
-}
-
-/* Takes s's build bookkeeping out of its slot (the caller frees it). */
-static synth *take(tf_session *s)
-{
-	synth **slot = chk_session_synth_slot(s);
-	synth *x = *slot;
-
-	*slot = NULL;
-	return x;
 }
 
 /* ---- building events ------------------------------------------------------- */
@@ -229,20 +220,6 @@ static void make_uuid(char out[37])
 		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
-/* Posts ev (dropping the caller's reference) and counts it. */
-static int post(tf_session *s, synth *x, ev_event *ev, tf_error *err)
-{
-	int r;
-
-	if (!ev)
-		return tf__errf(err, -ENOMEM, "out of memory building a build event");
-	r = chk_session_post_event(s, ev, err);
-	ev_event_unref(ev);
-	if (r == 0)
-		x->posted++;
-	return r;
-}
-
 /* ---- File entries ------------------------------------------------------------ */
 
 /* Splits an exec-root-relative path as Bazel does: the output root
@@ -291,54 +268,35 @@ static BuildEventStream__File *make_file(ev_event *ev, const tf_output_file *o)
 	return f;
 }
 
-/* ---- the public calls ---------------------------------------------------------- */
+/* ---- the builders ---------------------------------------------------------------- */
 
-int tf_session_build_started(tf_session *s, tf_error *err)
+int ses_synth_started(ses_synth *x, ev_event **out, tf_error *err)
 {
-	synth *x = calloc(1, sizeof(*x));
-	tf_session_stats st;
-	ev_event *ev;
-	BuildEventStream__BuildStarted *bs;
+	ev_event *ev = ev_event_new();
+	BuildEventStream__BuildStarted *bs = ev ? ev_event_alloc(ev, sizeof(*bs)) : NULL;
 	char uuid[37];
-	int r;
 
-	if (!x)
-		return tf__errf(err, -ENOMEM, "out of memory");
-	tf__map_init(&x->targets);
-	tf_session_get_stats(s, &st);
-	x->written_base = st.events_written;
-	/* A build started again without finishing the last one replaces it. */
-	chk_synth_free(take(s));
-	*chk_session_synth_slot(s) = x;
-
-	ev = ev_event_new();
-	bs = ev ? ev_event_alloc(ev, sizeof(*bs)) : NULL;
+	(void)x;
+	*out = NULL;
 	if (!bs || !(ev->msg->id = empty_id(ev, BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_STARTED)) ||
 	    !set_children(ev, 2) || !add_child(ev, progress_id(ev, 0)) ||
-	    !add_child(ev, empty_id(ev, BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_BUILD_FINISHED))) {
-		ev_event_unref(ev);
-		chk_synth_free(take(s));
-		return tf__errf(err, -ENOMEM, "out of memory building BuildStarted");
-	}
+	    !add_child(ev, empty_id(ev, BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_BUILD_FINISHED)))
+		goto nomem;
 	build_event_stream__build_started__init(bs);
 	make_uuid(uuid);
 	bs->uuid = ev_event_strdup(ev, uuid);
 	bs->start_time = now_timestamp(ev, &bs->start_time_millis);
 	bs->build_tool_version = ev_event_strdup(ev, "topfetch");
 	bs->command = ev_event_strdup(ev, "build");
-	if (!bs->uuid || !bs->start_time || !bs->build_tool_version || !bs->command) {
-		ev_event_unref(ev);
-		chk_synth_free(take(s));
-		return tf__errf(err, -ENOMEM, "out of memory building BuildStarted");
-	}
+	if (!bs->uuid || !bs->start_time || !bs->build_tool_version || !bs->command)
+		goto nomem;
 	ev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_STARTED;
 	ev->msg->started = bs;
-	r = post(s, x, ev, err);
-	if (r < 0) {
-		chk_synth_free(take(s));
-		return r;
-	}
+	*out = ev;
 	return 0;
+nomem:
+	ev_event_unref(ev);
+	return tf__errf(err, -ENOMEM, "out of memory building BuildStarted");
 }
 
 /* Checks the whole report before anything is posted, so that a refused
@@ -356,9 +314,9 @@ static int check_target(const char *label, const char *config, const char *aspec
 	    (aspect && strlen(aspect) > SYNTH_MAX_LABEL))
 		return tf__errf(err, -ENAMETOOLONG, "target %.80s...: label, configuration or aspect over %d bytes",
 				label, SYNTH_MAX_LABEL);
-	if (n_groups > CHK_MAX_GROUPS)
+	if (n_groups > SYNTH_MAX_GROUPS)
 		return tf__errf(err, -E2BIG, "target %s: %zu output groups; at most %d are allowed", label,
-				n_groups, CHK_MAX_GROUPS);
+				n_groups, SYNTH_MAX_GROUPS);
 	for (size_t g = 0; g < n_groups; g++) {
 		const tf_output_group *og = &groups[g];
 		if (!og->name || !*og->name || strlen(og->name) > SYNTH_MAX_GROUP_NAME)
@@ -397,19 +355,17 @@ static int check_target(const char *label, const char *config, const char *aspec
 	return 0;
 }
 
-int tf_session_target_completed(tf_session *s, const char *label, const char *configuration_id,
-				const char *aspect, const tf_output_group *groups, size_t n_groups,
-				tf_error *err)
+int ses_synth_target(ses_synth *x, const char *label, const char *configuration_id, const char *aspect,
+		     const tf_output_group *groups, size_t n_groups, ev_event ***out, size_t *n_out, tf_error *err)
 {
-	synth *x = find(s);
 	char *key = NULL, **set_ids = NULL;
-	ev_event *pev = NULL, *tev = NULL;
+	ev_event *pev = NULL, *tev = NULL, **evs = NULL;
 	BuildEventStream__TargetComplete *tc;
-	size_t n_sets = 0;
+	size_t n_sets = 0, n_evs = 0;
 	int r;
 
-	if (!x)
-		return tf__errf(err, -EPROTO, "no build is open on this session: call tf_session_build_started first");
+	*out = NULL;
+	*n_out = 0;
 	if ((r = check_target(label, configuration_id, aspect, groups, n_groups, err)) < 0)
 		return r;
 	if (asprintf(&key, "%s\n%s\n%s", label, configuration_id ? configuration_id : "", aspect ? aspect : "") < 0)
@@ -422,16 +378,13 @@ int tf_session_target_completed(tf_session *s, const char *label, const char *co
 				configuration_id && *configuration_id ? ")" : "", aspect && *aspect ? " with its aspect" : "");
 	}
 	set_ids = calloc(n_groups ? n_groups : 1, sizeof(*set_ids));
-	if (!set_ids) {
-		r = tf__errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
+	evs = calloc(n_groups + 2, sizeof(*evs));
+	if (!set_ids || !evs)
+		goto nomem;
 	for (size_t g = 0; g < n_groups; g++)
 		if (groups[g].n_files) {
-			if (asprintf(&set_ids[g], "%llu", (unsigned long long)(x->next_set + n_sets)) < 0) {
-				r = tf__errf(err, -ENOMEM, "out of memory");
-				goto out;
-			}
+			if (asprintf(&set_ids[g], "%llu", (unsigned long long)(x->next_set + n_sets)) < 0)
+				goto nomem;
 			n_sets++;
 		}
 
@@ -474,26 +427,9 @@ int tf_session_target_completed(tf_session *s, const char *label, const char *co
 			goto nomem;
 	if (!add_child(pev, target_id(pev, label, configuration_id, aspect)))
 		goto nomem;
-
-	if (tf__map_put(&x->targets, key, x) < 0)
-		goto nomem;
-	/* Files known here by digest are recorded with their executable bit
-	 * (a BEP File has no such field), unless an executed action already
-	 * described them. */
-	for (size_t g = 0; g < n_groups; g++)
-		for (size_t i = 0; i < groups[g].n_files; i++) {
-			const tf_output_file *f = &groups[g].files[i];
-			tf_digest dg;
-			if (!f->hash || tf_digest_parse(f->hash, f->size, &dg, NULL) < 0)
-				continue;
-			if ((r = chk_session_note_output(s, f->path, &dg, f->executable, err)) < 0)
-				goto out;
-		}
-	r = post(s, x, pev, err);
+	evs[n_evs++] = pev;
 	pev = NULL;
-	if (r < 0)
-		goto out;
-	x->progress++;
+
 	for (size_t g = 0; g < n_groups; g++) {
 		ev_event *nev;
 		BuildEventStream__NamedSetOfFiles *ns;
@@ -515,18 +451,27 @@ int tf_session_target_completed(tf_session *s, const char *label, const char *co
 		}
 		nev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
 		nev->msg->named_set_of_files = ns;
-		x->next_set++;
-		if ((r = post(s, x, nev, err)) < 0)
-			goto out;
+		evs[n_evs++] = nev;
 	}
-	r = post(s, x, tev, err);
+	evs[n_evs++] = tev;
 	tev = NULL;
+	if (tf__map_put(&x->targets, key, x) < 0)
+		goto nomem;
+	x->progress++;
+	x->next_set += n_sets;
+	*out = evs;
+	*n_out = n_evs;
+	evs = NULL;
+	r = 0;
 	goto out;
 nomem:
 	r = tf__errf(err, -ENOMEM, "out of memory building the events of target %s", label);
 out:
 	ev_event_unref(pev);
 	ev_event_unref(tev);
+	for (size_t i = 0; evs && i < n_evs; i++)
+		ev_event_unref(evs[i]);
+	free(evs);
 	for (size_t g = 0; set_ids && g < n_groups; g++)
 		free(set_ids[g]);
 	free(set_ids);
@@ -548,19 +493,15 @@ static const char *exit_code_name(int code)
 	}
 }
 
-int tf_session_build_finished(tf_session *s, int exit_code, tf_error *err)
+int ses_synth_finished(ses_synth *x, int exit_code, ev_event *out[3], tf_error *err)
 {
-	synth *x = find(s);
 	BuildEventStream__BuildFinished *bf;
 	BuildEventStream__BuildFinished__ExitCode *ec;
 	BuildEventStream__BuildToolLogs *logs;
 	ev_event *ev;
 	char name[32];
-	int r;
 
-	if (!x)
-		return tf__errf(err, -EPROTO, "no build is open on this session: call tf_session_build_started first");
-
+	out[0] = out[1] = out[2] = NULL;
 	ev = ev_event_new();
 	bf = ev ? ev_event_alloc(ev, sizeof(*bf)) : NULL;
 	ec = ev ? ev_event_alloc(ev, sizeof(*ec)) : NULL;
@@ -582,12 +523,11 @@ int tf_session_build_finished(tf_session *s, int exit_code, tf_error *err)
 		goto nomem;
 	ev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_FINISHED;
 	ev->msg->finished = bf;
-	if ((r = post(s, x, ev, err)) < 0)
-		goto out;
+	out[0] = ev;
 
 	/* The chain's last link announces nothing. */
-	if ((r = post(s, x, progress_event(x->progress, 0), err)) < 0)
-		goto out;
+	if (!(out[1] = progress_event(x->progress, 0)))
+		goto nomem_kept;
 	x->progress++;
 
 	ev = ev_event_new();
@@ -598,27 +538,15 @@ int tf_session_build_finished(tf_session *s, int exit_code, tf_error *err)
 	ev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_BUILD_TOOL_LOGS;
 	ev->msg->build_tool_logs = logs;
 	ev->msg->last_message = 1;
-	r = post(s, x, ev, err);
-	goto out;
+	out[2] = ev;
+	return 0;
 nomem:
-	ev_event_unref(ev);
-	r = tf__errf(err, -ENOMEM, "out of memory building the events of the build's end");
-out:
-	chk_synth_free(take(s));
-	return r;
-}
-
-uint64_t tf_session_events_held(const tf_session *s)
-{
-	tf_session_stats st;
-	uint64_t posted, written;
-	synth *x = *chk_session_synth_slot((tf_session *)s);
-
-	posted = x ? x->posted : 0;
-	written = x ? x->written_base : 0;
-	if (!posted)
-		return 0;
-	tf_session_get_stats(s, &st);
-	written = st.events_written - written;
-	return written < posted ? posted - written : 0;
+	if (ev != out[0])
+		ev_event_unref(ev);
+nomem_kept:
+	for (int i = 0; i < 3; i++) {
+		ev_event_unref(out[i]);
+		out[i] = NULL;
+	}
+	return tf__errf(err, -ENOMEM, "out of memory building the events of the build's end");
 }

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checker/store.h"
+#include "store/store.h"
 #include "tf_test.h"
 
 /* A fresh folder under $TMPDIR (or /tmp); removed by tmpdir_remove. */

@@ -1,4 +1,4 @@
-/* checker/store.h — the metadata store (prefix st_).
+/* store/store.h — the metadata store (prefix st_).
  *
  * One SQLite file recording, for every output of every executed action, its
  * metadata (downloaded or not), its state, and what topfetch wrote to disk,

@@ -1,7 +1,7 @@
-/* checker/store.c — the SQLite metadata store. See store.h and README.md.
+/* store/store.c — the SQLite metadata store. See store.h and README.md.
  *
  * Cleanup style: one `out:` label per function that owns resources. */
-#include "checker/store.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>

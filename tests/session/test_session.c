@@ -1,0 +1,761 @@
+/* The session (session/) driven as a front end drives it, against a
+ * directory in Bazel's --disk_cache layout (no server): executed actions'
+ * decisions reach on_decision, wanted files land on disk, the gated stream
+ * keeps its promises (a TargetComplete only after its files, its named sets
+ * before it with digest and length, last_message last), a lost blob fails
+ * its target naming file, digest and action, and tf_session_outstanding()
+ * reaches 0 once the work is done. Also the gate's named-set and target
+ * rules (events/gate.c) on their own. */
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "events/events.h"
+#include "remote_execution.pb-c.h"
+#include "tf_test.h"
+#include "topfetch.h"
+
+#define BIN "bazel-out/k8-fastbuild/bin/"
+#define KEY_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define KEY_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+/* ---- a disk cache and a session ----------------------------------------------- */
+
+typedef struct env {
+	char tmp[64], cache[128], out[128];
+	tf_session *s;
+	/* what the callbacks saw */
+	char events[32][160]; /* "progress:N", "set:ID", "target:LABEL" */
+	int n_events;
+	char set_digest[32][4][80]; /* per event: "name=hash/len" of a named set's files */
+	bool target_ok[32];
+	char target_detail[32][1024];
+	bool files_there_at_target[32];
+	tf_decision dec[64];
+	char dec_path[64][256], dec_reason_group[64][64];
+	int n_dec;
+	int lost_calls;
+	char lost_action[80];
+} env;
+
+static env E;
+
+static void sha256_hex(const char *data, size_t n, char out[65])
+{
+	unsigned char md[32];
+	unsigned len;
+	EVP_Digest(data, n, md, &len, EVP_sha256(), NULL);
+	tf__hex(md, 32, out);
+}
+
+static void cache_put(const char *data, char hash[65])
+{
+	char path[512];
+	FILE *f;
+
+	sha256_hex(data, strlen(data), hash);
+	snprintf(path, sizeof(path), "%s/cas/%.2s", E.cache, hash);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/cas/%.2s/%s", E.cache, hash, hash);
+	CHECK((f = fopen(path, "wb")) != NULL);
+	fputs(data, f);
+	fclose(f);
+}
+
+static bool out_has(const char *exec_path, const char *content)
+{
+	char path[512], buf[256];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/%s", E.out, exec_path);
+	if (!(f = fopen(path, "rb")))
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return !strcmp(buf, content);
+}
+
+static void on_event(const void *bytes, size_t len, void *user)
+{
+	BuildEventStream__BuildEvent *m = build_event_stream__build_event__unpack(NULL, len, bytes);
+	int i = E.n_events;
+
+	(void)user;
+	CHECK(m && i < 32);
+	switch (m->id->id_case) {
+	case BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_PROGRESS:
+		snprintf(E.events[i], sizeof(E.events[i]), "progress:%d", m->id->progress->opaque_count);
+		break;
+	case BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET:
+		snprintf(E.events[i], sizeof(E.events[i]), "set:%s", m->id->named_set->id);
+		for (size_t k = 0; k < m->named_set_of_files->n_files && k < 4; k++) {
+			const BuildEventStream__File *f = m->named_set_of_files->files[k];
+			snprintf(E.set_digest[i][k], sizeof(E.set_digest[i][k]), "%.20s=%.12s/%lld", f->name,
+				 f->digest && *f->digest ? f->digest : "-", (long long)f->length);
+		}
+		break;
+	case BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED:
+		snprintf(E.events[i], sizeof(E.events[i]), "target:%s", m->id->target_completed->label);
+		E.target_ok[i] = m->completed->success;
+		if (m->completed->failure_detail && m->completed->failure_detail->message)
+			snprintf(E.target_detail[i], sizeof(E.target_detail[i]), "%s",
+				 m->completed->failure_detail->message);
+		E.files_there_at_target[i] = out_has(BIN "pkg/a.txt", "alpha\n") && out_has(BIN "pkg/b.txt", "bravo\n") &&
+					     out_has(BIN "pkg/c.txt", "charlie\n");
+		break;
+	default:
+		snprintf(E.events[i], sizeof(E.events[i]), "other:%d", (int)m->id->id_case);
+	}
+	if (m->last_message)
+		strcat(E.events[i], "(last)");
+	E.n_events++;
+	build_event_stream__build_event__free_unpacked(m, NULL);
+}
+
+static void on_decision(const tf_decision *d, void *user)
+{
+	int i = E.n_dec++;
+
+	(void)user;
+	CHECK(i < 64);
+	E.dec[i] = *d;
+	snprintf(E.dec_path[i], sizeof(E.dec_path[i]), "%s", d->path ? d->path : "");
+	snprintf(E.dec_reason_group[i], sizeof(E.dec_reason_group[i]), "%s", d->group ? d->group : "");
+	E.dec[i].path = E.dec_path[i];
+	E.dec[i].group = E.dec_reason_group[i];
+	E.dec[i].action_key = d->action_key ? "set" : NULL; /* only whether there was one */
+	E.dec[i].target = NULL;
+	E.dec[i].symlink_target = NULL;
+}
+
+static void on_lost(const tf_lost_output *l, void *user)
+{
+	(void)user;
+	E.lost_calls++;
+	snprintf(E.lost_action, sizeof(E.lost_action), "%s", l->action_key ? l->action_key : "");
+}
+
+static void setup(tf_download_mode mode, const char *regex)
+{
+	static const char *regexes[1];
+	tf_session_options o = { 0 };
+	tf_error err = { 0 };
+	char path[256];
+
+	memset(&E, 0, sizeof(E));
+	snprintf(E.tmp, sizeof(E.tmp), "/tmp/tf-session-test.XXXXXX");
+	CHECK(mkdtemp(E.tmp));
+	snprintf(E.cache, sizeof(E.cache), "%s/cache", E.tmp);
+	snprintf(E.out, sizeof(E.out), "%s/out", E.tmp);
+	CHECK(mkdir(E.cache, 0755) == 0);
+	snprintf(path, sizeof(path), "%s/cas", E.cache);
+	CHECK(mkdir(path, 0755) == 0);
+	snprintf(path, sizeof(path), "%s/ac", E.cache);
+	CHECK(mkdir(path, 0755) == 0);
+	tf_remote_options_init(&o.remote);
+	o.remote.remote_cache = E.cache;
+	o.remote.remote_retries = 1;
+	o.output_dir = E.out;
+	o.policy.mode = mode;
+	if (regex) {
+		regexes[0] = regex;
+		o.policy.regexes = regexes;
+		o.policy.n_regexes = 1;
+	}
+	o.on_event = on_event;
+	o.on_decision = on_decision;
+	o.on_lost = on_lost;
+	E.s = tf_session_new(&o, &err);
+	if (!E.s)
+		fprintf(stderr, "%s\n", err.message);
+	CHECK(E.s != NULL);
+}
+
+/* Dispatches until the session is idle; fails after 30 s. */
+static void run_until_idle(void)
+{
+	tf_error err = { 0 };
+	time_t end = time(NULL) + 30;
+
+	while (tf_session_outstanding(E.s) > 0) {
+		CHECK(time(NULL) < end);
+		CHECK(tf_session_dispatch(E.s, 1000, &err) >= 0);
+	}
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+	tf_session_free(E.s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", E.tmp);
+	CHECK(system(cmd) == 0);
+}
+
+/* ---- inputs ---------------------------------------------------------------------- */
+
+typedef struct out_file {
+	const char *path; /* below BIN */
+	const char *hash;
+	int64_t size;
+	bool executable;
+} out_file;
+
+static void action_executed(const char *key, const out_file *files, size_t n, const char *symlink)
+{
+	Build__Bazel__Remote__Execution__V2__ActionResult ar = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION_RESULT__INIT;
+	Build__Bazel__Remote__Execution__V2__OutputFile f[4], *fp[4];
+	Build__Bazel__Remote__Execution__V2__Digest d[4];
+	Build__Bazel__Remote__Execution__V2__OutputSymlink l = BUILD__BAZEL__REMOTE__EXECUTION__V2__OUTPUT_SYMLINK__INIT;
+	Build__Bazel__Remote__Execution__V2__OutputSymlink *lp[1] = { &l };
+	char paths[4][256], lpath[256];
+	unsigned char *buf;
+	size_t len;
+	tf_error err = { 0 };
+
+	CHECK(n <= 4);
+	for (size_t i = 0; i < n; i++) {
+		build__bazel__remote__execution__v2__output_file__init(&f[i]);
+		build__bazel__remote__execution__v2__digest__init(&d[i]);
+		snprintf(paths[i], sizeof(paths[i]), BIN "%s", files[i].path);
+		f[i].path = paths[i];
+		d[i].hash = (char *)files[i].hash;
+		d[i].size_bytes = files[i].size;
+		f[i].digest = &d[i];
+		f[i].is_executable = files[i].executable;
+		fp[i] = &f[i];
+	}
+	ar.output_files = fp;
+	ar.n_output_files = n;
+	if (symlink) {
+		snprintf(lpath, sizeof(lpath), BIN "%s", symlink);
+		l.path = lpath;
+		l.target = (char *)"a.txt";
+		ar.output_file_symlinks = lp;
+		ar.n_output_file_symlinks = 1;
+	}
+	len = build__bazel__remote__execution__v2__action_result__get_packed_size(&ar);
+	CHECK((buf = malloc(len ? len : 1)) != NULL);
+	build__bazel__remote__execution__v2__action_result__pack(&ar, buf);
+	if (tf_session_action_executed(E.s, key, "//pkg:tool", buf, len, &err) < 0)
+		fprintf(stderr, "%s\n", err.message);
+	CHECK_INT_EQ(err.code, 0);
+	free(buf);
+}
+
+static BuildEventStream__BuildEventId *progress_id(ev_event *ev, int n)
+{
+	BuildEventStream__BuildEventId *id = ev_event_alloc(ev, sizeof(*id));
+	BuildEventStream__BuildEventId__ProgressId *p = ev_event_alloc(ev, sizeof(*p));
+	build_event_stream__build_event_id__init(id);
+	build_event_stream__build_event_id__progress_id__init(p);
+	p->opaque_count = n;
+	id->id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_PROGRESS;
+	id->progress = p;
+	return id;
+}
+
+static BuildEventStream__BuildEventId *set_id(ev_event *ev, const char *name)
+{
+	BuildEventStream__BuildEventId *id = ev_event_alloc(ev, sizeof(*id));
+	BuildEventStream__BuildEventId__NamedSetOfFilesId *n = ev_event_alloc(ev, sizeof(*n));
+	build_event_stream__build_event_id__init(id);
+	build_event_stream__build_event_id__named_set_of_files_id__init(n);
+	n->id = ev_event_strdup(ev, name);
+	id->id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET;
+	id->named_set = n;
+	return id;
+}
+
+static BuildEventStream__BuildEventId *target_id(ev_event *ev, const char *label)
+{
+	BuildEventStream__BuildEventId *id = ev_event_alloc(ev, sizeof(*id));
+	BuildEventStream__BuildEventId__TargetCompletedId *t = ev_event_alloc(ev, sizeof(*t));
+	build_event_stream__build_event_id__init(id);
+	build_event_stream__build_event_id__target_completed_id__init(t);
+	t->label = ev_event_strdup(ev, label);
+	id->id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED;
+	id->target_completed = t;
+	return id;
+}
+
+/* A Progress event announcing the given ids. */
+static ev_event *progress(int n, bool last, BuildEventStream__BuildEventId **kids, size_t n_kids)
+{
+	ev_event *ev = ev_event_new();
+	BuildEventStream__Progress *p = ev_event_alloc(ev, sizeof(*p));
+	build_event_stream__progress__init(p);
+	ev->msg->id = progress_id(ev, n);
+	ev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_PROGRESS;
+	ev->msg->progress = p;
+	ev->msg->last_message = last;
+	ev->msg->children = kids;
+	ev->msg->n_children = n_kids;
+	return ev;
+}
+
+/* A named set of files (exec paths below BIN, no digests) referencing sets. */
+static ev_event *named_set(const char *name, const char *const *files, size_t n, const char *child)
+{
+	ev_event *ev = ev_event_new();
+	BuildEventStream__NamedSetOfFiles *ns = ev_event_alloc(ev, sizeof(*ns));
+	build_event_stream__named_set_of_files__init(ns);
+	ns->files = ev_event_alloc(ev, (n ? n : 1) * sizeof(*ns->files));
+	for (size_t i = 0; i < n; i++) {
+		BuildEventStream__File *f = ev_event_alloc(ev, sizeof(*f));
+		char **prefix = ev_event_alloc(ev, 3 * sizeof(*prefix));
+		build_event_stream__file__init(f);
+		prefix[0] = ev_event_strdup(ev, "bazel-out");
+		prefix[1] = ev_event_strdup(ev, "k8-fastbuild");
+		prefix[2] = ev_event_strdup(ev, "bin");
+		f->path_prefix = prefix;
+		f->n_path_prefix = 3;
+		f->name = ev_event_strdup(ev, files[i]);
+		ns->files[ns->n_files++] = f;
+	}
+	if (child) {
+		ns->file_sets = ev_event_alloc(ev, sizeof(*ns->file_sets));
+		ns->file_sets[0] = set_id(ev, child)->named_set;
+		ns->n_file_sets = 1;
+	}
+	ev->msg->id = set_id(ev, name);
+	ev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
+	ev->msg->named_set_of_files = ns;
+	return ev;
+}
+
+/* A successful TargetComplete whose "default" group names one set. */
+static ev_event *target_complete(const char *label, const char *set)
+{
+	ev_event *ev = ev_event_new();
+	BuildEventStream__TargetComplete *tc = ev_event_alloc(ev, sizeof(*tc));
+	BuildEventStream__OutputGroup *og = ev_event_alloc(ev, sizeof(*og));
+	build_event_stream__target_complete__init(tc);
+	build_event_stream__output_group__init(og);
+	og->name = ev_event_strdup(ev, "default");
+	og->file_sets = ev_event_alloc(ev, sizeof(*og->file_sets));
+	og->file_sets[0] = set_id(ev, set)->named_set;
+	og->n_file_sets = 1;
+	tc->success = 1;
+	tc->output_group = ev_event_alloc(ev, sizeof(*tc->output_group));
+	tc->output_group[0] = og;
+	tc->n_output_group = 1;
+	ev->msg->id = target_id(ev, label);
+	ev->msg->payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED;
+	ev->msg->completed = tc;
+	return ev;
+}
+
+/* Serializes ev, hands it to the session as a front end would, drops it. */
+static void post(ev_event *ev)
+{
+	size_t n = build_event_stream__build_event__get_packed_size(ev->msg);
+	unsigned char *buf = malloc(n ? n : 1);
+	tf_error err = { 0 };
+
+	CHECK(buf);
+	build_event_stream__build_event__pack(ev->msg, buf);
+	if (tf_session_build_event(E.s, buf, n, &err) < 0)
+		fprintf(stderr, "%s\n", err.message);
+	CHECK_INT_EQ(err.code, 0);
+	free(buf);
+	ev_event_unref(ev);
+}
+
+/* The stream of one build: P0 announces sets s1, s0, the target and P1
+ * (last_message); s0 = {a, b} + s1, s1 = {c}; the target's default group
+ * names s0. */
+static void post_build(const char *label)
+{
+	static const char *const s0_files[] = { "pkg/a.txt", "pkg/b.txt" };
+	static const char *const s1_files[] = { "pkg/c.txt" };
+	ev_event *p0 = progress(0, false, NULL, 0);
+	BuildEventStream__BuildEventId **kids = ev_event_alloc(p0, 4 * sizeof(*kids));
+
+	kids[0] = set_id(p0, "s1");
+	kids[1] = set_id(p0, "s0");
+	kids[2] = target_id(p0, label);
+	kids[3] = progress_id(p0, 1);
+	p0->msg->children = kids;
+	p0->msg->n_children = 4;
+	post(p0);
+	post(named_set("s1", s1_files, 1, NULL));
+	post(named_set("s0", s0_files, 2, "s1"));
+	post(target_complete(label, "s0"));
+}
+
+static int find_event(const char *prefix)
+{
+	for (int i = 0; i < E.n_events; i++)
+		if (!strncmp(E.events[i], prefix, strlen(prefix)))
+			return i;
+	return -1;
+}
+
+static const tf_decision *find_decision(const char *path, bool from_action)
+{
+	for (int i = 0; i < E.n_dec; i++)
+		if (!strcmp(E.dec_path[i], path) && (E.dec[i].action_key != NULL) == from_action)
+			return &E.dec[i];
+	return NULL;
+}
+
+/* ---- the session ------------------------------------------------------------------- */
+
+TEST(action_decisions_reported)
+{
+	char ha[65], hb[65];
+	const tf_decision *d;
+	out_file files[2];
+
+	setup(TF_DOWNLOAD_TOPLEVEL, "a\\.txt$");
+	cache_put("alpha\n", ha);
+	cache_put("bravo\n", hb);
+	files[0] = (out_file){ "pkg/a.txt", ha, 6, true };
+	files[1] = (out_file){ "pkg/b.txt", hb, 6, false };
+	action_executed(KEY_A, files, 2, "pkg/link");
+	CHECK_INT_EQ(E.n_dec, 3);
+
+	d = find_decision(BIN "pkg/a.txt", true);
+	CHECK(d && d->wanted && d->reason == TF_REASON_REGEX && d->kind == TF_DECISION_FILE);
+	CHECK_STR_EQ(d->digest.hash, ha);
+	CHECK_INT_EQ(d->digest.size, 6);
+	CHECK(d->executable);
+	d = find_decision(BIN "pkg/b.txt", true);
+	CHECK(d && !d->wanted && d->reason == TF_REASON_LATER && !d->executable);
+	d = find_decision(BIN "pkg/link", true);
+	CHECK(d && !d->wanted && d->reason == TF_REASON_NO_BYTES && d->kind == TF_DECISION_SYMLINK);
+	CHECK_STR_EQ(tf_decision_reason_name(TF_REASON_REGEX), "regex");
+
+	/* Only the regex match is fetched. */
+	CHECK(tf_session_outstanding(E.s) > 0);
+	run_until_idle();
+	CHECK(out_has(BIN "pkg/a.txt", "alpha\n"));
+	CHECK(!out_has(BIN "pkg/b.txt", "bravo\n"));
+	teardown();
+}
+
+TEST(target_released_after_its_files)
+{
+	char ha[65], hb[65], hc[65];
+	out_file files[3];
+	tf_session_stats st;
+	tf_error err = { 0 };
+	int p0, s1, s0, t, p1;
+	const tf_decision *d;
+
+	setup(TF_DOWNLOAD_TOPLEVEL, NULL);
+	cache_put("alpha\n", ha);
+	cache_put("bravo\n", hb);
+	cache_put("charlie\n", hc);
+	files[0] = (out_file){ "pkg/a.txt", ha, 6, false };
+	files[1] = (out_file){ "pkg/b.txt", hb, 6, true };
+	files[2] = (out_file){ "pkg/c.txt", hc, 8, false };
+	action_executed(KEY_A, files, 3, NULL);
+	CHECK_INT_EQ(tf_session_outstanding(E.s), 0); /* toplevel: nothing wanted yet */
+
+	post_build("//pkg:t");
+	/* The downloader's completions run only in dispatch: the target and
+	 * its sets are still held. */
+	CHECK_INT_EQ(E.n_events, 1);
+	CHECK_STR_EQ(E.events[0], "progress:0");
+	CHECK(tf_session_outstanding(E.s) >= 4); /* 3 files + the held target */
+	post(progress(1, true, NULL, 0));
+	CHECK_INT_EQ(E.n_events, 1); /* last_message waits for the target */
+
+	run_until_idle();
+	CHECK_INT_EQ(tf_session_outstanding(E.s), 0);
+	CHECK_INT_EQ(E.n_events, 5);
+	p0 = find_event("progress:0");
+	s1 = find_event("set:s1");
+	s0 = find_event("set:s0");
+	t = find_event("target://pkg:t");
+	p1 = find_event("progress:1");
+	CHECK(p0 == 0 && s1 == 1 && s0 == 2 && t == 3 && p1 == 4);
+	CHECK_STR_EQ(E.events[4], "progress:1(last)");
+	/* Named sets carry digest and length; the target came after its files. */
+	{
+		char want[80];
+		snprintf(want, sizeof(want), "pkg/c.txt=%.12s/8", hc);
+		CHECK_STR_EQ(E.set_digest[s1][0], want);
+		snprintf(want, sizeof(want), "pkg/a.txt=%.12s/6", ha);
+		CHECK_STR_EQ(E.set_digest[s0][0], want);
+		snprintf(want, sizeof(want), "pkg/b.txt=%.12s/6", hb);
+		CHECK_STR_EQ(E.set_digest[s0][1], want);
+	}
+	CHECK(E.target_ok[t]);
+	CHECK(E.files_there_at_target[t]);
+	{
+		struct stat sb;
+		char path[512];
+		snprintf(path, sizeof(path), "%s/" BIN "pkg/b.txt", E.out);
+		CHECK(stat(path, &sb) == 0 && (sb.st_mode & S_IXUSR));
+	}
+
+	/* The decisions: the target, then each of its files (from s0 and s1). */
+	{
+		bool saw_target = false;
+		for (int i = 0; i < E.n_dec; i++)
+			if (E.dec[i].kind == TF_DECISION_TARGET) {
+				CHECK(E.dec[i].wanted && E.dec[i].reason == TF_REASON_TOPLEVEL);
+				saw_target = true;
+			}
+		CHECK(saw_target);
+	}
+	d = find_decision(BIN "pkg/c.txt", false);
+	CHECK(d && d->wanted && d->reason == TF_REASON_TOPLEVEL);
+	CHECK_STR_EQ(d->group, "default");
+	CHECK_STR_EQ(d->digest.hash, hc);
+	d = find_decision(BIN "pkg/b.txt", false);
+	CHECK(d && d->wanted && d->executable);
+
+	CHECK_INT_EQ(tf_session_finish(E.s, &st, &err), 0);
+	CHECK_INT_EQ(st.targets_completed, 1);
+	CHECK_INT_EQ(st.targets_failed, 0);
+	CHECK_INT_EQ(st.files_fetched, 3);
+	CHECK_INT_EQ(st.events_written, 5);
+	teardown();
+}
+
+TEST(lost_blob_fails_target_naming_it)
+{
+	char ha[65], hb[65], hc[65];
+	out_file files[3];
+	tf_session_stats st;
+	tf_error err = { 0 };
+	int t;
+
+	setup(TF_DOWNLOAD_TOPLEVEL, NULL);
+	cache_put("alpha\n", ha);
+	cache_put("bravo\n", hb);
+	sha256_hex("charlie\n", 8, hc); /* never uploaded: lost */
+	files[0] = (out_file){ "pkg/a.txt", ha, 6, false };
+	files[1] = (out_file){ "pkg/b.txt", hb, 6, false };
+	files[2] = (out_file){ "pkg/c.txt", hc, 8, false };
+	action_executed(KEY_B, files, 3, NULL);
+	post_build("//pkg:t");
+	post(progress(1, true, NULL, 0));
+	run_until_idle();
+
+	CHECK_INT_EQ(E.n_events, 5);
+	t = find_event("target://pkg:t");
+	CHECK_INT_EQ(t, 3);
+	CHECK(!E.target_ok[t]);
+	CHECK_CONTAINS(E.target_detail[t], "1 output of //pkg:t could not be fetched");
+	CHECK_CONTAINS(E.target_detail[t], BIN "pkg/c.txt");
+	CHECK_CONTAINS(E.target_detail[t], hc);
+	CHECK_CONTAINS(E.target_detail[t], KEY_B);
+	CHECK_STR_EQ(E.events[4], "progress:1(last)");
+	CHECK_INT_EQ(E.lost_calls, 1);
+	CHECK_STR_EQ(E.lost_action, KEY_B);
+	CHECK(tf_session_action_lost(E.s, KEY_B));
+	CHECK(!tf_session_action_lost(E.s, KEY_A));
+	CHECK(out_has(BIN "pkg/a.txt", "alpha\n"));
+
+	CHECK_INT_EQ(tf_session_finish(E.s, &st, &err), 0);
+	CHECK_INT_EQ(st.targets_completed, 1);
+	CHECK_INT_EQ(st.targets_failed, 1);
+	CHECK_INT_EQ(st.lost, 1);
+	teardown();
+}
+
+TEST(unwanted_target_passes_with_digests)
+{
+	char ha[65], hb[65], hc[65];
+	out_file files[3];
+	tf_session_stats st;
+	tf_error err = { 0 };
+	int s0, t;
+	const tf_decision *d;
+
+	setup(TF_DOWNLOAD_MINIMAL, NULL);
+	cache_put("alpha\n", ha);
+	cache_put("bravo\n", hb);
+	cache_put("charlie\n", hc);
+	files[0] = (out_file){ "pkg/a.txt", ha, 6, false };
+	files[1] = (out_file){ "pkg/b.txt", hb, 6, false };
+	files[2] = (out_file){ "pkg/c.txt", hc, 8, false };
+	action_executed(KEY_A, files, 3, NULL);
+	post_build("//pkg:t");
+	/* Nothing to fetch, nothing held: idle at once, everything out. */
+	CHECK_INT_EQ(tf_session_outstanding(E.s), 0);
+	CHECK_INT_EQ(E.n_events, 4);
+	s0 = find_event("set:s0");
+	t = find_event("target://pkg:t");
+	CHECK(find_event("set:s1") < s0 && s0 < t);
+	{
+		char want[80];
+		snprintf(want, sizeof(want), "pkg/a.txt=%.12s/6", ha);
+		CHECK_STR_EQ(E.set_digest[s0][0], want);
+	}
+	CHECK(E.target_ok[t]);
+	d = find_decision(BIN "pkg/a.txt", false);
+	CHECK(d && !d->wanted && d->reason == TF_REASON_TARGET_NOT_WANTED);
+	CHECK(!out_has(BIN "pkg/a.txt", "alpha\n"));
+	post(progress(1, true, NULL, 0));
+	CHECK_INT_EQ(E.n_events, 5);
+	CHECK_INT_EQ(tf_session_finish(E.s, &st, &err), 0);
+	CHECK_INT_EQ(st.targets_completed, 0);
+	CHECK_INT_EQ(st.files_wanted, 0);
+	teardown();
+}
+
+TEST(bad_action_result_refused_without_decisions)
+{
+	tf_error err = { 0 };
+	const unsigned char junk[] = { 0x0a, 0x05, 'x' };
+
+	setup(TF_DOWNLOAD_ALL, NULL);
+	CHECK(tf_session_action_executed(E.s, KEY_A, NULL, junk, sizeof(junk), &err) < 0);
+	CHECK_CONTAINS(err.message, KEY_A);
+	CHECK_INT_EQ(E.n_dec, 0);
+	CHECK(tf_session_action_executed(E.s, "not-a-key", NULL, junk, 0, &err) == -EINVAL);
+	CHECK_CONTAINS(err.message, "not a SHA-256");
+	teardown();
+}
+
+/* ---- the gate's named-set and target rules on their own ----------------------------- */
+
+typedef struct glog {
+	char order[16][64];
+	int n;
+	char detail[512];
+	bool ok;
+	char digest[80];
+} glog;
+
+static int gate_record(ev_event *ev, void *user, tf_error *err)
+{
+	glog *l = user;
+	const BuildEventStream__BuildEvent *m = ev->msg;
+
+	(void)err;
+	CHECK(l->n < 16);
+	if (m->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES) {
+		snprintf(l->order[l->n++], 64, "set:%s", m->id->named_set->id);
+		if (!strcmp(m->id->named_set->id, "s1") && m->named_set_of_files->files[0]->digest)
+			snprintf(l->digest, sizeof(l->digest), "%s/%lld", m->named_set_of_files->files[0]->digest,
+				 (long long)m->named_set_of_files->files[0]->length);
+	} else if (m->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED) {
+		snprintf(l->order[l->n++], 64, "target:%s", m->id->target_completed->label);
+		l->ok = m->completed->success;
+		if (m->completed->failure_detail)
+			snprintf(l->detail, sizeof(l->detail), "%s", m->completed->failure_detail->message);
+	} else {
+		snprintf(l->order[l->n++], 64, "progress:%d", m->id->progress->opaque_count);
+	}
+	return 0;
+}
+
+/* P0 announcing s1, s0 and //pkg:t, then the sets (s0 -> s1). */
+static ev_gate *gate_with_sets(glog *l)
+{
+	static const char *const s0_files[] = { "pkg/a.txt" };
+	static const char *const s1_files[] = { "pkg/c.txt" };
+	ev_gate *g = ev_gate_new(gate_record, l);
+	tf_error err = { 0 };
+	ev_event *p0 = progress(0, false, NULL, 0), *ev;
+	BuildEventStream__BuildEventId **kids = ev_event_alloc(p0, 3 * sizeof(*kids));
+
+	CHECK(g);
+	kids[0] = set_id(p0, "s1");
+	kids[1] = set_id(p0, "s0");
+	kids[2] = target_id(p0, "//pkg:t");
+	p0->msg->children = kids;
+	p0->msg->n_children = 3;
+	CHECK_INT_EQ(ev_gate_submit(g, p0, false, NULL, &err), 0);
+	ev_event_unref(p0);
+	ev = named_set("s1", s1_files, 1, NULL);
+	CHECK_INT_EQ(ev_gate_named_set(g, ev, &err), 0);
+	ev_event_unref(ev);
+	ev = named_set("s0", s0_files, 1, "s1");
+	CHECK_INT_EQ(ev_gate_named_set(g, ev, &err), 0);
+	ev_event_unref(ev);
+	return g;
+}
+
+TEST(gate_holds_sets_until_their_target)
+{
+	glog l = { .n = 0 };
+	tf_error err = { 0 };
+	ev_gate *g = gate_with_sets(&l);
+	tf_digest dg;
+	uint64_t t;
+	ev_event *ev;
+
+	CHECK_INT_EQ(l.n, 1); /* the sets wait for a target */
+	CHECK_INT_EQ(tf_digest_parse(TF_EMPTY_SHA256, 0, &dg, &err), 0);
+	CHECK_INT_EQ(ev_gate_file_digest(g, BIN "pkg/c.txt", &dg, &err), 0);
+	ev = target_complete("//pkg:t", "s0");
+	CHECK_INT_EQ(ev_gate_target(g, ev, true, &t, &err), 0);
+	ev_event_unref(ev);
+	CHECK_INT_EQ(ev_gate_target_wait(g, t, &err), 0);
+	CHECK_INT_EQ(ev_gate_targets_waiting(g), 1);
+	CHECK_INT_EQ(ev_gate_target_settled(g, t, NULL, &err), 0); /* the file */
+	CHECK_INT_EQ(l.n, 1);
+	CHECK_INT_EQ(ev_gate_target_settled(g, t, NULL, &err), 0); /* the lookup hold */
+	CHECK_INT_EQ(l.n, 4);
+	CHECK_STR_EQ(l.order[1], "set:s1");
+	CHECK_STR_EQ(l.order[2], "set:s0");
+	CHECK_STR_EQ(l.order[3], "target://pkg:t");
+	CHECK(l.ok);
+	CHECK_STR_EQ(l.digest, TF_EMPTY_SHA256 "/0"); /* s1's file, filled from the fact */
+	CHECK_INT_EQ(ev_gate_targets_waiting(g), 0);
+	/* A settled target is no longer a ticket to settle. */
+	CHECK_INT_EQ(ev_gate_target_settled(g, t, NULL, &err), -EINVAL);
+	ev_gate_free(g);
+}
+
+TEST(gate_failure_turns_target_false)
+{
+	glog l = { .n = 0 };
+	tf_error err = { 0 };
+	ev_gate *g = gate_with_sets(&l);
+	uint64_t t, released, failed;
+	ev_event *ev = target_complete("//pkg:t", "s0");
+
+	CHECK_INT_EQ(ev_gate_target(g, ev, true, &t, &err), 0);
+	ev_event_unref(ev);
+	CHECK_INT_EQ(ev_gate_target_wait(g, t, &err), 0);
+	CHECK_INT_EQ(ev_gate_target_wait(g, t, &err), 0);
+	CHECK_INT_EQ(ev_gate_target_settled(g, t, "lost pkg/a.txt (abc/6, produced by action k)", &err), 0);
+	CHECK_INT_EQ(ev_gate_target_settled(g, t, "lost pkg/c.txt", &err), 0);
+	CHECK_INT_EQ(ev_gate_target_settled(g, t, NULL, &err), 0);
+	CHECK_STR_EQ(l.order[3], "target://pkg:t");
+	CHECK(!l.ok);
+	CHECK_CONTAINS(l.detail, "2 outputs of //pkg:t could not be fetched: lost pkg/a.txt (abc/6, produced by action k)");
+	ev_gate_target_counts(g, &released, &failed);
+	CHECK_INT_EQ(released, 1);
+	CHECK_INT_EQ(failed, 1);
+	ev_gate_free(g);
+}
+
+TEST(gate_unwaited_target_releases_sets_first)
+{
+	glog l = { .n = 0 };
+	tf_error err = { 0 };
+	ev_gate *g = gate_with_sets(&l);
+	ev_event *ev = target_complete("//pkg:t", "s0");
+
+	CHECK_INT_EQ(ev_gate_target(g, ev, false, NULL, &err), 0);
+	ev_event_unref(ev);
+	CHECK_INT_EQ(l.n, 4);
+	CHECK_STR_EQ(l.order[1], "set:s1");
+	CHECK_STR_EQ(l.order[2], "set:s0");
+	CHECK_STR_EQ(l.order[3], "target://pkg:t");
+	CHECK(l.ok);
+	CHECK_INT_EQ(ev_gate_targets_waiting(g), 0);
+	/* Not a named set / not a target: refused. */
+	ev = progress(5, false, NULL, 0);
+	CHECK_INT_EQ(ev_gate_named_set(g, ev, &err), -EINVAL);
+	CHECK_INT_EQ(ev_gate_target(g, ev, true, NULL, &err), -EINVAL);
+	ev_event_unref(ev);
+	ev_gate_free(g);
+}
