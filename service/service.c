@@ -26,7 +26,7 @@
 #include <time.h>
 
 #include "core/core.h"
-#include "events/events.h" /* ev_wire_check only: see README.md */
+#include "proto/wire.h"
 #include "service/service.h"
 #include "topfetch_service.pb-c.h"
 
@@ -72,13 +72,6 @@ struct svc_service {
 	size_t lost_listed;       /* kept ones already sent in a reply */
 	uint64_t unlisted_sent;   /* not-kept ones already counted in a reply */
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* nanomsg's own codes (ETERM, EFSM) lie above the errno range. */
 static int nn_code(int e)
@@ -352,7 +345,7 @@ static int finish_build(svc_service *s, int exit_code, bool interrupted, bool re
 	rep.build = s->build;
 	rep.exit_code = exit_code;
 	rep.interrupted = interrupted;
-	rep.seconds = (double)(now_ns() - s->started_ns) / 1e9;
+	rep.seconds = (double)(tf__now_ns() - s->started_ns) / 1e9;
 	tf_session_get_stats(s->session, &rep.stats);
 	rep.lost_outputs = s->lost_total;
 	rep.error = r;
@@ -436,7 +429,7 @@ static int handle_build_started(svc_service *s, const Topfetch__Service__BuildSt
 	s->builds++;
 	s->build = s->builds;
 	s->state = B_OPEN;
-	s->started_ns = now_ns();
+	s->started_ns = tf__now_ns();
 	if (tf_session_build_started(s->session, &err) < 0) {
 		reply_error(c, "build_started: cannot start the build's event stream: %s", err.message);
 		drop_build(s);
