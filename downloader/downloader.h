@@ -147,6 +147,9 @@ int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t c
  * -ESHUTDOWN); tf_downloader_free still follows. Does not block. */
 void dl_downloader_close(tf_downloader *d);
 
+/* The cache's URL or directory, without credentials. */
+const char *dl_downloader_display(const tf_downloader *d);
+
 /* ---- the verifier thread (hasher.c) ---- */
 
 typedef struct dl_hasher dl_hasher;

@@ -2503,3 +2503,8 @@ int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t c
 	}
 	return r;
 }
+
+const char *dl_downloader_display(const tf_downloader *d)
+{
+	return dl_backend_display(d->backend);
+}
