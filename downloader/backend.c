@@ -286,7 +286,6 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		 * (nginx and bazel-remote do not upgrade cleartext connections). */
 		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
-		/* A file read fails on an error status; a stream reads the status. */
 		curl_easy_setopt(h, CURLOPT_FAILONERROR, op == DL_OP_GET ? 1L : 0L);
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
 		if (b->tls_certificate)

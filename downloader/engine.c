@@ -1248,6 +1248,9 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, x->url, DL_URL_MAX);
+	/* A stream reads the status itself; an error page is read and dropped so
+	 * that the connection stays usable. */
+	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, stream_on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
@@ -2329,6 +2332,18 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 
 	if (s->op != DL_OP_PUT)
 		return -EINVAL;
+	if (!dl_backend_is_disk(s->d->backend)) {
+		/* Ended before the body did: the upstream answered early or failed. */
+		pthread_mutex_lock(&s->mu);
+		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 1;
+		if (r == 0 && s->result == CURLE_OK)
+			snprintf(why, n, "%s answered HTTP %ld before the body was complete", s->what, s->status);
+		else if (r == 0)
+			snprintf(why, n, "%s: %s", s->what, s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result));
+		pthread_mutex_unlock(&s->mu);
+		if (r <= 0)
+			return r < 0 ? r : -EIO;
+	}
 	if (s->done_bytes != (uint64_t)s->put_size) {
 		stream_cancel(s);
 		snprintf(why, n, "%s: the body has %llu of its %lld bytes; not stored", s->what,

@@ -694,11 +694,7 @@ void px_put_data(px_put *u, const void *data, size_t n)
 	if (e == -EPIPE) {
 		/* The upstream ended first: its answer says why. */
 		e = dl_stream_finish(u->s, NULL, why, sizeof(why));
-		if (e == 0) {
-			e = -EIO;
-			snprintf(why, sizeof(why), "%s answered before the body was complete", dl_stream_what(u->s));
-		}
-		put_fail(u, e == -ENOENT ? -EIO : e, why);
+		put_fail(u, e == -ENOENT || e == 0 ? -EIO : e, why);
 	} else if (e < 0) {
 		put_fail(u, e, strerror(-e));
 	}
