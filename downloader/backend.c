@@ -433,16 +433,20 @@ int dl_disk_open(const dl_backend *b, tf_area area, const char *hash, int64_t *s
 	return fd;
 }
 
-static int mkdir_p(char *buf)
+int dl_mkdirs(const char *path)
 {
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
 	for (char *s = buf + 1; *s; s++) {
 		if (*s != '/')
 			continue;
 		*s = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
-			*s = '/';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
 			return -errno;
-		}
 		*s = '/';
 	}
 	return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
@@ -454,7 +458,7 @@ int dl_disk_tmp(dl_backend *b, tf_area area, const char *hash, char *tmp, size_t
 	int fd, r;
 
 	snprintf(dir, sizeof(dir), "%s/%s/%.2s", b->base, dl_area_name(area), hash);
-	if ((r = mkdir_p(dir)) < 0)
+	if ((r = dl_mkdirs(dir)) < 0)
 		return r;
 	snprintf(tmp, n, "%s/" DL_TMP_PREFIX "%ld.d%lu", dir, (long)getpid(),
 		 (unsigned long)atomic_fetch_add(&b->tmp_seq, 1));

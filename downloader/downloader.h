@@ -70,6 +70,9 @@ int dl_disk_open(const dl_backend *b, tf_area area, const char *hash, int64_t *s
  * folders; its path into tmp. Returns the fd or -errno. */
 int dl_disk_tmp(dl_backend *b, tf_area area, const char *hash, char *tmp, size_t n);
 
+/* Creates path and its missing parents (0755), as `mkdir -p`. 0 or -errno. */
+int dl_mkdirs(const char *path);
+
 /* Renames tmp to the sharded path of hash (atomic); removes tmp on failure. */
 int dl_disk_commit(const dl_backend *b, tf_area area, const char *hash, const char *tmp);
 

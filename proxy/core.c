@@ -129,23 +129,10 @@ px_proxy *px_new(const px_options *o, tf_error *err)
 	p->disk = !strstr(rc, "://") || !strncmp(rc, "file://", 7);
 	if (p->disk) {
 		/* A proxy fills its disk cache: make the directory, as Bazel does. */
-		char buf[PATH_MAX];
 		const char *dir = !strncmp(rc, "file://", 7) ? rc + 7 : rc;
-		size_t n = strlen(dir);
-		if (n == 0 || n >= sizeof(buf)) {
-			tf__errf(err, -ENAMETOOLONG, "--remote_cache=%s: the path is empty or too long", dir);
-			goto fail;
-		}
-		memcpy(buf, dir, n + 1);
-		for (char *s = buf + 1; *s; s++) {
-			if (*s != '/')
-				continue;
-			*s = '\0';
-			mkdir(buf, 0755);
-			*s = '/';
-		}
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
-			tf__errf(err, -errno, "--remote_cache=%s: cannot use the directory: %s", dir, strerror(errno));
+		int e = dl_mkdirs(dir);
+		if (e < 0) {
+			tf__errf(err, e, "--remote_cache=%s: cannot use the directory: %s", dir, strerror(-e));
 			goto fail;
 		}
 	}
