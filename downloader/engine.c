@@ -1297,6 +1297,8 @@ static void streams_take(tf_downloader *d, dl_stream *add, dl_stream *poke, bool
 		x->state = DL_NEW;
 		x->fd = x->dirfd = -1;
 		x->area = s->area;
+		memcpy(x->digest.hash, s->hash, TF_HASH_HEX_LEN + 1); /* for the trace */
+		x->digest.size = -1;
 		x->s = s;
 		s->x = x;
 		x->lnext = d->streams;
