@@ -1448,6 +1448,7 @@ static void accept_request(tf_downloader *d, dl_request *q)
 			return;
 		}
 		tf__buf_init(x->mem, q->max_bytes);
+		x->mode = DL_MODE_MEM;
 		x->area = q->area;
 		x->dests = t;
 		x->lnext = d->reads;
