@@ -2335,8 +2335,9 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 
 	if (s->op != DL_OP_PUT)
 		return -EINVAL;
-	if (!dl_backend_is_disk(s->d->backend)) {
-		/* Ended before the body did: the upstream answered early or failed. */
+	{
+		/* Ended before the body did: the upstream answered early or failed
+		 * (or a disk cache's temporary file could not be made). */
 		pthread_mutex_lock(&s->mu);
 		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 1;
 		if (r == 0 && s->result == CURLE_OK)
