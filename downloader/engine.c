@@ -232,10 +232,13 @@ struct tf_downloader {
 
 /* ---- transfer state -------------------------------------------------------- */
 
-static void set_state(dl_xfer *x, dl_state to)
+/* The one transition table, for every transfer and stream. */
+static void check_transition(const char *key, dl_state from, dl_state to)
 {
 	static const unsigned allowed[] = {
-		[DL_NEW] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED,
+		/* running, answered: a disk cache's stream (no queue, no connection) */
+		[DL_NEW] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED | 1u << DL_RUNNING |
+			   1u << DL_ANSWERED,
 		[DL_QUEUED] = 1u << DL_RUNNING | 1u << DL_FINISHED,
 		[DL_RUNNING] = 1u << DL_BACKOFF | 1u << DL_QUEUED | 1u << DL_VERIFYING | 1u << DL_PLACED |
 			       1u << DL_FINISHED | 1u << DL_ANSWERED,
@@ -245,11 +248,17 @@ static void set_state(dl_xfer *x, dl_state to)
 		[DL_PLACED] = 1u << DL_QUEUED, /* the placed copy vanished; fetch again */
 		[DL_FINISHED] = 1u << DL_QUEUED, /* asked again later: a new attempt */
 	};
-	if (!(allowed[x->state] & (1u << to))) {
-		fprintf(stderr, "topfetch: internal error: transfer %s: %s -> %s\n", x->digest.hash,
-			state_names[x->state], state_names[to]);
+	if (!(allowed[from] & (1u << to))) {
+		/* A broken invariant, not a runtime condition: stop here, loudly. */
+		fprintf(stderr, "topfetch: internal error: transfer %s: %s -> %s\n", key, state_names[from],
+			state_names[to]);
 		abort();
 	}
+}
+
+static void set_state(dl_xfer *x, dl_state to)
+{
+	check_transition(x->digest.hash, x->state, to);
 	if (x->state == DL_VERIFYING)
 		x->d->verifying--;
 	if (to == DL_VERIFYING)
@@ -1065,6 +1074,21 @@ static void stream_unref(dl_stream *s)
 	free(s);
 }
 
+/* Ends a stream that never reached the engine (disk, or refused). */
+static void stream_settle(dl_stream *s, dl_state state, long status, int err, const char *why)
+{
+	pthread_mutex_lock(&s->mu);
+	check_transition(s->hash, s->state, state);
+	s->state = state;
+	s->status = status;
+	if (err && !s->err)
+		s->err = err;
+	if (why && !s->errbuf[0])
+		snprintf(s->errbuf, sizeof(s->errbuf), "%s", why);
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Asks the engine to look at s again: unpause it, or cancel it. */
 static void stream_poke(dl_stream *s)
 {
@@ -1283,12 +1307,7 @@ static void streams_take(tf_downloader *d, dl_stream *add, dl_stream *poke, bool
 		dl_xfer *x = calloc(1, sizeof(*x));
 		n = s->add_next;
 		if (!x) {
-			pthread_mutex_lock(&s->mu);
-			s->err = -ENOMEM;
-			snprintf(s->errbuf, sizeof(s->errbuf), "out of memory starting a transfer");
-			s->state = DL_FINISHED;
-			pthread_cond_broadcast(&s->cv);
-			pthread_mutex_unlock(&s->mu);
+			stream_settle(s, DL_FINISHED, 0, -ENOMEM, "out of memory starting a transfer");
 			stream_unref(s);
 			continue;
 		}
@@ -1923,20 +1942,6 @@ void dl_downloader_close(tf_downloader *d)
 }
 
 /* ---- streams: the caller's side ------------------------------------------------------ */
-
-/* Ends a stream that never reached the engine (disk, or refused). */
-static void stream_settle(dl_stream *s, dl_state state, long status, int err, const char *why)
-{
-	pthread_mutex_lock(&s->mu);
-	s->state = state;
-	s->status = status;
-	if (err && !s->err)
-		s->err = err;
-	if (why && !s->errbuf[0])
-		snprintf(s->errbuf, sizeof(s->errbuf), "%s", why);
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-}
 
 static void stream_open_disk(dl_stream *s)
 {
