@@ -101,8 +101,6 @@ double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */
 void cli_human_bytes(double bytes, char *out, size_t n);
 
-uint64_t cli_now_ns(void);
-
 /* ---- report.c: the lines every command words alike ---- */
 
 /* The exit code for a library error code (negative errno): EXIT_BAD_INPUT

@@ -29,21 +29,16 @@ void cli_install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-uint64_t cli_now_ns(void)
-{
-	return tf__now_ns();
-}
-
 void cli_progress_init(cli_progress *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->tty = isatty(STDERR_FILENO) && getenv("TERM") && strcmp(getenv("TERM"), "dumb");
-	p->start_ns = p->last_ns = cli_now_ns();
+	p->start_ns = p->last_ns = tf__now_ns();
 }
 
 double cli_elapsed_s(const cli_progress *p)
 {
-	return (double)(cli_now_ns() - p->start_ns) / 1e9;
+	return (double)(tf__now_ns() - p->start_ns) / 1e9;
 }
 
 void cli_human_bytes(double b, char *out, size_t n)
@@ -59,7 +54,7 @@ void cli_human_bytes(double b, char *out, size_t n)
 
 void cli_progress_update(cli_progress *p, const tf_downloader_stats *s, uint64_t total, bool force)
 {
-	uint64_t now = cli_now_ns();
+	uint64_t now = tf__now_ns();
 	uint64_t done = s->files_ok + s->lost + s->corrupt + s->failed + s->local;
 	double secs = (double)(now - p->start_ns) / 1e9;
 	char bytes[32], rate[32];

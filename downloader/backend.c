@@ -1,51 +1,43 @@
 /* Cache backends behind one interface.
  *
- * Both backends are driven by the same libcurl transfer engine: the HTTP cache
- * (bazel-remote, nginx WebDAV: GET {base}[/{instance}]/{ac|cas}/{hash}) over
- * http(s), and Bazel's --disk_cache directory over file://. One mechanism, so
- * verification, atomic placement, retries and results are the same for both. */
+ * http: the HTTP cache protocol of bazel-remote and nginx WebDAV
+ * ({base}[/{instance}]/{ac|cas}/{hash}), driven by the transfer engine's curl
+ * multi handle. The --remote_cache URL is parsed with libcurl's URL API; its
+ * user and password go to libcurl as CURLOPT_USERNAME/PASSWORD and never into
+ * a URL string we keep, so no message can show them.
+ *
+ * disk: a directory in Bazel's --disk_cache layout. Reads of whole files go
+ * through the engine over file://; streams and uploads use the layout
+ * helpers at the end of this file (sharded {ac,cas}/ab/abcd..., flat
+ * {ac,cas}/abcd... read too, writes atomic through a temporary file). */
 #include "downloader/downloader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef enum dl_backend_type { DL_BACKEND_HTTP, DL_BACKEND_DISK } dl_backend_type;
 
 struct dl_backend {
 	dl_backend_type type;
-	char *base;    /* http: URL with credentials and instance prefix, no trailing '/';
-			  disk: absolute directory */
-	char *display; /* base without credentials */
+	char *base;    /* http: scheme://host[:port][/prefix][/instance], no credentials, no
+			  trailing '/'; disk: absolute directory */
+	char *user, *password; /* http: decoded, for CURLOPT_USERNAME/PASSWORD; NULL if none */
 	struct curl_slist *headers;
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
+	atomic_ulong tmp_seq; /* disk: temporary file names */
 };
 
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
-}
-
-/* Removes "user:password@" from an http(s) URL, for messages. */
-static char *strip_credentials(const char *url)
-{
-	const char *scheme_end = strstr(url, "://");
-	const char *host = scheme_end ? scheme_end + 3 : url;
-	const char *slash = strchr(host, '/');
-	const char *at = strchr(host, '@');
-	char *out;
-
-	if (!at || (slash && at > slash))
-		return strdup(url);
-	out = malloc(strlen(url) + 1);
-	if (!out)
-		return NULL;
-	memcpy(out, url, (size_t)(host - url));
-	strcpy(out + (host - url), at + 1);
-	return out;
 }
 
 static int add_header(dl_backend *b, const char *spec, tf_error *err)
@@ -66,11 +58,11 @@ static int add_header(dl_backend *b, const char *spec, tf_error *err)
 		return tf__errf(err, -EINVAL, "--remote_header %.*s: the value contains a line break",
 				(int)(eq - spec), spec);
 	if (asprintf(&line, "%.*s: %s", (int)(eq - spec), spec, eq + 1) < 0)
-		return -ENOMEM;
+		return tf__errf(err, -ENOMEM, "out of memory");
 	n = curl_slist_append(b->headers, line);
 	free(line);
 	if (!n)
-		return -ENOMEM;
+		return tf__errf(err, -ENOMEM, "out of memory");
 	b->headers = n;
 	return 0;
 }
@@ -87,6 +79,85 @@ static int check_instance(const char *inst, tf_error *err)
 					"--remote_instance_name '%s' has a character that cannot go in a URL path",
 					inst);
 	return 0;
+}
+
+/* The scheme of a URL-looking string, for messages that must not repeat the
+ * rest (it may hold a password). */
+static int scheme_len(const char *s)
+{
+	const char *p = strstr(s, "://");
+	return p && p - s < 16 ? (int)(p - s) : 0;
+}
+
+/* Splits an http(s) --remote_cache into a base URL without credentials and
+ * the decoded user and password, with libcurl's URL parser. */
+static int parse_http(dl_backend *b, const char *rc, const char *inst, tf_error *err)
+{
+	CURLU *u = curl_url();
+	CURLUcode uc;
+	char *s = NULL, *path = NULL, *url = NULL;
+	size_t len;
+	int r = 0;
+
+	if (!u)
+		return tf__errf(err, -ENOMEM, "out of memory");
+	uc = curl_url_set(u, CURLUPART_URL, rc, CURLU_NON_SUPPORT_SCHEME);
+	if (uc != CURLUE_OK) {
+		/* Not repeated: a malformed URL may still carry a password. */
+		r = tf__errf(err, -EINVAL, "--remote_cache is not a valid %.*s URL: %s", scheme_len(rc), rc,
+			     curl_url_strerror(uc));
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_USER, &b->user, CURLU_URLDECODE) != CURLUE_OK)
+		b->user = NULL;
+	if (curl_url_get(u, CURLUPART_PASSWORD, &b->password, CURLU_URLDECODE) != CURLUE_OK)
+		b->password = NULL;
+	curl_url_set(u, CURLUPART_USER, NULL, 0);
+	curl_url_set(u, CURLUPART_PASSWORD, NULL, 0);
+	curl_url_set(u, CURLUPART_OPTIONS, NULL, 0);
+	if (curl_url_get(u, CURLUPART_QUERY, &s, 0) == CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_FRAGMENT, &s, 0) == CURLUE_OK) {
+		curl_free(s);
+		r = tf__errf(err, -EINVAL, "--remote_cache: a cache URL takes no query or fragment ('?', '#')");
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
+		r = tf__errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* The prefix, without trailing slashes, then the instance name. */
+	len = strlen(path);
+	while (len > 0 && path[len - 1] == '/')
+		len--;
+	path[len] = '\0';
+	if (inst && *inst) {
+		char *p2;
+		if (asprintf(&p2, "%s/%s", path, inst) < 0) {
+			r = tf__errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		curl_free(path);
+		path = NULL;
+		uc = curl_url_set(u, CURLUPART_PATH, p2, 0);
+		free(p2);
+	} else {
+		uc = curl_url_set(u, CURLUPART_PATH, *path ? path : "/", 0);
+	}
+	if (uc != CURLUE_OK || curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+		r = tf__errf(err, -EINVAL, "--remote_cache: cannot form the cache URL");
+		goto out;
+	}
+	len = strlen(url);
+	while (len > 0 && url[len - 1] == '/')
+		len--;
+	b->base = strndup(url, len);
+	if (!b->base)
+		r = tf__errf(err, -ENOMEM, "out of memory");
+out:
+	curl_free(url);
+	curl_free(path);
+	curl_url_cleanup(u);
+	return r;
 }
 
 dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
@@ -107,38 +178,30 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 	b->timeout_s = opts->remote_timeout_s > 0 ? opts->remote_timeout_s : 60;
 
 	if (!strncmp(rc, "http://", 7) || !strncmp(rc, "https://", 8)) {
-		const char *inst = opts->remote_instance_name;
-		size_t len = strlen(rc);
-
 		b->type = DL_BACKEND_HTTP;
-		while (len > 0 && rc[len - 1] == '/')
-			len--;
-		r = check_instance(inst, err);
-		if (r < 0)
-			goto out;
-		if (asprintf(&b->base, "%.*s%s%s", (int)len, rc, inst && *inst ? "/" : "",
-			     inst ? inst : "") < 0) {
-			b->base = NULL;
-			r = tf__errf(err, -ENOMEM, "out of memory");
-			goto out;
-		}
-		if (strpbrk(b->base, " \r\n\t")) {
+		if (strpbrk(rc, " \r\n\t")) {
 			r = tf__errf(err, -EINVAL, "--remote_cache URL contains white space");
 			goto out;
 		}
-		b->display = strip_credentials(b->base);
+		r = check_instance(opts->remote_instance_name, err);
+		if (r == 0)
+			r = parse_http(b, rc, opts->remote_instance_name, err);
+		/* Bazel sends no Expect: 100-continue; neither do we. */
+		if (r == 0 && !(b->headers = curl_slist_append(NULL, "Expect:")))
+			r = tf__errf(err, -ENOMEM, "out of memory");
 		for (size_t i = 0; i < opts->n_remote_headers && r == 0; i++)
 			r = add_header(b, opts->remote_headers[i], err);
 		if (r < 0)
 			goto out;
 	} else if (!strncmp(rc, "grpc://", 7) || !strncmp(rc, "grpcs://", 8)) {
 		r = tf__errf(err, -EPROTONOSUPPORT,
-			     "--remote_cache %s: gRPC caches are not supported yet; use the cache's HTTP endpoint (bazel-remote serves both) or a --disk_cache directory",
-			     rc);
+			     "--remote_cache %.*s://...: gRPC caches are not supported yet; use the cache's HTTP endpoint (bazel-remote serves both) or a --disk_cache directory",
+			     scheme_len(rc), rc);
 		goto out;
 	} else if (strstr(rc, "://") && strncmp(rc, "file://", 7)) {
 		r = tf__errf(err, -EPROTONOSUPPORT,
-			     "--remote_cache %s: unknown scheme; use http://, https:// or a directory", rc);
+			     "--remote_cache %.*s://...: unknown scheme; use http://, https:// or a directory",
+			     scheme_len(rc), rc);
 		goto out;
 	} else {
 		const char *path = !strncmp(rc, "file://", 7) ? rc + 7 : rc;
@@ -157,12 +220,11 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 			goto out;
 		}
 		b->base = strdup(real);
-		b->display = strdup(real);
 	}
 	b->tls_certificate = dup_or_null(opts->tls_certificate);
 	b->tls_client_certificate = dup_or_null(opts->tls_client_certificate);
 	b->tls_client_key = dup_or_null(opts->tls_client_key);
-	if (!b->base || !b->display)
+	if (!b->base)
 		r = tf__errf(err, -ENOMEM, "out of memory");
 out:
 	if (r < 0) {
@@ -178,7 +240,8 @@ void dl_backend_free(dl_backend *b)
 		return;
 	curl_slist_free_all(b->headers);
 	free(b->base);
-	free(b->display);
+	curl_free(b->user);
+	curl_free(b->password);
 	free(b->tls_certificate);
 	free(b->tls_client_certificate);
 	free(b->tls_client_key);
@@ -190,26 +253,40 @@ const char *dl_backend_kind(const dl_backend *b)
 	return b->type == DL_BACKEND_HTTP ? "http" : "disk";
 }
 
-static const char *area_name(dl_area a)
+bool dl_backend_is_disk(const dl_backend *b)
 {
-	return a == DL_AREA_AC ? "ac" : "cas";
+	return b->type == DL_BACKEND_DISK;
 }
 
-int dl_backend_prepare_get(const dl_backend *b, CURL *h, dl_area area, const char *hash,
-			   char *display, size_t display_len)
+const char *dl_backend_display(const dl_backend *b)
+{
+	return b->base;
+}
+
+const char *dl_area_name(tf_area a)
+{
+	return a == TF_AREA_AC ? "ac" : "cas";
+}
+
+int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash,
+		       char *display, size_t display_len)
 {
 	char url[PATH_MAX + 256];
 
 	if (b->type == DL_BACKEND_HTTP) {
-		snprintf(url, sizeof(url), "%s/%s/%s", b->base, area_name(area), hash);
-		snprintf(display, display_len, "%s/%s/%s", b->display, area_name(area), hash);
+		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
+		snprintf(display, display_len, "%s", url);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, b->headers);
+		if (b->user) {
+			curl_easy_setopt(h, CURLOPT_USERNAME, b->user);
+			curl_easy_setopt(h, CURLOPT_PASSWORD, b->password ? b->password : "");
+		}
 		/* HTTP/2 when the server offers it over TLS; plain HTTP/1.1 otherwise
 		 * (nginx and bazel-remote do not upgrade cleartext connections). */
 		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
-		curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
+		curl_easy_setopt(h, CURLOPT_FAILONERROR, op == DL_OP_GET ? 1L : 0L);
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
 		if (b->tls_certificate)
 			curl_easy_setopt(h, CURLOPT_CAINFO, b->tls_certificate);
@@ -217,30 +294,35 @@ int dl_backend_prepare_get(const dl_backend *b, CURL *h, dl_area area, const cha
 			curl_easy_setopt(h, CURLOPT_SSLCERT, b->tls_client_certificate);
 		if (b->tls_client_key)
 			curl_easy_setopt(h, CURLOPT_SSLKEY, b->tls_client_key);
+		if (op == DL_OP_HEAD)
+			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		else if (op == DL_OP_PUT)
+			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
 	} else {
-		/* Bazel 4.2+ shards its disk cache ({ac,cas}/ab/abcd...); a plain
-		 * HTTP cache root copied to disk is flat ({ac,cas}/abcd...). */
-		struct stat st;
+		/* Only whole-file reads go through libcurl for a disk cache. */
+		char path[PATH_MAX];
 
-		snprintf(url, sizeof(url), "%s/%s/%.2s/%s", b->base, area_name(area), hash, hash);
-		if (stat(url, &st) < 0) {
-			char flat[PATH_MAX + 256];
-			snprintf(flat, sizeof(flat), "%s/%s/%s", b->base, area_name(area), hash);
-			if (stat(flat, &st) == 0)
-				memcpy(url, flat, sizeof(url));
-		}
-		snprintf(display, display_len, "%s", url);
-		memmove(url + 7, url, strlen(url) + 1);
-		memcpy(url, "file://", 7);
+		if (op != DL_OP_GET)
+			return -EOPNOTSUPP;
+		/* Not there: curl's read of the sharded path says so. */
+		dl_disk_path(b, area, hash, path, sizeof(path));
+		snprintf(display, display_len, "%s", path);
+		snprintf(url, sizeof(url), "file://%s", path);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "file");
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	/* --remote_timeout bounds silence, not the whole transfer: a 1 GiB blob
-	 * may take longer than the timeout as long as bytes keep coming. */
+	 * may take longer than the timeout as long as bytes keep coming. A
+	 * stream paused because its reader is slow is not silent to curl. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
 	return 0;
+}
+
+long dl_backend_timeout_s(const dl_backend *b)
+{
+	return b->timeout_s;
 }
 
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
@@ -259,14 +341,18 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 		return DL_OUTCOME_FATAL;
 	}
 	if (rc == CURLE_OK) {
-		if (status == 200)
+		if (status >= 200 && status < 300 && status != 204)
 			return DL_OUTCOME_BODY;
-		if (status == 204) {
-			snprintf(why, why_len, "HTTP 204 (a miss, as nginx WebDAV answers)");
+		if (status == 204 || status == 404) {
+			snprintf(why, why_len, status == 204 ? "HTTP 204 (a miss, as nginx WebDAV answers)"
+							     : "HTTP 404");
 			return DL_OUTCOME_MISS;
 		}
-		snprintf(why, why_len, "unexpected HTTP %ld", status);
-		return DL_OUTCOME_FATAL;
+		if (status < 400) {
+			snprintf(why, why_len, "unexpected HTTP %ld", status);
+			return DL_OUTCOME_FATAL;
+		}
+		rc = CURLE_HTTP_RETURNED_ERROR; /* a stream reads error statuses itself */
 	}
 	if (rc == CURLE_HTTP_RETURNED_ERROR) {
 		if (status == 404) {
@@ -288,7 +374,7 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 	case CURLE_OPERATION_TIMEDOUT:
 		snprintf(why, why_len, "timed out: no data for --remote_timeout=%lds (%s)", b->timeout_s,
 			 detail);
-		return DL_OUTCOME_TRANSIENT;
+		return DL_OUTCOME_TIMEOUT;
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_PARTIAL_FILE:
@@ -304,4 +390,91 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 		snprintf(why, why_len, "%s", detail);
 		return DL_OUTCOME_FATAL;
 	}
+}
+
+/* ---- the disk layout --------------------------------------------------------------- */
+
+int dl_disk_path(const dl_backend *b, tf_area area, const char *hash, char *out, size_t n)
+{
+	struct stat st;
+	char flat[PATH_MAX + 256];
+
+	/* Bazel 4.2+ shards its disk cache ({ac,cas}/ab/abcd...); a plain HTTP
+	 * cache root copied to disk is flat ({ac,cas}/abcd...). */
+	snprintf(out, n, "%s/%s/%.2s/%s", b->base, dl_area_name(area), hash, hash);
+	if (stat(out, &st) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	snprintf(flat, sizeof(flat), "%s/%s/%s", b->base, dl_area_name(area), hash);
+	if (stat(flat, &st) == 0) {
+		snprintf(out, n, "%s", flat);
+		return 0;
+	}
+	return -errno;
+}
+
+int dl_disk_open(const dl_backend *b, tf_area area, const char *hash, int64_t *size)
+{
+	char path[PATH_MAX + 256];
+	struct stat st;
+	int fd, r = dl_disk_path(b, area, hash, path, sizeof(path));
+
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EIO;
+	}
+	*size = (int64_t)st.st_size;
+	return fd;
+}
+
+int dl_mkdirs(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *s = buf + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+int dl_disk_tmp(dl_backend *b, tf_area area, const char *hash, char *tmp, size_t n)
+{
+	char dir[PATH_MAX + 256];
+	int fd, r;
+
+	snprintf(dir, sizeof(dir), "%s/%s/%.2s", b->base, dl_area_name(area), hash);
+	if ((r = dl_mkdirs(dir)) < 0)
+		return r;
+	snprintf(tmp, n, "%s/" DL_TMP_PREFIX "%ld.d%lu", dir, (long)getpid(),
+		 (unsigned long)atomic_fetch_add(&b->tmp_seq, 1));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	return fd < 0 ? -errno : fd;
+}
+
+int dl_disk_commit(const dl_backend *b, tf_area area, const char *hash, const char *tmp)
+{
+	char final[PATH_MAX + 256];
+
+	snprintf(final, sizeof(final), "%s/%s/%.2s/%s", b->base, dl_area_name(area), hash, hash);
+	if (rename(tmp, final) < 0) {
+		int e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	return 0;
 }

@@ -6,17 +6,22 @@
 #define TF_DOWNLOADER_H
 
 #include <curl/curl.h>
+#include <sys/types.h>
 
 #include "core/core.h"
 
-/* Which half of a cache a key lives in. */
-typedef enum dl_area { DL_AREA_AC, DL_AREA_CAS } dl_area;
+/* Which half of a cache a key lives in: tf_area (TF_AREA_CAS, TF_AREA_AC). */
+const char *dl_area_name(tf_area a); /* "cas" or "ac" */
+
+/* What a request asks a backend for. */
+typedef enum dl_op { DL_OP_GET, DL_OP_HEAD, DL_OP_PUT } dl_op;
 
 /* What an attempt's end means, as far as the backend can tell. */
 typedef enum dl_outcome {
 	DL_OUTCOME_BODY,      /* the cache answered with the blob's bytes */
 	DL_OUTCOME_MISS,      /* the cache does not have it (404, 204, no such file) */
-	DL_OUTCOME_TRANSIENT, /* worth another try: network, timeout, 5xx, 408, 429 */
+	DL_OUTCOME_TRANSIENT, /* worth another try: network, 5xx, 408, 429 */
+	DL_OUTCOME_TIMEOUT,   /* --remote_timeout passed in silence (also worth another try) */
 	DL_OUTCOME_FATAL,     /* no point retrying: 401, 403, 400, bad URL, TLS setup */
 } dl_outcome;
 
@@ -32,16 +37,44 @@ void dl_backend_free(dl_backend *b);
 /* "http" or "disk": for messages. */
 const char *dl_backend_kind(const dl_backend *b);
 
+/* True for a --disk_cache directory. */
+bool dl_backend_is_disk(const dl_backend *b);
+
+/* The cache's URL or directory, never with credentials: for messages. */
+const char *dl_backend_display(const dl_backend *b);
+
+long dl_backend_timeout_s(const dl_backend *b);
+
 /* Sets URL, protocol limits, headers, credentials and TLS on an easy handle
- * for a GET of `hash` in `area`, and writes the URL without credentials into
- * display (for messages). The handle must outlive nothing in b but b itself. */
-int dl_backend_prepare_get(const dl_backend *b, CURL *h, dl_area area, const char *hash,
-			   char *display, size_t display_len);
+ * for op on `hash` in `area`, and writes the URL without credentials into
+ * display (for messages). A disk backend takes only DL_OP_GET (-EOPNOTSUPP).
+ * The handle must outlive nothing in b but b itself. */
+int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash,
+		       char *display, size_t display_len);
 
 /* Classifies a finished attempt; fills why with a short reason for
  * everything but a body. */
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
 			       char *why, size_t why_len);
+
+/* ---- the disk layout (disk backend only) ---- */
+
+/* Where hash lives: the sharded path if it exists, else the flat one if that
+ * exists (0), else the sharded path and -ENOENT (or another -errno). */
+int dl_disk_path(const dl_backend *b, tf_area area, const char *hash, char *out, size_t n);
+
+/* Opens the entry for reading; its size into *size. -ENOENT: not there. */
+int dl_disk_open(const dl_backend *b, tf_area area, const char *hash, int64_t *size);
+
+/* Creates a temporary file (0644) in the sharded folder of hash, creating the
+ * folders; its path into tmp. Returns the fd or -errno. */
+int dl_disk_tmp(dl_backend *b, tf_area area, const char *hash, char *tmp, size_t n);
+
+/* Creates path and its missing parents (0755), as `mkdir -p`. 0 or -errno. */
+int dl_mkdirs(const char *path);
+
+/* Renames tmp to the sharded path of hash (atomic); removes tmp on failure. */
+int dl_disk_commit(const dl_backend *b, tf_area area, const char *hash, const char *tmp);
 
 /* Temporary files are named DL_TMP_PREFIX<pid>.<n> in their destination's folder. */
 #define DL_TMP_PREFIX ".tftmp."
@@ -50,6 +83,75 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
  * crash or kill -9), counting them into *removed (may be NULL). Must not run
  * while a downloader writes below rootfd. Blocks while it walks the tree. */
 int dl_remove_stale_tmp(int rootfd, uint64_t *removed, tf_error *err);
+
+/* ---- streams: one entry through the engine in bounded memory ---- */
+
+/* A GET whose body a caller's thread reads, a HEAD, or a PUT whose body a
+ * caller's thread writes; of an http cache through the engine thread (a
+ * bounded ring each way, the curl transfer paused while the ring is full or
+ * empty), of a disk cache by plain file I/O in the caller's thread. Forwarded
+ * requests are not retried. Every function but dl_stream_open may block. */
+typedef struct dl_stream dl_stream;
+
+/* Starts op on `hash` in `area`. put_size: a PUT's body length. cap: a GET
+ * takes at most this many body bytes (0: no cap). Does not block. NULL with
+ * err on bad arguments or out of memory. */
+dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t put_size,
+			  size_t cap, tf_error *err);
+
+/* The URL or path of the entry, without credentials: for messages. */
+const char *dl_stream_what(const dl_stream *s);
+
+/* GET, HEAD: waits for the cache's answer. 0 when it has the entry (*length:
+ * its Content-Length or size, -1 unknown); -ENOENT a miss (404, 204, no such
+ * file); -ETIMEDOUT --remote_timeout passed in silence; -EFBIG larger than
+ * cap; -EIO any other failure; -ESHUTDOWN the engine is closing. why says
+ * which (never a credential). */
+int dl_stream_wait(dl_stream *s, int64_t *length, char *why, size_t n);
+
+/* GET: copies up to max body bytes into buf, waiting for them. The last byte
+ * is held back until the body ended with its announced length and, in the
+ * CAS, hashes to the key. Returns the count, 0 at the verified end, or
+ * negative: -EBADMSG wrong hash, -EFBIG past cap, -EIO/-ETIMEDOUT the
+ * transfer failed or ended short (why). */
+ssize_t dl_stream_read(dl_stream *s, void *buf, size_t max, char *why, size_t n);
+
+/* PUT: hands n bytes to the upload, waiting for room. In the CAS they are
+ * hashed and the last one is held until dl_stream_finish. 0; -EMSGSIZE more
+ * than put_size; -EPIPE the transfer already ended (dl_stream_finish tells). */
+int dl_stream_write(dl_stream *s, const void *p, size_t n);
+
+/* PUT: ends the body and waits for the cache's answer. A body shorter than
+ * put_size (-EMSGSIZE) or, in the CAS, not hashing to the key (-EBADMSG) is
+ * refused before its last byte leaves: nothing is stored. 0 stored (*status:
+ * the HTTP status, 200 for a disk cache), or negative as dl_stream_wait. */
+int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n);
+
+/* Cancels what is still running (a disk upload leaves no file) and lets go
+ * of s. Every stream must be freed before tf_downloader_free. */
+void dl_stream_free(dl_stream *s);
+
+/* A whole entry into out (initialised here with cap; freed on failure).
+ * Returns as dl_stream_wait/dl_stream_read. Blocks. */
+int dl_get_mem(tf_downloader *d, tf_area area, const char *hash, size_t cap, tf__buf *out, char *why,
+	       size_t n);
+
+/* Stores len bytes as hash in area. Returns as dl_stream_finish. Blocks. */
+int dl_put_mem(tf_downloader *d, tf_area area, const char *hash, const void *data, size_t len, long *status,
+	       char *why, size_t n);
+
+/* Asks (HEAD, 64 at a time) whether each blob is in the cache with its size.
+ * 1 all are; 0 one is missing or has another size (*missing: its index, why
+ * names it); negative: the cache could not tell (why). Blocks. */
+int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t count, size_t *missing,
+		    char *why, size_t n);
+
+/* Refuses new streams and ends those in flight (their waiters wake with
+ * -ESHUTDOWN); tf_downloader_free still follows. Does not block. */
+void dl_downloader_close(tf_downloader *d);
+
+/* The cache's URL or directory, without credentials. */
+const char *dl_downloader_display(const tf_downloader *d);
 
 /* ---- the verifier thread (hasher.c) ---- */
 

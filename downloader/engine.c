@@ -12,6 +12,15 @@
  * through SHA-256 into a temporary file in the first destination's folder,
  * and only a verified file of the right size is renamed into place.
  *
+ * A transfer is one of four modes: a verified file (tf_downloader_fetch), a
+ * capped read into memory (tf_downloader_read), or a stream (dl_stream_*):
+ * a GET whose body goes to a reader thread, a HEAD, or a PUT whose body comes
+ * from a writer thread. A stream's bytes cross a bounded ring; when the ring
+ * is full (GET) or empty (PUT) the curl transfer is paused and the other side
+ * unpauses it through the poke list, so a blob of any size crosses in bounded
+ * memory. Streams of a --disk_cache directory are plain file I/O in the
+ * caller's thread with the same states and the same checks.
+ *
  * Every transfer is in exactly one state (dl_state) and changes state only
  * through set_state(), which checks the transition. */
 #include "downloader/downloader.h"
@@ -38,11 +47,14 @@
 #define DL_BUFFER_SIZE_LARGE (1024 * 1024) /* ...and of one of a large blob: fewer, larger writes */
 #define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
+#define DL_RING_BYTES ((size_t)512 << 10) /* a stream's ring, each way */
+#define DL_STREAM_BUFFER (128L << 10)      /* curl's receive and upload buffers for streams */
 
 typedef enum dl_state {
 	DL_NEW,      /* created, not yet scheduled */
 	DL_QUEUED,   /* waiting for a connection slot */
 	DL_RUNNING,  /* its easy handle is in the multi */
+	DL_ANSWERED, /* a stream: the cache's status line and headers are in */
 	DL_VERIFYING, /* all bytes written; the verifier thread is finishing the hash */
 	DL_BACKOFF,  /* a transient failure; waits until retry_at */
 	DL_PLACED,   /* verified and at its final path; serves later requests by link */
@@ -50,9 +62,18 @@ typedef enum dl_state {
 } dl_state;
 
 static const char *const state_names[] = {
-	[DL_NEW] = "new",         [DL_QUEUED] = "queued", [DL_RUNNING] = "running", [DL_VERIFYING] = "verifying",
+	[DL_NEW] = "new",         [DL_QUEUED] = "queued", [DL_RUNNING] = "running", [DL_ANSWERED] = "answered",
+	[DL_VERIFYING] = "verifying",
 	[DL_BACKOFF] = "backoff", [DL_PLACED] = "placed", [DL_FINISHED] = "finished",
 };
+
+typedef enum dl_mode {
+	DL_MODE_FILE,   /* into a verified file at its destinations */
+	DL_MODE_MEM,    /* into capped memory */
+	DL_MODE_STREAM, /* a dl_stream: GET to a reader, HEAD, or PUT from a writer */
+} dl_mode;
+
+struct dl_completion;
 
 /* One destination of a blob: a request waiting for its callback. */
 typedef struct dl_dest {
@@ -61,13 +82,60 @@ typedef struct dl_dest {
 	bool executable;
 	tf_fetch_cb cb;
 	void *user;
+	struct dl_completion *c; /* allocated with the request: completing never allocates */
 } dl_dest;
+
+/* A bounded byte ring. */
+typedef struct dl_ring {
+	unsigned char *b;
+	size_t cap, head, len;
+} dl_ring;
+
+/* The part of a stream transfer the engine and the caller's thread share
+ * (under mu). The engine's dl_xfer holds one reference until it ends, the
+ * caller one until dl_stream_free. */
+struct dl_stream {
+	tf_downloader *d;
+	dl_op op;
+	tf_area area;
+	char hash[TF_HASH_HEX_LEN + 1];
+	int64_t put_size;  /* PUT: the body's length */
+	size_t cap;        /* GET: most body bytes accepted (0: no cap) */
+	char *what;        /* the URL or path without credentials, for messages */
+	int refs;          /* under d->mu */
+	struct dl_stream *add_next, *poke_next; /* under d->mu */
+	bool poked;                  /* under d->mu */
+	struct dl_xfer *x; /* engine thread only: the running transfer, NULL before and after */
+	/* caller's thread only */
+	EVP_MD_CTX *md;    /* CAS: the hash of the bytes so far */
+	uint64_t done_bytes;  /* bytes handed to or taken from the caller */
+	unsigned char hold;   /* PUT CAS: the last byte, sent once the hash matched */
+	bool held, verified;
+	int fd;               /* disk: the entry (GET/HEAD) or the temporary file (PUT) */
+	char *tmp;            /* disk PUT: the temporary file's path */
+	/* under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	dl_state state;    /* mirrors the transfer's: new, queued, running, answered, finished */
+	long status;       /* HTTP status of the answer; 0 none */
+	int64_t length;    /* Content-Length (disk: the file size), -1 unknown */
+	int err;           /* 0, or why it ended early: -EFBIG (past cap), -ECANCELED, -ESHUTDOWN,
+			      -ENOMEM */
+	CURLcode result;   /* once finished */
+	char errbuf[CURL_ERROR_SIZE];
+	dl_ring ring;
+	uint64_t moved;    /* body bytes through the ring */
+	bool paused;       /* the curl side waits for the caller (ring full or empty) */
+	bool eof;          /* PUT: every byte is in the ring */
+	bool cancel;       /* the caller gave up */
+};
 
 typedef struct dl_xfer {
 	struct tf_downloader *d;
 	dl_state state;
+	dl_mode mode;
 	tf_digest digest;
-	struct dl_xfer *hnext;  /* hash chain */
+	struct dl_xfer *lnext;  /* reads or streams list */
 	struct dl_xfer *qnext;  /* queued or backoff list */
 	dl_dest *dests;         /* waiting requests; the first one gets the transfer's file */
 	CURL *easy;
@@ -84,9 +152,10 @@ typedef struct dl_xfer {
 	char *placed_path;
 	bool placed_exec;
 	struct stat placed_st;
-	/* Reads into memory (tf_downloader_read): never indexed or shared. */
-	dl_area area;
+	/* Reads into memory and streams: never indexed or shared. */
+	tf_area area;
 	tf__buf *mem;
+	dl_stream *s;
 	/* While the transfer is active (queued to finished): */
 	char *url;    /* without credentials, for messages */
 	char *errbuf; /* CURL_ERROR_SIZE */
@@ -100,6 +169,7 @@ typedef struct dl_completion {
 	tf_fetch_done done;
 	char *path;
 	char *message;
+	bool message_static;
 	tf__buf *mem; /* a read's bytes, handed to the callback */
 } dl_completion;
 
@@ -108,7 +178,7 @@ typedef struct dl_request {
 	struct dl_request *next;
 	tf_digest digest;
 	dl_dest *dest;
-	dl_area area;
+	tf_area area;
 	size_t max_bytes; /* > 0: a read into memory of at most this many bytes */
 } dl_request;
 
@@ -141,13 +211,15 @@ struct tf_downloader {
 	bool signaled; /* evfd holds a count nobody has read yet */
 	bool closing;
 	tf_downloader_stats stats;
+	dl_stream *add_head, *add_tail;   /* streams to start */
+	dl_stream *poke_head, *poke_tail; /* streams to unpause or cancel */
 
 	/* Engine thread only. */
-	dl_xfer **buckets;
-	size_t nbuckets, nxfers;
+	tf__map index; /* "hash/size" -> dl_xfer of a file mode transfer */
 	dl_xfer *queue_head, *queue_tail; /* DL_QUEUED, in arrival order */
 	dl_xfer *backoff;                 /* DL_BACKOFF, unordered */
-	dl_xfer *reads;                   /* every memory read, for teardown (linked by hnext) */
+	dl_xfer *reads;                   /* every memory read, for teardown (linked by lnext) */
+	dl_xfer *streams;                 /* every stream transfer (linked by lnext) */
 	int running;   /* transfers in DL_RUNNING */
 	int verifying; /* transfers in DL_VERIFYING */
 	CURL **idle_handles;
@@ -160,23 +232,33 @@ struct tf_downloader {
 
 /* ---- transfer state -------------------------------------------------------- */
 
-static void set_state(dl_xfer *x, dl_state to)
+/* The one transition table, for every transfer and stream. */
+static void check_transition(const char *key, dl_state from, dl_state to)
 {
 	static const unsigned allowed[] = {
-		[DL_NEW] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED,
+		/* running, answered: a disk cache's stream (no queue, no connection) */
+		[DL_NEW] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED | 1u << DL_RUNNING |
+			   1u << DL_ANSWERED,
 		[DL_QUEUED] = 1u << DL_RUNNING | 1u << DL_FINISHED,
 		[DL_RUNNING] = 1u << DL_BACKOFF | 1u << DL_QUEUED | 1u << DL_VERIFYING | 1u << DL_PLACED |
-			       1u << DL_FINISHED,
+			       1u << DL_FINISHED | 1u << DL_ANSWERED,
+		[DL_ANSWERED] = 1u << DL_FINISHED,
 		[DL_VERIFYING] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED,
 		[DL_BACKOFF] = 1u << DL_QUEUED | 1u << DL_FINISHED,
 		[DL_PLACED] = 1u << DL_QUEUED, /* the placed copy vanished; fetch again */
 		[DL_FINISHED] = 1u << DL_QUEUED, /* asked again later: a new attempt */
 	};
-	if (!(allowed[x->state] & (1u << to))) {
-		fprintf(stderr, "topfetch: internal error: transfer %s: %s -> %s\n", x->digest.hash,
-			state_names[x->state], state_names[to]);
+	if (!(allowed[from] & (1u << to))) {
+		/* A broken invariant, not a runtime condition: stop here, loudly. */
+		fprintf(stderr, "topfetch: internal error: transfer %s: %s -> %s\n", key, state_names[from],
+			state_names[to]);
 		abort();
 	}
+}
+
+static void set_state(dl_xfer *x, dl_state to)
+{
+	check_transition(x->digest.hash, x->state, to);
 	if (x->state == DL_VERIFYING)
 		x->d->verifying--;
 	if (to == DL_VERIFYING)
@@ -185,70 +267,94 @@ static void set_state(dl_xfer *x, dl_state to)
 		fprintf(stderr, "trace: %s %s -> %s\n", x->digest.hash, state_names[x->state],
 			state_names[to]);
 	x->state = to;
+	if (x->s) {
+		pthread_mutex_lock(&x->s->mu);
+		x->s->state = to;
+		pthread_cond_broadcast(&x->s->cv);
+		pthread_mutex_unlock(&x->s->mu);
+	}
 }
 
-/* ---- hash index of transfers by digest --------------------------------------- */
+/* ---- index of file transfers by digest (core's map) --------------------------------- */
 
-static uint64_t digest_hash(const tf_digest *d)
+#define DL_KEY_MAX (TF_HASH_HEX_LEN + 24)
+
+static void index_key(const tf_digest *dg, char key[DL_KEY_MAX])
 {
-	uint64_t h = 0;
-	for (int i = 0; i < 16; i++)
-		h = h << 4 | (uint64_t)(d->hash[i] <= '9' ? d->hash[i] - '0' : d->hash[i] - 'a' + 10);
-	return h ^ (uint64_t)d->size;
+	snprintf(key, DL_KEY_MAX, "%s/%lld", dg->hash, (long long)dg->size);
 }
 
 static dl_xfer *index_find(tf_downloader *d, const tf_digest *dg)
 {
-	for (dl_xfer *x = d->buckets[digest_hash(dg) & (d->nbuckets - 1)]; x; x = x->hnext)
-		if (x->digest.size == dg->size && !memcmp(x->digest.hash, dg->hash, TF_HASH_HEX_LEN))
-			return x;
-	return NULL;
+	char key[DL_KEY_MAX];
+	index_key(dg, key);
+	return tf__map_get(&d->index, key);
 }
 
 static int index_add(tf_downloader *d, dl_xfer *x)
 {
-	if (d->nxfers + 1 > d->nbuckets) {
-		size_t nb = d->nbuckets * 2;
-		dl_xfer **b = calloc(nb, sizeof(*b));
-		if (!b)
-			return -ENOMEM;
-		for (size_t i = 0; i < d->nbuckets; i++) {
-			dl_xfer *n;
-			for (dl_xfer *y = d->buckets[i]; y; y = n) {
-				n = y->hnext;
-				y->hnext = b[digest_hash(&y->digest) & (nb - 1)];
-				b[digest_hash(&y->digest) & (nb - 1)] = y;
-			}
-		}
-		free(d->buckets);
-		d->buckets = b;
-		d->nbuckets = nb;
-	}
-	x->hnext = d->buckets[digest_hash(&x->digest) & (d->nbuckets - 1)];
-	d->buckets[digest_hash(&x->digest) & (d->nbuckets - 1)] = x;
-	d->nxfers++;
-	return 0;
+	char key[DL_KEY_MAX];
+	index_key(&x->digest, key);
+	return tf__map_put(&d->index, key, x);
 }
 
 static void xfer_free(dl_xfer *x);
 
-/* Drops every transfer that has ended: they only serve later requests for the
- * same blob, and the index must stay bounded. */
-static void index_forget_ended(tf_downloader *d)
+typedef struct dl_ended {
+	dl_xfer **v;
+	size_t n;
+	bool all;
+} dl_ended;
+
+static void collect_ended(const char *key, void *value, void *user)
 {
-	for (size_t i = 0; i < d->nbuckets; i++) {
-		dl_xfer **pp = &d->buckets[i];
-		while (*pp) {
-			dl_xfer *x = *pp;
-			if (x->state == DL_PLACED || x->state == DL_FINISHED) {
-				*pp = x->hnext;
-				d->nxfers--;
-				xfer_free(x);
-			} else {
-				pp = &x->hnext;
-			}
-		}
+	dl_xfer *x = value;
+	dl_ended *e = user;
+	(void)key;
+	if (e->all || x->state == DL_PLACED || x->state == DL_FINISHED)
+		e->v[e->n++] = x;
+}
+
+/* Drops every transfer that has ended (or, all: every one): they only serve
+ * later requests for the same blob, and the index must stay bounded. */
+static void index_forget(tf_downloader *d, bool all, void (*drop)(tf_downloader *, dl_xfer *))
+{
+	dl_ended e = { .v = malloc((d->index.n + 1) * sizeof(*e.v)), .all = all };
+
+	if (!e.v)
+		return; /* tried again when the next blob arrives */
+	tf__map_each(&d->index, collect_ended, &e);
+	for (size_t i = 0; i < e.n; i++) {
+		char key[DL_KEY_MAX];
+		index_key(&e.v[i]->digest, key);
+		tf__map_remove(&d->index, key);
+		drop(d, e.v[i]);
 	}
+	free(e.v);
+}
+
+static void drop_ended(tf_downloader *d, dl_xfer *x)
+{
+	(void)d;
+	xfer_free(x);
+}
+
+static void close_tmp(dl_xfer *x, bool remove);
+static void dest_free(dl_dest *t);
+
+/* Teardown: whatever state x is in (the engine thread has stopped). */
+static void drop_any(tf_downloader *d, dl_xfer *x)
+{
+	if (x->easy) {
+		curl_multi_remove_handle(d->multi, x->easy);
+		curl_easy_cleanup(x->easy);
+	}
+	close_tmp(x, true);
+	for (dl_dest *t = x->dests, *tn; t; t = tn) {
+		tn = t->next;
+		dest_free(t);
+	}
+	xfer_free(x);
 }
 
 static void xfer_free(dl_xfer *x)
@@ -272,8 +378,21 @@ static void dest_free(dl_dest *t)
 {
 	if (t) {
 		free(t->path);
+		free(t->c);
 		free(t);
 	}
+}
+
+static void completion_free(dl_completion *c)
+{
+	free(c->path);
+	if (!c->message_static)
+		free(c->message);
+	if (c->mem) {
+		tf__buf_fini(c->mem);
+		free(c->mem);
+	}
+	free(c);
 }
 
 /* Hands one finished request back to the caller's thread. Takes t. */
@@ -291,20 +410,19 @@ static void complete(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_resul
 static void complete_read(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_result r, bool transferred,
 			  bool present, bool linked, int tries, const char *msg, tf__buf *mem)
 {
-	dl_completion *c = calloc(1, sizeof(*c));
+	dl_completion *c = t->c; /* allocated with the request */
 	uint64_t one = 1;
 
-	if (!c) {
-		/* Out of memory on the way back: we cannot report it, and the caller
-		 * would wait forever. There is no safe way on. */
-		fprintf(stderr, "topfetch: out of memory delivering a completion\n");
-		abort();
-	}
+	t->c = NULL;
 	c->cb = t->cb;
 	c->user = t->user;
 	c->path = t->path;
 	t->path = NULL;
 	c->message = msg ? strdup(msg) : NULL;
+	if (msg && !c->message) {
+		c->message = (char *)"out of memory (the detail of this result was lost)";
+		c->message_static = true;
+	}
 	c->done.result = r;
 	c->done.path = c->path;
 	c->done.digest = *dg;
@@ -697,12 +815,18 @@ static void finish_failed(tf_downloader *d, dl_xfer *x, tf_result r, const char 
 
 /* Opens the temporary file for x in its first destination's folder and starts
  * an attempt. */
+static void stream_start(tf_downloader *d, dl_xfer *x);
+
 static void start(tf_downloader *d, dl_xfer *x)
 {
 	tf_error err = { 0 };
 	const char *leaf;
 	CURL *h;
 
+	if (x->mode == DL_MODE_STREAM) {
+		stream_start(d, x);
+		return;
+	}
 	if (x->mem) {
 		tf__buf_reset(x->mem);
 		goto open_handle;
@@ -757,7 +881,7 @@ open_handle:
 	x->local_errno = 0;
 	x->errbuf[0] = '\0';
 	x->attempts++;
-	dl_backend_prepare_get(d->backend, h, x->area, x->digest.hash, x->url, DL_URL_MAX);
+	dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->url, DL_URL_MAX);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
@@ -849,7 +973,7 @@ static void on_body_done(tf_downloader *d, dl_xfer *x)
 	EVP_DigestFinal_ex(x->md, md, &mdlen);
 	tf__hex(md, mdlen, hex);
 	/* An action-cache key names the action, not the content: nothing to verify. */
-	on_verified(d, x, x->area == DL_AREA_AC ? x->digest.hash : hex);
+	on_verified(d, x, x->area == TF_AREA_AC ? x->digest.hash : hex);
 }
 
 /* Places the body if it hashes to the digest. */
@@ -905,12 +1029,330 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 	shrink(x);
 }
 
+/* ---- streams: the engine's side --------------------------------------------------------- */
+
+static size_t ring_put(dl_ring *r, const unsigned char *src, size_t n)
+{
+	size_t w = n < r->cap - r->len ? n : r->cap - r->len;
+	size_t tail = (r->head + r->len) % r->cap;
+	size_t first = w < r->cap - tail ? w : r->cap - tail;
+
+	memcpy(r->b + tail, src, first);
+	memcpy(r->b, src + first, w - first);
+	r->len += w;
+	return w;
+}
+
+static size_t ring_get(dl_ring *r, unsigned char *dst, size_t n)
+{
+	size_t g = n < r->len ? n : r->len;
+	size_t first = g < r->cap - r->head ? g : r->cap - r->head;
+
+	memcpy(dst, r->b + r->head, first);
+	memcpy(dst + first, r->b, g - first);
+	r->head = (r->head + g) % r->cap;
+	r->len -= g;
+	return g;
+}
+
+static void stream_unref(dl_stream *s)
+{
+	tf_downloader *d = s->d;
+	bool last;
+
+	pthread_mutex_lock(&d->mu);
+	last = --s->refs == 0;
+	pthread_mutex_unlock(&d->mu);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	EVP_MD_CTX_free(s->md);
+	free(s->ring.b);
+	free(s->what);
+	free(s->tmp);
+	free(s);
+}
+
+/* Ends a stream that never reached the engine (disk, or refused). */
+static void stream_settle(dl_stream *s, dl_state state, long status, int err, const char *why)
+{
+	pthread_mutex_lock(&s->mu);
+	check_transition(s->hash, s->state, state);
+	s->state = state;
+	s->status = status;
+	if (err && !s->err)
+		s->err = err;
+	if (why && !s->errbuf[0])
+		snprintf(s->errbuf, sizeof(s->errbuf), "%s", why);
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Asks the engine to look at s again: unpause it, or cancel it. */
+static void stream_poke(dl_stream *s)
+{
+	tf_downloader *d = s->d;
+	bool wake = false;
+
+	pthread_mutex_lock(&d->mu);
+	if (!s->poked && !d->closing) {
+		s->poked = true;
+		s->refs++;
+		s->poke_next = NULL;
+		if (d->poke_tail)
+			d->poke_tail->poke_next = s;
+		else
+			d->poke_head = s;
+		d->poke_tail = s;
+		wake = true;
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (wake)
+		curl_multi_wakeup(d->multi);
+}
+
+/* The final status line and headers of an answer are in. */
+static size_t stream_on_header(char *b, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t n = size * nmemb;
+	long code = 0;
+	curl_off_t cl = -1;
+
+	/* The blank line ends a header block; 1xx blocks are interim. */
+	if (n > 2 || (b[0] != '\r' && b[0] != '\n'))
+		return n;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (code < 200)
+		return n;
+	curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+	pthread_mutex_lock(&s->mu);
+	s->status = code;
+	s->length = cl;
+	pthread_mutex_unlock(&s->mu);
+	if (x->state == DL_RUNNING)
+		set_state(x, DL_ANSWERED);
+	return n;
+}
+
+/* GET: the body into the ring; a full ring pauses the transfer. */
+static size_t stream_on_body(char *data, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t n = size * nmemb;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->cancel) {
+		pthread_mutex_unlock(&s->mu);
+		return 0; /* aborts the transfer */
+	}
+	if (s->op != DL_OP_GET || s->status < 200 || s->status >= 300 || s->status == 204) {
+		pthread_mutex_unlock(&s->mu);
+		return n; /* an error page, or the answer to a PUT: read and dropped */
+	}
+	if ((s->cap && s->moved + n > s->cap) || n > s->ring.cap) {
+		s->err = -EFBIG;
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	if (s->ring.cap - s->ring.len < n) {
+		/* curl keeps this chunk and offers it again once unpaused. */
+		s->paused = true;
+		pthread_mutex_unlock(&s->mu);
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	ring_put(&s->ring, (const unsigned char *)data, n);
+	s->moved += n;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+/* PUT: the body from the ring; an empty ring pauses the transfer. */
+static size_t stream_on_read(char *buf, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t got;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->cancel) {
+		pthread_mutex_unlock(&s->mu);
+		return CURL_READFUNC_ABORT;
+	}
+	if (s->ring.len == 0) {
+		bool eof = s->eof;
+		if (!eof)
+			s->paused = true;
+		pthread_mutex_unlock(&s->mu);
+		return eof ? 0 : CURL_READFUNC_PAUSE;
+	}
+	got = ring_get(&s->ring, (unsigned char *)buf, size * nmemb);
+	s->moved += got;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return got;
+}
+
+static void queue_remove(tf_downloader *d, dl_xfer *x)
+{
+	dl_xfer *prev = NULL;
+	for (dl_xfer *y = d->queue_head; y; prev = y, y = y->qnext) {
+		if (y != x)
+			continue;
+		if (prev)
+			prev->qnext = y->qnext;
+		else
+			d->queue_head = y->qnext;
+		if (d->queue_tail == y)
+			d->queue_tail = prev;
+		return;
+	}
+}
+
+/* Ends a stream transfer: its result becomes final, its waiter wakes, and the
+ * engine lets go of it. err: 0, or why it ended early. */
+static void stream_end(tf_downloader *d, dl_xfer *x, CURLcode rc, int err, const char *why)
+{
+	dl_stream *s = x->s;
+	long code = 0;
+
+	if (x->state == DL_QUEUED)
+		queue_remove(d, x);
+	if (x->easy) {
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+		release_easy(d, x);
+	}
+	pthread_mutex_lock(&s->mu);
+	s->result = rc;
+	if (err && !s->err)
+		s->err = err;
+	if (why && !s->errbuf[0])
+		snprintf(s->errbuf, sizeof(s->errbuf), "%s", why);
+	if (!s->status && rc == CURLE_OK)
+		s->status = code;
+	pthread_mutex_unlock(&s->mu);
+	set_state(x, DL_FINISHED);
+	for (dl_xfer **pp = &d->streams; *pp; pp = &(*pp)->lnext) {
+		if (*pp == x) {
+			*pp = x->lnext;
+			break;
+		}
+	}
+	s->x = NULL;
+	x->s = NULL;
+	xfer_free(x);
+	stream_unref(s);
+}
+
+static void stream_start(tf_downloader *d, dl_xfer *x)
+{
+	dl_stream *s = x->s;
+	bool cancel;
+	CURL *h;
+	int r;
+
+	pthread_mutex_lock(&s->mu);
+	cancel = s->cancel;
+	pthread_mutex_unlock(&s->mu);
+	if (cancel) {
+		stream_end(d, x, CURLE_ABORTED_BY_CALLBACK, -ECANCELED, "cancelled");
+		return;
+	}
+	if (!x->url)
+		x->url = malloc(DL_URL_MAX);
+	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
+	if (!x->url || !h) {
+		if (h)
+			curl_easy_cleanup(h);
+		stream_end(d, x, CURLE_OUT_OF_MEMORY, -ENOMEM, "out of memory starting a transfer");
+		return;
+	}
+	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, x->url, DL_URL_MAX);
+	/* A stream reads the status itself; an error page is read and dropped so
+	 * that the connection stays usable. */
+	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, stream_on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream_on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, s->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, DL_STREAM_BUFFER);
+	if (s->op == DL_OP_PUT) {
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, stream_on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, x);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)s->put_size);
+		curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, DL_STREAM_BUFFER);
+	}
+	x->easy = h;
+	if (r < 0 || curl_multi_add_handle(d->multi, h) != CURLM_OK) {
+		x->easy = NULL;
+		curl_easy_cleanup(h);
+		stream_end(d, x, CURLE_FAILED_INIT, -ENOMEM, "cannot add a transfer to libcurl");
+		return;
+	}
+	d->running++;
+	set_state(x, DL_RUNNING);
+}
+
+/* New streams, and pokes: unpause or cancel. Engine thread. */
+static void streams_take(tf_downloader *d, dl_stream *add, dl_stream *poke, bool closing)
+{
+	for (dl_stream *s = add, *n; s; s = n) {
+		dl_xfer *x = calloc(1, sizeof(*x));
+		n = s->add_next;
+		if (!x) {
+			stream_settle(s, DL_FINISHED, 0, -ENOMEM, "out of memory starting a transfer");
+			stream_unref(s);
+			continue;
+		}
+		x->d = d;
+		x->mode = DL_MODE_STREAM;
+		x->state = DL_NEW;
+		x->fd = x->dirfd = -1;
+		x->area = s->area;
+		memcpy(x->digest.hash, s->hash, TF_HASH_HEX_LEN + 1); /* for the trace */
+		x->digest.size = -1;
+		x->s = s;
+		s->x = x;
+		x->lnext = d->streams;
+		d->streams = x;
+		enqueue(d, x);
+	}
+	for (dl_stream *s = poke, *n; s; s = n) {
+		dl_xfer *x = s->x;
+		bool cancel;
+		n = s->poke_next;
+		pthread_mutex_lock(&s->mu);
+		cancel = s->cancel;
+		if (!cancel && x && x->easy)
+			s->paused = false;
+		pthread_mutex_unlock(&s->mu);
+		if (x && cancel)
+			stream_end(d, x, CURLE_ABORTED_BY_CALLBACK, -ECANCELED, "cancelled");
+		else if (x && x->easy)
+			curl_easy_pause(x->easy, CURLPAUSE_CONT);
+		stream_unref(s);
+	}
+	while (closing && d->streams)
+		stream_end(d, d->streams, CURLE_ABORTED_BY_CALLBACK, -ESHUTDOWN, "the transfer engine is shutting down");
+}
+
 static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 {
 	char why[CURL_ERROR_SIZE + 256], msg[TF_ERROR_MESSAGE_MAX];
 	long status = 0;
 	dl_outcome o;
 
+	if (x->mode == DL_MODE_STREAM) {
+		stream_end(d, x, rc, 0, NULL);
+		return;
+	}
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 	release_easy(d, x);
 
@@ -942,6 +1384,7 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		finish_failed(d, x, TF_RESULT_LOST, msg);
 		return;
 	case DL_OUTCOME_TRANSIENT:
+	case DL_OUTCOME_TIMEOUT:
 		if (x->attempts <= d->retries) {
 			close_tmp(x, true);
 			backoff(d, x);
@@ -966,7 +1409,7 @@ static dl_xfer *xfer_new(tf_downloader *d, const tf_digest *dg)
 	if (!x)
 		return NULL;
 	x->d = d;
-	x->area = DL_AREA_CAS;
+	x->area = TF_AREA_CAS;
 	x->digest = *dg;
 	x->state = DL_NEW;
 	x->fd = x->dirfd = -1;
@@ -1008,7 +1451,7 @@ static void accept_request(tf_downloader *d, dl_request *q)
 	tf_error err = { 0 };
 	dl_xfer *x;
 
-	if (q->max_bytes && q->area == DL_AREA_CAS && q->digest.size == 0) {
+	if (q->max_bytes && q->area == TF_AREA_CAS && q->digest.size == 0) {
 		tf__buf *empty = calloc(1, sizeof(*empty)); /* zero-length blobs are never requested */
 		complete_read(d, t, &q->digest, empty ? TF_RESULT_OK : TF_RESULT_LOCAL, false, false, false,
 			      0, empty ? NULL : "out of memory", empty);
@@ -1024,11 +1467,17 @@ static void accept_request(tf_downloader *d, dl_request *q)
 			return;
 		}
 		tf__buf_init(x->mem, q->max_bytes);
+		x->mode = DL_MODE_MEM;
 		x->area = q->area;
 		x->dests = t;
-		x->hnext = d->reads;
+		x->lnext = d->reads;
 		d->reads = x;
 		enqueue(d, x);
+		return;
+	}
+	if (d->rootfd < 0) {
+		complete(d, t, &q->digest, TF_RESULT_LOCAL, false, false, false, 0,
+			 "this downloader was made for streams only: it has no output directory");
 		return;
 	}
 	if (tf__path_check(t->path, "destination", &err) < 0) {
@@ -1059,8 +1508,8 @@ static void accept_request(tf_downloader *d, dl_request *q)
 		return;
 	}
 	if (!x) {
-		if (d->nxfers >= DL_INDEX_MAX)
-			index_forget_ended(d);
+		if (d->index.n >= DL_INDEX_MAX)
+			index_forget(d, false, drop_ended);
 		x = xfer_new(d, &q->digest);
 		if (!x || index_add(d, x) < 0) {
 			xfer_free(x);
@@ -1085,10 +1534,10 @@ static void schedule(tf_downloader *d)
 	for (dl_xfer **rp = &d->reads; *rp;) {
 		dl_xfer *x = *rp;
 		if (x->state == DL_FINISHED) {
-			*rp = x->hnext;
+			*rp = x->lnext;
 			xfer_free(x);
 		} else {
-			rp = &x->hnext;
+			rp = &x->lnext;
 		}
 	}
 
@@ -1127,14 +1576,24 @@ static void *engine_main(void *arg)
 
 	for (;;) {
 		dl_request *in;
+		dl_stream *add, *poke;
 		CURLMsg *m;
 		int left, still;
+		bool closing;
 
 		pthread_mutex_lock(&d->mu);
 		in = d->in_head;
 		d->in_head = d->in_tail = NULL;
-		if (d->closing) {
-			pthread_mutex_unlock(&d->mu);
+		add = d->add_head;
+		d->add_head = d->add_tail = NULL;
+		poke = d->poke_head;
+		d->poke_head = d->poke_tail = NULL;
+		for (dl_stream *s = poke; s; s = s->poke_next)
+			s->poked = false;
+		closing = d->closing;
+		pthread_mutex_unlock(&d->mu);
+		streams_take(d, add, poke, closing);
+		if (closing) {
 			while (in) {
 				dl_request *n = in->next;
 				dest_free(in->dest);
@@ -1143,7 +1602,6 @@ static void *engine_main(void *arg)
 			}
 			break;
 		}
-		pthread_mutex_unlock(&d->mu);
 		while (in) {
 			dl_request *n = in->next;
 			accept_request(d, in);
@@ -1243,24 +1701,24 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	/* Read the umask once (umask() can only be read by setting it). */
 	d->umask = umask(022);
 	umask(d->umask);
+	tf__map_init(&d->index);
 	d->backend = dl_backend_new(opts, err);
 	if (!d->backend)
 		goto fail;
-	if (mkdir(output_dir, 0755) < 0 && errno != EEXIST) {
+	if (!output_dir) {
+		/* streams only */
+	} else if (mkdir(output_dir, 0755) < 0 && errno != EEXIST) {
 		tf__errf(err, -errno, "cannot create the output directory %s: %s", output_dir, strerror(errno));
 		goto fail;
 	}
-	d->rootfd = open(output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (d->rootfd < 0) {
+	else if ((d->rootfd = open(output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		tf__errf(err, -errno, "cannot open the output directory %s: %s", output_dir, strerror(errno));
 		goto fail;
 	}
 	d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	d->nbuckets = 1024;
-	d->buckets = calloc(d->nbuckets, sizeof(*d->buckets));
 	d->idle_handles = calloc((size_t)d->max_conn, sizeof(*d->idle_handles));
 	d->multi = curl_multi_init();
-	if (d->evfd < 0 || !d->buckets || !d->idle_handles || !d->multi) {
+	if (d->evfd < 0 || !d->idle_handles || !d->multi) {
 		tf__errf(err, -ENOMEM, "cannot set up the transfer engine: %s", strerror(errno));
 		goto fail;
 	}
@@ -1319,7 +1777,7 @@ int tf_downloader_fetch(tf_downloader *d, const tf_digest *digest, bool executab
 	dl_request *q = calloc(1, sizeof(*q));
 	dl_dest *t = calloc(1, sizeof(*t));
 
-	if (!q || !t || !(t->path = strdup(path))) {
+	if (!q || !t || !(t->path = strdup(path)) || !(t->c = calloc(1, sizeof(*t->c)))) {
 		free(q);
 		dest_free(t);
 		return -ENOMEM;
@@ -1343,14 +1801,19 @@ int tf_downloader_read(tf_downloader *d, tf_area area, const char *hash, int64_t
 		return -EINVAL;
 	q = calloc(1, sizeof(*q));
 	t = calloc(1, sizeof(*t));
-	if (!q || !t || asprintf(&t->path, "%s/%s", area == TF_AREA_AC ? "ac" : "cas", hash) < 0) {
+	if (!q || !t || asprintf(&t->path, "%s/%s", dl_area_name(area), hash) < 0) {
 		free(q);
 		free(t);
 		return -ENOMEM;
 	}
+	if (!(t->c = calloc(1, sizeof(*t->c)))) {
+		free(q);
+		dest_free(t);
+		return -ENOMEM;
+	}
 	memcpy(q->digest.hash, hash, TF_HASH_HEX_LEN + 1);
 	q->digest.size = size;
-	q->area = area == TF_AREA_AC ? DL_AREA_AC : DL_AREA_CAS;
+	q->area = area;
 	q->max_bytes = max_bytes;
 	t->cb = cb;
 	t->user = user;
@@ -1398,13 +1861,7 @@ int tf_downloader_dispatch(tf_downloader *d, int timeout_ms)
 		pthread_mutex_lock(&d->mu);
 		d->outstanding--;
 		pthread_mutex_unlock(&d->mu);
-		free(c->path);
-		free(c->message);
-		if (c->mem) {
-			tf__buf_fini(c->mem);
-			free(c->mem);
-		}
-		free(c);
+		completion_free(c);
 		c = next;
 		n++;
 	}
@@ -1441,28 +1898,13 @@ void tf_downloader_free(tf_downloader *d)
 		curl_multi_wakeup(d->multi);
 		pthread_join(d->thread, NULL);
 	}
-	for (size_t i = 0; d->buckets && i < d->nbuckets; i++) {
-		dl_xfer *n;
-		for (dl_xfer *x = d->buckets[i]; x; x = n) {
-			n = x->hnext;
-			if (x->easy) {
-				curl_multi_remove_handle(d->multi, x->easy);
-				curl_easy_cleanup(x->easy);
-			}
-			close_tmp(x, true);
-			for (dl_dest *t = x->dests, *tn; t; t = tn) {
-				tn = t->next;
-				dest_free(t);
-			}
-			xfer_free(x);
-		}
-	}
+	index_forget(d, true, drop_any);
 	for (int i = 0; i < d->nidle; i++)
 		curl_easy_cleanup(d->idle_handles[i]);
 	dirs_flush(d);
 	dl_hasher_free(d->hasher);
 	for (dl_xfer *x = d->reads, *n; x; x = n) {
-		n = x->hnext;
+		n = x->lnext;
 		if (x->easy) {
 			curl_multi_remove_handle(d->multi, x->easy);
 			curl_easy_cleanup(x->easy);
@@ -1475,18 +1917,12 @@ void tf_downloader_free(tf_downloader *d)
 	}
 	for (c = d->done_head; c;) {
 		dl_completion *n = c->next;
-		free(c->path);
-		free(c->message);
-		if (c->mem) {
-			tf__buf_fini(c->mem);
-			free(c->mem);
-		}
-		free(c);
+		completion_free(c);
 		c = n;
 	}
 	if (d->multi)
 		curl_multi_cleanup(d->multi);
-	free(d->buckets);
+	tf__map_fini(&d->index);
 	free(d->idle_handles);
 	dl_backend_free(d->backend);
 	if (d->rootfd >= 0)
@@ -1495,4 +1931,604 @@ void tf_downloader_free(tf_downloader *d)
 		close(d->evfd);
 	pthread_mutex_destroy(&d->mu);
 	free(d);
+}
+
+void dl_downloader_close(tf_downloader *d)
+{
+	pthread_mutex_lock(&d->mu);
+	d->closing = true;
+	pthread_mutex_unlock(&d->mu);
+	curl_multi_wakeup(d->multi);
+}
+
+/* ---- streams: the caller's side ------------------------------------------------------ */
+
+static void stream_open_disk(dl_stream *s)
+{
+	dl_backend *b = s->d->backend;
+	char path[TF__PATH_MAX + 256];
+	int64_t size = 0;
+
+	if (s->op == DL_OP_PUT) {
+		s->fd = dl_disk_tmp(b, s->area, s->hash, path, sizeof(path));
+		if (s->fd < 0 || !(s->tmp = strdup(path))) {
+			int e = s->fd < 0 ? -s->fd : ENOMEM;
+			if (s->fd >= 0) {
+				close(s->fd);
+				unlink(path);
+				s->fd = -1;
+			}
+			stream_settle(s, DL_FINISHED, 0, -e, strerror(e));
+			return;
+		}
+		stream_settle(s, DL_RUNNING, 0, 0, NULL);
+		return;
+	}
+	s->fd = dl_disk_open(b, s->area, s->hash, &size);
+	if (s->fd == -ENOENT) {
+		s->fd = -1;
+		stream_settle(s, DL_FINISHED, 404, 0, NULL);
+		return;
+	}
+	if (s->fd < 0) {
+		int e = -s->fd;
+		s->fd = -1;
+		stream_settle(s, DL_FINISHED, 0, -EIO, strerror(e));
+		return;
+	}
+	s->length = size;
+	if (s->cap && (uint64_t)size > s->cap)
+		stream_settle(s, DL_FINISHED, 0, -EFBIG, NULL);
+	else
+		stream_settle(s, DL_ANSWERED, 200, 0, NULL);
+}
+
+dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t put_size,
+			  size_t cap, tf_error *err)
+{
+	dl_stream *s;
+	bool refused;
+
+	if (!tf__is_sha256_hex(hash, strlen(hash)) || (op == DL_OP_PUT && put_size < 0)) {
+		tf__errf(err, -EINVAL, "not a SHA-256 key, or a negative upload size");
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		tf__errf(err, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	s->d = d;
+	s->op = op;
+	s->area = area;
+	memcpy(s->hash, hash, TF_HASH_HEX_LEN + 1);
+	s->put_size = put_size;
+	s->cap = cap;
+	s->refs = 1;
+	s->fd = -1;
+	s->length = -1;
+	s->state = DL_NEW;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	if (dl_backend_is_disk(d->backend)) {
+		char path[TF__PATH_MAX + 256];
+		dl_disk_path(d->backend, area, hash, path, sizeof(path));
+		s->what = strdup(path);
+	} else if (asprintf(&s->what, "%s/%s/%s", dl_backend_display(d->backend), dl_area_name(area), hash) < 0) {
+		s->what = NULL;
+	}
+	if (area == TF_AREA_CAS && op != DL_OP_HEAD) {
+		s->md = EVP_MD_CTX_new();
+		if (s->md && !EVP_DigestInit_ex(s->md, EVP_sha256(), NULL)) {
+			EVP_MD_CTX_free(s->md);
+			s->md = NULL;
+		}
+	}
+	if (!dl_backend_is_disk(d->backend)) {
+		s->ring.cap = DL_RING_BYTES;
+		s->ring.b = malloc(DL_RING_BYTES);
+	}
+	if (!s->what || (area == TF_AREA_CAS && op != DL_OP_HEAD && !s->md) ||
+	    (!dl_backend_is_disk(d->backend) && !s->ring.b)) {
+		tf__errf(err, -ENOMEM, "out of memory");
+		stream_unref(s);
+		return NULL;
+	}
+	if (dl_backend_is_disk(d->backend)) {
+		stream_open_disk(s);
+		return s;
+	}
+	pthread_mutex_lock(&d->mu);
+	refused = d->closing;
+	if (!refused) {
+		s->refs++; /* the engine's */
+		s->add_next = NULL;
+		if (d->add_tail)
+			d->add_tail->add_next = s;
+		else
+			d->add_head = s;
+		d->add_tail = s;
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (refused)
+		stream_settle(s, DL_FINISHED, 0, -ESHUTDOWN, "the transfer engine is shutting down");
+	else
+		curl_multi_wakeup(d->multi);
+	return s;
+}
+
+const char *dl_stream_what(const dl_stream *s)
+{
+	return s->what;
+}
+
+/* What the answer means, with s->mu held: 0 (found, or stored), or a
+ * negative code with why. Never names credentials: what has none. */
+static int stream_outcome(dl_stream *s, char *why, size_t n)
+{
+	tf_downloader *d = s->d;
+	char w[CURL_ERROR_SIZE + 256];
+	dl_outcome o;
+
+	switch (s->err) {
+	case 0:
+	case -ECANCELED:
+		break;
+	case -EFBIG:
+		snprintf(why, n, "%s: larger than the %zu bytes allowed for it", s->what, s->cap);
+		return -EFBIG;
+	default:
+		snprintf(why, n, "%s: %s", s->what, s->errbuf[0] ? s->errbuf : strerror(-s->err));
+		return s->err;
+	}
+	if (s->status >= 200 && (s->state != DL_FINISHED || s->result == CURLE_OK)) {
+		if (s->op == DL_OP_PUT && s->status < 300)
+			return 0;
+		if (s->op != DL_OP_PUT && s->status < 300 && s->status != 204)
+			return 0;
+		if (s->op != DL_OP_PUT && (s->status == 404 || s->status == 204)) {
+			snprintf(why, n, "%s: not in the cache (HTTP %ld)", s->what, s->status);
+			return -ENOENT;
+		}
+		o = dl_backend_classify(d->backend, CURLE_OK, s->status, NULL, w, sizeof(w));
+		snprintf(why, n, "%s answered %s", s->what, w);
+		return -EIO;
+	}
+	if (s->state != DL_FINISHED) {
+		snprintf(why, n, "%s: no answer yet", s->what);
+		return -EAGAIN;
+	}
+	if (s->err == -ECANCELED) {
+		snprintf(why, n, "%s: cancelled", s->what);
+		return -ECANCELED;
+	}
+	o = dl_backend_classify(d->backend, s->result, 0, s->errbuf, w, sizeof(w));
+	if (o == DL_OUTCOME_TIMEOUT) {
+		snprintf(why, n, "%s: no answer within --remote_timeout=%lds (%s)", s->what,
+			 dl_backend_timeout_s(d->backend), s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result));
+		return -ETIMEDOUT;
+	}
+	snprintf(why, n, "%s: %s", s->what, w);
+	return -EIO;
+}
+
+int dl_stream_wait(dl_stream *s, int64_t *length, char *why, size_t n)
+{
+	int r;
+
+	pthread_mutex_lock(&s->mu);
+	while (s->state != DL_ANSWERED && s->state != DL_FINISHED)
+		pthread_cond_wait(&s->cv, &s->mu);
+	r = stream_outcome(s, why, n);
+	if (length)
+		*length = s->length;
+	pthread_mutex_unlock(&s->mu);
+	return r;
+}
+
+/* The body ended: checks its length and (CAS) its hash. */
+static int stream_verify(dl_stream *s, char *why, size_t n)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	char hex[TF_HASH_HEX_LEN + 1];
+
+	if (s->length >= 0 && s->done_bytes != (uint64_t)s->length) {
+		snprintf(why, n, "%s: the body ended after %llu of %lld bytes", s->what,
+			 (unsigned long long)s->done_bytes, (long long)s->length);
+		return -EIO;
+	}
+	if (s->md) {
+		EVP_DigestFinal_ex(s->md, md, &mdlen);
+		tf__hex(md, mdlen, hex);
+		if (strcmp(hex, s->hash)) {
+			snprintf(why, n, "%s: the body hashes to %s, not %s", s->what, hex, s->hash);
+			return -EBADMSG;
+		}
+	}
+	s->verified = true;
+	return 0;
+}
+
+static ssize_t stream_read_disk(dl_stream *s, unsigned char *buf, size_t max, char *why, size_t n)
+{
+	uint64_t left = (uint64_t)s->length - s->done_bytes;
+	size_t want = left > 1 ? (size_t)(left - 1 < max ? left - 1 : max) : 1;
+	ssize_t got;
+
+	if (left == 0) {
+		int r = stream_verify(s, why, n);
+		return r < 0 ? r : 0;
+	}
+	do
+		got = read(s->fd, buf, want);
+	while (got < 0 && errno == EINTR);
+	if (got <= 0) {
+		snprintf(why, n, "%s: %s", s->what, got < 0 ? strerror(errno) : "the file got shorter while read");
+		return -EIO;
+	}
+	s->done_bytes += (uint64_t)got;
+	if (s->md)
+		EVP_DigestUpdate(s->md, buf, (size_t)got);
+	if (s->done_bytes == (uint64_t)s->length) {
+		int r = stream_verify(s, why, n);
+		if (r < 0)
+			return r;
+	}
+	return got;
+}
+
+ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
+{
+	unsigned char *buf = out;
+
+	if (s->op != DL_OP_GET || max == 0)
+		return -EINVAL;
+	if (s->verified)
+		return 0;
+	if (dl_backend_is_disk(s->d->backend)) {
+		dl_state st;
+		int r;
+		pthread_mutex_lock(&s->mu);
+		st = s->state;
+		r = st == DL_ANSWERED ? 0 : stream_outcome(s, why, n);
+		pthread_mutex_unlock(&s->mu);
+		if (r < 0)
+			return r;
+		if (st != DL_ANSWERED) {
+			snprintf(why, n, "%s: nothing to read", s->what);
+			return -EIO;
+		}
+		return stream_read_disk(s, buf, max, why, n);
+	}
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		bool done = s->state == DL_FINISHED;
+		size_t avail = s->ring.len, got;
+		bool poke = false;
+		int r;
+
+		if (done || (s->state == DL_ANSWERED && s->status != 200)) {
+			r = stream_outcome(s, why, n);
+			if (r < 0 || (done && s->result != CURLE_OK)) {
+				if (r == 0)
+					snprintf(why, n, "%s: the transfer failed: %s", s->what,
+						 s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result));
+				pthread_mutex_unlock(&s->mu);
+				return r < 0 ? r : -EIO;
+			}
+		}
+		if (avail > 1 || (avail == 1 && done)) {
+			/* The last byte waits until the transfer ended and the hash matched. */
+			got = ring_get(&s->ring, buf, avail > 1 ? (avail - 1 < max ? avail - 1 : max) : 1);
+			if (s->paused && s->ring.cap - s->ring.len >= s->ring.cap / 2) {
+				s->paused = false;
+				poke = true;
+			}
+			done = done && s->ring.len == 0;
+			pthread_mutex_unlock(&s->mu);
+			if (poke)
+				stream_poke(s);
+			s->done_bytes += got;
+			if (s->md)
+				EVP_DigestUpdate(s->md, buf, got);
+			if (done) {
+				r = stream_verify(s, why, n);
+				if (r < 0)
+					return r;
+			}
+			return (ssize_t)got;
+		}
+		if (done) {
+			pthread_mutex_unlock(&s->mu);
+			r = stream_verify(s, why, n); /* an empty body */
+			return r < 0 ? r : 0;
+		}
+		pthread_cond_wait(&s->cv, &s->mu);
+	}
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Puts n bytes into the ring, waiting for room. -EPIPE: the transfer ended. */
+static int stream_push(dl_stream *s, const unsigned char *p, size_t n)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&s->mu);
+	while (n > 0) {
+		size_t w;
+		bool poke = false;
+		if (s->state == DL_FINISHED || s->cancel) {
+			r = -EPIPE;
+			break;
+		}
+		w = ring_put(&s->ring, p, n);
+		p += w;
+		n -= w;
+		if (w && s->paused) {
+			s->paused = false;
+			poke = true;
+		}
+		if (poke) {
+			pthread_mutex_unlock(&s->mu);
+			stream_poke(s);
+			pthread_mutex_lock(&s->mu);
+		}
+		if (n && s->ring.len == s->ring.cap && s->state != DL_FINISHED)
+			pthread_cond_wait(&s->cv, &s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return r;
+}
+
+int dl_stream_write(dl_stream *s, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+
+	if (s->op != DL_OP_PUT)
+		return -EINVAL;
+	if (n > (uint64_t)s->put_size - s->done_bytes)
+		return -EMSGSIZE;
+	if (n == 0)
+		return 0;
+	if (s->md)
+		EVP_DigestUpdate(s->md, p, n);
+	s->done_bytes += n;
+	/* CAS: the last byte waits until the whole body hashes to the key, so the
+	 * cache never receives a complete wrong blob. */
+	if (s->md && s->done_bytes == (uint64_t)s->put_size) {
+		s->hold = p[n - 1];
+		s->held = true;
+		n--;
+	}
+	if (n == 0)
+		return 0;
+	if (dl_backend_is_disk(s->d->backend))
+		return s->fd >= 0 ? write_all(s->fd, p, n) : -EPIPE;
+	return stream_push(s, p, n);
+}
+
+static void stream_cancel(dl_stream *s)
+{
+	bool active;
+
+	pthread_mutex_lock(&s->mu);
+	active = s->state != DL_FINISHED;
+	if (active)
+		s->cancel = true;
+	pthread_mutex_unlock(&s->mu);
+	if (active && !dl_backend_is_disk(s->d->backend))
+		stream_poke(s);
+}
+
+int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
+{
+	int r;
+
+	if (s->op != DL_OP_PUT)
+		return -EINVAL;
+	{
+		/* Ended before the body did: the upstream answered early or failed
+		 * (or a disk cache's temporary file could not be made). */
+		pthread_mutex_lock(&s->mu);
+		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 1;
+		if (r == 0 && s->result == CURLE_OK)
+			snprintf(why, n, "%s answered HTTP %ld before the body was complete", s->what, s->status);
+		else if (r == 0)
+			snprintf(why, n, "%s: %s", s->what, s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result));
+		pthread_mutex_unlock(&s->mu);
+		if (r <= 0)
+			return r < 0 ? r : -EIO;
+	}
+	if (s->done_bytes != (uint64_t)s->put_size) {
+		stream_cancel(s);
+		snprintf(why, n, "%s: the body has %llu of its %lld bytes; not stored", s->what,
+			 (unsigned long long)s->done_bytes, (long long)s->put_size);
+		return -EMSGSIZE;
+	}
+	if (s->md) {
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned mdlen = 0;
+		char hex[TF_HASH_HEX_LEN + 1];
+		EVP_DigestFinal_ex(s->md, md, &mdlen);
+		tf__hex(md, mdlen, hex);
+		if (strcmp(hex, s->hash)) {
+			stream_cancel(s);
+			snprintf(why, n, "%s/%s: the body's SHA-256 is %s; not stored", dl_area_name(s->area),
+				 s->hash, hex);
+			return -EBADMSG;
+		}
+	}
+	if (dl_backend_is_disk(s->d->backend)) {
+		pthread_mutex_lock(&s->mu);
+		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 0;
+		pthread_mutex_unlock(&s->mu);
+		if (r == 0 && s->held)
+			r = write_all(s->fd, &s->hold, 1);
+		if (r == 0 && close(s->fd) < 0)
+			r = -errno;
+		s->fd = -1;
+		if (r == 0)
+			r = dl_disk_commit(s->d->backend, s->area, s->hash, s->tmp);
+		else
+			unlink(s->tmp);
+		free(s->tmp);
+		s->tmp = NULL;
+		if (r < 0)
+			snprintf(why, n, "cannot write %s: %s", s->what, strerror(-r));
+		stream_settle(s, DL_FINISHED, r < 0 ? 0 : 200, r, NULL);
+		if (status)
+			*status = 200;
+		return r;
+	}
+	if (s->held)
+		stream_push(s, &s->hold, 1); /* -EPIPE: answered early; the outcome says how */
+	pthread_mutex_lock(&s->mu);
+	s->eof = true;
+	pthread_mutex_unlock(&s->mu);
+	stream_poke(s);
+	pthread_mutex_lock(&s->mu);
+	while (s->state != DL_FINISHED)
+		pthread_cond_wait(&s->cv, &s->mu);
+	r = stream_outcome(s, why, n);
+	if (r == 0 && s->result != CURLE_OK) {
+		snprintf(why, n, "%s: %s", s->what, s->errbuf[0] ? s->errbuf : curl_easy_strerror(s->result));
+		r = -EIO;
+	}
+	if (status)
+		*status = s->status;
+	pthread_mutex_unlock(&s->mu);
+	return r;
+}
+
+void dl_stream_free(dl_stream *s)
+{
+	if (!s)
+		return;
+	stream_cancel(s);
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	if (s->tmp)
+		unlink(s->tmp);
+	stream_unref(s);
+}
+
+/* ---- built on streams ------------------------------------------------------------------- */
+
+int dl_get_mem(tf_downloader *d, tf_area area, const char *hash, size_t cap, tf__buf *out, char *why, size_t n)
+{
+	tf_error err = { 0 };
+	dl_stream *s = dl_stream_open(d, DL_OP_GET, area, hash, 0, cap, &err);
+	unsigned char buf[64 * 1024];
+	int r;
+
+	if (!s) {
+		snprintf(why, n, "%s", err.message);
+		return err.code;
+	}
+	tf__buf_init(out, cap);
+	r = dl_stream_wait(s, NULL, why, n);
+	while (r == 0) {
+		ssize_t got = dl_stream_read(s, buf, sizeof(buf), why, n);
+		if (got <= 0) {
+			r = (int)got;
+			break;
+		}
+		r = tf__buf_append(out, buf, (size_t)got);
+		if (r == -E2BIG) {
+			snprintf(why, n, "%s: larger than the %zu bytes allowed for it", s->what, cap);
+			r = -EFBIG;
+		} else if (r < 0) {
+			snprintf(why, n, "out of memory");
+		}
+	}
+	dl_stream_free(s);
+	if (r < 0)
+		tf__buf_fini(out);
+	return r;
+}
+
+int dl_put_mem(tf_downloader *d, tf_area area, const char *hash, const void *data, size_t len, long *status,
+	       char *why, size_t n)
+{
+	tf_error err = { 0 };
+	dl_stream *s = dl_stream_open(d, DL_OP_PUT, area, hash, (int64_t)len, 0, &err);
+	int r;
+
+	if (!s) {
+		snprintf(why, n, "%s", err.message);
+		return err.code;
+	}
+	r = dl_stream_write(s, data, len);
+	if (r == 0 || r == -EPIPE)
+		r = dl_stream_finish(s, status, why, n);
+	else
+		snprintf(why, n, "%s: %s", s->what, strerror(-r));
+	dl_stream_free(s);
+	return r;
+}
+
+#define DL_FIND_BATCH 64 /* HEAD requests in flight per dl_find_missing */
+
+int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t count, size_t *missing, char *why,
+		    size_t n)
+{
+	int r = 1;
+
+	for (size_t i = 0; i < count && r == 1; i += DL_FIND_BATCH) {
+		size_t m = count - i < DL_FIND_BATCH ? count - i : DL_FIND_BATCH;
+		dl_stream *s[DL_FIND_BATCH] = { 0 };
+		tf_error err = { 0 };
+
+		for (size_t k = 0; k < m; k++) {
+			s[k] = dl_stream_open(d, DL_OP_HEAD, area, v[i + k].hash, 0, 0, &err);
+			if (!s[k] && r == 1) {
+				snprintf(why, n, "%s", err.message);
+				r = err.code < 0 ? err.code : -ENOMEM;
+			}
+		}
+		for (size_t k = 0; k < m; k++) {
+			char w[TF_ERROR_MESSAGE_MAX];
+			int64_t len = -1;
+			int e;
+			if (!s[k])
+				continue;
+			e = dl_stream_wait(s[k], &len, w, sizeof(w));
+			if (r == 1 && e == -ENOENT) {
+				snprintf(why, n, "%s/%lld is missing from %s", v[i + k].hash, (long long)v[i + k].size,
+					 dl_backend_display(d->backend));
+				*missing = i + k;
+				r = 0;
+			} else if (r == 1 && e == 0 && len >= 0 && len != v[i + k].size) {
+				snprintf(why, n, "%s/%lld has %lld bytes in %s", v[i + k].hash, (long long)v[i + k].size,
+					 (long long)len, dl_backend_display(d->backend));
+				*missing = i + k;
+				r = 0;
+			} else if (r == 1 && e < 0) {
+				snprintf(why, n, "%s", w);
+				r = e;
+			}
+			dl_stream_free(s[k]);
+		}
+	}
+	return r;
+}
+
+const char *dl_downloader_display(const tf_downloader *d)
+{
+	return dl_backend_display(d->backend);
 }

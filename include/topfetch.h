@@ -120,7 +120,9 @@ typedef struct tf_downloader_stats {
 
 /* Creates a downloader writing below output_dir (created if missing) and
  * starts its background transfer thread. opts is copied. Returns NULL and
- * fills err on failure. Blocks only to open the output directory. */
+ * fills err on failure. Blocks only to open the output directory. A NULL
+ * output_dir makes a downloader for reads into memory only (a fetch then
+ * ends TF_RESULT_LOCAL). */
 TF_API tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *output_dir,
 					tf_error *err);
 

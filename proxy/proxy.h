@@ -1,0 +1,163 @@
+/* proxy/ — the proxy between a build tool and its cache, as library code.
+ * Module prefix px_. The core (core.c) knows nothing of the wire: a request is
+ * an area, a key, a stream of bytes and a status. It forwards to the upstream
+ * through the downloader's streams, records every ActionResult that passes
+ * into the tf_session (through a bridge to the one thread that owns the
+ * session), answers a miss for actions whose outputs were lost, and with
+ * --remote_validate_outputs checks a hit's output blobs first. Front ends
+ * adapt a wire to it: http.c (libmicrohttpd, Bazel's HTTP cache protocol);
+ * a gRPC front end will be a second one. */
+#ifndef TF_PROXY_H
+#define TF_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "core/core.h"
+#include "topfetch.h"
+
+#define PX_AC_MAX_BYTES ((size_t)64 << 20) /* one ActionResult, held whole */
+#define PX_MESSAGE_MAX 1024
+
+typedef struct px_proxy px_proxy;
+
+/* How a request ended, independent of the wire. */
+typedef enum px_status {
+	PX_OK,          /* done (HTTP 200, or the upstream's 2xx for a PUT) */
+	PX_NOT_FOUND,   /* a miss: not in the cache, lost, or failed validation (404) */
+	PX_BAD_REQUEST, /* the request itself is wrong: wrong bytes, wrong length (400) */
+	PX_TOO_LARGE,   /* an action cache entry past PX_AC_MAX_BYTES (413) */
+	PX_UPSTREAM,    /* the upstream failed or refused (502) */
+	PX_TIMEOUT,     /* the upstream stayed silent past --remote_timeout (504) */
+	PX_UNAVAILABLE, /* the proxy is shutting down (503) */
+	PX_INTERNAL,    /* out of memory and the like (500) */
+} px_status;
+
+typedef struct px_result {
+	px_status status;
+	long upstream_code;            /* an upload's 2xx from an HTTP upstream (201, 204); else 0 */
+	char message[PX_MESSAGE_MAX];  /* why, for anything but PX_OK; never a credential */
+} px_result;
+
+typedef struct px_options {
+	const tf_remote_options *remote; /* the upstream: an HTTP cache or a --disk_cache directory */
+	bool validate;                   /* --remote_validate_outputs */
+	/* Problems no answer carries (a download cut short because the upstream
+	 * sent other bytes): called from a request's thread. May be NULL. */
+	void (*on_problem)(const char *message, void *user);
+	void *user;
+} px_options;
+
+typedef struct px_counters {
+	uint64_t requests, ac_hits, ac_misses, ac_lost, ac_invalid, ac_puts, cas_puts, refused,
+		upstream_errors, bytes_out, bytes_in, record_errors;
+} px_counters;
+
+/* Prepares the upstream (a missing --disk_cache directory is created) and
+ * its transfer engine. opts is not retained. NULL with err on failure. */
+px_proxy *px_new(const px_options *opts, tf_error *err);
+
+/* Stops what is left (px_close first if not yet) and frees p. Every request
+ * object must be freed first. Blocks until the engine thread ended. */
+void px_free(px_proxy *p);
+
+/* The upstream's URL or directory, without credentials. */
+const char *px_upstream(const px_proxy *p);
+
+void px_get_counters(const px_proxy *p, px_counters *out);
+
+/* ---- the thread that owns the tf_session ---- */
+
+/* The session ActionResults are recorded into; set once, before requests. */
+void px_set_session(px_proxy *p, tf_session *s);
+
+/* Readable when request threads wait for the session's thread. */
+int px_fd(const px_proxy *p);
+
+/* Answers every waiting question (record a result, is an action lost?).
+ * Returns how many. Only on the session's thread. */
+int px_run(px_proxy *p);
+
+/* The session reported a lost output of action_key: its lookups answer a
+ * miss from now on (until a new result for it is uploaded). */
+void px_note_lost(px_proxy *p, const char *action_key);
+
+/* close: answers what waits, refuses further questions (PX_UNAVAILABLE) and
+ * ends upstream transfers in flight (their requests wake with an error).
+ * On the session's thread. Does not block long. */
+void px_close(px_proxy *p);
+
+/* ---- requests: any thread; each call may block on the upstream or on the
+ * session's thread ---- */
+
+/* Counts a request, and one the front end refused by itself (bad path...). */
+void px_count_request(px_proxy *p);
+void px_count_refused(px_proxy *p);
+
+/* An action cache lookup: PX_OK with the ActionResult in body (initialised
+ * here; the caller finis it), recorded into the session; PX_NOT_FOUND for a
+ * miss, a lost action or (validate) a result naming a blob gone upstream. */
+void px_ac_get(px_proxy *p, const char *key, tf__buf *body, px_result *r);
+
+/* HEAD: PX_OK with *length (-1 unknown); an AC key of a lost action is a miss. */
+void px_head(px_proxy *p, tf_area area, const char *key, int64_t *length, px_result *r);
+
+/* A CAS download: a reader (with *length, -1 unknown), or NULL and r. */
+typedef struct px_get px_get;
+px_get *px_cas_get(px_proxy *p, const char *key, int64_t *length, px_result *r);
+
+/* Copies up to max bytes, waiting for them; the last byte only once the blob
+ * hashed to its key. >0 bytes, 0 the verified end, <0 failed (reported
+ * through on_problem). */
+ssize_t px_get_read(px_get *g, void *buf, size_t max);
+
+/* Stops the upstream transfer if it still runs, and frees g. */
+void px_get_free(px_get *g);
+
+/* An upload of size bytes: NULL and r when it is answered at once (too large,
+ * an empty body, shutting down...). Bytes of a CAS upload stream to the
+ * upstream as they come, the last held until they hash to the key; an AC
+ * entry is held whole, then stored and recorded. */
+typedef struct px_put px_put;
+px_put *px_put_begin(px_proxy *p, tf_area area, const char *key, int64_t size, px_result *r);
+
+/* Hands n more bytes of the body. A failure is kept for px_put_end; the rest
+ * of the body is then read and dropped. */
+void px_put_data(px_put *u, const void *data, size_t n);
+
+/* The body is complete: the answer. */
+void px_put_end(px_put *u, px_result *r);
+
+/* Frees u; an upload not ended stores nothing. */
+void px_put_free(px_put *u);
+
+/* ---- the HTTP front end (http.c): Bazel's HTTP cache protocol ---- */
+
+typedef struct px_http px_http;
+
+/* HOST:PORT or [V6]:PORT into a socket address; loopback only unless any.
+ * -EINVAL/-EPERM with why. */
+int px_http_parse_listen(const char *spec, bool any, struct sockaddr_storage *ss, char *why, size_t n);
+
+/* Starts serving GET/HEAD/PUT on [/prefix]/{ac,cas}/<sha256> at ss (one
+ * thread per connection). NULL when it cannot listen. */
+px_http *px_http_start(px_proxy *p, const struct sockaddr_storage *ss);
+
+/* The port it listens on (useful with port 0). */
+unsigned px_http_port(const px_http *h);
+
+/* Requests between their first byte and their end. */
+int px_http_active(const px_http *h);
+
+/* close: stops accepting (new connections are refused); answers carry
+ * "Connection: close" from now on. Does not block. */
+void px_http_quiesce(px_http *h);
+
+/* stop + free: ends every connection (px_close first, so none waits on the
+ * upstream) and joins their threads. */
+void px_http_stop(px_http *h);
+
+#endif
