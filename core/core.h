@@ -67,12 +67,14 @@ int tf__buf_append(tf__buf *b, const void *p, size_t n);
 void tf__buf_reset(tf__buf *b);
 void tf__buf_fini(tf__buf *b);
 
-/* A string-keyed hash map (keys copied, values borrowed). */
+/* THE hash map: keys are byte strings (copied; string keys through the
+ * plain calls, any bytes through the ...n calls), values are borrowed. */
 typedef struct tf__map_entry {
 	struct tf__map_entry *next;
 	uint64_t hash;
+	size_t len;
 	void *value;
-	char key[]; /* NUL-terminated */
+	char key[]; /* len bytes, then a NUL */
 } tf__map_entry;
 
 typedef struct tf__map {
@@ -84,10 +86,13 @@ void tf__map_init(tf__map *m);
 /* Frees the entries (not the values). */
 void tf__map_fini(tf__map *m);
 void *tf__map_get(const tf__map *m, const char *key);
+void *tf__map_getn(const tf__map *m, const void *key, size_t len);
 /* Sets key to value (replacing); -ENOMEM. */
 int tf__map_put(tf__map *m, const char *key, void *value);
+int tf__map_putn(tf__map *m, const void *key, size_t len, void *value);
 /* Removes key; returns its value or NULL. */
 void *tf__map_remove(tf__map *m, const char *key);
+void *tf__map_removen(tf__map *m, const void *key, size_t len);
 /* Calls fn for each entry (no changes to m meanwhile). */
 void tf__map_each(const tf__map *m, void (*fn)(const char *key, void *value, void *user), void *user);
 

@@ -1,14 +1,18 @@
+/* THE hash map (see core.h): keys are byte strings copied into the entry
+ * (NUL-terminated too, so string keys read back as C strings), values are
+ * borrowed. Chained, power-of-two buckets, FNV-1a. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 
-static uint64_t str_hash(const char *s)
+static uint64_t hash_bytes(const void *key, size_t len)
 {
+	const unsigned char *p = key;
 	uint64_t h = 1469598103934665603ull;
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
 	return h;
 }
 
@@ -29,28 +33,27 @@ void tf__map_fini(tf__map *m)
 	tf__map_init(m);
 }
 
-static tf__map_entry **find(const tf__map *m, const char *key, uint64_t h)
+static tf__map_entry **find(const tf__map *m, const void *key, size_t len, uint64_t h)
 {
 	tf__map_entry **pp;
 	if (!m->nbuckets)
 		return NULL;
 	for (pp = &m->buckets[h & (m->nbuckets - 1)]; *pp; pp = &(*pp)->next)
-		if ((*pp)->hash == h && !strcmp((*pp)->key, key))
+		if ((*pp)->hash == h && (*pp)->len == len && !memcmp((*pp)->key, key, len))
 			return pp;
 	return pp;
 }
 
-void *tf__map_get(const tf__map *m, const char *key)
+void *tf__map_getn(const tf__map *m, const void *key, size_t len)
 {
-	tf__map_entry **pp = find(m, key, str_hash(key));
+	tf__map_entry **pp = find(m, key, len, hash_bytes(key, len));
 	return pp && *pp ? (*pp)->value : NULL;
 }
 
-int tf__map_put(tf__map *m, const char *key, void *value)
+int tf__map_putn(tf__map *m, const void *key, size_t len, void *value)
 {
-	uint64_t h = str_hash(key);
+	uint64_t h = hash_bytes(key, len);
 	tf__map_entry **pp, *e;
-	size_t len;
 
 	if (m->n + 1 > m->nbuckets) {
 		size_t nb = m->nbuckets ? m->nbuckets * 2 : 64;
@@ -67,27 +70,30 @@ int tf__map_put(tf__map *m, const char *key, void *value)
 		m->buckets = b;
 		m->nbuckets = nb;
 	}
-	pp = find(m, key, h);
+	pp = find(m, key, len, h);
 	if (*pp) {
 		(*pp)->value = value;
 		return 0;
 	}
-	len = strlen(key);
+	if (len > SIZE_MAX - sizeof(*e) - 1)
+		return -ENOMEM;
 	e = malloc(sizeof(*e) + len + 1);
 	if (!e)
 		return -ENOMEM;
 	e->next = NULL;
 	e->hash = h;
+	e->len = len;
 	e->value = value;
-	memcpy(e->key, key, len + 1);
+	memcpy(e->key, key, len);
+	e->key[len] = '\0';
 	*pp = e;
 	m->n++;
 	return 0;
 }
 
-void *tf__map_remove(tf__map *m, const char *key)
+void *tf__map_removen(tf__map *m, const void *key, size_t len)
 {
-	tf__map_entry **pp = find(m, key, str_hash(key)), *e;
+	tf__map_entry **pp = find(m, key, len, hash_bytes(key, len)), *e;
 	void *v;
 	if (!pp || !*pp)
 		return NULL;
@@ -97,6 +103,21 @@ void *tf__map_remove(tf__map *m, const char *key)
 	free(e);
 	m->n--;
 	return v;
+}
+
+void *tf__map_get(const tf__map *m, const char *key)
+{
+	return tf__map_getn(m, key, strlen(key));
+}
+
+int tf__map_put(tf__map *m, const char *key, void *value)
+{
+	return tf__map_putn(m, key, strlen(key), value);
+}
+
+void *tf__map_remove(tf__map *m, const char *key)
+{
+	return tf__map_removen(m, key, strlen(key));
 }
 
 void tf__map_each(const tf__map *m, void (*fn)(const char *key, void *value, void *user), void *user)

@@ -48,20 +48,17 @@ typedef struct gate_item {
 	struct gate_item *wnext; /* next item waiting for the same id */
 } gate_item;
 
-/* A hash set of serialized ids, each with the items waiting for it. */
+/* What the gate knows of one serialized id: announced yet, and the items
+ * waiting for it (in the ids map). */
 typedef struct id_slot {
-	char *key;
-	size_t len;
 	bool announced;
 	gate_item *waiting;
-	struct id_slot *next;
 } id_slot;
 
 struct ev_gate {
 	ev_gate_emit_fn emit;
 	void *user;
-	id_slot **buckets;
-	size_t nbuckets, nids;
+	tf__map ids;       /* serialized BuildEventId -> id_slot */
 	gate_item **items; /* by ticket - 1 */
 	size_t nitems, cap_items;
 	size_t pending;    /* submitted, not yet emitted (the last_message one included) */
@@ -76,13 +73,6 @@ struct ev_gate {
 	uint64_t targets_released, targets_failed;
 };
 
-static void free_digest(const char *key, void *value, void *user)
-{
-	(void)key;
-	(void)user;
-	free(value);
-}
-
 static void item_free(gate_item *it)
 {
 	ev_event_unref(it->ev);
@@ -93,50 +83,25 @@ static void item_free(gate_item *it)
 	free(it);
 }
 
-static uint64_t fnv(const char *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
-	return h;
-}
-
 static id_slot *slot_get(ev_gate *g, const char *key, size_t len, bool create)
 {
-	uint64_t h = fnv(key, len);
-	id_slot *s;
+	id_slot *s = tf__map_getn(&g->ids, key, len);
 
-	for (s = g->buckets[h & (g->nbuckets - 1)]; s; s = s->next)
-		if (s->len == len && !memcmp(s->key, key, len))
-			return s;
-	if (!create)
-		return NULL;
-	if (g->nids + 1 > g->nbuckets) {
-		size_t nb = g->nbuckets * 2;
-		id_slot **b = calloc(nb, sizeof(*b));
-		if (!b)
-			return NULL;
-		for (size_t i = 0; i < g->nbuckets; i++)
-			for (id_slot *x = g->buckets[i], *n; x; x = n) {
-				n = x->next;
-				x->next = b[fnv(x->key, x->len) & (nb - 1)];
-				b[fnv(x->key, x->len) & (nb - 1)] = x;
-			}
-		free(g->buckets);
-		g->buckets = b;
-		g->nbuckets = nb;
-	}
+	if (s || !create)
+		return s;
 	s = calloc(1, sizeof(*s));
-	if (!s || !(s->key = malloc(len ? len : 1))) {
+	if (!s || tf__map_putn(&g->ids, key, len, s) < 0) {
 		free(s);
 		return NULL;
 	}
-	memcpy(s->key, key, len);
-	s->len = len;
-	s->next = g->buckets[h & (g->nbuckets - 1)];
-	g->buckets[h & (g->nbuckets - 1)] = s;
-	g->nids++;
 	return s;
+}
+
+static void free_value(const char *key, void *value, void *user)
+{
+	(void)key;
+	(void)user;
+	free(value);
 }
 
 /* Serializes an id into a malloc'd key (ids compare by their bytes). */
@@ -157,12 +122,7 @@ ev_gate *ev_gate_new(ev_gate_emit_fn emit, void *user)
 		return NULL;
 	g->emit = emit;
 	g->user = user;
-	g->nbuckets = 256;
-	g->buckets = calloc(g->nbuckets, sizeof(*g->buckets));
-	if (!g->buckets) {
-		free(g);
-		return NULL;
-	}
+	tf__map_init(&g->ids);
 	tf__map_init(&g->set_tickets);
 	tf__map_init(&g->digests);
 	return g;
@@ -172,19 +132,14 @@ void ev_gate_free(ev_gate *g)
 {
 	if (!g)
 		return;
-	for (size_t i = 0; i < g->nbuckets; i++)
-		for (id_slot *s = g->buckets[i], *n; s; s = n) {
-			n = s->next;
-			free(s->key);
-			free(s);
-		}
-	free(g->buckets);
+	tf__map_each(&g->ids, free_value, NULL);
+	tf__map_fini(&g->ids);
 	for (size_t i = 0; i < g->nitems; i++)
 		if (g->items[i])
 			item_free(g->items[i]);
 	free(g->items);
 	tf__map_fini(&g->set_tickets);
-	tf__map_each(&g->digests, free_digest, NULL);
+	tf__map_each(&g->digests, free_value, NULL);
 	tf__map_fini(&g->digests);
 	free(g);
 }
@@ -446,7 +401,7 @@ static void forget_digests(ev_gate *g)
 {
 	if (g->targets_waiting || !g->digests.n)
 		return;
-	tf__map_each(&g->digests, free_digest, NULL);
+	tf__map_each(&g->digests, free_value, NULL);
 	tf__map_fini(&g->digests);
 	tf__map_init(&g->digests);
 }

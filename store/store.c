@@ -329,25 +329,9 @@ static int err_lost_writes(tf_error *err, int code, unsigned n)
 	return code;
 }
 
-/* Hex digit values plus one; 0 for anything else (uppercase included). */
-static const unsigned char hexval[256] = {
-	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
-};
-
-/* Parses exactly 64 lowercase hex digits (then NUL) into 32 bytes. */
 static bool parse_hex32(const char *in, unsigned char out[32])
 {
-	for (int i = 0; i < 32; i++) {
-		unsigned hi = hexval[(unsigned char)in[2 * i]];
-		if (!hi)
-			return false;
-		unsigned lo = hexval[(unsigned char)in[2 * i + 1]];
-		if (!lo)
-			return false;
-		out[i] = (unsigned char)((hi - 1) << 4 | (lo - 1));
-	}
-	return in[64] == '\0';
+	return tf__unhex(in, 32, out) && in[64] == '\0';
 }
 
 static uint64_t fnv1a(const char *p, size_t n)

@@ -80,3 +80,21 @@ TEST(buf_cap)
 	CHECK(memcmp(b.data, "1234512345", 10) == 0);
 	tf__buf_fini(&b);
 }
+
+TEST(map_binary_keys)
+{
+	tf__map m;
+	int a = 1, b = 2;
+	const char k1[] = {'x', 0, 'y'}, k2[] = {'x', 0, 'z'};
+
+	tf__map_init(&m);
+	CHECK_INT_EQ(tf__map_putn(&m, k1, sizeof(k1), &a), 0);
+	CHECK_INT_EQ(tf__map_putn(&m, k2, sizeof(k2), &b), 0);
+	CHECK_INT_EQ(m.n, 2); /* a NUL inside a key does not cut it short */
+	CHECK(tf__map_getn(&m, k1, sizeof(k1)) == &a);
+	CHECK(tf__map_getn(&m, k2, sizeof(k2)) == &b);
+	CHECK(tf__map_get(&m, "x") == NULL);
+	CHECK(tf__map_removen(&m, k1, sizeof(k1)) == &a);
+	CHECK(tf__map_getn(&m, k1, sizeof(k1)) == NULL);
+	tf__map_fini(&m);
+}
