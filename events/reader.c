@@ -280,7 +280,7 @@ static int parse(ev_reader *r, ev_event **out, size_t *need, tf_error *err)
 	size_t avail = r->end - r->start, plen = 0;
 	uint64_t len = 0, record = r->records + 1;
 	ev_event *ev;
-	int rc;
+	int rc, n;
 
 	*need = 1;
 	if (avail == 0)
@@ -290,18 +290,14 @@ static int parse(ev_reader *r, ev_event **out, size_t *need, tf_error *err)
 				"%s: data follows the last_message record (record %llu, which ends at byte offset %llu)",
 				r->name, (unsigned long long)r->records,
 				(unsigned long long)r->consumed);
-	for (;;) {
-		if (plen == avail)
-			return 0;
-		if (plen == PREFIX_MAX - 1 && (p[plen] & 0xf0))
-			return tf__errf(err, -EBADMSG,
-					"%s: the length prefix of record %llu at byte offset %llu is not a 32-bit varint",
-					r->name, (unsigned long long)record,
-					(unsigned long long)r->consumed);
-		len |= (uint64_t)(p[plen] & 0x7f) << (7 * plen);
-		if (!(p[plen++] & 0x80))
-			break;
-	}
+	n = pw_varint(p, avail < PREFIX_MAX ? avail : PREFIX_MAX, &len);
+	if (n == 0 && avail < PREFIX_MAX)
+		return 0; /* the prefix is not all here yet */
+	if (n <= 0 || len > UINT32_MAX)
+		return tf__errf(err, -EBADMSG,
+				"%s: the length prefix of record %llu at byte offset %llu is not a 32-bit varint",
+				r->name, (unsigned long long)record, (unsigned long long)r->consumed);
+	plen = (size_t)n;
 	if (len > r->o.max_message_size)
 		return tf__errf(err, -EMSGSIZE,
 				"%s: record %llu at byte offset %llu claims %llu bytes, over the cap of %zu bytes per BuildEvent",
@@ -356,6 +352,7 @@ static int judge_end(ev_reader *r, int quiet_code, const char *why, tf_error *er
 	const unsigned char *p = r->buf + r->start;
 	size_t avail = r->end - r->start, plen = 0;
 	uint64_t len = 0, record = r->records + 1;
+	int n;
 
 	if (avail == 0 && r->complete)
 		return 0;
@@ -369,14 +366,13 @@ static int judge_end(ev_reader *r, int quiet_code, const char *why, tf_error *er
 				"%s: %sincomplete stream: ended after record %llu at byte offset %llu without last_message",
 				r->name, why, (unsigned long long)r->records,
 				(unsigned long long)r->consumed);
-	while (plen < avail && plen < PREFIX_MAX) {
-		len |= (uint64_t)(p[plen] & 0x7f) << (7 * plen);
-		if (!(p[plen++] & 0x80))
-			return tf__errf(err, -EBADMSG,
-					"%s: %sincomplete stream: record %llu at byte offset %llu is truncated: its length prefix says %llu bytes, but the input ends after %zu (last complete record: %llu)",
-					r->name, why, (unsigned long long)record,
-					(unsigned long long)r->consumed, (unsigned long long)len,
-					avail - plen, (unsigned long long)r->records);
+	n = pw_varint(p, avail < PREFIX_MAX ? avail : PREFIX_MAX, &len);
+	if (n > 0) {
+		plen = (size_t)n;
+		return tf__errf(err, -EBADMSG,
+				"%s: %sincomplete stream: record %llu at byte offset %llu is truncated: its length prefix says %llu bytes, but the input ends after %zu (last complete record: %llu)",
+				r->name, why, (unsigned long long)record, (unsigned long long)r->consumed,
+				(unsigned long long)len, avail - plen, (unsigned long long)r->records);
 	}
 	return tf__errf(err, -EBADMSG,
 			"%s: %sincomplete stream: truncated length prefix of record %llu at byte offset %llu: the input ends after %zu byte(s) of the varint (last complete record: %llu)",
