@@ -34,15 +34,12 @@ list_files() {
 
 # scan ROOT: prints "file:line: text" for every forbidden spelling; 1 if any.
 scan() {
-  local found=0 args=() p
+  local args=() p
   for p in "${patterns[@]}"; do args+=(-e "$p"); done
-  while IFS= read -r -d '' f; do
-    [ -f "$1/$f" ] || continue # deleted but still in the index
-    if grep -a -n -E "${args[@]}" "$1/$f" | sed "s|^|${f#./}:|" | cut -c1-300; then
-      found=1
-    fi
-  done < <(list_files "$1")
-  return "$found"
+  # -s: a file deleted but still in git's index is no error.
+  local found
+  found=$(list_files "$1" | (cd "$1" && xargs -0 -r grep -s -a -n -H -E "${args[@]}" --) | sed 's|^\./||' | cut -c1-300 || true)
+  [ -z "$found" ] || { echo "$found"; return 1; }
 }
 
 # The scan must see a planted violation, or passing says nothing.
