@@ -4,18 +4,52 @@
 #   nginx_start  starts a real nginx WebDAV cache on a free loopback port:
 #                sets NGINX_ROOT, NGINX_PORT, NGINX_URL, NGINX_CACHE, NGINX_LOG
 #   nginx_stop   stops it by its pid (also done at exit)
+#   tf_track PID...            background helpers that tf_cleanup kills (TERM, then KILL) on every exit
+#   wait_for SECONDS WHAT CMD...   polls CMD until it succeeds; fails naming WHAT after SECONDS
+#   wait_port PORT [SECONDS]   until something accepts on 127.0.0.1:PORT
+#   wait_file FILE [SECONDS]   until FILE exists and is not empty
+#   wait_line FILE PATTERN [SECONDS]   until a line of FILE matches PATTERN (grep -E)
+# Background helpers write to files under $tf_tmp, never to the test's own
+# stdout/stderr: meson reads those until every holder has closed them.
+# Readiness is polled, never assumed because time passed.
 set -euo pipefail
 
 : "${TOPFETCH:?TOPFETCH must point at the topfetch binary}"
 tf_tmp=$(mktemp -d /tmp/tf-test.XXXXXX)
 chmod 755 "$tf_tmp"
 NGINX_PID_FILE=""
+tf_bg_pids=()
+
+tf_track() { tf_bg_pids+=("$@"); }
+
+# Stops every tracked helper still running: SIGTERM, up to 5 s, then SIGKILL.
+tf_stop_tracked() {
+  local p alive=() i
+  for p in "${tf_bg_pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p" 2>/dev/null || true
+      alive+=("$p")
+    fi
+  done
+  for p in "${alive[@]}"; do
+    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  tf_bg_pids=()
+}
 
 tf_cleanup() {
+  tf_stop_tracked
   nginx_stop
   rm -rf "$tf_tmp"
 }
 trap tf_cleanup EXIT
+# A signal (meson's timeout sends SIGTERM) ends the test through the EXIT
+# trap too, which bash would otherwise skip.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || fail "'$1' is not installed; run scripts/install-deps.sh"; }
@@ -31,6 +65,21 @@ run_tf() {
   rc=$?
   set -e
 }
+
+wait_for() { # SECONDS WHAT CMD...
+  local limit=$1 what=$2 end
+  shift 2
+  end=$((SECONDS + limit))
+  until "$@"; do
+    [ "$SECONDS" -lt "$end" ] || fail "$what: not within $limit s"
+    sleep 0.02
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { wait_for "${2:-30}" "nothing accepts connections on 127.0.0.1:$1" port_open "$1"; }
+wait_file() { wait_for "${2:-30}" "$1 did not appear" test -s "$1"; }
+wait_line() { wait_for "${3:-30}" "no line matching '$2' in $1" grep -qE -- "$2" "$1"; }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -85,7 +134,9 @@ CONF
       NGINX_PID_FILE="$NGINX_ROOT/nginx.pid"
       case "$listen_extra" in *ssl*) scheme=https ;; esac
       NGINX_URL="$scheme://127.0.0.1:$NGINX_PORT"
-      for _ in $(seq 50); do [ -s "$NGINX_PID_FILE" ] && return 0; sleep 0.1; done
+      # The daemon writes its pid once its sockets listen.
+      wait_file "$NGINX_PID_FILE" 30
+      return 0
     fi
   done
   cat "$NGINX_ROOT/start.log" "$NGINX_ROOT/error.log" >&2 || true
@@ -97,7 +148,8 @@ nginx_stop() {
     local pid
     pid=$(cat "$NGINX_PID_FILE")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
   fi
   NGINX_PID_FILE=""
 }
