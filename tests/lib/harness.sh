@@ -9,6 +9,7 @@
 #   wait_port PORT [SECONDS]   until something accepts on 127.0.0.1:PORT
 #   wait_file FILE [SECONDS]   until FILE exists and is not empty
 #   wait_line FILE PATTERN [SECONDS]   until a line of FILE matches PATTERN (grep -E)
+#   read_upto PID FILE BYTES   true once PID has read FILE that far (for wait_for)
 # Background helpers write to files under $tf_tmp, never to the test's own
 # stdout/stderr: meson reads those until every holder has closed them.
 # Readiness is polled, never assumed because time passed.
@@ -80,6 +81,18 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { wait_for "${2:-30}" "nothing accepts connections on 127.0.0.1:$1" port_open "$1"; }
 wait_file() { wait_for "${2:-30}" "$1 did not appear" test -s "$1"; }
 wait_line() { wait_for "${3:-30}" "no line matching '$2' in $1" grep -qE -- "$2" "$1"; }
+
+# True once process PID has read FILE up to BYTES: the offset of a descriptor
+# it holds on FILE (a reader that follows a growing file).
+read_upto() { # PID FILE BYTES
+  local fd pos
+  for fd in /proc/"$1"/fd/*; do
+    [ "$(readlink "$fd" 2>/dev/null)" = "$2" ] || continue
+    pos=$(sed -n 's/^pos:[[:space:]]*//p' "/proc/$1/fdinfo/${fd##*/}" 2>/dev/null)
+    [ "${pos:-0}" -ge "$3" ] && return 0
+  done
+  return 1
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

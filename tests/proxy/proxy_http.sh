@@ -145,16 +145,19 @@ for i in $(seq 24); do
 done
 pids=()
 for i in $(seq 24); do
-  curl -sS -o /dev/null -w '%{http_code}\n' -T "$tf_tmp/p$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" >"$tf_tmp/p$i.put" &
+  curl -sS -o /dev/null -w '%{http_code}\n' -T "$tf_tmp/p$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" >"$tf_tmp/p$i.put" \
+    2>"$tf_tmp/p$i.err" &
   pids+=($!)
 done
+tf_track "${pids[@]}"
 wait "${pids[@]}"
 pids=()
 for i in $(seq 24); do
   [ "$(cat "$tf_tmp/p$i.put")" = 201 ] || fail "parallel PUT $i: HTTP $(cat "$tf_tmp/p$i.put")"
-  curl -sS -o "$tf_tmp/g$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" &
+  curl -sS -o "$tf_tmp/g$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" 2>"$tf_tmp/g$i.err" &
   pids+=($!)
 done
+tf_track "${pids[@]}"
 wait "${pids[@]}"
 for i in $(seq 24); do cmp -s "$tf_tmp/p$i" "$tf_tmp/g$i" || fail "parallel GET $i: other bytes"; done
 

@@ -26,7 +26,7 @@ proxy_start p1.log --remote_cache="$NGINX_URL" --output_dir="$out" --store="$tf_
   --build_event_binary_file="$tf_tmp/gated.bin" --build_event_json_file="$tf_tmp/gated.json"
 # The build starts: the first events, cut in the middle of a record.
 head -c 2999 "$src" >"$bep"
-sleep 0.3
+wait_for 30 "the proxy did not read the start of the BEP" read_upto "$PROXY_PID" "$bep" 2999
 # Cache hits, in run 2's order.
 for k in $(grep -o 'GET /ac/[0-9a-f]*' "$fx/run2_minimal_hits/access.log" | cut -d/ -f3); do
   code=$(curl -sS -o "$tf_tmp/ar" -w '%{http_code}' "$PROXY_URL/ac/$k")
@@ -118,7 +118,7 @@ half=$((size / 2))
 head -c $half "$src" >"$tf_tmp/half.bin"
 proxy_start p2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --bep_follow="$tf_tmp/half.bin" \
   --build_event_json_file="$tf_tmp/half.json"
-sleep 0.5
+wait_for 30 "the proxy did not read the half BEP" read_upto "$PROXY_PID" "$tf_tmp/half.bin" "$half"
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 3 ] || fail "stopped mid-build: exit $proxy_rc, want 3"
