@@ -36,8 +36,8 @@ grep -q "listening on $listen; events on $pub" "$tf_tmp/serve.log" || fail "star
 subscribe() {
   "$TF_SUBSCRIBER" "$pub" "$out" 60 >"$tf_tmp/sub$1.log" 2>&1 &
   sub_pid=$!
-  for _ in $(seq 100); do grep -q subscribed "$tf_tmp/sub$1.log" && break; sleep 0.05; done
-  sleep 0.3 # nanomsg connects in the background
+  tf_track "$sub_pid"
+  wait_line "$tf_tmp/sub$1.log" '^connected$' 60
 }
 
 targets=(--target="//pkg:multi=$bin/multi/one.txt,$bin/multi/two.txt,$bin/multi/three.bin"

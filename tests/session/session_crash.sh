@@ -15,11 +15,9 @@ store="$tf_tmp/store.db"
 "$TF_DRIVER" --remote_cache="$NGINX_URL" --output_dir="$out" --store="$store" --mode=all \
   --actions="$NGINX_CACHE/ac" >"$tf_tmp/run1.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  [ -n "$(find "$out" -name '.tftmp.*' -size +100k 2>/dev/null)" ] && break
-  sleep 0.05
-done
-[ -n "$(find "$out" -name '.tftmp.*' 2>/dev/null)" ] || fail "no transfer in progress to interrupt"
+tf_track "$pid"
+in_progress() { [ -n "$(find "$out" -name '.tftmp.*' -size +100k 2>/dev/null)" ]; }
+wait_for 60 "no transfer in progress to interrupt" in_progress
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 [ ! -e "$out/$bin/big.dat" ] || fail "big.dat complete before the kill; the test did not interrupt anything"

@@ -19,13 +19,20 @@ out="$tf_tmp/out"
 
 # A subscriber on the PUB socket checks each TargetComplete's files.
 sock="ipc://$tf_tmp/bep.ipc"
+# The driver binds the socket and holds its first event until the
+# subscriber says it is connected.
 "$TF_SUBSCRIBER" "$sock" "$out" 60 >"$tf_tmp/sub.log" 2>&1 &
 sub_pid=$!
-set +e
 "$TF_DRIVER" --remote_cache="$NGINX_URL" --output_dir="$out" --store="$tf_tmp/store.db" \
   --actions="$NGINX_CACHE/ac" --bep="$fx/run2_minimal_hits/bep.bin" \
-  --bep_out="$tf_tmp/bep.bin" --json_out="$tf_tmp/bep.json" --publish="$sock" --wait_ms=300 >"$tf_tmp/run.log" 2>&1
-rc=$?
+  --bep_out="$tf_tmp/bep.bin" --json_out="$tf_tmp/bep.json" --publish="$sock" --wait_for="$tf_tmp/go" \
+  >"$tf_tmp/run.log" 2>&1 &
+driver_pid=$!
+tf_track "$sub_pid" "$driver_pid"
+wait_line "$tf_tmp/sub.log" '^connected$' 60
+touch "$tf_tmp/go"
+set +e
+wait "$driver_pid"; rc=$?
 wait "$sub_pid"; sub_rc=$?
 set -e
 cat "$tf_tmp/run.log"
