@@ -80,7 +80,7 @@ wait_for() { # SECONDS WHAT CMD...
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { wait_for "${2:-30}" "nothing accepts connections on 127.0.0.1:$1" port_open "$1"; }
 wait_file() { wait_for "${2:-30}" "$1 did not appear" test -s "$1"; }
-wait_line() { wait_for "${3:-30}" "no line matching '$2' in $1" grep -qE -- "$2" "$1"; }
+wait_line() { wait_for "${3:-30}" "no line matching '$2' in $1" grep -qsE -- "$2" "$1"; }
 
 # True once process PID has read FILE up to BYTES: the offset of a descriptor
 # it holds on FILE (a reader that follows a growing file).
