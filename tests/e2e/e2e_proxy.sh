@@ -28,8 +28,15 @@ chmod -R u+w "$ws"
 root="$tf_tmp/obase"
 mkdir -p "$tf_tmp/home"
 bz() { (cd "$ws" && env -i HOME="$tf_tmp/home" PATH=/usr/bin:/bin LANG=C.UTF-8 bazel --output_user_root="$root" "$@"); }
+# The Bazel server (a JVM that outlives the client): `bazel shutdown`, then
+# by its pid whatever is left.
 e2e_cleanup() {
+  local pid
+  pid=$(cat "$root"/*/server/server.pid.txt 2>/dev/null || true)
   bz shutdown >/dev/null 2>&1 || true
+  # Still a Bazel server (not a reused pid)? Then tf_cleanup ends it.
+  [ -n "$pid" ] && grep -qa bazel "/proc/$pid/cmdline" 2>/dev/null && tf_track "$pid"
+  true
   proxy_cleanup
 }
 trap e2e_cleanup EXIT
