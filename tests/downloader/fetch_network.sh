@@ -49,6 +49,7 @@ assert_contains "$out" "GET $NGINX_URL/cas/$big failed after 3 attempts (--remot
 [ -z "$(find "$tf_tmp/o3" -name '.tftmp.*')" ] || fail "temporary file left"
 
 # 4. A server that accepts the connection and never answers: --remote_timeout.
+need python3
 port=$(free_port)
 python3 -c '
 import socket, sys

@@ -94,14 +94,22 @@ read_upto() { # PID FILE BYTES
   return 1
 }
 
+# A loopback TCP port no socket uses now (none in /proc/net/tcp{,6} has it),
+# below the kernel's range for outgoing connections. Whoever binds it may
+# still lose a race: nginx_start retries.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  local p hex _
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 12000))
+    printf -v hex ':%04X ' "$p"
+    grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6 || { echo "$p"; return 0; }
+  done
+  fail "no free loopback port found"
 }
 
 # nginx_start [extra directives for the location block] [extra for the listen line] [extra server directives]
 nginx_start() {
   need nginx
-  need python3
   local extra="${1:-}" listen_extra="${2:-}" server_extra="${3:-}" user_line="" tries scheme=http
   NGINX_ROOT="$tf_tmp/nginx"
   NGINX_CACHE="$NGINX_ROOT/cache"
