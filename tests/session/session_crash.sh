@@ -4,7 +4,9 @@
 # local is missing or wrong.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 fx="${TF_FIXTURES:?}"
-nginx_start 'limit_rate 1m;'
+# 1 MB/s while the file "slow" is in the cache root, full speed after.
+nginx_start 'set $limit_rate 0; if (-f $document_root/slow) { set $limit_rate 1m; }'
+touch "$NGINX_CACHE/slow"
 tar -xzf "$fx/cache.tar.gz" -C "$NGINX_CACHE"
 chmod -R a+rX "$NGINX_CACHE"
 bin=bazel-out/k8-fastbuild/bin/pkg
@@ -25,7 +27,8 @@ stale=$(find "$out" -name '.tftmp.*' | wc -l)
 [ "$stale" -ge 1 ] || fail "expected a stale temporary file"
 # (The store itself is checked after the restart, which must open it cleanly.)
 
-# Restart: nothing reported, only recovery.
+# Restart: nothing reported, only recovery (at full speed).
+rm "$NGINX_CACHE/slow"
 "$TF_DRIVER" --remote_cache="$NGINX_URL" --output_dir="$out" --store="$store" --report_store >"$tf_tmp/run2.log" 2>&1 \
   || fail "restart failed: $(cat "$tf_tmp/run2.log")"
 cat "$tf_tmp/run2.log"
