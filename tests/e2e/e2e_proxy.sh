@@ -44,8 +44,8 @@ targets=(//pkg:left //pkg:right //pkg:multi //pkg:exe //pkg:big //pkg:tree)
 bin=bazel-out/k8-fastbuild/bin/pkg
 top="left.txt right.txt multi/copy.txt multi/two.txt multi/zeros.bin hello.sh big.dat tree_dir/a.txt
 tree_dir/copy.txt tree_dir/sub/b.txt tree_dir/sub/run.sh tree_dir/sub/empty.txt"
-lines() { wc -l <"$NGINX_LOG"; }
-since() { tail -n +"$(($1 + 1))" "$NGINX_LOG"; } # nginx log lines after line $1
+lines() { nginx_sync; wc -l <"$NGINX_LOG"; }
+since() { nginx_sync; tail -n +"$(($1 + 1))" "$NGINX_LOG"; } # nginx log lines after line $1
 files_in() { (cd "$1" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' '); }
 want_files=$(for f in $top; do echo "$bin/$f"; done | sort | tr '\n' ' ')
 

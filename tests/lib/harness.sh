@@ -4,6 +4,8 @@
 #   nginx_start  starts a real nginx WebDAV cache on a free loopback port:
 #                sets NGINX_ROOT, NGINX_PORT, NGINX_URL, NGINX_CACHE, NGINX_LOG
 #   nginx_stop   stops it by its pid (also done at exit)
+#   nginx_count PATTERN   requests in nginx's log matching PATTERN, once the log
+#                caught up with what clients saw (nginx_sync)
 #   tf_track PID...            background helpers that tf_cleanup kills (TERM, then KILL) on every exit
 #   wait_for SECONDS WHAT CMD...   polls CMD until it succeeds; fails naming WHAT after SECONDS
 #   wait_port PORT [SECONDS]   until something accepts on 127.0.0.1:PORT
@@ -110,6 +112,7 @@ free_port() {
 # nginx_start [extra directives for the location block] [extra for the listen line] [extra server directives]
 nginx_start() {
   need nginx
+  need curl
   local extra="${1:-}" listen_extra="${2:-}" server_extra="${3:-}" user_line="" tries scheme=http
   NGINX_ROOT="$tf_tmp/nginx"
   NGINX_CACHE="$NGINX_ROOT/cache"
@@ -149,8 +152,15 @@ http {
       $extra
     }
   }
+  # nginx_sync's own door, logged apart (see nginx_sync).
+  server {
+    listen unix:$NGINX_ROOT/sync.sock;
+    access_log $NGINX_ROOT/sync.log tf;
+    location / { return 204; }
+  }
 }
 CONF
+    rm -f "$NGINX_ROOT/sync.sock"
     if nginx -c "$NGINX_ROOT/nginx.conf" -p "$NGINX_ROOT" -e "$NGINX_ROOT/error.log" 2>>"$NGINX_ROOT/start.log"; then
       NGINX_PID_FILE="$NGINX_ROOT/nginx.pid"
       case "$listen_extra" in *ssl*) scheme=https ;; esac
@@ -204,4 +214,15 @@ cas_put_stdin() {
 }
 
 # Number of requests in nginx's log matching a pattern (e.g. "GET /cas/HASH 200").
-nginx_count() { grep -c -- "$1" "$NGINX_LOG" || true; }
+# Returns once nginx's log holds every request whose answer a client has
+# seen. nginx logs a request when its answer is sent, so a client can be a
+# moment ahead of the log; but its one worker does that in the same step as
+# the sending, before it turns to anything else, so once a request of ours
+# that came later shows in its log, the earlier ones do too.
+nginx_sync() {
+  local tag="tf-sync-$RANDOM$RANDOM"
+  # Not answering: nginx has stopped, and wrote all it had to.
+  curl -s -o /dev/null --unix-socket "$NGINX_ROOT/sync.sock" "http://sync/$tag" 2>/dev/null || return 0
+  wait_line "$NGINX_ROOT/sync.log" "/$tag " 30
+}
+nginx_count() { nginx_sync; grep -c -- "$1" "$NGINX_LOG" || true; }

@@ -81,6 +81,7 @@ EOF
 # intermediate and two top-level files once; no blob twice; no empty blob.
 [ "$(nginx_count "GET /cas/29f5b5b3")" -eq 0 ] || fail "intermediate2.txt was fetched"
 [ "$(nginx_count "GET /cas/c7d9472e")" -eq 1 ] || fail "the shared blob was fetched $(nginx_count "GET /cas/c7d9472e") times"
+nginx_sync
 dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 [ "$(nginx_count e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)" -eq 0 ] || fail "empty blob requested"

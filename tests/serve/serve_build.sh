@@ -78,6 +78,7 @@ done
 [ "$(nginx_count "GET /cas/c7d9472e")" -eq 1 ] || fail "shared blob fetched $(nginx_count "GET /cas/c7d9472e") times"
 [ "$(nginx_count "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")" -eq 0 ] || fail "empty blob requested"
 [ "$(nginx_count "GET /ac/")" -eq 0 ] || fail "the service read the action cache"
+nginx_sync
 dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 gets1=$(grep -c 'GET /cas/' "$NGINX_LOG")
@@ -153,6 +154,7 @@ assert_contains "$client" "target //pkg:big: wanted, 1 files: 1 already present,
 [ -f "$out/$bin/intermediate2.txt" ] || fail "the regex match was not fetched"
 [ "$(nginx_count "GET /cas/29f5b5b3")" -eq 1 ] || fail "intermediate2.txt fetched $(nginx_count "GET /cas/29f5b5b3") times"
 # Nothing else was fetched again (the Tree is read again: it is metadata).
+nginx_sync
 new=$(grep 'GET /cas/' "$NGINX_LOG" | tail -n +$((gets1 + 1)) | grep -v -e 29f5b5b3 -e bb2e91f9 || true)
 [ -z "$new" ] || fail "files already in place were fetched again: $new"
 assert_contains "$(grep "build 2 " "$tf_tmp/serve.log")" "9 files in place (1 fetched, 8 already present)" "summary"

@@ -63,6 +63,7 @@ want=$(echo $expected | tr ' ' '\n' | sort | tr '\n' ' ')
 [ "$(nginx_count "GET /cas/c7d9472e")" -eq 1 ] || fail "shared blob fetched $(nginx_count "GET /cas/c7d9472e") times"
 [ "$(nginx_count "GET /cas/29f5b5b3")" -eq 0 ] || fail "intermediate2.txt was fetched"
 [ "$(nginx_count "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")" -eq 0 ] || fail "empty blob requested"
+nginx_sync
 dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 
