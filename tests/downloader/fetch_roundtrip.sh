@@ -7,10 +7,19 @@ nginx_start
 out_dir="$tf_tmp/out"
 manifest="$tf_tmp/manifest.txt"
 : >"$manifest"
-for i in $(seq 1 300); do
-  h=$(head -c $((i * 37 % 5000 + 1)) /dev/urandom | cas_put_stdin)
-  echo "$h $(stat -c %s "$NGINX_CACHE/cas/$h") dir$((i % 7))/sub/file$i.bin" >>"$manifest"
-done
+# 300 random blobs of 1..5000 bytes (one process, not one per blob).
+python3 - "$NGINX_CACHE/cas" "$manifest" <<'PY'
+import hashlib, os, sys
+cas, manifest = sys.argv[1:3]
+with open(manifest, "a") as m:
+    for i in range(1, 301):
+        data = os.urandom(i * 37 % 5000 + 1)
+        h = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(cas, h), "wb") as f:
+            f.write(data)
+        os.chmod(os.path.join(cas, h), 0o644)
+        m.write("%s %d dir%d/sub/file%d.bin\n" % (h, len(data), i % 7, i))
+PY
 # An executable, and one blob wanted at three paths (two with another mode).
 exe=$(printf '#!/bin/sh\necho hi\n' | cas_put_stdin)
 echo "$exe $(stat -c %s "$NGINX_CACHE/cas/$exe") x bin/hello.sh" >>"$manifest"
@@ -28,13 +37,23 @@ assert_contains "$out" "305 of 305 files in place" "summary"
 assert_contains "$out" "0 lost, 0 corrupt, 0 failed, 0 local errors" "summary"
 
 # Every file has the right bytes and mode.
-while read -r h s a b; do
-  case "$h" in ''|'#'*) continue ;; esac
-  if [ "$a" = x ]; then p=$b; mode=755; else p=$a; mode=644; fi
-  [ -f "$out_dir/$p" ] || fail "missing $p"
-  [ "$(sha256sum "$out_dir/$p" | cut -d' ' -f1)" = "$h" ] || fail "wrong bytes in $p"
-  [ "$(stat -c %a "$out_dir/$p")" = "$mode" ] || fail "$p has mode $(stat -c %a "$out_dir/$p"), want $mode"
-done <"$manifest"
+python3 - "$out_dir" "$manifest" <<'PY' || fail "files differ from the manifest"
+import hashlib, os, stat, sys
+out, bad = sys.argv[1], 0
+for line in open(sys.argv[2]):
+    f = line.split()
+    if not f or f[0].startswith("#"):
+        continue
+    path, mode = (f[3], 0o755) if f[2] == "x" else (f[2], 0o644)
+    p = os.path.join(out, path)
+    if not os.path.isfile(p):
+        print("missing " + path); bad += 1; continue
+    if hashlib.sha256(open(p, "rb").read()).hexdigest() != f[0]:
+        print("wrong bytes in " + path); bad += 1
+    if stat.S_IMODE(os.stat(p).st_mode) != mode:
+        print("%s has mode %o, want %o" % (path, stat.S_IMODE(os.stat(p).st_mode), mode)); bad += 1
+sys.exit(1 if bad else 0)
+PY
 [ ! -s "$out_dir/empty.txt" ] || fail "empty.txt is not empty"
 
 # Dedup: one GET for the shared blob; none for the empty blob; one per blob overall.

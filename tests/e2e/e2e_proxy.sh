@@ -28,8 +28,15 @@ chmod -R u+w "$ws"
 root="$tf_tmp/obase"
 mkdir -p "$tf_tmp/home"
 bz() { (cd "$ws" && env -i HOME="$tf_tmp/home" PATH=/usr/bin:/bin LANG=C.UTF-8 bazel --output_user_root="$root" "$@"); }
+# The Bazel server (a JVM that outlives the client): `bazel shutdown`, then
+# by its pid whatever is left.
 e2e_cleanup() {
+  local pid
+  pid=$(cat "$root"/*/server/server.pid.txt 2>/dev/null || true)
   bz shutdown >/dev/null 2>&1 || true
+  # Still a Bazel server (not a reused pid)? Then tf_cleanup ends it.
+  [ -n "$pid" ] && grep -qa bazel "/proc/$pid/cmdline" 2>/dev/null && tf_track "$pid"
+  true
   proxy_cleanup
 }
 trap e2e_cleanup EXIT
@@ -37,8 +44,8 @@ targets=(//pkg:left //pkg:right //pkg:multi //pkg:exe //pkg:big //pkg:tree)
 bin=bazel-out/k8-fastbuild/bin/pkg
 top="left.txt right.txt multi/copy.txt multi/two.txt multi/zeros.bin hello.sh big.dat tree_dir/a.txt
 tree_dir/copy.txt tree_dir/sub/b.txt tree_dir/sub/run.sh tree_dir/sub/empty.txt"
-lines() { wc -l <"$NGINX_LOG"; }
-since() { tail -n +"$(($1 + 1))" "$NGINX_LOG"; } # nginx log lines after line $1
+lines() { nginx_sync; wc -l <"$NGINX_LOG"; }
+since() { nginx_sync; tail -n +"$(($1 + 1))" "$NGINX_LOG"; } # nginx log lines after line $1
 files_in() { (cd "$1" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' '); }
 want_files=$(for f in $top; do echo "$bin/$f"; done | sort | tr '\n' ' ')
 

@@ -2,8 +2,11 @@
 """Our --build_event_json_file against Bazel's own, for the three Bazel 4.2.3
 fixture runs: bep_convert reads each bep.bin and writes JSON lines; every
 line must parse (Python's json, strict UTF-8) and equal the line Bazel wrote
-in bep.json, as JSON objects (Bazel orders fields by declaration, we by
-number, so bytes differ). Escaping is compared too: Bazel's Gson writes '='
+in bep.json for the same event id, as JSON objects (Bazel orders fields by
+declaration, we by number, so bytes differ). Lines are paired by event id,
+not by position: Bazel 4.2.3 writes its two files from separate queues, and
+events posted at the same moment (say two named sets) may land in the JSON
+file in another order than in the binary one. Escaping is compared too: Bazel's Gson writes '='
 as \\u003d, and we must write exactly as many.
 
 The only differences allowed are the ones our proto/ subset causes, each
@@ -98,13 +101,24 @@ def main():
             print("%s: %d lines, Bazel wrote %d (want 45)" % (run, len(ours), len(theirs)))
             return 1
         seen = {"buildMetrics": 0, "metadataTag5": 0}
-        for n, (a_text, b_text) in enumerate(zip(ours, theirs), 1):
+        by_id = {}
+        for b_text in theirs:
+            by_id[json.dumps(json.loads(b_text)["id"], sort_keys=True)] = b_text
+        if len(by_id) != 45:
+            print("%s: Bazel's bep.json repeats an event id" % run)
+            return 1
+        for n, a_text in enumerate(ours, 1):
             a = json.loads(a_text)
-            b = json.loads(b_text)
-            if not isinstance(a, dict):
-                print("%s line %d: not a JSON object" % (run, n))
+            if not isinstance(a, dict) or not isinstance(a.get("id"), dict):
+                print("%s line %d: not a JSON object with an id" % (run, n))
                 failures += 1
                 continue
+            b_text = by_id.pop(json.dumps(a["id"], sort_keys=True), None)
+            if b_text is None:
+                print("%s line %d: id %s is not in Bazel's bep.json, or twice in ours" % (run, n, a["id"]))
+                failures += 1
+                continue
+            b = json.loads(b_text)
             out = []
             diff(a, b, "", out)
             for d in out:

@@ -14,7 +14,16 @@ bazel_run() {
   (cd "$ws" && env -i HOME="$tf_tmp/home" PATH=/usr/bin:/bin LANG=C.UTF-8 \
     bazel --output_user_root="$root" "$@")
 }
-stop_bazel() { bazel_run shutdown >/dev/null 2>&1 || true; }
+# The Bazel server (a JVM that outlives the client): `bazel shutdown`, then
+# by its pid (tf_cleanup) whatever is left.
+stop_bazel() {
+  local pid
+  pid=$(cat "$root"/*/server/server.pid.txt 2>/dev/null || true)
+  bazel_run shutdown >/dev/null 2>&1 || true
+  # Still a Bazel server (not a reused pid)? Then tf_cleanup ends it.
+  [ -n "$pid" ] && grep -qa bazel "/proc/$pid/cmdline" 2>/dev/null && tf_track "$pid"
+  true
+}
 trap 'stop_bazel; tf_cleanup' EXIT
 mkdir -p "$tf_tmp/home"
 bazel_run build --color=no --curses=no --disk_cache="$dc" \

@@ -4,18 +4,55 @@
 #   nginx_start  starts a real nginx WebDAV cache on a free loopback port:
 #                sets NGINX_ROOT, NGINX_PORT, NGINX_URL, NGINX_CACHE, NGINX_LOG
 #   nginx_stop   stops it by its pid (also done at exit)
+#   nginx_count PATTERN   requests in nginx's log matching PATTERN, once the log
+#                caught up with what clients saw (nginx_sync)
+#   tf_track PID...            background helpers that tf_cleanup kills (TERM, then KILL) on every exit
+#   wait_for SECONDS WHAT CMD...   polls CMD until it succeeds; fails naming WHAT after SECONDS
+#   wait_port PORT [SECONDS]   until something accepts on 127.0.0.1:PORT
+#   wait_file FILE [SECONDS]   until FILE exists and is not empty
+#   wait_line FILE PATTERN [SECONDS]   until a line of FILE matches PATTERN (grep -E)
+#   read_upto PID FILE BYTES   true once PID has read FILE that far (for wait_for)
+# Background helpers write to files under $tf_tmp, never to the test's own
+# stdout/stderr: meson reads those until every holder has closed them.
+# Readiness is polled, never assumed because time passed.
 set -euo pipefail
 
 : "${TOPFETCH:?TOPFETCH must point at the topfetch binary}"
 tf_tmp=$(mktemp -d /tmp/tf-test.XXXXXX)
 chmod 755 "$tf_tmp"
 NGINX_PID_FILE=""
+tf_bg_pids=()
+
+tf_track() { tf_bg_pids+=("$@"); }
+
+# Stops every tracked helper still running: SIGTERM, up to 5 s, then SIGKILL.
+tf_stop_tracked() {
+  local p alive=() i
+  for p in "${tf_bg_pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p" 2>/dev/null || true
+      alive+=("$p")
+    fi
+  done
+  for p in "${alive[@]}"; do
+    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  tf_bg_pids=()
+}
 
 tf_cleanup() {
+  tf_stop_tracked
   nginx_stop
   rm -rf "$tf_tmp"
 }
 trap tf_cleanup EXIT
+# A signal (meson's timeout sends SIGTERM) ends the test through the EXIT
+# trap too, which bash would otherwise skip.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || fail "'$1' is not installed; run scripts/install-deps.sh"; }
@@ -32,14 +69,50 @@ run_tf() {
   set -e
 }
 
+wait_for() { # SECONDS WHAT CMD...
+  local limit=$1 what=$2 end
+  shift 2
+  end=$((SECONDS + limit))
+  until "$@"; do
+    [ "$SECONDS" -lt "$end" ] || fail "$what: not within $limit s"
+    sleep 0.02
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { wait_for "${2:-30}" "nothing accepts connections on 127.0.0.1:$1" port_open "$1"; }
+wait_file() { wait_for "${2:-30}" "$1 did not appear" test -s "$1"; }
+wait_line() { wait_for "${3:-30}" "no line matching '$2' in $1" grep -qsE -- "$2" "$1"; }
+
+# True once process PID has read FILE up to BYTES: the offset of a descriptor
+# it holds on FILE (a reader that follows a growing file).
+read_upto() { # PID FILE BYTES
+  local fd pos
+  for fd in /proc/"$1"/fd/*; do
+    [ "$(readlink "$fd" 2>/dev/null)" = "$2" ] || continue
+    pos=$(sed -n 's/^pos:[[:space:]]*//p' "/proc/$1/fdinfo/${fd##*/}" 2>/dev/null)
+    [ "${pos:-0}" -ge "$3" ] && return 0
+  done
+  return 1
+}
+
+# A loopback TCP port no socket uses now (none in /proc/net/tcp{,6} has it),
+# below the kernel's range for outgoing connections. Whoever binds it may
+# still lose a race: nginx_start retries.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  local p hex _
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 12000))
+    printf -v hex ':%04X ' "$p"
+    grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6 || { echo "$p"; return 0; }
+  done
+  fail "no free loopback port found"
 }
 
 # nginx_start [extra directives for the location block] [extra for the listen line] [extra server directives]
 nginx_start() {
   need nginx
-  need python3
+  need curl
   local extra="${1:-}" listen_extra="${2:-}" server_extra="${3:-}" user_line="" tries scheme=http
   NGINX_ROOT="$tf_tmp/nginx"
   NGINX_CACHE="$NGINX_ROOT/cache"
@@ -79,13 +152,22 @@ http {
       $extra
     }
   }
+  # nginx_sync's own door, logged apart (see nginx_sync).
+  server {
+    listen unix:$NGINX_ROOT/sync.sock;
+    access_log $NGINX_ROOT/sync.log tf;
+    location / { return 204; }
+  }
 }
 CONF
+    rm -f "$NGINX_ROOT/sync.sock"
     if nginx -c "$NGINX_ROOT/nginx.conf" -p "$NGINX_ROOT" -e "$NGINX_ROOT/error.log" 2>>"$NGINX_ROOT/start.log"; then
       NGINX_PID_FILE="$NGINX_ROOT/nginx.pid"
       case "$listen_extra" in *ssl*) scheme=https ;; esac
       NGINX_URL="$scheme://127.0.0.1:$NGINX_PORT"
-      for _ in $(seq 50); do [ -s "$NGINX_PID_FILE" ] && return 0; sleep 0.1; done
+      # The daemon writes its pid once its sockets listen.
+      wait_file "$NGINX_PID_FILE" 30
+      return 0
     fi
   done
   cat "$NGINX_ROOT/start.log" "$NGINX_ROOT/error.log" >&2 || true
@@ -97,23 +179,25 @@ nginx_stop() {
     local pid
     pid=$(cat "$NGINX_PID_FILE")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
   fi
   NGINX_PID_FILE=""
 }
 
-# A test CA, a server certificate for 127.0.0.1 and a client certificate,
+# A test CA, a server certificate for 127.0.0.1 and a client certificate
+# (P-256 keys: made in milliseconds, unlike RSA),
 # all in $pki (ca.pem, srv.pem/srv.key, cli.pem/cli.key), readable by nginx.
 make_pki() {
   need openssl
   pki="$tf_tmp/pki"; mkdir -p "$pki"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=topfetch test CA" \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=topfetch test CA" \
     -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$pki/srv.key" -out "$pki/srv.csr" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" -keyout "$pki/srv.key" -out "$pki/srv.csr" 2>/dev/null
   printf 'subjectAltName=IP:127.0.0.1\n' >"$pki/san.ext"
   openssl x509 -req -in "$pki/srv.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
     -extfile "$pki/san.ext" -out "$pki/srv.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=topfetch client" -keyout "$pki/cli.key" -out "$pki/cli.csr" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=topfetch client" -keyout "$pki/cli.key" -out "$pki/cli.csr" 2>/dev/null
   openssl x509 -req -in "$pki/cli.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
     -out "$pki/cli.pem" 2>/dev/null
   chmod -R a+r "$pki"
@@ -130,4 +214,15 @@ cas_put_stdin() {
 }
 
 # Number of requests in nginx's log matching a pattern (e.g. "GET /cas/HASH 200").
-nginx_count() { grep -c -- "$1" "$NGINX_LOG" || true; }
+# Returns once nginx's log holds every request whose answer a client has
+# seen. nginx logs a request when its answer is sent, so a client can be a
+# moment ahead of the log; but its one worker does that in the same step as
+# the sending, before it turns to anything else, so once a request of ours
+# that came later shows in its log, the earlier ones do too.
+nginx_sync() {
+  local tag="tf-sync-$RANDOM$RANDOM"
+  # Not answering: nginx has stopped, and wrote all it had to.
+  curl -s -o /dev/null --unix-socket "$NGINX_ROOT/sync.sock" "http://sync/$tag" 2>/dev/null || return 0
+  wait_line "$NGINX_ROOT/sync.log" "/$tag " 30
+}
+nginx_count() { nginx_sync; grep -c -- "$1" "$NGINX_LOG" || true; }

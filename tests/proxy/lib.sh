@@ -4,6 +4,7 @@
 #   proxy_stop               SIGTERM, then proxy_wait
 #   proxy_wait               waits (up to 120 s) for it to exit; sets proxy_rc
 #   req METHOD URL [curl args...]   one request: sets code and body ($tf_tmp/body)
+#   proxy_refuses            true once new connections are refused (a signal was handled)
 #   vmhwm                    the proxy's peak resident set (/proc/PID/status VmHWM), in KiB
 need curl
 PROXY_PID=""
@@ -15,7 +16,8 @@ proxy_start() {
   : >"$PROXY_LOG" # before the child opens it: the loop below reads it at once
   "$TOPFETCH" proxy --listen=127.0.0.1:0 "$@" >"$PROXY_LOG" 2>&1 &
   PROXY_PID=$!
-  for i in $(seq 200); do
+  local end=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$end" ]; do
     PROXY_PORT=$(sed -n 's|^topfetch proxy: listening on http://[^ ,]*:\([0-9]*\),.*|\1|p' "$PROXY_LOG")
     if [ -n "$PROXY_PORT" ]; then
       PROXY_URL="http://127.0.0.1:$PROXY_PORT"
@@ -25,17 +27,17 @@ proxy_start() {
       cat "$PROXY_LOG" >&2
       fail "the proxy exited at start"
     fi
-    sleep 0.05
+    sleep 0.02
   done
   cat "$PROXY_LOG" >&2
   fail "the proxy did not start listening"
 }
 
 proxy_wait() {
-  local i
-  for i in $(seq 1200); do
+  local end=$((SECONDS + 120))
+  while [ "$SECONDS" -lt "$end" ]; do
     kill -0 "$PROXY_PID" 2>/dev/null || break
-    sleep 0.1
+    sleep 0.02
   done
   if kill -0 "$PROXY_PID" 2>/dev/null; then
     kill -KILL "$PROXY_PID"
@@ -75,6 +77,9 @@ req() {
   fi
   body=$(tr -d '\000' <"$tf_tmp/body")
 }
+
+# True once the proxy refuses new connections (it has begun to stop).
+proxy_refuses() { ! port_open "$PROXY_PORT"; }
 
 vmhwm() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$PROXY_PID/status"; }
 

@@ -61,6 +61,7 @@ req GET "$P/some/instance/cas/$h"
 
 # bazel-remote's path rule: anything else is 400 with a short text body, and
 # nothing reaches the upstream.
+nginx_sync
 before=$(grep -c . "$NGINX_LOG")
 upper=$(echo "$h" | tr a-f A-F)
 for path in / /status /cas/ "/cas/${h:0:63}" "/cas/${h}0" "/cas/$upper" "/xcas/$h" "/ac$h" "/cas.v2/$h" \
@@ -73,6 +74,7 @@ for path in / /status /cas/ "/cas/${h:0:63}" "/cas/${h}0" "/cas/$upper" "/xcas/$
   [ "$code" = 400 ] || fail "GET $path: HTTP $code, want 400"
   assert_contains "$body" "bad path" "400 body for $path"
 done
+nginx_sync
 [ "$(grep -c . "$NGINX_LOG")" -eq $((before + 1)) ] || fail "bad paths reached nginx"
 
 # Other methods: 405 with Allow.
@@ -133,9 +135,11 @@ req PUT "$P/cas/$empty" -T "$tf_tmp/empty"
 # Keep-alive: 60 requests on one client connection use one upstream connection.
 urls=()
 for i in $(seq 60); do urls+=(-o /dev/null "$P/cas/$h"); done
+nginx_sync
 first=$(grep -c . "$NGINX_LOG")
 connects=$(curl -sS -w '%{num_connects}\n' "${urls[@]}" | awk '{ n += $1 } END { print n }')
 [ "$connects" -eq 1 ] || fail "the client needed $connects connections for 60 requests"
+nginx_sync
 conns=$(tail -n +$((first + 1)) "$NGINX_LOG" | grep -o 'conn=[0-9]*' | sort -u | wc -l)
 [ "$conns" -eq 1 ] || fail "60 sequential requests used $conns upstream connections"
 
@@ -145,16 +149,19 @@ for i in $(seq 24); do
 done
 pids=()
 for i in $(seq 24); do
-  curl -sS -o /dev/null -w '%{http_code}\n' -T "$tf_tmp/p$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" >"$tf_tmp/p$i.put" &
+  curl -sS -o /dev/null -w '%{http_code}\n' -T "$tf_tmp/p$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" >"$tf_tmp/p$i.put" \
+    2>"$tf_tmp/p$i.err" &
   pids+=($!)
 done
+tf_track "${pids[@]}"
 wait "${pids[@]}"
 pids=()
 for i in $(seq 24); do
   [ "$(cat "$tf_tmp/p$i.put")" = 201 ] || fail "parallel PUT $i: HTTP $(cat "$tf_tmp/p$i.put")"
-  curl -sS -o "$tf_tmp/g$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" &
+  curl -sS -o "$tf_tmp/g$i" "$P/cas/$(cat "$tf_tmp/p$i.h")" 2>"$tf_tmp/g$i.err" &
   pids+=($!)
 done
+tf_track "${pids[@]}"
 wait "${pids[@]}"
 for i in $(seq 24); do cmp -s "$tf_tmp/p$i" "$tf_tmp/g$i" || fail "parallel GET $i: other bytes"; done
 

@@ -33,7 +33,7 @@ for k in $(ls "$NGINX_CACHE/ac"); do
   [ "$code" = 200 ] || fail "lookup $k before the loss was known: HTTP $code"
 done
 cp "$fx/run2_minimal_hits/bep.bin" "$tf_tmp/bep.bin"
-for i in $(seq 100); do grep -q "lost: bazel-out/k8-fastbuild/bin/pkg/multi/three.bin" "$PROXY_LOG" && break; sleep 0.1; done
+wait_line "$PROXY_LOG" "lost: bazel-out/k8-fastbuild/bin/pkg/multi/three.bin" 60
 grep -q "lost: bazel-out/k8-fastbuild/bin/pkg/multi/three.bin ($three/1000), produced by action $multi" "$PROXY_LOG" \
   || { cat "$PROXY_LOG"; fail "no lost report naming the file, digest and action"; }
 assert_contains "$(cat "$PROXY_LOG")" "lookups of that action now answer a cache miss"
@@ -46,7 +46,7 @@ req HEAD "$PROXY_URL/ac/$multi"
 [ "$(nginx_count "GET /ac/$multi")" -eq "$before" ] || fail "the lost action's lookup went to the cache"
 req GET "$PROXY_URL/ac/$inter"
 [ "$code" = 200 ] || fail "another action: HTTP $code"
-for i in $(seq 100); do grep -q lastMessage "$tf_tmp/gated.json" 2>/dev/null && break; sleep 0.1; done
+wait_line "$tf_tmp/gated.json" lastMessage 60
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 1 ] || fail "exit $proxy_rc with a lost output, want 1"

@@ -26,7 +26,7 @@ proxy_start p1.log --remote_cache="$NGINX_URL" --output_dir="$out" --store="$tf_
   --build_event_binary_file="$tf_tmp/gated.bin" --build_event_json_file="$tf_tmp/gated.json"
 # The build starts: the first events, cut in the middle of a record.
 head -c 2999 "$src" >"$bep"
-sleep 0.3
+wait_for 30 "the proxy did not read the start of the BEP" read_upto "$PROXY_PID" "$bep" 2999
 # Cache hits, in run 2's order.
 for k in $(grep -o 'GET /ac/[0-9a-f]*' "$fx/run2_minimal_hits/access.log" | cut -d/ -f3); do
   code=$(curl -sS -o "$tf_tmp/ar" -w '%{http_code}' "$PROXY_URL/ac/$k")
@@ -39,7 +39,7 @@ off=2999
 while [ "$off" -lt "$size" ]; do
   dd if="$src" bs=64k iflag=skip_bytes,count_bytes skip=$off count=1500 status=none >>"$bep"
   off=$((off + 1500))
-  sleep 0.05
+  sleep 0.05 # a build writes its BEP over time: the pacing is what is tested
 done
 proxy_wait
 cat "$PROXY_LOG"
@@ -81,6 +81,7 @@ EOF
 # intermediate and two top-level files once; no blob twice; no empty blob.
 [ "$(nginx_count "GET /cas/29f5b5b3")" -eq 0 ] || fail "intermediate2.txt was fetched"
 [ "$(nginx_count "GET /cas/c7d9472e")" -eq 1 ] || fail "the shared blob was fetched $(nginx_count "GET /cas/c7d9472e") times"
+nginx_sync
 dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 [ "$(nginx_count e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)" -eq 0 ] || fail "empty blob requested"
@@ -114,17 +115,29 @@ PY
 
 # A build cut short: the proxy is stopped before last_message. What arrived is
 # flushed; the exit code says the input was incomplete.
-half=$((size / 2))
-head -c $half "$src" >"$tf_tmp/half.bin"
+# The stream cut 3 bytes into its 13th record: twelve whole events arrive.
+cut=$(python3 - "$src" <<'PY'
+import sys
+data, off = open(sys.argv[1], "rb").read(), 0
+for _ in range(12):  # skip twelve varint-length-prefixed records
+    n = shift = 0
+    while True:
+        b = data[off]; off += 1; n |= (b & 0x7F) << shift; shift += 7
+        if b < 0x80: break
+    off += n
+print(off + 3)
+PY
+)
+head -c "$cut" "$src" >"$tf_tmp/half.bin"
 proxy_start p2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --bep_follow="$tf_tmp/half.bin" \
   --build_event_json_file="$tf_tmp/half.json"
-sleep 0.5
+wait_for 30 "the proxy did not read the cut BEP" read_upto "$PROXY_PID" "$tf_tmp/half.bin" "$cut"
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 3 ] || fail "stopped mid-build: exit $proxy_rc, want 3"
 assert_contains "$(cat "$PROXY_LOG")" "topfetch: " "summary"
 n=$(grep -c . "$tf_tmp/half.json")
-[ "$n" -gt 5 ] || fail "only $n events flushed"
+[ "$n" -eq 12 ] || fail "$n events flushed, want the 12 that arrived whole"
 ! grep -q lastMessage "$tf_tmp/half.json" || fail "a last_message was invented"
 
 # A BEP that never appears: exit 3 too, saying so.

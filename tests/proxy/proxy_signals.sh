@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stopping the proxy (the cache is rate-limited to 1 MB/s so that transfers
+# Stopping the proxy (the cache is rate-limited to 2 MB/s so that transfers
 # are in flight when the signal comes):
 #  1. SIGTERM while a client downloads: no new connections are accepted, the
 #     download in flight completes with the right bytes, then exit 0.
@@ -10,7 +10,7 @@
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 fx="${TF_FIXTURES:?}"
-nginx_start 'limit_rate 1m;'
+nginx_start 'limit_rate 2m;'
 tar -xzf "$fx/cache.tar.gz" -C "$NGINX_CACHE"
 chmod -R a+rX "$NGINX_CACHE"
 big=4eef905a5fc5c4a60bbe4f07d91acd9aeec07b30cd82f2fd232b142113ec2cfb
@@ -24,9 +24,10 @@ chmod a+r "$NGINX_CACHE/cas/$h"
 proxy_start p1.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out1"
 curl -sS -o "$tf_tmp/got" -w '%{http_code}' "$PROXY_URL/cas/$h" >"$tf_tmp/code" 2>"$tf_tmp/curl.err" &
 cpid=$!
-sleep 1
+tf_track "$cpid"
+wait_file "$tf_tmp/got" 60 # the download is under way
 kill -TERM "$PROXY_PID"
-sleep 0.3
+wait_for 30 "the proxy still accepts connections after SIGTERM" proxy_refuses
 set +e
 curl -sS -o /dev/null --max-time 2 "$PROXY_URL/cas/$h" 2>/dev/null
 late=$?
@@ -41,7 +42,8 @@ proxy_wait
 proxy_start p2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --remote_download_outputs=all
 req GET "$PROXY_URL/ac/$big"
 [ "$code" = 200 ] || fail "AC hit: HTTP $code"
-sleep 0.5
+fetching() { [ -n "$(find "$1" -name '.tftmp*' 2>/dev/null)" ]; }
+wait_for 60 "no fetch of big.dat under way" fetching "$tf_tmp/out2"
 [ ! -e "$tf_tmp/out2/$bigdat" ] || fail "big.dat arrived too fast for this test"
 kill -TERM "$PROXY_PID"
 proxy_wait
@@ -55,9 +57,9 @@ proxy_start p3.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out3" --rem
   --build_event_json_file="$tf_tmp/b3.json"
 req GET "$PROXY_URL/ac/$big"
 [ "$code" = 200 ] || fail "AC hit: HTTP $code"
-sleep 0.5
+wait_for 60 "no fetch of big.dat under way" fetching "$tf_tmp/out3"
 kill -TERM "$PROXY_PID"
-sleep 0.5
+wait_for 30 "the proxy did not handle SIGTERM" proxy_refuses
 start=$(date +%s%N)
 kill -INT "$PROXY_PID"
 proxy_wait

@@ -50,19 +50,24 @@ peak=$(vmhwm)
 # Eight 20 MB downloads at once, each verified.
 pids=()
 for i in $(seq 8); do
-  curl -sS -o "$tf_tmp/par$i" "$P/cas/$m" &
+  curl -sS -o "$tf_tmp/par$i" "$P/cas/$m" 2>"$tf_tmp/par$i.err" &
   pids+=($!)
 done
-wait "${pids[@]}"
+tf_track "${pids[@]}"
+for p in "${pids[@]}"; do wait "$p" || fail "a parallel download failed: $(cat "$tf_tmp"/par*.err)"; done
 for i in $(seq 8); do cmp -s "$tf_tmp/mid" "$tf_tmp/par$i" || fail "parallel download $i: other bytes"; done
 rm -f "$tf_tmp"/par*
 
 # A client that leaves early: the upstream transfer stops too (nginx sends
 # far less than the blob), and the proxy keeps serving.
+gets() { grep -c "GET /cas/$h " "$NGINX_LOG" || true; }
+before=$(gets)
 set +e
 curl -sS --limit-rate 1M --max-time 1 -o /dev/null "$P/cas/$h" 2>/dev/null
 set -e
-sleep 1
+# nginx logs the upstream request once it ends (cancelled, or sent in full).
+more_gets() { [ "$(gets)" -gt "$before" ]; }
+wait_for 30 "the upstream request for the abandoned download never ended" more_gets
 sent=$(grep "GET /cas/$h " "$NGINX_LOG" | tail -1 | awk '{print $4}')
 [ "$sent" -lt $((big / 2)) ] || fail "nginx sent $sent bytes to a client that left after 1 s"
 req GET "$P/cas/$m"

@@ -72,15 +72,16 @@ case "$(cat "$tf_tmp/p4.log")" in *hunter2*) fail "a password was printed" ;; es
 # An upstream that accepts and never answers: 504 after --remote_timeout.
 silent=$(free_port)
 python3 -c '
-import socket, sys, time
+import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
 conns = []
 while True:
     c, _ = s.accept(); conns.append(c)
-' "$silent" &
+' "$silent" >"$tf_tmp/silent.log" 2>&1 &
 silent_pid=$!
-sleep 0.3
+tf_track "$silent_pid"
+wait_port "$silent"
 proxy_start p5.log --remote_cache="http://127.0.0.1:$silent" --remote_timeout=1 --output_dir="$tf_tmp/out5"
 start=$(date +%s%N)
 req GET "$PROXY_URL/cas/$h"

@@ -20,12 +20,13 @@ sanitizer_check() { # FILE...
 serve_start() {
   serve_log=$1
   shift
-  "$TOPFETCH" serve "$@" 2>"$serve_log" &
+  "$TOPFETCH" serve "$@" >"$serve_log.stdout" 2>"$serve_log" &
   serve_pid=$!
-  for _ in $(seq 200); do
+  local end=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$end" ]; do
     grep -q "listening on" "$serve_log" && return 0
     kill -0 "$serve_pid" 2>/dev/null || break
-    sleep 0.05
+    sleep 0.02
   done
   cat "$serve_log" >&2
   fail "topfetch serve did not start"

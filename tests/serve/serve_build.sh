@@ -36,8 +36,8 @@ grep -q "listening on $listen; events on $pub" "$tf_tmp/serve.log" || fail "star
 subscribe() {
   "$TF_SUBSCRIBER" "$pub" "$out" 60 >"$tf_tmp/sub$1.log" 2>&1 &
   sub_pid=$!
-  for _ in $(seq 100); do grep -q subscribed "$tf_tmp/sub$1.log" && break; sleep 0.05; done
-  sleep 0.3 # nanomsg connects in the background
+  tf_track "$sub_pid"
+  wait_line "$tf_tmp/sub$1.log" '^connected$' 60
 }
 
 targets=(--target="//pkg:multi=$bin/multi/one.txt,$bin/multi/two.txt,$bin/multi/three.bin"
@@ -78,6 +78,7 @@ done
 [ "$(nginx_count "GET /cas/c7d9472e")" -eq 1 ] || fail "shared blob fetched $(nginx_count "GET /cas/c7d9472e") times"
 [ "$(nginx_count "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")" -eq 0 ] || fail "empty blob requested"
 [ "$(nginx_count "GET /ac/")" -eq 0 ] || fail "the service read the action cache"
+nginx_sync
 dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 gets1=$(grep -c 'GET /cas/' "$NGINX_LOG")
@@ -153,6 +154,7 @@ assert_contains "$client" "target //pkg:big: wanted, 1 files: 1 already present,
 [ -f "$out/$bin/intermediate2.txt" ] || fail "the regex match was not fetched"
 [ "$(nginx_count "GET /cas/29f5b5b3")" -eq 1 ] || fail "intermediate2.txt fetched $(nginx_count "GET /cas/29f5b5b3") times"
 # Nothing else was fetched again (the Tree is read again: it is metadata).
+nginx_sync
 new=$(grep 'GET /cas/' "$NGINX_LOG" | tail -n +$((gets1 + 1)) | grep -v -e 29f5b5b3 -e bb2e91f9 || true)
 [ -z "$new" ] || fail "files already in place were fetched again: $new"
 assert_contains "$(grep "build 2 " "$tf_tmp/serve.log")" "9 files in place (1 fetched, 8 already present)" "summary"

@@ -61,10 +61,11 @@ assert_contains "$probe" "ok build=2" "ActionExecuted reply"
 run_probe target //pkg:big "$bin/big.dat"
 assert_contains "$probe" "ok build=2" "TargetCompleted reply"
 seen=""
-for _ in $(seq 100); do
+end=$((SECONDS + 30))
+while [ "$SECONDS" -lt "$end" ]; do
   run_probe status
   case "$probe" in *"lost: $bin/big.dat action=$big_action result=lost"*) seen=1; break ;; esac
-  sleep 0.05
+  sleep 0.02
 done
 [ -n "$seen" ] || fail "no reply reported the lost output: $probe"
 run_probe status

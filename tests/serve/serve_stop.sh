@@ -56,7 +56,16 @@ PY
 start_build 2
 "$TF_PROBE" "$listen" finish 0 >"$tf_tmp/finish.log" 2>&1 &
 probe_pid=$!
-sleep 1 # the request arrives; big.dat takes about 2.5 s at 2 MB/s
+tf_track "$probe_pid"
+# While a BuildFinished waits for its fetches the service takes no other
+# request: once a Status goes unanswered, the BuildFinished has arrived
+# (big.dat takes about 2.5 s at 2 MB/s).
+finishing() {
+  local r
+  r=$(TF_PROBE_TIMEOUT_MS=1000 "$TF_PROBE" "$listen" status 2>&1) && return 1
+  case "$r" in "no reply: "*) return 0 ;; *) fail "serve_probe status: $r" ;; esac
+}
+wait_for 30 "the service never began to wait for the BuildFinished" finishing
 serve_stop INT 8
 set +e; wait "$probe_pid"; prc=$?; set -e
 cat "$tf_tmp/serve2.log" "$tf_tmp/finish.log"
@@ -70,8 +79,7 @@ grep -q '"name":"SUCCESS"' "$tf_tmp/bep2.json" || fail "the client's exit code i
 # ---- a second signal stops at once ---------------------------------------------------------------
 start_build 3
 kill -TERM "$serve_pid"
-for _ in $(seq 500); do grep -q "finishing the open build" "$tf_tmp/serve3.log" && break; sleep 0.02; done
-grep -q "finishing the open build" "$tf_tmp/serve3.log" || fail "no 'finishing' line after SIGTERM"
+wait_line "$tf_tmp/serve3.log" "finishing the open build" 30
 kill -TERM "$serve_pid"
 set +e; wait "$serve_pid"; rc=$?; set -e
 serve_pid=""

@@ -3,6 +3,10 @@
  * the NamedSetOfFiles received before it, and checks that each output file
  * exists under OUTPUT_DIR with the SHA-256 and length the named set carries.
  * Exits 0 after last_message if every check passed, 1 at the first failure.
+ * Prints "subscribed" once it asked to connect, and "connected" once the
+ * connection to the publisher is up (nanomsg connects in the background, and
+ * a PUB socket drops what it publishes before that): start publishing after
+ * "connected".
  *
  *   bep_subscriber URL OUTPUT_DIR TIMEOUT_S */
 #include <nanomsg/nn.h>
@@ -11,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "events/events.h"
 
@@ -79,6 +84,16 @@ int main(int argc, char **argv)
 	}
 	sets = ev_sets_new(NULL, &err);
 	printf("subscribed\n");
+	fflush(stdout);
+	/* A connection counts once nanomsg's handshake with the peer is done. */
+	for (int waited_ms = 0; nn_get_statistic(sock, NN_STAT_CURRENT_CONNECTIONS) < 1; waited_ms += 5) {
+		if (waited_ms >= timeout_ms) {
+			fprintf(stderr, "subscriber: not connected to %s within %d s\n", argv[1], timeout_ms / 1000);
+			return 1;
+		}
+		nanosleep(&(struct timespec){ .tv_nsec = 5000000L }, NULL);
+	}
+	printf("connected\n");
 	fflush(stdout);
 	for (;;) {
 		void *msg = NULL;

@@ -4,7 +4,9 @@
 # local is missing or wrong.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 fx="${TF_FIXTURES:?}"
-nginx_start 'limit_rate 1m;'
+# 1 MB/s while the file "slow" is in the cache root, full speed after.
+nginx_start 'set $limit_rate 0; if (-f $document_root/slow) { set $limit_rate 1m; }'
+touch "$NGINX_CACHE/slow"
 tar -xzf "$fx/cache.tar.gz" -C "$NGINX_CACHE"
 chmod -R a+rX "$NGINX_CACHE"
 bin=bazel-out/k8-fastbuild/bin/pkg
@@ -15,11 +17,9 @@ store="$tf_tmp/store.db"
 "$TF_DRIVER" --remote_cache="$NGINX_URL" --output_dir="$out" --store="$store" --mode=all \
   --actions="$NGINX_CACHE/ac" >"$tf_tmp/run1.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  [ -n "$(find "$out" -name '.tftmp.*' -size +100k 2>/dev/null)" ] && break
-  sleep 0.05
-done
-[ -n "$(find "$out" -name '.tftmp.*' 2>/dev/null)" ] || fail "no transfer in progress to interrupt"
+tf_track "$pid"
+in_progress() { [ -n "$(find "$out" -name '.tftmp.*' -size +100k 2>/dev/null)" ]; }
+wait_for 60 "no transfer in progress to interrupt" in_progress
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 [ ! -e "$out/$bin/big.dat" ] || fail "big.dat complete before the kill; the test did not interrupt anything"
@@ -27,7 +27,8 @@ stale=$(find "$out" -name '.tftmp.*' | wc -l)
 [ "$stale" -ge 1 ] || fail "expected a stale temporary file"
 # (The store itself is checked after the restart, which must open it cleanly.)
 
-# Restart: nothing reported, only recovery.
+# Restart: nothing reported, only recovery (at full speed).
+rm "$NGINX_CACHE/slow"
 "$TF_DRIVER" --remote_cache="$NGINX_URL" --output_dir="$out" --store="$store" --report_store >"$tf_tmp/run2.log" 2>&1 \
   || fail "restart failed: $(cat "$tf_tmp/run2.log")"
 cat "$tf_tmp/run2.log"

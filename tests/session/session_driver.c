@@ -4,8 +4,11 @@
  *     [--mode=toplevel|all|minimal] [--target=LABEL]... [--regex=RE]...
  *     [--actions=DIR]      report every file DIR/<key> as an executed action
  *     [--bep=FILE]         then post every event of this BEP stream
- *     [--bep_out=FILE] [--json_out=FILE] [--publish=URL] [--wait_ms=N]
+ *     [--bep_out=FILE] [--json_out=FILE] [--publish=URL] [--wait_for=FILE]
  *     [--report_store] [--check_lost=KEY]...
+ *
+ * --wait_for holds the first event until FILE exists (up to 60 s): the test
+ * creates it once a subscriber on --publish is connected.
  *
  * --report_store prints, after the session ended, the outputs per state in
  * the store and how many of those it calls local are missing or differ on
@@ -178,7 +181,8 @@ int main(int argc, char **argv)
 	const char *targets[64], *regexes[16], *lost[16], *actions = NULL, *bep = NULL, *v;
 	size_t nt = 0, nr = 0, nl = 0;
 	bool report = false;
-	int wait_ms = 0, rc;
+	const char *wait_for = NULL;
+	int rc;
 	tf_session_stats st;
 	tf_error err = { 0 };
 	tf_session *s;
@@ -212,8 +216,8 @@ int main(int argc, char **argv)
 			o.build_event_json_file = v;
 		else if ((v = OPT("publish")))
 			o.build_event_publish = v;
-		else if ((v = OPT("wait_ms")))
-			wait_ms = atoi(v);
+		else if ((v = OPT("wait_for")))
+			wait_for = v;
 		else if ((v = OPT("check_lost")) && nl < 16)
 			lost[nl++] = v;
 		else if (!strcmp(argv[i], "--report_store"))
@@ -232,8 +236,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "session: %s\n", err.message);
 		return 2;
 	}
-	if (wait_ms > 0) /* let a subscriber connect before the first event */
-		nanosleep(&(struct timespec){ .tv_sec = wait_ms / 1000, .tv_nsec = (wait_ms % 1000) * 1000000L }, NULL);
+	for (int waited_ms = 0; wait_for && access(wait_for, F_OK) != 0; waited_ms += 5) {
+		if (waited_ms >= 60000) {
+			fprintf(stderr, "session_driver: %s did not appear within 60 s\n", wait_for);
+			tf_session_free(s);
+			return 2;
+		}
+		nanosleep(&(struct timespec){ .tv_nsec = 5000000L }, NULL);
+	}
 	rc = 0;
 	if (actions && report_actions(s, actions) < 0)
 		rc = 2;

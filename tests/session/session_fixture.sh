@@ -19,13 +19,20 @@ out="$tf_tmp/out"
 
 # A subscriber on the PUB socket checks each TargetComplete's files.
 sock="ipc://$tf_tmp/bep.ipc"
+# The driver binds the socket and holds its first event until the
+# subscriber says it is connected.
 "$TF_SUBSCRIBER" "$sock" "$out" 60 >"$tf_tmp/sub.log" 2>&1 &
 sub_pid=$!
-set +e
 "$TF_DRIVER" --remote_cache="$NGINX_URL" --output_dir="$out" --store="$tf_tmp/store.db" \
   --actions="$NGINX_CACHE/ac" --bep="$fx/run2_minimal_hits/bep.bin" \
-  --bep_out="$tf_tmp/bep.bin" --json_out="$tf_tmp/bep.json" --publish="$sock" --wait_ms=300 >"$tf_tmp/run.log" 2>&1
-rc=$?
+  --bep_out="$tf_tmp/bep.bin" --json_out="$tf_tmp/bep.json" --publish="$sock" --wait_for="$tf_tmp/go" \
+  >"$tf_tmp/run.log" 2>&1 &
+driver_pid=$!
+tf_track "$sub_pid" "$driver_pid"
+wait_line "$tf_tmp/sub.log" '^connected$' 60
+touch "$tf_tmp/go"
+set +e
+wait "$driver_pid"; rc=$?
 wait "$sub_pid"; sub_rc=$?
 set -e
 cat "$tf_tmp/run.log"
@@ -56,6 +63,7 @@ want=$(echo $expected | tr ' ' '\n' | sort | tr '\n' ' ')
 [ "$(nginx_count "GET /cas/c7d9472e")" -eq 1 ] || fail "shared blob fetched $(nginx_count "GET /cas/c7d9472e") times"
 [ "$(nginx_count "GET /cas/29f5b5b3")" -eq 0 ] || fail "intermediate2.txt was fetched"
 [ "$(nginx_count "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")" -eq 0 ] || fail "empty blob requested"
+nginx_sync
 dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 
