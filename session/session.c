@@ -26,6 +26,7 @@
 #include "store/store.h"
 
 #define TREE_MAX_BYTES (64u << 20)
+#define FOREIGN_GRACE_NS 2000000000ull /* results this long before a followed build started are another's */
 
 /* A target (its gate ticket) waiting for a file or a Tree. */
 typedef struct waiter {
@@ -74,6 +75,18 @@ struct tf_session {
 	tf_error sticky_err;
 	char *bep_path;      /* followed BEP file ("-": stdin), until complete */
 	ev_reader *bep;
+	/* tf_session_follow_builds: one build after another in bep_path. */
+	bool series;
+	int64_t not_before_ms;
+	char uuid[128];      /* the current build's BuildStarted uuid; "" between builds */
+	char done_uuid[128]; /* the last build that ended */
+	struct stat cur;     /* bep_path as it was when the current build was taken */
+	struct stat probed;  /* bep_path when last found to hold no new build */
+	bool have_probed;
+	uint64_t builds_done;
+	uint64_t orphan_since_ns; /* an ActionResult passed while no followed build was current */
+	uint64_t foreign;         /* of which were not the next followed build's own */
+	ev_writer *dir_bin, *dir_json; /* build_event_dir/<uuid>.bin, .json */
 	ses_synth *synth;    /* a synthesized build's bookkeeping (synth.c) */
 	uint64_t synth_posted;       /* events posted for it */
 	uint64_t synth_written_base; /* events_written when it started */
@@ -119,6 +132,10 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		return r;
 	if (s->json && (r = ev_writer_write(s->json, ev->msg, err)) < 0)
 		return r;
+	if (s->dir_bin && (r = ev_writer_write(s->dir_bin, ev->msg, err)) < 0)
+		return r;
+	if (s->dir_json && (r = ev_writer_write(s->dir_json, ev->msg, err)) < 0)
+		return r;
 	if (s->pub && (r = ev_pub_send(s->pub, ev->msg, err)) < 0)
 		return r;
 	if (s->o.on_event) {
@@ -136,6 +153,10 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		if (s->bin && (r = ev_writer_flush(s->bin, err)) < 0)
 			return r;
 		if (s->json && (r = ev_writer_flush(s->json, err)) < 0)
+			return r;
+		if (s->dir_bin && (r = ev_writer_flush(s->dir_bin, err)) < 0)
+			return r;
+		if (s->dir_json && (r = ev_writer_flush(s->dir_json, err)) < 0)
 			return r;
 	}
 	s->stats.events_written++;
@@ -593,6 +614,8 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 	if (r < 0)
 		return r;
 	s->stats.actions++;
+	if (s->series && !s->bep && !s->orphan_since_ns)
+		s->orphan_since_ns = tf__now_ns();
 	r = st_action_put(s->store, action_key, target_label, err);
 	if (r == 0)
 		r = st_action_clear_lost(s->store, action_key, err);
@@ -945,6 +968,263 @@ bool tf_session_bep_complete(const tf_session *s)
 	return s->bep && ev_reader_complete(s->bep);
 }
 
+/* ---- one build after another in one followed file (tf_session_follow_builds) ---- */
+
+static void free_want(const char *key, void *value, void *user);
+
+int tf_session_follow_builds(tf_session *s, const char *path, int64_t not_before_ms, tf_error *err)
+{
+	int r = tf_session_add_bep_file(s, path, err);
+
+	if (r == 0 && !strcmp(path, "-")) {
+		free(s->bep_path);
+		s->bep_path = NULL;
+		return tf__errf(err, -EINVAL, "builds one after another are followed in a file, not standard input");
+	}
+	if (r == 0) {
+		s->series = true;
+		s->not_before_ms = not_before_ms;
+	}
+	return r;
+}
+
+uint64_t tf_session_builds_done(const tf_session *s)
+{
+	return s->builds_done;
+}
+
+static bool same_file_state(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static int open_sink(ev_writer **w, const char *dir, const char *uuid, const char *ext, ev_format f, tf_error *err)
+{
+	char *path = NULL;
+
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return tf__errf(err, -errno, "cannot make the folder %s for the builds' event files: %s", dir,
+				strerror(errno));
+	if (asprintf(&path, "%s/%s.%s", dir, uuid, ext) < 0)
+		return tf__errf(err, -ENOMEM, "out of memory");
+	*w = ev_writer_new(path, f, err);
+	free(path);
+	return *w ? 0 : (err->code ? err->code : -EIO);
+}
+
+/* A new build became the current one: its own sinks. The first build uses
+ * the ones tf_session_new opened. */
+static int begin_build(tf_session *s, const char *uuid, tf_error *err)
+{
+	snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+	if (s->o.build_event_binary_file && !s->bin &&
+	    !(s->bin = ev_writer_new(s->o.build_event_binary_file, EV_FORMAT_BINARY, err)))
+		return err->code ? err->code : -EIO;
+	if (s->o.build_event_json_file && !s->json &&
+	    !(s->json = ev_writer_new(s->o.build_event_json_file, EV_FORMAT_JSON, err)))
+		return err->code ? err->code : -EIO;
+	if (s->o.build_event_dir) {
+		int r = open_sink(&s->dir_bin, s->o.build_event_dir, uuid, "bin", EV_FORMAT_BINARY, err);
+		if (r == 0)
+			r = open_sink(&s->dir_json, s->o.build_event_dir, uuid, "json", EV_FORMAT_JSON, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void close_sink(ev_writer **w, int *r, tf_error *e)
+{
+	if (*w && *r == 0)
+		*r = ev_writer_close(*w, e);
+	ev_writer_free(*w);
+	*w = NULL;
+}
+
+/* The current build ended (nothing outstanding): its held events out, its
+ * sinks closed, on_build_done; then fresh per-build state. The store, the
+ * downloader and what they know stay. */
+static int end_build(tf_session *s, bool cut_short)
+{
+	tf_session_stats st;
+	tf_error e = { 0 };
+	uint64_t build;
+	int r = ev_gate_flush(s->gate, &e);
+
+	close_sink(&s->bin, &r, &e);
+	close_sink(&s->json, &r, &e);
+	close_sink(&s->dir_bin, &r, &e);
+	close_sink(&s->dir_json, &r, &e);
+	if (r == 0 && s->sticky) {
+		r = s->sticky;
+		e = s->sticky_err;
+	}
+	if (r == 0)
+		r = st_flush(s->store, &e);
+	if (r == 0 && cut_short)
+		r = tf__errf(&e, -ENODATA,
+			     "the BEP of build %s ended without last_message (%s was replaced or cut short: the build "
+			     "was interrupted?); its held events were released as they were",
+			     s->uuid, s->bep_path);
+	tf_session_get_stats(s, &st);
+	if (s->o.on_build_done)
+		s->o.on_build_done(s->uuid, &st, r, e.message, s->o.user);
+	s->builds_done++;
+	snprintf(s->done_uuid, sizeof(s->done_uuid), "%s", s->uuid);
+	s->uuid[0] = 0;
+	s->have_probed = false;
+	ev_reader_free(s->bep);
+	s->bep = NULL;
+	ev_gate_free(s->gate);
+	ev_sets_free(s->sets);
+	s->gate = ev_gate_new(emit, s);
+	s->sets = ev_sets_new(NULL, &e);
+	tf__map_each(&s->wants, free_want, NULL);
+	tf__map_fini(&s->wants);
+	tf__map_init(&s->wants);
+	memset(&s->stats, 0, sizeof(s->stats));
+	if (!s->gate || !s->sets)
+		return -ENOMEM;
+	return st_build_begin(s->store, &build, &e) < 0 ? -EIO : 0;
+}
+
+/* The first event of bep_path, when it is a BuildStarted: its uuid and start
+ * time. 1 with the reader positioned after it, 0 when there is none (yet). */
+static int first_event(tf_session *s, ev_reader **rd, ev_event **ev)
+{
+	tf_error e = { 0 };
+
+	*rd = ev_reader_new(s->bep_path, NULL, &e);
+	if (!*rd)
+		return 0;
+	if (ev_reader_next(*rd, ev, &e) == 1) {
+		if ((*ev)->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_STARTED &&
+		    (*ev)->msg->started->uuid)
+			return 1;
+		ev_event_unref(*ev);
+	}
+	ev_reader_free(*rd);
+	*rd = NULL;
+	return 0;
+}
+
+/* Is bep_path now another build than the current one (replaced, cut, or
+ * beginning with another uuid)? */
+static bool build_replaced(tf_session *s)
+{
+	struct stat st;
+	ev_reader *rd;
+	ev_event *ev;
+	bool other;
+
+	if (stat(s->bep_path, &st) < 0 || st.st_dev != s->cur.st_dev || st.st_ino != s->cur.st_ino ||
+	    st.st_size < (off_t)ev_reader_offset(s->bep))
+		return true;
+	if (!first_event(s, &rd, &ev))
+		return true;
+	other = strcmp(ev->msg->started->uuid, s->uuid) != 0;
+	ev_event_unref(ev);
+	ev_reader_free(rd);
+	return other;
+}
+
+/* Takes the build bep_path now holds, if it is a new one that started after
+ * not_before_ms. */
+static int take_build(tf_session *s, tf_error *err)
+{
+	struct stat st;
+	ev_reader *rd;
+	ev_event *ev;
+	int r;
+
+	if (stat(s->bep_path, &st) < 0 || (s->have_probed && same_file_state(&st, &s->probed)))
+		return 0;
+	if (!first_event(s, &rd, &ev))
+		return 0; /* not written yet, or not a build's stream: looked at again when it changes */
+	if (ev->msg->started->start_time_millis < s->not_before_ms || !strcmp(ev->msg->started->uuid, s->done_uuid)) {
+		s->probed = st;
+		s->have_probed = true;
+		ev_event_unref(ev);
+		ev_reader_free(rd);
+		return 0;
+	}
+	s->bep = rd;
+	s->cur = st;
+	/* Results just before a build shows up in the file are its own (Bazel
+	 * writes the BEP asynchronously); older ones were another build's. */
+	if (s->orphan_since_ns && tf__now_ns() - s->orphan_since_ns < FOREIGN_GRACE_NS)
+		s->orphan_since_ns = 0;
+	r = begin_build(s, ev->msg->started->uuid, err);
+	if (r == 0)
+		r = ses_post_event(s, ev, err);
+	ev_event_unref(ev);
+	return r;
+}
+
+static int read_bep(tf_session *s, tf_error *err)
+{
+	ev_event *ev;
+	int r;
+
+	while ((r = ev_reader_next(s->bep, &ev, err)) == 1) {
+		r = ses_post_event(s, ev, err);
+		ev_event_unref(ev);
+		if (r < 0)
+			return r;
+	}
+	return r;
+}
+
+uint64_t tf_session_foreign_builds(const tf_session *s)
+{
+	return s->foreign;
+}
+
+static int ses_pump_series(tf_session *s, tf_error *err)
+{
+	if (s->orphan_since_ns && tf__now_ns() - s->orphan_since_ns >= FOREIGN_GRACE_NS) {
+		s->foreign++;
+		s->orphan_since_ns = 0;
+	}
+	if (s->bep) {
+		bool gone = false;
+		int r;
+
+		if (!ev_reader_complete(s->bep)) {
+			r = read_bep(s, err);
+			/* Bytes of another build read as the rest of this one. */
+			if (r < 0 && !(gone = build_replaced(s)))
+				return r;
+			if (r == 0 && !ev_reader_complete(s->bep) && ev_reader_at_eof(s->bep))
+				gone = build_replaced(s);
+		}
+		if (!gone && !ev_reader_complete(s->bep))
+			return 0;
+		if (tf_session_outstanding(s) > 0)
+			return 0; /* what it asked for settles first */
+		r = end_build(s, gone);
+		if (r < 0)
+			return tf__errf(err, r, "ending build %s: cannot start the next one", s->done_uuid);
+	}
+	return take_build(s, err);
+}
+
+static int ses_finish_series(tf_session *s, int input, const tf_error *in_err, tf_session_stats *stats, tf_error *err)
+{
+	int r = 0;
+
+	if (input < 0 && err)
+		*err = *in_err;
+	while (tf_downloader_outstanding(s->dl) > 0)
+		tf_downloader_dispatch(s->dl, 1000);
+	if (s->bep)
+		r = end_build(s, !ev_reader_complete(s->bep));
+	if (stats)
+		tf_session_get_stats(s, stats);
+	return input < 0 ? input : r;
+}
+
 /* Posts whatever the followed BEP has that is new. Never waits. */
 static int pump_bep(tf_session *s, tf_error *err)
 {
@@ -953,6 +1233,8 @@ static int pump_bep(tf_session *s, tf_error *err)
 
 	if (!s->bep_path)
 		return 0;
+	if (s->series)
+		return ses_pump_series(s, err);
 	if (!s->bep) {
 		if (!strcmp(s->bep_path, "-"))
 			s->bep = ev_reader_new_fd(0, "standard input", NULL, err);
@@ -999,6 +1281,9 @@ int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 {
 	tf_error in_err = { 0 };
 	int r = 0, input = pump_bep(s, &in_err);
+
+	if (s->series)
+		return ses_finish_series(s, input, &in_err, stats, err);
 
 	if (input == 0 && s->bep_path && !s->bep)
 		input = tf__errf(&in_err, -ENOENT, "the BEP file %s was never created", s->bep_path);
@@ -1092,6 +1377,8 @@ void tf_session_free(tf_session *s)
 	ses_synth_free(s->synth);
 	ev_writer_free(s->bin);
 	ev_writer_free(s->json);
+	ev_writer_free(s->dir_bin);
+	ev_writer_free(s->dir_json);
 	ev_pub_free(s->pub);
 	st_close(s->store);
 	chk_policy_fini(&s->policy);
