@@ -373,9 +373,10 @@ int cmd_proxy(int argc, char **argv)
 		rc = report(&r, forced, fr, &st, &err);
 	else if (fr < 0 && !tf_session_builds_done(r.s))
 		rc = report(&r, false, fr, &st, &err);
-	else if (!tf_session_builds_done(r.s) && exit_after_build) {
-		fprintf(stderr, "topfetch proxy: no build that started after the proxy was seen in %s (its file %s)\n",
-			bep, access(bep, F_OK) ? "was never created" : "holds an earlier build");
+	else if (!tf_session_builds_done(r.s)) {
+		fprintf(stderr, "topfetch proxy: no build was followed: %s %s\n", bep,
+			access(bep, F_OK) ? "was never created"
+					  : "holds only a build that started before the proxy (the next build rewrites it)");
 		rc = EXIT_BAD_INPUT;
 	} else
 		rc = r.worst;

@@ -352,9 +352,12 @@ TF_API int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *er
 
 /* Follows a BEP file across builds, one after another (a long-running
  * proxy): instead of tf_session_add_bep_file. A build is the stream that
- * begins with a BuildStarted event; one whose start time (start_time_millis)
- * is before not_before_ms (the follower's own start) is never taken, nor one
- * whose uuid was already followed. When the file is replaced or truncated
+ * begins with a BuildStarted event. A build the file held when this was
+ * called, or later in that same file (inode), whose start time
+ * (start_time_millis) is before not_before_ms (the follower's own start) is
+ * never taken: it is an earlier build's; nor is one whose uuid was already
+ * followed. A file created after this call is a new build whatever its
+ * start time (a replayed recording). When the file is replaced or truncated
  * and begins with a new build, that build becomes the current one as soon
  * as the previous one ended (its fetches settled): each build gets fresh
  * event sinks (build_event_binary_file/json rewritten, build_event_dir/<uuid>

@@ -82,6 +82,8 @@ struct tf_session {
 	char done_uuid[128]; /* the last build that ended */
 	struct stat cur;     /* bep_path as it was when the current build was taken */
 	struct stat probed;  /* bep_path when last found to hold no new build */
+	struct stat initial; /* bep_path when the following began (had_file) */
+	bool had_file;
 	bool have_probed;
 	uint64_t builds_done;
 	uint64_t orphan_since_ns; /* an ActionResult passed while no followed build was current */
@@ -982,8 +984,15 @@ int tf_session_follow_builds(tf_session *s, const char *path, int64_t not_before
 		return tf__errf(err, -EINVAL, "builds one after another are followed in a file, not standard input");
 	}
 	if (r == 0) {
+		struct stat st;
 		s->series = true;
 		s->not_before_ms = not_before_ms;
+		/* Only what the file held already may be an earlier build's: a
+		 * file made after this call is a build we are meant to follow
+		 * (a replayed recording, too). */
+		s->had_file = stat(path, &st) == 0;
+		if (s->had_file)
+			s->initial = st;
 	}
 	return r;
 }
@@ -1142,7 +1151,9 @@ static int take_build(tf_session *s, tf_error *err)
 		return 0;
 	if (!first_event(s, &rd, &ev))
 		return 0; /* not written yet, or not a build's stream: looked at again when it changes */
-	if (ev->msg->started->start_time_millis < s->not_before_ms || !strcmp(ev->msg->started->uuid, s->done_uuid)) {
+	if ((s->had_file && st.st_dev == s->initial.st_dev && st.st_ino == s->initial.st_ino &&
+	     ev->msg->started->start_time_millis < s->not_before_ms) ||
+	    !strcmp(ev->msg->started->uuid, s->done_uuid)) {
 		s->probed = st;
 		s->have_probed = true;
 		ev_event_unref(ev);

@@ -26,7 +26,7 @@ inter=92490467f0c9175b09e4b20a932c1f40f8955a70dba68e3f35e215ed8a2a1cda
 mv "$NGINX_CACHE/cas/$three" "$tf_tmp/three.blob"
 
 # 1.
-proxy_start p1.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out1" --store="$store" \
+proxy_start p1.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out1" --store="$store" --noremote_validate_outputs \
   --bep_follow="$tf_tmp/bep.bin" --build_event_json_file="$tf_tmp/gated.json" --remote_retries=0
 for k in $(ls "$NGINX_CACHE/ac"); do
   code=$(curl -sS -o /dev/null -w '%{http_code}' "$PROXY_URL/ac/$k")
@@ -51,7 +51,8 @@ proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 1 ] || fail "exit $proxy_rc with a lost output, want 1"
 assert_contains "$(grep '^topfetch: .* files in place' "$PROXY_LOG")" "1 lost" "summary"
-assert_contains "$(grep '^topfetch: .* files in place' "$PROXY_LOG")" "2 answered lost" "summary"
+# (The summary is the build's, printed when it ended: the two lookups above
+# came later; their 404s are checked above.)
 python3 - "$tf_tmp/gated.json" "$three" "$multi" <<'PY' || fail "gated BEP check failed"
 import json, sys
 events = [json.loads(l) for l in open(sys.argv[1])]
@@ -64,7 +65,7 @@ PY
 [ ! -e "$tf_tmp/out1/bazel-out/k8-fastbuild/bin/pkg/multi/three.bin" ] || fail "a lost file is in place"
 
 # 2. The mark is in the store.
-proxy_start p2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --store="$store"
+proxy_start p2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --store="$store" --noremote_validate_outputs
 req GET "$PROXY_URL/ac/$multi"
 [ "$code" = 404 ] || fail "lost action in a new run: HTTP $code, want 404"
 req GET "$PROXY_URL/ac/$inter"
