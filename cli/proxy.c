@@ -54,7 +54,9 @@ static void on_lost(const tf_lost_output *l, void *user)
 	run *r = user;
 
 	px_note_lost(r->px, l->action_key);
-	cli_report_lost(&r->progress, l, "lookups of that action now answer a cache miss");
+	cli_report_lost(&r->progress, l,
+			"lookups of that action now answer a cache miss, so the next build runs it again (a Bazel "
+			"before 6.1 that holds the action in memory never asks: run `bazel shutdown` first)");
 }
 
 /* A build of the followed file ended: its summary, as one run's. */
@@ -70,6 +72,7 @@ static void on_build_done(const char *uuid, const tf_session_stats *st, int stat
 	code = report(r, false, status, st, &err);
 	if (code > r->worst)
 		r->worst = code;
+	px_new_build(r->px); /* validation asks about each blob again in the next build */
 }
 
 static void progress_line(run *r)

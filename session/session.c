@@ -43,6 +43,7 @@ typedef struct want {
 	st_kind kind;
 	enum { W_FETCHING, W_DONE, W_FAILED } state;
 	char *failure; /* W_FAILED: why */
+	char *label;   /* a target that wanted it (for messages), or NULL */
 	waiter *waiters;
 } want;
 
@@ -284,8 +285,10 @@ static const char *dest_of(const tf_session *s, const char *path)
 }
 
 /* Wants the output at path (file or tree file) in place; target t (a gate
- * ticket, 0 for none) waits for it. */
-static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, uint64_t t)
+ * ticket, 0 for none) waits for it. label: the target it is for, when known
+ * (named in a lost-file report). */
+static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, uint64_t t,
+		      const char *label)
 {
 	const char *dest = dest_of(s, path);
 	bool exec_layout = !s->o.short_paths;
@@ -339,6 +342,8 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	}
 	w->digest = *dg;
 	w->executable = exec;
+	if (label && !w->label)
+		w->label = strdup(label); /* only for messages: out of memory leaves it unnamed */
 	free(w->failure);
 	w->failure = NULL;
 	/* Already on disk as we wrote it: nothing to fetch. (With short paths
@@ -382,7 +387,7 @@ static void report_lost(tf_session *s, const tf_fetch_done *d, const want *w, co
 		.path = w->path,
 		.digest = d->digest,
 		.action_key = rec && rec->o.action_key ? rec->o.action_key : NULL,
-		.target = rec && rec->o.target ? rec->o.target : NULL,
+		.target = rec && rec->o.target ? rec->o.target : w->label,
 		.message = d->message,
 	};
 	if (s->o.on_lost)
@@ -478,10 +483,10 @@ static int on_tree_entry(const chk_tree_entry *e, void *user)
 	if (e->kind != CHK_ENTRY_FILE)
 		return 0;
 	if (c->tr->fetch_all || chk_policy_fetch_on_execution(&s->policy, e->path))
-		want_file(s, e->path, &e->digest, e->executable, 0);
+		want_file(s, e->path, &e->digest, e->executable, 0, c->tr->label);
 	if (chk_policy_file_wanted(&s->policy, e->path))
 		for (waiter *w = c->tr->waiters; w; w = w->next)
-			want_file(s, e->path, &e->digest, e->executable, w->t);
+			want_file(s, e->path, &e->digest, e->executable, w->t, c->tr->label);
 	return 0;
 }
 
@@ -599,7 +604,7 @@ static int on_action_output(const chk_output *out, void *user, tf_error *err)
 		return r;
 	decide(s, &d);
 	if (o->kind == ST_KIND_FILE && out->wanted)
-		want_file(s, o->path, &out->digest, o->executable, 0);
+		want_file(s, o->path, &out->digest, o->executable, 0, o->target);
 	/* The Tree is small: read it now, so every file of the directory is
 	 * known by path and digest whether or not it is fetched. */
 	if (o->kind == ST_KIND_DIRECTORY)
@@ -723,7 +728,7 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		} else if (rec.o.kind == ST_KIND_SYMLINK) {
 			/* Symlinks carry no bytes; nothing to fetch. */
 		} else if (record_digest(s, t, path, &rec, &dg)) {
-			want_file(s, path, &dg, rec.o.executable, t);
+			want_file(s, path, &dg, rec.o.executable, t, label);
 		}
 	} else if (known_digest) {
 		/* Located by the event's digest or bytestream:// URI. */
@@ -731,7 +736,7 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		tf_error err = { 0 };
 		if (put_output(s, &o, &err) < 0)
 			note_error(s, err.code ? err.code : -EIO, &err);
-		want_file(s, path, &dg, false, t);
+		want_file(s, path, &dg, false, t, label);
 	} else {
 		/* A file of a directory output whose Tree is still being read is
 		 * known once the read ends: wait for that tree. */
@@ -862,7 +867,7 @@ static int requeue(const st_output *o, void *user)
 	if (o->hash && tf_digest_parse(o->hash, o->size, &dg, NULL) < 0)
 		return -EUCLEAN;
 	if (o->hash) {
-		want_file(s, o->path, &dg, o->executable, 0);
+		want_file(s, o->path, &dg, o->executable, 0, o->target);
 		s->stats.recovered++;
 	}
 	return 0;
@@ -1356,6 +1361,7 @@ static void free_want(const char *key, void *value, void *user)
 	free(w->path);
 	free(w->dest);
 	free(w->failure);
+	free(w->label);
 	free(w);
 }
 

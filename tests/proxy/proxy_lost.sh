@@ -37,6 +37,8 @@ wait_line "$PROXY_LOG" "lost: bazel-out/k8-fastbuild/bin/pkg/multi/three.bin" 60
 grep -q "lost: bazel-out/k8-fastbuild/bin/pkg/multi/three.bin ($three/1000), produced by action $multi" "$PROXY_LOG" \
   || { cat "$PROXY_LOG"; fail "no lost report naming the file, digest and action"; }
 assert_contains "$(cat "$PROXY_LOG")" "lookups of that action now answer a cache miss"
+grep -q "produced by action $multi of //pkg:multi: .*run \`bazel shutdown\` first" "$PROXY_LOG" \
+  || { cat "$PROXY_LOG"; fail "the lost report does not name the target and what to do"; }
 before=$(nginx_count "GET /ac/$multi")
 req GET "$PROXY_URL/ac/$multi"
 [ "$code" = 404 ] || fail "lookup of the lost action: HTTP $code, want 404"
@@ -107,10 +109,20 @@ req GET "$PROXY_URL/ac/$big"
 for b in 01ab038e f3cd0e6f e67b6775; do
   [ "$(nginx_count "HEAD /cas/$b[0-9a-f]* 200")" -eq 1 ] || fail "blob $b... not checked"
 done
+# Checked once per digest and build: the same result again asks nothing; a
+# missing blob is asked about again (it may have been uploaded since).
+req GET "$PROXY_URL/ac/$big"
+[ "$code" = 200 ] || fail "validation, second lookup: HTTP $code"
+for b in 01ab038e f3cd0e6f e67b6775; do
+  [ "$(nginx_count "HEAD /cas/$b[0-9a-f]* 200")" -eq 1 ] || fail "blob $b... checked again in the same build"
+done
+req GET "$PROXY_URL/ac/$multi"
+[ "$code" = 404 ] || fail "validation, the missing blob again: HTTP $code, want 404"
+[ "$(nginx_count "HEAD /cas/$three 404")" -eq 2 ] || fail "a missing blob was remembered as missing"
 req GET "$PROXY_URL/ac/$empty"
 [ "$code" = 200 ] || fail "validation: an empty output: HTTP $code"
 [ "$(nginx_count e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)" -eq 0 ] || fail "the empty blob was checked"
 proxy_stop
-assert_contains "$(grep '^topfetch: .* files in place' "$PROXY_LOG")" "2 failed validation" "summary"
+assert_contains "$(grep '^topfetch: .* files in place' "$PROXY_LOG")" "3 failed validation" "summary"
 [ "$(nginx_count "HEAD ")" -gt "$heads" ] || fail "no HEAD requests seen"
 echo "proxy_lost: ok"
