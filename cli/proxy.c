@@ -167,11 +167,10 @@ static int report(run *r, bool forced, int fr, const tf_session_stats *st, const
 	if (st->files_unknown)
 		fprintf(stderr,
 			"topfetch proxy: %llu file%s of completed targets had no digest: no ActionResult that passed through "
-			"the proxy (in this run or, with --store, an earlier one) names %s. Outputs of actions Bazel does "
-			"not cache (sh_binary's symlink, for one) are never in the cache; the failed targets in the BEP "
-			"name the files.\n",
+			"the proxy (in this run or, with --store, an earlier one) names %s, and Bazel's output tree does "
+			"not hold %s either (its file:// URI); the failed targets in the BEP name the files.\n",
 			(unsigned long long)st->files_unknown, st->files_unknown == 1 ? "" : "s",
-			st->files_unknown == 1 ? "it" : "them");
+			st->files_unknown == 1 ? "it" : "them", st->files_unknown == 1 ? "it" : "them");
 	if (forced)
 		return EXIT_INTERRUPTED;
 	if (fr < 0) {
@@ -232,7 +231,8 @@ int cmd_proxy(int argc, char **argv)
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
 		  "Also fetch every output whose exec-root-relative path matches (POSIX extended); repeatable." },
 		{ "output_groups", CLI_STRING, &groups_csv, "A,B",
-		  "Output groups of a completed target whose files are wanted (default: default)." },
+		  "Output groups of a completed target whose files are wanted (default: every group the "
+		  "TargetComplete lists, as Bazel's --output_groups asked, hidden '_' groups excepted)." },
 		{ "remote_validate_outputs", CLI_BOOL, &po.validate, "",
 		  "On an action cache hit, check (HEAD) that every output blob, Tree and stdout/stderr it names is "
 		  "still in the cache; if one is gone, answer a miss so the action runs again. On by default; "
@@ -300,6 +300,7 @@ int cmd_proxy(int argc, char **argv)
 	o.policy.n_regexes = regexes.n;
 	o.policy.output_groups = groups.items;
 	o.policy.n_output_groups = groups.n;
+	o.policy.listed_groups = !groups_csv; /* Bazel's own: the groups each TargetComplete lists */
 	o.on_lost = on_lost;
 	o.on_build_done = on_build_done;
 	o.user = &r;

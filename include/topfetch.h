@@ -201,6 +201,11 @@ typedef struct tf_policy {
 	 * (topfetch collect's --remote_download_regex.) */
 	const char *const *filter_regexes;
 	size_t n_filter_regexes;
+	/* Every output group a completed target lists is wanted (Bazel lists
+	 * the groups it was asked for: default, and those --output_groups
+	 * added), except hidden ones (a name starting with '_') unless
+	 * output_groups names them. Added last. */
+	bool listed_groups;
 } tf_policy;
 
 /* ---- session: one build ------------------------------------------------------ */

@@ -665,6 +665,49 @@ static bool record_digest(tf_session *s, uint64_t t, const char *path, const st_
 
 /* Decides about one file a completed target names in group, and wants it
  * when it is wanted (t is the target's gate ticket, 0 when not waited for). */
+/* A wanted file of a completed target that no executed action reported (a
+ * local action Bazel does not cache): copied from Bazel's own output tree
+ * through the event's file:// URI, hashed while copied, recorded. false when
+ * the file exists nowhere (the caller reports it). */
+static bool copy_local(tf_session *s, uint64_t t, const char *path, const BuildEventStream__File *f)
+{
+	char *src = f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL;
+	tf_digest dg = { .hash = "" };
+	tf_error err = { 0 };
+	struct stat sb;
+	bool exec = false;
+	int r;
+
+	if (!src)
+		return false;
+	r = ses_copy_local(src, s->rootfd, dest_of(s, path), &exec, &dg, &err);
+	free(src);
+	if (r == -ENOENT)
+		return false;
+	s->stats.files_wanted++;
+	if (r < 0) {
+		s->stats.failed++;
+		target_fail(s, t, err.message);
+		return true;
+	}
+	s->stats.files_fetched++;
+	s->stats.bytes_fetched += (uint64_t)dg.size;
+	if ((r = ev_gate_file_digest(s->gate, path, &dg, &err)) < 0)
+		note_error(s, r, &err);
+	if (!s->o.short_paths) {
+		st_output o = { .path = path, .hash = dg.hash, .size = dg.size, .executable = exec, .kind = ST_KIND_FILE };
+		st_local loc;
+		if (put_output(s, &o, &err) < 0)
+			note_error(s, err.code ? err.code : -EIO, &err);
+		else if (fstatat(s->rootfd, path, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+			st_local_from_stat(&sb, &loc);
+			if ((r = st_output_set_state(s->store, path, ST_LOCAL, &loc, dg.hash, &err)) < 0)
+				note_error(s, r, &err);
+		}
+	}
+	return true;
+}
+
 static void target_file(tf_session *s, uint64_t t, const char *label, bool target_wanted, const char *group,
 			const BuildEventStream__File *f)
 {
@@ -751,7 +794,9 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			}
 		}
 		free(dir);
-		if (!waiting && bad.code) {
+		if (!waiting && !bad.code && copy_local(s, t, path, f)) {
+			/* An output no cache holds, copied from Bazel's output tree. */
+		} else if (!waiting && bad.code) {
 			s->stats.files_unknown++;
 			snprintf(why, sizeof(why), "the event's digest of %s cannot be used: %s", path, bad.message);
 			target_fail(s, t, why);
