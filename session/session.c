@@ -669,9 +669,8 @@ static bool record_digest(tf_session *s, uint64_t t, const char *path, const st_
  * local action Bazel does not cache): copied from Bazel's own output tree
  * through the event's file:// URI, hashed while copied, recorded. false when
  * the file exists nowhere (the caller reports it). */
-static bool copy_local(tf_session *s, uint64_t t, const char *path, const BuildEventStream__File *f)
+static bool copy_local(tf_session *s, uint64_t t, const char *path, char *src)
 {
-	char *src = f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL;
 	tf_digest dg = { .hash = "" };
 	tf_error err = { 0 };
 	struct stat sb;
@@ -687,12 +686,13 @@ static bool copy_local(tf_session *s, uint64_t t, const char *path, const BuildE
 	s->stats.files_wanted++;
 	if (r < 0) {
 		s->stats.failed++;
-		target_fail(s, t, err.message);
+		if (t)
+			target_fail(s, t, err.message);
 		return true;
 	}
 	s->stats.files_fetched++;
 	s->stats.bytes_fetched += (uint64_t)dg.size;
-	if ((r = ev_gate_file_digest(s->gate, path, &dg, &err)) < 0)
+	if (t && (r = ev_gate_file_digest(s->gate, path, &dg, &err)) < 0)
 		note_error(s, r, &err);
 	if (!s->o.short_paths) {
 		st_output o = { .path = path, .hash = dg.hash, .size = dg.size, .executable = exec, .kind = ST_KIND_FILE };
@@ -794,7 +794,8 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			}
 		}
 		free(dir);
-		if (!waiting && !bad.code && copy_local(s, t, path, f)) {
+		if (!waiting && !bad.code &&
+		    copy_local(s, t, path, f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL)) {
 			/* An output no cache holds, copied from Bazel's output tree. */
 		} else if (!waiting && bad.code) {
 			s->stats.files_unknown++;
@@ -809,6 +810,155 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		}
 	}
 	free(path);
+}
+
+/* A file outside the named sets a completed target or a test needs (a
+ * runfile, a test log), by exec path: from the store's record, else copied
+ * from Bazel's output tree at src (taken). t (0: none) waits for it. */
+static void want_extra(tf_session *s, uint64_t t, const char *label, const char *path, char *src)
+{
+	char why[TF__PATH_MAX + 256];
+	st_record rec;
+	tf_digest dg;
+	int found = lookup(s, path, &rec);
+
+	if (found == 1 && rec.o.kind == ST_KIND_DIRECTORY && rec.o.hash &&
+	    tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL) == 0) {
+		free(src);
+		read_tree(s, path, &dg, rec.o.action_key, rec.o.target ? rec.o.target : label, t == 0, t);
+	} else if (found == 1 && rec.o.kind == ST_KIND_FILE && rec.o.hash &&
+		   tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL) == 0) {
+		free(src);
+		want_file(s, path, &dg, rec.o.executable, t, label);
+	} else if (found >= 0 && !copy_local(s, t, path, src)) {
+		s->stats.files_unknown++;
+		snprintf(why, sizeof(why), "no digest known for %s, and Bazel's output tree does not hold it", path);
+		if (t)
+			target_fail(s, t, why);
+	} else if (found < 0) {
+		free(src);
+	}
+}
+
+/* The exec path (bazel-out/...) of an absolute path into Bazel's exec root,
+ * malloc'd; NULL when it is not below a bazel-out folder. */
+static char *exec_path_of(const char *abs)
+{
+	const char *p = abs ? strstr(abs, "/bazel-out/") : NULL;
+	char *out;
+
+	if (!p || !(out = strdup(p + 1)))
+		return NULL;
+	if (tf__path_check(out, "a path in Bazel's output tree", NULL) < 0) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* Bazel's --remote_download_toplevel fetches the runfiles of a top-level
+ * executable too. The BEP does not list them; the runfiles manifest Bazel
+ * writes beside the executable (locally, in every mode) does: each of its
+ * lines whose target is an output (below bazel-out) is wanted by t. */
+static void want_runfiles(tf_session *s, uint64_t t, const char *label, ev_event *ev)
+{
+	const BuildEventStream__File *f;
+	tf_error xerr = { 0 };
+	char **mans = NULL, *line = NULL;
+	size_t n = 0, cap = 0;
+
+	if (ev_sets_expand_target(s->sets, ev, "default", &xerr) < 0)
+		return;
+	while ((f = ev_sets_expand_next(s->sets))) {
+		char *src = f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL;
+		char *man = NULL;
+		if (src && asprintf(&man, "%s.runfiles_manifest", src) >= 0 && access(man, R_OK) == 0) {
+			if (n == cap) {
+				char **nm = realloc(mans, (cap ? 2 * cap : 4) * sizeof(*mans));
+				if (nm) {
+					mans = nm;
+					cap = cap ? 2 * cap : 4;
+				}
+			}
+			if (n < cap) {
+				mans[n++] = man;
+				man = NULL;
+			}
+		}
+		free(man);
+		free(src);
+	}
+	for (size_t i = 0; i < n; i++) {
+		FILE *fp = fopen(mans[i], "re");
+		size_t lcap = 0;
+		ssize_t len;
+		while (fp && (len = getline(&line, &lcap, fp)) > 0) {
+			char *sp = strchr(line, ' '), *path;
+			if (line[len - 1] == '\n')
+				line[len - 1] = 0;
+			if (!sp || !(path = exec_path_of(sp + 1)))
+				continue;
+			want_extra(s, t, label, path, strdup(sp + 1));
+			free(path);
+		}
+		if (fp)
+			fclose(fp);
+		free(mans[i]);
+	}
+	free(line);
+	free(mans);
+}
+
+/* Outputs a test action may have beside its test.log. */
+static const char *const test_outputs[] = {
+	"test.xml", "test.outputs/outputs.zip", "test.outputs_manifest/MANIFEST",
+	"test.outputs_manifest/ANNOTATIONS", "test.outputs_manifest/ANNOTATIONS.pb", "test.warnings",
+	"test.raw_splitlogs/test.splitlogs", "coverage.dat", "test.cache_status",
+};
+
+/* A TestResult: its test.log, test.xml (and any other test action output
+ * below bazel-out) are wanted, as Bazel's --remote_download_toplevel
+ * fetches them into bazel-testlogs. Not held: the files are fetched while
+ * the build goes on. */
+static void on_test_result(tf_session *s, ev_event *ev)
+{
+	BuildEventStream__TestResult *tr = ev->msg->test_result;
+	const char *label = ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TEST_RESULT &&
+					    ev->msg->id->test_result->label
+				    ? ev->msg->id->test_result->label
+				    : NULL;
+	tf_decision_reason why;
+
+	if (!chk_decide_target(&s->policy, label ? label : "", true, &why))
+		return;
+	char *dir = NULL;
+
+	for (size_t i = 0; i < tr->n_test_action_output; i++) {
+		const BuildEventStream__File *f = tr->test_action_output[i];
+		char *src = f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL;
+		char *path = ev_file_exec_path(f);
+		if (!path)
+			path = exec_path_of(src);
+		if (path && !dir && f->name && !strcmp(f->name, "test.log") && (dir = strdup(path)) &&
+		    strrchr(dir, '/'))
+			*strrchr(dir, '/') = 0;
+		if (path)
+			want_extra(s, 0, label, path, src);
+		else
+			free(src);
+		free(path);
+	}
+	/* A cached result lists test.log only; the test action's other outputs
+	 * its ActionResult recorded are Bazel's downloads too. */
+	for (size_t i = 0; dir && i < sizeof(test_outputs) / sizeof(test_outputs[0]); i++) {
+		char *path = NULL;
+		st_record rec;
+		if (asprintf(&path, "%s/%s", dir, test_outputs[i]) >= 0 && lookup(s, path, &rec) == 1 &&
+		    !tf__map_get(&s->wants, dest_of(s, path)))
+			want_extra(s, 0, label, path, NULL);
+		free(path);
+	}
+	free(dir);
 }
 
 static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
@@ -850,6 +1000,8 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 	}
 	if (!d.wanted)
 		return ev_gate_target(s->gate, ev, false, NULL, err);
+	if (tc->success)
+		want_runfiles(s, t, label, ev);
 	target_settled(s, t, NULL); /* the lookup hold */
 	return 0;
 }
@@ -895,6 +1047,10 @@ static int post_event(tf_session *s, ev_event *ev, tf_error *err)
 		return r < 0 ? r : ev_gate_named_set(s->gate, ev, err);
 	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED:
 		return on_target_complete(s, ev, err);
+	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_TEST_RESULT:
+		if (s->policy.mode != TF_DOWNLOAD_MINIMAL)
+			on_test_result(s, ev);
+		return ev_gate_submit(s->gate, ev, false, NULL, err);
 	default:
 		return ev_gate_submit(s->gate, ev, false, NULL, err);
 	}
