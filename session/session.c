@@ -1445,9 +1445,6 @@ static int ses_finish_series(tf_session *s, int input, const tf_error *in_err, t
 /* Posts whatever the followed BEP has that is new. Never waits. */
 static int pump_bep(tf_session *s, tf_error *err)
 {
-	ev_event *ev;
-	int r;
-
 	if (!s->bep_path)
 		return 0;
 	if (s->series)
@@ -1462,13 +1459,7 @@ static int pump_bep(tf_session *s, tf_error *err)
 		if (!s->bep)
 			return err->code ? err->code : -EIO;
 	}
-	while ((r = ev_reader_next(s->bep, &ev, err)) == 1) {
-		r = ses_post_event(s, ev, err);
-		ev_event_unref(ev);
-		if (r < 0)
-			return r;
-	}
-	return r;
+	return read_bep(s, err);
 }
 
 int tf_session_fd(const tf_session *s)
