@@ -303,6 +303,7 @@ int cmd_proxy(int argc, char **argv)
 	o.policy.listed_groups = !groups_csv; /* Bazel's own: the groups each TargetComplete lists */
 	o.on_lost = on_lost;
 	o.on_build_done = on_build_done;
+	o.on_note = on_problem;
 	o.user = &r;
 	series = bep && strcmp(bep, "-") != 0;
 	r.bep = bep;

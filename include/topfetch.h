@@ -307,6 +307,9 @@ typedef struct tf_session_options {
 	/* With tf_session_follow_builds: also write each build's gated BEP as
 	 * build_event_dir/<uuid>.bin and .json. May be NULL. */
 	const char *build_event_dir;
+	/* Notes for the user that are no error (a build in the followed file
+	 * not taken, and why), one line each. May be NULL; gets `user`. */
+	void (*on_note)(const char *message, void *user);
 } tf_session_options;
 
 typedef struct tf_session_stats {

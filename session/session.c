@@ -81,12 +81,14 @@ struct tf_session {
 	int64_t not_before_ms;
 	char uuid[128];      /* the current build's BuildStarted uuid; "" between builds */
 	char done_uuid[128]; /* the last build that ended */
+	char noted_uuid[128]; /* the last earlier build said not to be followed */
 	struct stat cur;     /* bep_path as it was when the current build was taken */
 	struct stat probed;  /* bep_path when last found to hold no new build */
 	struct stat initial; /* bep_path when the following began (had_file) */
 	bool had_file;
 	bool have_probed;
 	uint64_t builds_done;
+	tf_error unreadable; /* the current build's BEP cannot be read further */
 	uint64_t orphan_since_ns; /* an ActionResult passed while no followed build was current */
 	uint64_t foreign;         /* of which were not the next followed build's own */
 	ev_writer *dir_bin, *dir_json; /* build_event_dir/<uuid>.bin, .json */
@@ -1277,7 +1279,10 @@ static int end_build(tf_session *s, bool cut_short)
 	}
 	if (r == 0)
 		r = st_flush(s->store, &e);
-	if (r == 0 && cut_short)
+	if (r == 0 && s->unreadable.code)
+		r = tf__errf(&e, s->unreadable.code, "the BEP of build %s cannot be read further: %s", s->uuid,
+			     s->unreadable.message);
+	else if (r == 0 && cut_short)
 		r = tf__errf(&e, -ENODATA,
 			     "the BEP of build %s ended without last_message (%s was replaced or cut short: the build "
 			     "was interrupted?); its held events were released as they were",
@@ -1288,6 +1293,7 @@ static int end_build(tf_session *s, bool cut_short)
 	s->builds_done++;
 	snprintf(s->done_uuid, sizeof(s->done_uuid), "%s", s->uuid);
 	s->uuid[0] = 0;
+	memset(&s->unreadable, 0, sizeof(s->unreadable));
 	s->have_probed = false;
 	ev_reader_free(s->bep);
 	s->bep = NULL;
@@ -1357,6 +1363,17 @@ static int take_build(tf_session *s, tf_error *err)
 		return 0;
 	if (!first_event(s, &rd, &ev))
 		return 0; /* not written yet, or not a build's stream: looked at again when it changes */
+	if (s->had_file && st.st_dev == s->initial.st_dev && st.st_ino == s->initial.st_ino &&
+	    ev->msg->started->start_time_millis < s->not_before_ms && s->o.on_note &&
+	    strcmp(s->noted_uuid, ev->msg->started->uuid) != 0) {
+		char note[TF__PATH_MAX + 256];
+		snprintf(s->noted_uuid, sizeof(s->noted_uuid), "%s", ev->msg->started->uuid);
+		snprintf(note, sizeof(note),
+			 "topfetch: %s holds build %s, which started before we did: not followed; waiting for the "
+			 "next build",
+			 s->bep_path, ev->msg->started->uuid);
+		s->o.on_note(note, s->o.user);
+	}
 	if ((s->had_file && st.st_dev == s->initial.st_dev && st.st_ino == s->initial.st_ino &&
 	     ev->msg->started->start_time_millis < s->not_before_ms) ||
 	    !strcmp(ev->msg->started->uuid, s->done_uuid)) {
@@ -1410,9 +1427,14 @@ static int ses_pump_series(tf_session *s, tf_error *err)
 
 		if (!ev_reader_complete(s->bep)) {
 			r = read_bep(s, err);
-			/* Bytes of another build read as the rest of this one. */
-			if (r < 0 && !(gone = build_replaced(s)))
-				return r;
+			/* Bytes of another build read as the rest of this one, or a
+			 * stream that cannot be read: either way this build ends
+			 * here (a service goes on with the next one). */
+			if (r < 0 && !(gone = build_replaced(s))) {
+				if (!s->unreadable.code)
+					s->unreadable = *err;
+				gone = true;
+			}
 			if (r == 0 && !ev_reader_complete(s->bep) && ev_reader_at_eof(s->bep))
 				gone = build_replaced(s);
 		}
