@@ -143,3 +143,63 @@ out:
 		close(in);
 	return r;
 }
+
+/* Does target, relative to the folder of dest, stay inside (dest is a
+ * checked relative path)? */
+static bool stays_inside(const char *dest, const char *target)
+{
+	long depth = 0;
+	const char *p;
+
+	if (!target || !*target || target[0] == '/')
+		return false;
+	for (p = dest; *p; p++)
+		depth += *p == '/';
+	for (p = target; *p;) {
+		size_t len = strcspn(p, "/");
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			if (--depth < 0)
+				return false;
+		} else if (len && !(len == 1 && p[0] == '.')) {
+			depth++;
+		}
+		p += len;
+		while (*p == '/')
+			p++;
+	}
+	return true;
+}
+
+int ses_make_symlink(int rootfd, const char *dest, const char *target, char *why, size_t n)
+{
+	static unsigned counter;
+	char tmp[64], have[TF__PATH_MAX + 1];
+	const char *leaf;
+	tf_error err = { 0 };
+	ssize_t got;
+	int dir, r = 0;
+
+	if (!stays_inside(dest, target)) {
+		snprintf(why, n, "the output symlink %s points to %s, outside the output folder: not made there "
+			 "(Bazel's own output tree has it)", dest, target ? target : "(nothing)");
+		return -EXDEV;
+	}
+	dir = tf__open_parent_beneath(rootfd, dest, true, &leaf, &err);
+	if (dir < 0) {
+		snprintf(why, n, "cannot make the output symlink %s: %s", dest, err.message);
+		return dir;
+	}
+	got = readlinkat(dir, leaf, have, sizeof(have) - 1);
+	if (got >= 0 && (have[got] = 0, !strcmp(have, target))) {
+		close(dir);
+		return 0; /* already there */
+	}
+	snprintf(tmp, sizeof(tmp), DL_TMP_PREFIX "%ld.%u", (long)getpid(), 0xC0000000u + counter++);
+	if (symlinkat(target, dir, tmp) < 0 || renameat(dir, tmp, dir, leaf) < 0) {
+		r = -errno;
+		unlinkat(dir, tmp, 0);
+		snprintf(why, n, "cannot make the output symlink %s -> %s: %s", dest, target, strerror(-r));
+	}
+	close(dir);
+	return r;
+}

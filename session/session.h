@@ -17,6 +17,12 @@ int ses_post_event(tf_session *s, ev_event *ev, tf_error *err);
 
 /* ---- local.c: outputs no cache holds, from Bazel's own output tree ---- */
 
+/* Makes dest (below rootfd, its folders walked without following symlinks)
+ * a symlink to target, replacing what is there, when target is relative and
+ * stays below rootfd; else -EXDEV and why says so. 0, or a negative code
+ * with why. */
+int ses_make_symlink(int rootfd, const char *dest, const char *target, char *why, size_t n);
+
 /* The absolute path of a file:// URI (%XX decoded), malloc'd; NULL when uri
  * is not one. */
 char *ses_file_uri_path(const char *uri);
