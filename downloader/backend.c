@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef enum dl_backend_type { DL_BACKEND_HTTP, DL_BACKEND_DISK } dl_backend_type;
+typedef enum dl_backend_type { DL_BACKEND_HTTP, DL_BACKEND_DISK, DL_BACKEND_GRPC } dl_backend_type;
 
 struct dl_backend {
 	dl_backend_type type;
@@ -33,6 +33,7 @@ struct dl_backend {
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
 	atomic_ulong tmp_seq; /* disk: temporary file names */
+	dl_grpc *grpc;        /* grpc: everything of that backend (grpc.c) */
 };
 
 static char *dup_or_null(const char *s)
@@ -194,13 +195,16 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		if (r < 0)
 			goto out;
 	} else if (!strncmp(rc, "grpc://", 7) || !strncmp(rc, "grpcs://", 8)) {
-		r = tf__errf(err, -EPROTONOSUPPORT,
-			     "--remote_cache %.*s://...: gRPC caches are not supported yet; use the cache's HTTP endpoint (bazel-remote serves both) or a --disk_cache directory",
-			     scheme_len(rc), rc);
-		goto out;
+		b->type = DL_BACKEND_GRPC;
+		b->grpc = dl_grpc_new(opts, err);
+		if (!b->grpc) {
+			r = err ? err->code : -EINVAL;
+			goto out;
+		}
+		b->base = strdup(dl_grpc_display(b->grpc));
 	} else if (strstr(rc, "://") && strncmp(rc, "file://", 7)) {
 		r = tf__errf(err, -EPROTONOSUPPORT,
-			     "--remote_cache %.*s://...: unknown scheme; use http://, https:// or a directory",
+			     "--remote_cache %.*s://...: unknown scheme; use http://, https://, grpc://, grpcs:// or a directory",
 			     scheme_len(rc), rc);
 		goto out;
 	} else {
@@ -239,6 +243,7 @@ void dl_backend_free(dl_backend *b)
 	if (!b)
 		return;
 	curl_slist_free_all(b->headers);
+	dl_grpc_free(b->grpc);
 	free(b->base);
 	curl_free(b->user);
 	curl_free(b->password);
@@ -250,7 +255,7 @@ void dl_backend_free(dl_backend *b)
 
 const char *dl_backend_kind(const dl_backend *b)
 {
-	return b->type == DL_BACKEND_HTTP ? "http" : "disk";
+	return b->type == DL_BACKEND_HTTP ? "http" : b->type == DL_BACKEND_GRPC ? "grpc" : "disk";
 }
 
 bool dl_backend_is_disk(const dl_backend *b)
@@ -268,11 +273,24 @@ const char *dl_area_name(tf_area a)
 	return a == TF_AREA_AC ? "ac" : "cas";
 }
 
-int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash,
-		       char *display, size_t display_len)
+dl_grpc *dl_backend_grpc(const dl_backend *b)
+{
+	return b->grpc;
+}
+
+int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+		       int64_t offset, char *display, size_t display_len)
 {
 	char url[PATH_MAX + 256];
 
+	if (b->type == DL_BACKEND_GRPC) {
+		/* A CAS blob's resource name holds its size. */
+		if (op != DL_OP_GET || (area == TF_AREA_CAS && size < 0)) {
+			snprintf(display, display_len, "%s/%s/%s", b->base, dl_area_name(area), hash);
+			return -EOPNOTSUPP;
+		}
+		return dl_grpc_prepare(b->grpc, h, area, hash, size, offset, display, display_len);
+	}
 	if (b->type == DL_BACKEND_HTTP) {
 		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
 		snprintf(display, display_len, "%s", url);
