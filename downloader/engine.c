@@ -163,6 +163,8 @@ typedef struct dl_xfer {
 	 * temporary file at `received` (ByteStream.Read's read_offset). */
 	dl_grpc_rx *grpc;
 	bool resume;
+	int64_t resumed_at; /* this attempt asked from this byte (0: from the start) */
+	bool no_resume;     /* the server sent more than asked: it ignores read_offset */
 } dl_xfer;
 
 /* A finished request on its way back to the caller's thread. */
@@ -908,6 +910,7 @@ open_handle:
 	}
 	if (x->grpc)
 		dl_grpc_rx_reset(x->grpc);
+	x->resumed_at = x->resume ? x->received : 0;
 	if (x->resume) {
 		x->resume = false;
 		goto resumed;
@@ -992,6 +995,14 @@ static void backoff(tf_downloader *d, dl_xfer *x)
 static void on_corrupt(tf_downloader *d, dl_xfer *x, char *msg, size_t msglen)
 {
 	close_tmp(x, true);
+	if (x->resumed_at > 0) {
+		/* A resumed read that went wrong: the server may not honour
+		 * read_offset. From the start, and never resumed again. */
+		x->resumed_at = 0;
+		x->no_resume = true;
+		enqueue(d, x);
+		return;
+	}
 	if (x->corrupt_attempts++ < DL_CORRUPT_RETRIES) {
 		enqueue(d, x);
 		return;
@@ -1458,7 +1469,7 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		if (x->attempts <= d->retries) {
 			/* A ByteStream read goes on where it broke off (read_offset). */
 			if (x->grpc && !x->mem && x->area == TF_AREA_CAS && x->fd >= 0 && x->received > 0 &&
-			    x->received < x->digest.size)
+			    x->received < x->digest.size && !x->no_resume)
 				x->resume = true;
 			else
 				close_tmp(x, true);

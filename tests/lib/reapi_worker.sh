@@ -13,7 +13,7 @@ REAPI_SRC=/usr/src/bazel-bootstrap/src/tools/remote/src/main/java/com/google/dev
 REAPI_JAR=/usr/share/bazel/A-server.jar
 
 reapi_worker_classes() {
-  local dir="${TF_BUILD_ROOT:-$tf_tmp}/reapi-worker" src
+  local dir="${TF_BUILD_ROOT:-$tf_tmp}/reapi-worker-2" src
   [ -d "$REAPI_SRC" ] || fail "Bazel's remote worker sources are missing ($REAPI_SRC); install bazel-bootstrap-source (scripts/install-deps.sh)"
   [ -f "$REAPI_JAR" ] || fail "$REAPI_JAR is missing; install bazel-bootstrap-data (scripts/install-deps.sh)"
   need javac
@@ -30,6 +30,12 @@ reapi_worker_classes() {
         "$src/worker/RemoteWorker.java"
       sed -i 's|fs.getPath("/tmp/remote-worker")|fs.getPath(System.getProperty("tf.worker.tmp", "/tmp/remote-worker"))|' \
         "$src/worker/RemoteWorker.java"
+      # ByteStream.Read from read_offset, as the ByteStream contract and later
+      # Bazel versions do (4.2.3's worker always starts at byte 0).
+      sed -i 's|Chunker.builder().setInput(getFromFuture(cache.downloadBlob(context, digest))).build();|&\n      c.seek(request.getReadOffset());|' \
+        "$src/worker/ByteStreamServer.java"
+      grep -q 'c.seek(request.getReadOffset())' "$src/worker/ByteStreamServer.java" ||
+        { echo "cannot patch the worker's ByteStream.Read" >&2; exit 1; }
       grep -q 'InetSocketAddress("127.0.0.1"' "$src/worker/RemoteWorker.java" ||
         { echo "cannot patch the worker's listen address" >&2; exit 1; }
       grep -q 'tf.worker.tmp' "$src/worker/RemoteWorker.java" ||
@@ -80,4 +86,15 @@ reapi_worker_gone() {
   kill -0 "$WORKER_PID" 2>/dev/null && return 1
   wait "$WORKER_PID" 2>/dev/null || true
   return 0
+}
+
+# Puts stdin into the worker's CAS (its on-disk layout) and prints the hash.
+reapi_cas_put_stdin() {
+  local tmp h
+  tmp=$(mktemp "$tf_tmp/blob.XXXXXX")
+  cat >"$tmp"
+  h=$(sha256sum "$tmp" | cut -c1-64)
+  mkdir -p "$WORKER_CAS/cas/${h:0:2}"
+  mv "$tmp" "$WORKER_CAS/cas/${h:0:2}/$h"
+  echo "$h"
 }
