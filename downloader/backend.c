@@ -202,6 +202,12 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 			goto out;
 		}
 		b->base = strdup(dl_grpc_display(b->grpc));
+		/* --remote_header as gRPC metadata (libcurl lowercases names for HTTP/2). */
+		r = dl_grpc_headers(&b->headers, err);
+		for (size_t i = 0; i < opts->n_remote_headers && r == 0; i++)
+			r = add_header(b, opts->remote_headers[i], err);
+		if (r < 0)
+			goto out;
 	} else if (strstr(rc, "://") && strncmp(rc, "file://", 7)) {
 		r = tf__errf(err, -EPROTONOSUPPORT,
 			     "--remote_cache %.*s://...: unknown scheme; use http://, https://, grpc://, grpcs:// or a directory",
@@ -289,13 +295,13 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 			snprintf(display, display_len, "%s/%s/%s", b->base, dl_area_name(area), hash);
 			return -EOPNOTSUPP;
 		}
-		return dl_grpc_prepare(b->grpc, h, area, hash, size, offset, display, display_len);
+		return dl_grpc_prepare(b, h, area, hash, size, offset, display, display_len);
 	}
 	if (b->type == DL_BACKEND_HTTP) {
 		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
 		snprintf(display, display_len, "%s", url);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, b->headers);
+		dl_backend_common(b, h);
 		if (b->user) {
 			curl_easy_setopt(h, CURLOPT_USERNAME, b->user);
 			curl_easy_setopt(h, CURLOPT_PASSWORD, b->password ? b->password : "");
@@ -305,13 +311,6 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 		curl_easy_setopt(h, CURLOPT_FAILONERROR, op == DL_OP_GET ? 1L : 0L);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
-		if (b->tls_certificate)
-			curl_easy_setopt(h, CURLOPT_CAINFO, b->tls_certificate);
-		if (b->tls_client_certificate)
-			curl_easy_setopt(h, CURLOPT_SSLCERT, b->tls_client_certificate);
-		if (b->tls_client_key)
-			curl_easy_setopt(h, CURLOPT_SSLKEY, b->tls_client_key);
 		if (op == DL_OP_HEAD)
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 		else if (op == DL_OP_PUT)
@@ -327,15 +326,29 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		snprintf(display, display_len, "%s", path);
 		snprintf(url, sizeof(url), "file://%s", path);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "file");
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
+	return 0;
+}
+
+void dl_backend_common(const dl_backend *b, CURL *h)
+{
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, b->headers);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
 	/* --remote_timeout bounds silence, not the whole transfer: a 1 GiB blob
 	 * may take longer than the timeout as long as bytes keep coming. A
 	 * stream paused because its reader is slow is not silent to curl. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
-	return 0;
+	if (b->tls_certificate)
+		curl_easy_setopt(h, CURLOPT_CAINFO, b->tls_certificate);
+	if (b->tls_client_certificate)
+		curl_easy_setopt(h, CURLOPT_SSLCERT, b->tls_client_certificate);
+	if (b->tls_client_key)
+		curl_easy_setopt(h, CURLOPT_SSLKEY, b->tls_client_key);
 }
 
 long dl_backend_timeout_s(const dl_backend *b)

@@ -59,6 +59,10 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 /* The grpc side of a grpc backend; NULL for http and disk. */
 dl_grpc *dl_backend_grpc(const dl_backend *b);
 
+/* What every request to an http or grpc cache shares: the header list,
+ * the TLS files, the connect and silence limits of --remote_timeout. */
+void dl_backend_common(const dl_backend *b, CURL *h);
+
 /* Classifies a finished attempt; fills why with a short reason for
  * everything but a body. */
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
@@ -192,8 +196,8 @@ void *dl_hasher_take_done(dl_hasher *h, char hex[TF_HASH_HEX_LEN + 1]);
 
 /* ---- gRPC (grpc.c): REAPI v2 and ByteStream over libcurl's HTTP/2 ---- */
 
-/* Parses grpc://HOST:PORT or grpcs://HOST:PORT, the instance name, the
- * --remote_header metadata and the TLS files of opts. Does not block. */
+/* Parses grpc://HOST:PORT or grpcs://HOST:PORT and the instance name of
+ * opts (the backend keeps headers and TLS files). Does not block. */
 dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err);
 void dl_grpc_free(dl_grpc *g);
 
@@ -205,7 +209,11 @@ const char *dl_grpc_display(const dl_grpc *g);
  * reachable now, or no Capabilities service): transfers report for
  * themselves; negative with err: a cache we must not use (no SHA-256, or the
  * call was refused, with the server's message). */
-int dl_grpc_capabilities(dl_grpc *g, tf_error *err);
+int dl_grpc_capabilities(const dl_backend *b, tf_error *err);
+
+/* Appends the header lines of every call (content-type, te: trailers, the
+ * RequestMetadata) to *l. */
+int dl_grpc_headers(struct curl_slist **l, tf_error *err);
 
 /* The server's max_batch_total_size_bytes (0: not known). */
 int64_t dl_grpc_max_batch(const dl_grpc *g);
@@ -213,7 +221,7 @@ int64_t dl_grpc_max_batch(const dl_grpc *g);
 /* Sets up h for one read: ByteStream.Read of blobs/hash/size from offset
  * (CAS), or GetActionResult of hash (AC); display gets what it is, for
  * messages. 0 or -errno. */
-int dl_grpc_prepare(const dl_grpc *g, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
+int dl_grpc_prepare(const dl_backend *b, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
 		    char *display, size_t display_len);
 
 /* {instance/}blobs/hash/size (no leading slash without an instance).

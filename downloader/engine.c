@@ -1335,15 +1335,17 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		stream_end(d, x, CURLE_OUT_OF_MEMORY, -ENOMEM, "out of memory starting a transfer");
 		return;
 	}
-	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, -1, 0, x->url, DL_URL_MAX);
-	if (r == -EOPNOTSUPP) {
+	if (dl_backend_grpc(d->backend)) {
+		/* Not yet: a GET by hash alone has no ByteStream resource name, and
+		 * HEAD and uploads need FindMissingBlobs and ByteStream.Write. */
 		char why[DL_URL_MAX + 128];
 		curl_easy_cleanup(h);
-		snprintf(why, sizeof(why), "%s: streams of an entry of unknown size are not supported by a gRPC cache",
-			 x->url);
+		snprintf(why, sizeof(why), "%s: streams (the proxy's upstream GET, HEAD, PUT) are not supported over gRPC yet",
+			 dl_backend_display(d->backend));
 		stream_end(d, x, CURLE_UNSUPPORTED_PROTOCOL, -EOPNOTSUPP, why);
 		return;
 	}
+	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, -1, 0, x->url, DL_URL_MAX);
 	/* A stream reads the status itself; an error page is read and dropped so
 	 * that the connection stays usable. */
 	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
@@ -1792,7 +1794,7 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	if (!d->backend)
 		goto fail;
 	/* A gRPC cache: once, is it a SHA-256 cache that lets us in? */
-	if (dl_backend_grpc(d->backend) && dl_grpc_capabilities(dl_backend_grpc(d->backend), err) < 0)
+	if (dl_backend_grpc(d->backend) && dl_grpc_capabilities(d->backend, err) < 0)
 		goto fail;
 	if (!output_dir) {
 		/* streams only */

@@ -36,9 +36,6 @@ struct dl_grpc {
 	char *display;  /* grpc(s)://host[:port][/instance], for messages */
 	char *instance; /* "" when none */
 	bool tls;
-	struct curl_slist *headers;
-	char *tls_certificate, *tls_client_certificate, *tls_client_key;
-	long timeout_s;
 	int64_t max_batch; /* the server's max_batch_total_size_bytes; 0 unknown */
 };
 
@@ -330,31 +327,6 @@ static int metadata_line(struct curl_slist **l, tf_error *err)
 	return add_line(l, line, err);
 }
 
-static int add_remote_header(struct curl_slist **l, const char *spec, tf_error *err)
-{
-	const char *eq = strchr(spec, '=');
-	char *line;
-	int r;
-
-	if (!eq || eq == spec)
-		return tf__errf(err, -EINVAL, "--remote_header is not Name=Value");
-	for (const char *p = spec; p < eq; p++)
-		if (*p == ':' || *p == '\r' || *p == '\n' || *p == ' ')
-			return tf__errf(err, -EINVAL, "--remote_header name '%.*s' is not a valid metadata name",
-					(int)(eq - spec), spec);
-	if (strpbrk(eq + 1, "\r\n"))
-		return tf__errf(err, -EINVAL, "--remote_header %.*s: the value contains a line break",
-				(int)(eq - spec), spec);
-	/* gRPC metadata names are lowercase; HTTP/2 requires it. */
-	if (asprintf(&line, "%.*s: %s", (int)(eq - spec), spec, eq + 1) < 0)
-		return tf__errf(err, -ENOMEM, "out of memory");
-	for (char *p = line; *p != ':'; p++)
-		*p = (char)tolower((unsigned char)*p);
-	r = add_line(l, line, err);
-	free(line);
-	return r;
-}
-
 dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
 {
 	const char *rc = opts->remote_cache, *inst = opts->remote_instance_name;
@@ -401,7 +373,6 @@ dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
 		return NULL;
 	}
 	g->tls = tls;
-	g->timeout_s = opts->remote_timeout_s > 0 ? opts->remote_timeout_s : 60;
 	g->instance = strdup(inst ? inst : "");
 	if (asprintf(&g->base, "%s://%.*s", tls ? "https" : "http", (int)hl, host) < 0)
 		g->base = NULL;
@@ -412,25 +383,6 @@ dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
 		r = tf__errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	r = add_line(&g->headers, "content-type: application/grpc", err);
-	if (r == 0)
-		r = add_line(&g->headers, "te: trailers", err);
-	if (r == 0)
-		r = add_line(&g->headers, "user-agent: topfetch/" TOPFETCH_VERSION, err);
-	if (r == 0)
-		r = add_line(&g->headers, "Expect:", err);
-	if (r == 0)
-		r = add_line(&g->headers, "Accept:", err);
-	if (r == 0)
-		r = metadata_line(&g->headers, err);
-	for (size_t i = 0; i < opts->n_remote_headers && r == 0; i++)
-		r = add_remote_header(&g->headers, opts->remote_headers[i], err);
-	if (r < 0)
-		goto out;
-	if ((opts->tls_certificate && !(g->tls_certificate = strdup(opts->tls_certificate))) ||
-	    (opts->tls_client_certificate && !(g->tls_client_certificate = strdup(opts->tls_client_certificate))) ||
-	    (opts->tls_client_key && !(g->tls_client_key = strdup(opts->tls_client_key))))
-		r = tf__errf(err, -ENOMEM, "out of memory");
 out:
 	if (r < 0) {
 		dl_grpc_free(g);
@@ -443,13 +395,9 @@ void dl_grpc_free(dl_grpc *g)
 {
 	if (!g)
 		return;
-	curl_slist_free_all(g->headers);
 	free(g->base);
 	free(g->display);
 	free(g->instance);
-	free(g->tls_certificate);
-	free(g->tls_client_certificate);
-	free(g->tls_client_key);
 	free(g);
 }
 
@@ -458,14 +406,26 @@ const char *dl_grpc_display(const dl_grpc *g)
 	return g->display;
 }
 
+int dl_grpc_headers(struct curl_slist **l, tf_error *err)
+{
+	static const char *const lines[] = { "content-type: application/grpc", "te: trailers",
+					     "user-agent: topfetch/" TOPFETCH_VERSION, "Expect:", "Accept:" };
+	int r = 0;
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(*lines) && r == 0; i++)
+		r = add_line(l, lines[i], err);
+	return r < 0 ? r : metadata_line(l, err);
+}
+
 int64_t dl_grpc_max_batch(const dl_grpc *g)
 {
 	return g->max_batch;
 }
 
 /* URL, protocol, headers and TLS of one call to path. */
-static void call_setup(const dl_grpc *g, CURL *h, const char *path)
+static void call_setup(const dl_backend *b, CURL *h, const char *path)
 {
+	const dl_grpc *g = dl_backend_grpc(b);
 	char url[1024];
 
 	snprintf(url, sizeof(url), "%s%s", g->base, path);
@@ -473,13 +433,9 @@ static void call_setup(const dl_grpc *g, CURL *h, const char *path)
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
 			 (long)(g->tls ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE));
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, g->headers);
 	curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, g->timeout_s);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, g->timeout_s);
+	dl_backend_common(b, h);
 	/* libcurl before 8.0.0 fails every call on a reused cleartext HTTP/2
 	 * connection made with prior knowledge ("Error in the HTTP2 framing
 	 * layer", curl pull request 10643): there, one connection per call. */
@@ -487,12 +443,6 @@ static void call_setup(const dl_grpc *g, CURL *h, const char *path)
 		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
 		curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
 	}
-	if (g->tls_certificate)
-		curl_easy_setopt(h, CURLOPT_CAINFO, g->tls_certificate);
-	if (g->tls_client_certificate)
-		curl_easy_setopt(h, CURLOPT_SSLCERT, g->tls_client_certificate);
-	if (g->tls_client_key)
-		curl_easy_setopt(h, CURLOPT_SSLKEY, g->tls_client_key);
 }
 
 /* A framed request message as the body of the call (copied by libcurl). */
@@ -515,9 +465,11 @@ static int set_body(CURL *h, const ProtobufCMessage *m)
 	return 0;
 }
 
-int dl_grpc_prepare(const dl_grpc *g, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
+int dl_grpc_prepare(const dl_backend *b, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
 		    char *display, size_t display_len)
 {
+	const dl_grpc *g = dl_backend_grpc(b);
+
 	if (area == TF_AREA_AC) {
 		Build__Bazel__Remote__Execution__V2__GetActionResultRequest q =
 			BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_ACTION_RESULT_REQUEST__INIT;
@@ -529,7 +481,7 @@ int dl_grpc_prepare(const dl_grpc *g, CURL *h, tf_area area, const char *hash, i
 		q.instance_name = g->instance;
 		q.action_digest = &dg;
 		snprintf(display, display_len, "%s GetActionResult %s", g->display, hash);
-		call_setup(g, h, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
 		return set_body(h, &q.base);
 	} else {
 		Google__Bytestream__ReadRequest q = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
@@ -544,7 +496,7 @@ int dl_grpc_prepare(const dl_grpc *g, CURL *h, tf_area area, const char *hash, i
 				 (long long)offset);
 		else
 			snprintf(display, display_len, "%s ByteStream.Read %s", g->display, name);
-		call_setup(g, h, "/google.bytestream.ByteStream/Read");
+		call_setup(b, h, "/google.bytestream.ByteStream/Read");
 		return set_body(h, &q.base);
 	}
 }
@@ -575,8 +527,10 @@ static size_t caps_on_body(char *b, size_t size, size_t nmemb, void *user)
 	return dl_grpc_rx_feed(&c->rx, b, size * nmemb, caps_sink, c) < 0 ? 0 : size * nmemb;
 }
 
-int dl_grpc_capabilities(dl_grpc *g, tf_error *err)
+int dl_grpc_capabilities(const dl_backend *b, tf_error *err)
 {
+	dl_grpc *g = dl_backend_grpc(b);
+	long timeout_s = dl_backend_timeout_s(b);
 	Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest q =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_CAPABILITIES_REQUEST__INIT;
 	Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps = NULL;
@@ -593,7 +547,7 @@ int dl_grpc_capabilities(dl_grpc *g, tf_error *err)
 	dl_grpc_rx_init(&c.rx, DL_GRPC_RAW);
 	tf__buf_init(&c.answer, 1 << 20);
 	q.instance_name = g->instance;
-	call_setup(g, h, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities");
+	call_setup(b, h, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities");
 	set_body(h, &q.base);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, caps_on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &c);
@@ -601,10 +555,10 @@ int dl_grpc_capabilities(dl_grpc *g, tf_error *err)
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &c);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, g->timeout_s);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	o = dl_grpc_classify(&c.rx, rc, status, errbuf, g->timeout_s, why, sizeof(why));
+	o = dl_grpc_classify(&c.rx, rc, status, errbuf, timeout_s, why, sizeof(why));
 	switch (o) {
 	case DL_OUTCOME_BODY:
 		break;
@@ -617,6 +571,13 @@ int dl_grpc_capabilities(dl_grpc *g, tf_error *err)
 	case DL_OUTCOME_FATAL:
 		if (c.rx.status == 12) { /* UNIMPLEMENTED: a cache without the Capabilities service */
 			r = 1;
+			goto out;
+		}
+		if (c.rx.status < 0) { /* no answer: TLS, protocol */
+			r = tf__errf(err, -EPROTO, "cannot use %s: GetCapabilities failed: %s%s", g->display, why,
+				     rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE
+					     ? " (check --tls_certificate: the CA that signed the cache's certificate)"
+					     : "");
 			goto out;
 		}
 		r = tf__errf(err, -EPROTO, "%s refused GetCapabilities: %s%s", g->display, why,
