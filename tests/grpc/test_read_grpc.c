@@ -24,7 +24,8 @@ static void on_read(const tf_fetch_done *d, void *user)
 	s->calls++;
 	s->result = d->result;
 	s->len = d->len;
-	memcpy(s->data, d->data, d->len < sizeof(s->data) ? d->len : sizeof(s->data));
+	if (d->len)
+		memcpy(s->data, d->data, d->len < sizeof(s->data) ? d->len : sizeof(s->data));
 	snprintf(s->message, sizeof(s->message), "%s", d->message ? d->message : "");
 }
 
