@@ -164,6 +164,10 @@ void dl_downloader_close(tf_downloader *d);
 /* The cache's URL or directory, without credentials. */
 const char *dl_downloader_display(const tf_downloader *d);
 
+/* False for a gRPC cache: streams (dl_stream_*, dl_get_mem, dl_put_mem,
+ * dl_find_missing) are not implemented over gRPC yet and end at once. */
+bool dl_downloader_can_stream(const tf_downloader *d);
+
 /* ---- the verifier thread (hasher.c) ---- */
 
 typedef struct dl_hasher dl_hasher;

@@ -2623,3 +2623,8 @@ const char *dl_downloader_display(const tf_downloader *d)
 {
 	return dl_backend_display(d->backend);
 }
+
+bool dl_downloader_can_stream(const tf_downloader *d)
+{
+	return !dl_backend_grpc(d->backend);
+}

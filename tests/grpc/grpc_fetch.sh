@@ -79,4 +79,8 @@ assert_contains "$out" "NOT_FOUND" "lost line"
 assert_contains "$out" "ByteStream.Read blobs/$missing/5000" "lost line"
 assert_contains "$out" "1 of 2 files in place" "summary"
 [ ! -e "$tf_tmp/out2/gone.bin" ] || fail "a file was written for a lost blob"
+# The proxy cannot have a gRPC upstream yet: refused at start, saying why.
+run_tf proxy --listen=127.0.0.1:0 --remote_cache="$WORKER_URL" --output_dir="$tf_tmp/px"
+[ "$rc" -eq 2 ] || fail "proxy with a gRPC upstream: exit $rc (want 2): $out"
+assert_contains "$out" "cannot be the proxy's upstream yet" "proxy with a gRPC upstream"
 echo PASS
