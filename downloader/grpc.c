@@ -334,7 +334,6 @@ dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
 	const char *host = rc + (tls ? 8 : 7);
 	size_t hl = strcspn(host, "/");
 	dl_grpc *g;
-	int r = 0;
 
 	if (strpbrk(rc, " \r\n\t")) {
 		tf__errf(err, -EINVAL, "--remote_cache URL contains white space");
@@ -380,11 +379,7 @@ dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
 		     inst && *inst ? inst : "") < 0)
 		g->display = NULL;
 	if (!g->instance || !g->base || !g->display) {
-		r = tf__errf(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-out:
-	if (r < 0) {
+		tf__errf(err, -ENOMEM, "out of memory");
 		dl_grpc_free(g);
 		return NULL;
 	}
