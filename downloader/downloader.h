@@ -222,6 +222,10 @@ int dl_grpc_headers(struct curl_slist **l, tf_error *err);
 /* The server's max_batch_total_size_bytes (0: not known). */
 int64_t dl_grpc_max_batch(const dl_grpc *g);
 
+/* The transport result of a finished call: whether later calls may multiplex
+ * on an open connection or must open one (see call_setup in grpc.c). */
+void dl_grpc_note(dl_grpc *g, CURLcode rc);
+
 /* Sets up h for one read: ByteStream.Read of blobs/hash/size from offset
  * (CAS), or GetActionResult of hash (AC); display gets what it is, for
  * messages. 0 or -errno. */

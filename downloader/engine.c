@@ -1449,6 +1449,7 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		return;
 	}
 	if (x->grpc) {
+		dl_grpc_note(dl_backend_grpc(d->backend), rc);
 		o = dl_grpc_classify(x->grpc, rc, status, x->errbuf, dl_backend_timeout_s(d->backend), why,
 				     sizeof(why));
 		if (o == DL_OUTCOME_BODY && dl_grpc_rx_partial(x->grpc)) {

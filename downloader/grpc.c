@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ struct dl_grpc {
 	char *instance; /* "" when none */
 	bool tls;
 	int64_t max_batch; /* the server's max_batch_total_size_bytes; 0 unknown */
+	atomic_bool h2_up; /* cleartext: a call succeeded on a connection that stays open */
 };
 
 static const char *const code_names[] = {
@@ -417,6 +419,14 @@ int64_t dl_grpc_max_batch(const dl_grpc *g)
 	return g->max_batch;
 }
 
+void dl_grpc_note(dl_grpc *g, CURLcode rc)
+{
+	if (rc == CURLE_OK)
+		atomic_store(&g->h2_up, true);
+	else if (rc != CURLE_WRITE_ERROR && rc != CURLE_ABORTED_BY_CALLBACK)
+		atomic_store(&g->h2_up, false);
+}
+
 /* URL, protocol, headers and TLS of one call to path. */
 static void call_setup(const dl_backend *b, CURL *h, const char *path)
 {
@@ -431,12 +441,17 @@ static void call_setup(const dl_backend *b, CURL *h, const char *path)
 	curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
 	dl_backend_common(b, h);
-	/* libcurl before 8.0.0 fails every call on a reused cleartext HTTP/2
-	 * connection made with prior knowledge ("Error in the HTTP2 framing
-	 * layer", curl pull request 10643): there, one connection per call. */
+	/* libcurl before 8.0.0 fails a call with prior knowledge that reuses a
+	 * cleartext HTTP/2 connection ("Error in the HTTP2 framing layer", curl
+	 * pull request 10643). There, a call made with prior knowledge opens a
+	 * connection of its own, and once one is up, calls ask for plain HTTP/2,
+	 * which multiplexes on it. A broken connection sends the next calls back
+	 * to prior knowledge (dl_grpc_note). */
 	if (!g->tls && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
-		curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+		if (atomic_load(&g->h2_up))
+			curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+		else
+			curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
 	}
 }
 
