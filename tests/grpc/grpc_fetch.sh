@@ -58,6 +58,18 @@ assert_contains "$out" "0 lost, 0 corrupt, 0 failed, 0 local errors" "summary"
 check_files "$out_dir" "$manifest"
 [ -z "$(find "$out_dir" -name '.tftmp.*')" ] || fail "temporary files left behind"
 
+# The same through a counting TCP relay: the calls share a few HTTP/2
+# connections (cleartext, libcurl 7.88.1 included), not one each.
+python3 "$TF_SOURCE_ROOT/tests/grpc/relay.py" "$WORKER_PORT" "$tf_tmp/relay.port" "$tf_tmp/relay.stats" \
+  >"$tf_tmp/relay.log" 2>&1 &
+tf_track $!
+wait_file "$tf_tmp/relay.port"
+run_tf fetch --remote_cache="grpc://127.0.0.1:$(cat "$tf_tmp/relay.port")" --output_dir="$tf_tmp/relayed" \
+  --manifest="$manifest" --remote_max_connections=16
+[ "$rc" -eq 0 ] || fail "through the relay: exit $rc: $out"
+conns=$(awk '{print $6}' "$tf_tmp/relay.stats")
+[ "$conns" -le 32 ] || fail "503 calls took $conns connections: not multiplexed"
+
 # Again: everything is already in place, nothing is fetched.
 run_tf fetch --remote_cache="$WORKER_URL" --output_dir="$out_dir" --manifest="$manifest"
 [ "$rc" -eq 0 ] || fail "second run: exit $rc: $out"

@@ -4,8 +4,9 @@ server cannot make on demand: a connection cut in the middle of an answer
 (once), and a slow link. Usage:
   relay.py UPSTREAM_PORT PORT_FILE STATS_FILE [--cut BYTES] [--rate BYTES_PER_S]
 Listens on a free loopback port and writes it to PORT_FILE once listening.
-STATS_FILE gets "total N cuts K" (bytes from the server to the client, and
-connections cut) after every chunk."""
+STATS_FILE gets "total N cuts K conns C" (bytes from the server to the
+client, connections cut, connections accepted) after every chunk and
+connection."""
 import socket, sys, threading, time
 
 up_port, port_file, stats_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -13,12 +14,12 @@ args = sys.argv[4:]
 cut = int(args[args.index("--cut") + 1]) if "--cut" in args else 0
 rate = int(args[args.index("--rate") + 1]) if "--rate" in args else 0
 lock = threading.Lock()
-state = {"total": 0, "cuts": 0, "cut_done": cut == 0}
+state = {"total": 0, "cuts": 0, "conns": 0, "cut_done": cut == 0}
 
 
 def stats():
     with open(stats_file + ".tmp", "w") as f:
-        f.write("total %d cuts %d\n" % (state["total"], state["cuts"]))
+        f.write("total %d cuts %d conns %d\n" % (state["total"], state["cuts"], state["conns"]))
     import os
     os.replace(stats_file + ".tmp", stats_file)
 
@@ -59,6 +60,9 @@ def pipe(src, dst, downstream, pair):
 
 
 def serve(client):
+    with lock:
+        state["conns"] += 1
+        stats()
     try:
         up = socket.create_connection(("127.0.0.1", up_port))
     except OSError:
