@@ -27,6 +27,7 @@ OUT_BASE=${OUT_BASE:-/dev/shm} # as bench/fetch_vs_curl.sh: measure the tools, n
 nginx_start
 reapi_worker_start
 
+case " $SCENARIOS " in *" small "* | *" big "*) ;; *) SMALL_N=0 BIG_MIB=0 ;; esac
 echo "preparing $SMALL_N x 4 KiB blobs and one $BIG_MIB MiB blob in both caches..." >&2
 python3 - "$NGINX_CACHE/cas" "$WORKER_CAS/cas" "$tf_tmp" "$SMALL_N" <<'PY'
 import hashlib, os, sys

@@ -83,14 +83,24 @@ int dl_grpc_resource_name(char *out, size_t n, const char *instance, const char 
 	return w < 0 || (size_t)w >= n ? -ENAMETOOLONG : 0;
 }
 
+/* The 5-byte prefix of a message of len bytes: not compressed, big-endian length. */
+static void frame_prefix(unsigned char pre[5], size_t len)
+{
+	pre[0] = 0;
+	pre[1] = (unsigned char)(len >> 24);
+	pre[2] = (unsigned char)(len >> 16);
+	pre[3] = (unsigned char)(len >> 8);
+	pre[4] = (unsigned char)len;
+}
+
 int dl_grpc_frame(tf__buf *out, const void *msg, size_t len)
 {
-	unsigned char pre[5] = { 0, (unsigned char)(len >> 24), (unsigned char)(len >> 16),
-				 (unsigned char)(len >> 8), (unsigned char)len };
+	unsigned char pre[5];
 	int r;
 
 	if (len > UINT32_MAX)
 		return -EMSGSIZE;
+	frame_prefix(pre, len);
 	r = tf__buf_append(out, pre, sizeof(pre));
 	return r < 0 ? r : tf__buf_append(out, msg, len);
 }
@@ -463,11 +473,7 @@ static int set_body(CURL *h, const ProtobufCMessage *m)
 
 	if (!buf)
 		return -ENOMEM;
-	buf[0] = 0;
-	buf[1] = (unsigned char)(len >> 24);
-	buf[2] = (unsigned char)(len >> 16);
-	buf[3] = (unsigned char)(len >> 8);
-	buf[4] = (unsigned char)len;
+	frame_prefix(buf, len);
 	protobuf_c_message_pack(m, buf + 5);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(len + 5));
 	curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, buf);
