@@ -94,24 +94,9 @@ done
 
 case " $SCENARIOS " in *" tree "*) ;; *) exit 0 ;; esac
 # (3) Real Bazel against the worker.
-need bazel
-ws="$tf_tmp/ws"
-cp -r "$here/bench/grpc/workspace" "$ws"
-sed -i "s/n = 20000/n = $TREE_N/" "$ws/pkg/BUILD"
-root="$tf_tmp/obase"
-mkdir -p "$tf_tmp/home"
-bazel_run() {
-  (cd "$ws" && env -i HOME="$tf_tmp/home" PATH=/usr/bin:/bin LANG=C.UTF-8 \
-    bazel --output_user_root="$root" "$@")
-}
-stop_bazel() {
-  local pid
-  pid=$(cat "$root"/*/server/server.pid.txt 2>/dev/null || true)
-  bazel_run shutdown >/dev/null 2>&1 || true
-  [ -n "$pid" ] && grep -qa bazel "/proc/$pid/cmdline" 2>/dev/null && tf_track "$pid"
-  true
-}
-trap 'stop_bazel; tf_cleanup' EXIT
+. "$here/tests/lib/bazel.sh"
+bazel_setup "$here/bench/grpc/workspace"
+sed -i "s/n = 20000/n = $TREE_N/" "$BZ_WS/pkg/BUILD"
 flags=(--color=no --curses=no --remote_cache="$WORKER_URL")
 echo "Bazel builds the $TREE_N-file tree artifact against the worker (uploads)..." >&2
 bazel_run build "${flags[@]}" //pkg:many >"$tf_tmp/b1.log" 2>&1 || { cat "$tf_tmp/b1.log" >&2; fail "bazel build failed"; }

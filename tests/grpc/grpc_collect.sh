@@ -7,26 +7,9 @@
 # bazel-bin with --remote_download_toplevel.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 . "$TF_SOURCE_ROOT/tests/lib/reapi_worker.sh"
-need bazel
+. "$TF_SOURCE_ROOT/tests/lib/bazel.sh"
 reapi_worker_start
-fx="${TF_FIXTURES:?}"
-ws="$tf_tmp/ws"
-cp -r "$fx/workspace" "$ws"
-chmod -R u+w "$ws"
-root="$tf_tmp/obase"
-bazel_run() {
-  (cd "$ws" && env -i HOME="$tf_tmp/home" PATH=/usr/bin:/bin LANG=C.UTF-8 \
-    bazel --output_user_root="$root" "$@")
-}
-stop_bazel() {
-  local pid
-  pid=$(cat "$root"/*/server/server.pid.txt 2>/dev/null || true)
-  bazel_run shutdown >/dev/null 2>&1 || true
-  [ -n "$pid" ] && grep -qa bazel "/proc/$pid/cmdline" 2>/dev/null && tf_track "$pid"
-  true
-}
-trap 'stop_bazel; tf_cleanup' EXIT
-mkdir -p "$tf_tmp/home"
+bazel_setup "${TF_FIXTURES:?}/workspace"
 targets=(//pkg:combined //pkg:multi //pkg:exe //pkg:big //pkg:treeart)
 # 1. The first build fills the worker (uploads over gRPC).
 bazel_run build --color=no --curses=no --remote_cache="$WORKER_URL" "${targets[@]}" >"$tf_tmp/b1.log" 2>&1 ||
