@@ -62,21 +62,25 @@ void cli_list_free(cli_list *l);
 /* The flags every command that reads a cache takes, as Bazel names them. */
 #define CLI_REMOTE_FLAGS(opts, headers)                                                                 \
 	{ "remote_cache", CLI_STRING, &(opts)->remote_cache, "URL|DIR",                                \
-	  "The cache: http(s)://[user:password@]host[:port][/prefix] (bazel-remote, nginx WebDAV), or a " \
+	  "The cache: http(s)://[user:password@]host[:port][/prefix] (bazel-remote, nginx WebDAV), "    \
+	  "grpc://host:port or grpcs://host:port (a REAPI v2 cache: ByteStream, ActionCache), or a "     \
 	  "directory in Bazel's --disk_cache layout. Required." },                                       \
 	{ "remote_header", CLI_LIST, (headers), "NAME=VALUE",                                         \
-	  "Extra header on every request; repeatable. Values are never printed." },                     \
+	  "Extra header (gRPC metadata on grpc caches) on every request; repeatable. Values are never " \
+	  "printed." },                                                                                  \
 	{ "remote_instance_name", CLI_STRING, &(opts)->remote_instance_name, "NAME",                   \
-	  "Instance name: a path prefix on HTTP caches." },                                             \
+	  "Instance name: a path prefix on HTTP caches, in every resource name and request on gRPC "    \
+	  "caches." },                                                                                   \
 	{ "remote_max_connections", CLI_INT, &(opts)->remote_max_connections, "N",                     \
 	  "Transfers in flight at once (default 100)." },                                               \
 	{ "remote_timeout", CLI_INT, &(opts)->remote_timeout_s, "SECONDS",                            \
 	  "Limit for connecting and for silence while reading; not a deadline for a whole transfer " \
 	  "(default 60)." },                                                                            \
 	{ "remote_retries", CLI_INT, &(opts)->remote_retries, "N",                                     \
-	  "Retries after network errors, timeouts and 5xx, with exponential backoff (default 5)." },   \
+	  "Retries after network errors, timeouts, 5xx and gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, "      \
+	  "ABORTED, DEADLINE_EXCEEDED, with exponential backoff (default 5)." },                        \
 	{ "tls_certificate", CLI_STRING, &(opts)->tls_certificate, "FILE",                            \
-	  "CA certificates (PEM) to trust for https caches." },                                         \
+	  "CA certificates (PEM) to trust for https and grpcs caches." },                              \
 	{ "tls_client_certificate", CLI_STRING, &(opts)->tls_client_certificate, "FILE",              \
 	  "Client certificate (PEM) for mutual TLS." },                                                 \
 	{ "tls_client_key", CLI_STRING, &(opts)->tls_client_key, "FILE",                              \

@@ -193,7 +193,7 @@ int cmd_fetch(int argc, char **argv)
 		.name = "fetch",
 		.usage = "topfetch fetch --remote_cache=URL|DIR --output_dir=DIR --manifest=FILE [flags]",
 		.summary =
-			"Fetches the blobs a manifest lists from a Bazel remote cache (HTTP or disk) into\n"
+			"Fetches the blobs a manifest lists from a Bazel remote cache (HTTP, gRPC or disk) into\n"
 			"--output_dir, many at a time. Every file is verified against its SHA-256 and size and\n"
 			"renamed into place only then; a blob wanted at several paths is fetched once; a file\n"
 			"already in place with the right digest is not fetched again. Ends with one summary line.",

@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef enum dl_backend_type { DL_BACKEND_HTTP, DL_BACKEND_DISK } dl_backend_type;
+typedef enum dl_backend_type { DL_BACKEND_HTTP, DL_BACKEND_DISK, DL_BACKEND_GRPC } dl_backend_type;
 
 struct dl_backend {
 	dl_backend_type type;
@@ -33,6 +33,7 @@ struct dl_backend {
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
 	atomic_ulong tmp_seq; /* disk: temporary file names */
+	dl_grpc *grpc;        /* grpc: everything of that backend (grpc.c) */
 };
 
 static char *dup_or_null(const char *s)
@@ -194,13 +195,22 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		if (r < 0)
 			goto out;
 	} else if (!strncmp(rc, "grpc://", 7) || !strncmp(rc, "grpcs://", 8)) {
-		r = tf__errf(err, -EPROTONOSUPPORT,
-			     "--remote_cache %.*s://...: gRPC caches are not supported yet; use the cache's HTTP endpoint (bazel-remote serves both) or a --disk_cache directory",
-			     scheme_len(rc), rc);
-		goto out;
+		b->type = DL_BACKEND_GRPC;
+		b->grpc = dl_grpc_new(opts, err);
+		if (!b->grpc) {
+			r = err ? err->code : -EINVAL;
+			goto out;
+		}
+		b->base = strdup(dl_grpc_display(b->grpc));
+		/* --remote_header as gRPC metadata (libcurl lowercases names for HTTP/2). */
+		r = dl_grpc_headers(&b->headers, err);
+		for (size_t i = 0; i < opts->n_remote_headers && r == 0; i++)
+			r = add_header(b, opts->remote_headers[i], err);
+		if (r < 0)
+			goto out;
 	} else if (strstr(rc, "://") && strncmp(rc, "file://", 7)) {
 		r = tf__errf(err, -EPROTONOSUPPORT,
-			     "--remote_cache %.*s://...: unknown scheme; use http://, https:// or a directory",
+			     "--remote_cache %.*s://...: unknown scheme; use http://, https://, grpc://, grpcs:// or a directory",
 			     scheme_len(rc), rc);
 		goto out;
 	} else {
@@ -239,6 +249,7 @@ void dl_backend_free(dl_backend *b)
 	if (!b)
 		return;
 	curl_slist_free_all(b->headers);
+	dl_grpc_free(b->grpc);
 	free(b->base);
 	curl_free(b->user);
 	curl_free(b->password);
@@ -250,7 +261,7 @@ void dl_backend_free(dl_backend *b)
 
 const char *dl_backend_kind(const dl_backend *b)
 {
-	return b->type == DL_BACKEND_HTTP ? "http" : "disk";
+	return b->type == DL_BACKEND_HTTP ? "http" : b->type == DL_BACKEND_GRPC ? "grpc" : "disk";
 }
 
 bool dl_backend_is_disk(const dl_backend *b)
@@ -268,16 +279,29 @@ const char *dl_area_name(tf_area a)
 	return a == TF_AREA_AC ? "ac" : "cas";
 }
 
-int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash,
-		       char *display, size_t display_len)
+dl_grpc *dl_backend_grpc(const dl_backend *b)
+{
+	return b->grpc;
+}
+
+int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+		       int64_t offset, char *display, size_t display_len)
 {
 	char url[PATH_MAX + 256];
 
+	if (b->type == DL_BACKEND_GRPC) {
+		/* A CAS blob's resource name holds its size. */
+		if (op != DL_OP_GET || (area == TF_AREA_CAS && size < 0)) {
+			snprintf(display, display_len, "%s/%s/%s", b->base, dl_area_name(area), hash);
+			return -EOPNOTSUPP;
+		}
+		return dl_grpc_prepare(b, h, area, hash, size, offset, display, display_len);
+	}
 	if (b->type == DL_BACKEND_HTTP) {
 		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
 		snprintf(display, display_len, "%s", url);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, b->headers);
+		dl_backend_common(b, h);
 		if (b->user) {
 			curl_easy_setopt(h, CURLOPT_USERNAME, b->user);
 			curl_easy_setopt(h, CURLOPT_PASSWORD, b->password ? b->password : "");
@@ -287,13 +311,6 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 		curl_easy_setopt(h, CURLOPT_FAILONERROR, op == DL_OP_GET ? 1L : 0L);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
-		if (b->tls_certificate)
-			curl_easy_setopt(h, CURLOPT_CAINFO, b->tls_certificate);
-		if (b->tls_client_certificate)
-			curl_easy_setopt(h, CURLOPT_SSLCERT, b->tls_client_certificate);
-		if (b->tls_client_key)
-			curl_easy_setopt(h, CURLOPT_SSLKEY, b->tls_client_key);
 		if (op == DL_OP_HEAD)
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 		else if (op == DL_OP_PUT)
@@ -309,15 +326,29 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		snprintf(display, display_len, "%s", path);
 		snprintf(url, sizeof(url), "file://%s", path);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "file");
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
+	return 0;
+}
+
+void dl_backend_common(const dl_backend *b, CURL *h)
+{
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, b->headers);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
 	/* --remote_timeout bounds silence, not the whole transfer: a 1 GiB blob
 	 * may take longer than the timeout as long as bytes keep coming. A
 	 * stream paused because its reader is slow is not silent to curl. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
-	return 0;
+	if (b->tls_certificate)
+		curl_easy_setopt(h, CURLOPT_CAINFO, b->tls_certificate);
+	if (b->tls_client_certificate)
+		curl_easy_setopt(h, CURLOPT_SSLCERT, b->tls_client_certificate);
+	if (b->tls_client_key)
+		curl_easy_setopt(h, CURLOPT_SSLKEY, b->tls_client_key);
 }
 
 long dl_backend_timeout_s(const dl_backend *b)

@@ -26,6 +26,7 @@ typedef enum dl_outcome {
 } dl_outcome;
 
 typedef struct dl_backend dl_backend;
+typedef struct dl_grpc dl_grpc;
 
 /* Parses opts->remote_cache (http(s) URL or a directory in Bazel's
  * --disk_cache layout) and prepares what every request shares (headers,
@@ -46,11 +47,21 @@ const char *dl_backend_display(const dl_backend *b);
 long dl_backend_timeout_s(const dl_backend *b);
 
 /* Sets URL, protocol limits, headers, credentials and TLS on an easy handle
- * for op on `hash` in `area`, and writes the URL without credentials into
- * display (for messages). A disk backend takes only DL_OP_GET (-EOPNOTSUPP).
- * The handle must outlive nothing in b but b itself. */
-int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash,
-		       char *display, size_t display_len);
+ * for op on `hash` (of `size` bytes, -1 unknown) in `area`, from byte
+ * `offset` (grpc reads only; 0 elsewhere), and writes the URL without
+ * credentials into display (for messages). A disk backend takes only
+ * DL_OP_GET (-EOPNOTSUPP); a grpc backend only DL_OP_GET of a CAS blob of
+ * known size or of an AC entry (-EOPNOTSUPP). The handle must outlive
+ * nothing in b but b itself. */
+int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+		       int64_t offset, char *display, size_t display_len);
+
+/* The grpc side of a grpc backend; NULL for http and disk. */
+dl_grpc *dl_backend_grpc(const dl_backend *b);
+
+/* What every request to an http or grpc cache shares: the header list,
+ * the TLS files, the connect and silence limits of --remote_timeout. */
+void dl_backend_common(const dl_backend *b, CURL *h);
 
 /* Classifies a finished attempt; fills why with a short reason for
  * everything but a body. */
@@ -153,6 +164,10 @@ void dl_downloader_close(tf_downloader *d);
 /* The cache's URL or directory, without credentials. */
 const char *dl_downloader_display(const tf_downloader *d);
 
+/* False for a gRPC cache: streams (dl_stream_*, dl_get_mem, dl_put_mem,
+ * dl_find_missing) are not implemented over gRPC yet and end at once. */
+bool dl_downloader_can_stream(const tf_downloader *d);
+
 /* ---- the verifier thread (hasher.c) ---- */
 
 typedef struct dl_hasher dl_hasher;
@@ -182,5 +197,98 @@ void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j);
 /* Takes one finished job: returns its owner and the digest in hex, and frees
  * the job; NULL when none is finished. Does not block. */
 void *dl_hasher_take_done(dl_hasher *h, char hex[TF_HASH_HEX_LEN + 1]);
+
+/* ---- gRPC (grpc.c): REAPI v2 and ByteStream over libcurl's HTTP/2 ---- */
+
+/* Parses grpc://HOST:PORT or grpcs://HOST:PORT and the instance name of
+ * opts (the backend keeps headers and TLS files). Does not block. */
+dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err);
+void dl_grpc_free(dl_grpc *g);
+
+/* grpc(s)://host:port[/instance]: for messages. */
+const char *dl_grpc_display(const dl_grpc *g);
+
+/* Asks the server's Capabilities (blocks up to --remote_timeout). 0: it is a
+ * SHA-256 cache (its max batch size noted); 1: it could not tell (not
+ * reachable now, or no Capabilities service): transfers report for
+ * themselves; negative with err: a cache we must not use (no SHA-256, or the
+ * call was refused, with the server's message). */
+int dl_grpc_capabilities(const dl_backend *b, tf_error *err);
+
+/* Appends the header lines of every call (content-type, te: trailers, the
+ * RequestMetadata) to *l. */
+int dl_grpc_headers(struct curl_slist **l, tf_error *err);
+
+/* The server's max_batch_total_size_bytes (0: not known). */
+int64_t dl_grpc_max_batch(const dl_grpc *g);
+
+/* The transport result of a finished call: whether later calls may multiplex
+ * on an open connection or must open one (see call_setup in grpc.c). */
+void dl_grpc_note(dl_grpc *g, CURLcode rc);
+
+/* Sets up h for one read: ByteStream.Read of blobs/hash/size from offset
+ * (CAS), or GetActionResult of hash (AC); display gets what it is, for
+ * messages. 0 or -errno. */
+int dl_grpc_prepare(const dl_backend *b, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
+		    char *display, size_t display_len);
+
+/* {instance/}blobs/hash/size (no leading slash without an instance).
+ * -ENAMETOOLONG if it does not fit in n. */
+int dl_grpc_resource_name(char *out, size_t n, const char *instance, const char *hash, int64_t size);
+
+/* Appends msg as one length-prefixed gRPC message (flag 0, big-endian length). */
+int dl_grpc_frame(tf__buf *out, const void *msg, size_t len);
+
+/* Decodes a percent-encoded grpc-message into out (NUL-terminated, control
+ * characters as spaces); returns its length. */
+size_t dl_grpc_percent_decode(const char *in, size_t n, char *out, size_t outn);
+
+/* "NOT_FOUND" for 5, and so on. */
+const char *dl_grpc_code_name(int code);
+
+/* What the messages of an answer carry to the sink. */
+typedef enum dl_grpc_answer {
+	DL_GRPC_RAW,        /* each message's bytes as they are (unary answers) */
+	DL_GRPC_READ_DATA,  /* the data of each ByteStream ReadResponse */
+} dl_grpc_answer;
+
+/* One answer being read: the message reassembly and the status. */
+typedef struct dl_grpc_rx {
+	dl_grpc_answer kind;
+	unsigned char hdr[5];
+	size_t hdr_len;    /* bytes of the current message's prefix seen */
+	uint32_t want;     /* the current message's length */
+	tf__buf msg;       /* a message split across chunks */
+	uint64_t messages; /* whole messages seen */
+	int status;        /* grpc-status, -1 not seen */
+	char message[512]; /* grpc-message, decoded */
+	char why[256];     /* a malformed answer: what was wrong */
+} dl_grpc_rx;
+
+/* The sink of whole messages' payloads: 0, or negative to stop the answer. */
+typedef int (*dl_grpc_sink)(void *arg, const void *p, size_t n);
+
+void dl_grpc_rx_init(dl_grpc_rx *rx, dl_grpc_answer kind);
+/* For a new attempt. */
+void dl_grpc_rx_reset(dl_grpc_rx *rx);
+void dl_grpc_rx_fini(dl_grpc_rx *rx);
+
+/* Feeds body bytes; every whole message goes to sink (ReadResponses checked
+ * with pw_check first). 0, the sink's negative value, or -EBADMSG with
+ * rx->why. */
+int dl_grpc_rx_feed(dl_grpc_rx *rx, const void *data, size_t n, dl_grpc_sink sink, void *arg);
+
+/* True when a message has begun and not ended. */
+bool dl_grpc_rx_partial(const dl_grpc_rx *rx);
+
+/* A header or trailer line: notes grpc-status and grpc-message. */
+void dl_grpc_rx_header(dl_grpc_rx *rx, const char *line, size_t n);
+
+/* What an answer's end means: the grpc-status if one came (NOT_FOUND a miss;
+ * UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED worth another try;
+ * DEADLINE_EXCEEDED a timeout; the rest fatal with the server's message),
+ * else the transport's result. */
+dl_outcome dl_grpc_classify(const dl_grpc_rx *rx, CURLcode rc, long http_status, const char *errbuf,
+			    long timeout_s, char *why, size_t n);
 
 #endif

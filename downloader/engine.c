@@ -159,6 +159,12 @@ typedef struct dl_xfer {
 	/* While the transfer is active (queued to finished): */
 	char *url;    /* without credentials, for messages */
 	char *errbuf; /* CURL_ERROR_SIZE */
+	/* grpc: the answer being read; resume: the next attempt continues the
+	 * temporary file at `received` (ByteStream.Read's read_offset). */
+	dl_grpc_rx *grpc;
+	bool resume;
+	int64_t resumed_at; /* this attempt asked from this byte (0: from the start) */
+	bool no_resume;     /* the server sent more than asked: it ignores read_offset */
 } dl_xfer;
 
 /* A finished request on its way back to the caller's thread. */
@@ -369,6 +375,10 @@ static void xfer_free(dl_xfer *x)
 	free(x->placed_path);
 	free(x->url);
 	free(x->errbuf);
+	if (x->grpc) {
+		dl_grpc_rx_fini(x->grpc);
+		free(x->grpc);
+	}
 	free(x);
 }
 
@@ -721,6 +731,27 @@ static void fail_dests(tf_downloader *d, dl_xfer *x, tf_result r, const char *ms
 
 /* ---- running transfers ------------------------------------------------------------- */
 
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata);
+
+/* grpc: whole messages' payloads go through on_body. */
+static int grpc_sink(void *arg, const void *p, size_t n)
+{
+	return on_body((char *)p, 1, n, arg) == n ? 0 : -EIO;
+}
+
+static size_t grpc_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	dl_xfer *x = userdata;
+	return dl_grpc_rx_feed(x->grpc, ptr, size * nmemb, grpc_sink, x) < 0 ? 0 : size * nmemb;
+}
+
+static size_t grpc_on_header(char *b, size_t size, size_t nmemb, void *userdata)
+{
+	dl_xfer *x = userdata;
+	dl_grpc_rx_header(x->grpc, b, size * nmemb);
+	return size * nmemb;
+}
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	dl_xfer *x = userdata;
@@ -831,6 +862,9 @@ static void start(tf_downloader *d, dl_xfer *x)
 		tf__buf_reset(x->mem);
 		goto open_handle;
 	}
+	if (x->resume && x->fd >= 0)
+		goto open_handle; /* the temporary file, its hash so far and `received` stay */
+	x->resume = false;
 	x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
 	if (x->dirfd < 0) {
 		/* This destination cannot be written; the others may. */
@@ -864,12 +898,22 @@ open_handle:
 		x->url = malloc(DL_URL_MAX);
 	if (!x->errbuf)
 		x->errbuf = malloc(CURL_ERROR_SIZE);
+	if (!x->grpc && dl_backend_grpc(d->backend) && (x->grpc = malloc(sizeof(*x->grpc))))
+		dl_grpc_rx_init(x->grpc, x->area == TF_AREA_AC ? DL_GRPC_RAW : DL_GRPC_READ_DATA);
 	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
-	if (!x->md || !x->url || !x->errbuf || !h || !EVP_DigestInit_ex(x->md, EVP_sha256(), NULL)) {
+	if (!x->md || !x->url || !x->errbuf || !h || (dl_backend_grpc(d->backend) && !x->grpc) ||
+	    (!x->resume && !EVP_DigestInit_ex(x->md, EVP_sha256(), NULL))) {
 		if (h)
 			curl_easy_cleanup(h);
 		finish_failed(d, x, TF_RESULT_LOCAL, "out of memory starting a transfer");
 		return;
+	}
+	if (x->grpc)
+		dl_grpc_rx_reset(x->grpc);
+	x->resumed_at = x->resume ? x->received : 0;
+	if (x->resume) {
+		x->resume = false;
+		goto resumed;
 	}
 	if (!x->mem && x->digest.size >= DL_OFFLOAD_MIN) {
 		int rfd = dup(x->fd);
@@ -878,13 +922,25 @@ open_handle:
 			close(rfd); /* hash inline instead */
 	}
 	x->received = 0;
+resumed:
 	x->local_errno = 0;
 	x->errbuf[0] = '\0';
 	x->attempts++;
-	dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->url, DL_URL_MAX);
+	if (dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->digest.size, x->received,
+			       x->url, DL_URL_MAX) < 0) {
+		char msg[TF_ERROR_MESSAGE_MAX];
+		curl_easy_cleanup(h);
+		snprintf(msg, sizeof(msg), "GET %s: cannot make the request", x->url);
+		finish_failed(d, x, TF_RESULT_LOCAL, msg);
+		return;
+	}
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, x->grpc ? grpc_on_body : on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	if (x->grpc) {
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_on_header);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	}
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
@@ -939,6 +995,14 @@ static void backoff(tf_downloader *d, dl_xfer *x)
 static void on_corrupt(tf_downloader *d, dl_xfer *x, char *msg, size_t msglen)
 {
 	close_tmp(x, true);
+	if (x->resumed_at > 0) {
+		/* A resumed read that went wrong: the server may not honour
+		 * read_offset. From the start, and never resumed again. */
+		x->resumed_at = 0;
+		x->no_resume = true;
+		enqueue(d, x);
+		return;
+	}
 	if (x->corrupt_attempts++ < DL_CORRUPT_RETRIES) {
 		enqueue(d, x);
 		return;
@@ -1271,7 +1335,17 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		stream_end(d, x, CURLE_OUT_OF_MEMORY, -ENOMEM, "out of memory starting a transfer");
 		return;
 	}
-	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, x->url, DL_URL_MAX);
+	if (dl_backend_grpc(d->backend)) {
+		/* Not yet: a GET by hash alone has no ByteStream resource name, and
+		 * HEAD and uploads need FindMissingBlobs and ByteStream.Write. */
+		char why[DL_URL_MAX + 128];
+		curl_easy_cleanup(h);
+		snprintf(why, sizeof(why), "%s: streams (the proxy's upstream GET, HEAD, PUT) are not supported over gRPC yet",
+			 dl_backend_display(d->backend));
+		stream_end(d, x, CURLE_UNSUPPORTED_PROTOCOL, -EOPNOTSUPP, why);
+		return;
+	}
+	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, -1, 0, x->url, DL_URL_MAX);
 	/* A stream reads the status itself; an error page is read and dropped so
 	 * that the connection stays usable. */
 	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
@@ -1374,7 +1448,17 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		on_corrupt(d, x, msg, sizeof(msg));
 		return;
 	}
-	o = dl_backend_classify(d->backend, rc, status, x->errbuf, why, sizeof(why));
+	if (x->grpc) {
+		dl_grpc_note(dl_backend_grpc(d->backend), rc);
+		o = dl_grpc_classify(x->grpc, rc, status, x->errbuf, dl_backend_timeout_s(d->backend), why,
+				     sizeof(why));
+		if (o == DL_OUTCOME_BODY && dl_grpc_rx_partial(x->grpc)) {
+			snprintf(why, sizeof(why), "the answer ended inside a message");
+			o = DL_OUTCOME_TRANSIENT;
+		}
+	} else {
+		o = dl_backend_classify(d->backend, rc, status, x->errbuf, why, sizeof(why));
+	}
 	switch (o) {
 	case DL_OUTCOME_BODY:
 		on_body_done(d, x);
@@ -1386,7 +1470,12 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 	case DL_OUTCOME_TRANSIENT:
 	case DL_OUTCOME_TIMEOUT:
 		if (x->attempts <= d->retries) {
-			close_tmp(x, true);
+			/* A ByteStream read goes on where it broke off (read_offset). */
+			if (x->grpc && !x->mem && x->area == TF_AREA_CAS && x->fd >= 0 && x->received > 0 &&
+			    x->received < x->digest.size && !x->no_resume)
+				x->resume = true;
+			else
+				close_tmp(x, true);
 			backoff(d, x);
 			return;
 		}
@@ -1704,6 +1793,9 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	tf__map_init(&d->index);
 	d->backend = dl_backend_new(opts, err);
 	if (!d->backend)
+		goto fail;
+	/* A gRPC cache: once, is it a SHA-256 cache that lets us in? */
+	if (dl_backend_grpc(d->backend) && dl_grpc_capabilities(d->backend, err) < 0)
 		goto fail;
 	if (!output_dir) {
 		/* streams only */
@@ -2531,4 +2623,9 @@ int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t c
 const char *dl_downloader_display(const tf_downloader *d)
 {
 	return dl_backend_display(d->backend);
+}
+
+bool dl_downloader_can_stream(const tf_downloader *d)
+{
+	return !dl_backend_grpc(d->backend);
 }

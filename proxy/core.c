@@ -145,6 +145,12 @@ px_proxy *px_new(const px_options *o, tf_error *err)
 	p->up = tf_downloader_new(&ro, NULL, err);
 	if (!p->up)
 		goto fail;
+	if (!dl_downloader_can_stream(p->up)) {
+		tf__errf(err, -EPROTONOSUPPORT,
+			 "--remote_cache=%s: a gRPC cache cannot be the proxy's upstream yet (Bazel's GET /cas/HASH names no size, which a ByteStream read needs); use the cache's HTTP endpoint",
+			 dl_downloader_display(p->up));
+		goto fail;
+	}
 	p->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (p->evfd < 0) {
 		tf__errf(err, -errno, "eventfd: %s", strerror(errno));

@@ -10,6 +10,9 @@ pkgs=(
   libnanomsg-dev libssl-dev libsqlite3-dev libmicrohttpd-dev
   # tests: real components and someone else's schema
   nginx protobuf-compiler libprotobuf-dev bazel-bootstrap bazel-bootstrap-source python3
+  # the gRPC tests compile Bazel's own remote worker (sources: bazel-bootstrap-source,
+  # classpath: the Bazel server jar of bazel-bootstrap-data) with javac
+  bazel-bootstrap-data openjdk-17-jdk-headless
   # sanitizers, benchmarks
   libclang-rt-14-dev curl time procps coreutils
 )
