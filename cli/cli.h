@@ -121,6 +121,32 @@ void cli_report_collect_summary(const cli_progress *p, const tf_session_stats *s
 extern volatile int cli_interrupted;
 void cli_install_signals(void);
 
+/* ---- manifest.c: the manifest of `fetch` (fuzz/ links it alone) ---- */
+
+#define CLI_MANIFEST_LINE_MAX 8192
+#define CLI_MANIFEST_ENTRIES_MAX 10000000
+
+typedef struct cli_manifest_entry {
+	tf_digest digest;
+	bool executable;
+	char *path;
+	size_t line;
+} cli_manifest_entry;
+
+typedef struct cli_manifest {
+	cli_manifest_entry *v; /* sorted by path, then line */
+	size_t n, alloc;
+} cli_manifest;
+
+/* Reads every line of f ("HASH SIZE [x] PATH"; '#' starts a comment; empty
+ * lines are skipped) into m, sorted by path. Each problem is printed to diag
+ * naming `name` and the line; then -EINVAL (nothing is to be fetched). A
+ * line over CLI_MANIFEST_LINE_MAX bytes is refused without being held in
+ * memory. Two entries for one path with different digests or modes are an
+ * error. */
+int cli_manifest_read(FILE *f, const char *name, cli_manifest *m, FILE *diag);
+void cli_manifest_free(cli_manifest *m);
+
 int cmd_fetch(int argc, char **argv);
 int cmd_collect(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);

@@ -48,7 +48,7 @@ typedef struct req {
 } req;
 
 /* bazel-remote's rule: ^/?(.*\/)?(ac/|cas/)([a-f0-9]{64})$ */
-static int parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1])
+int px_http_parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1])
 {
 	size_t n = strlen(url);
 	const char *h, *a;
@@ -288,7 +288,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			r->method = 'H';
 		else if (!strcmp(method, MHD_HTTP_METHOD_PUT))
 			r->method = 'P';
-		if (parse_path(url, &r->area, r->key) < 0) {
+		if (px_http_parse_path(url, &r->area, r->key) < 0) {
 			px_count_refused(h->p);
 			req_fail(r, 400, "bad path '%.200s': want [/prefix]/ac/<64 lowercase hex> or "
 					 "[/prefix]/cas/<64 lowercase hex>", url);

@@ -10,8 +10,8 @@ pkgs=(
   libnanomsg-dev libssl-dev libsqlite3-dev libmicrohttpd-dev
   # tests: real components and someone else's schema
   nginx protobuf-compiler libprotobuf-dev bazel-bootstrap bazel-bootstrap-source python3
-  # sanitizers, benchmarks
-  libclang-rt-14-dev curl time procps coreutils
+  # sanitizers, fuzzing (libFuzzer comes with clang), benchmarks
+  clang libclang-rt-14-dev curl time procps coreutils
 )
 
 missing=()
