@@ -3,6 +3,7 @@
 #ifndef TF_CLI_H
 #define TF_CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,6 +98,11 @@ void cli_progress_update(cli_progress *p, const tf_downloader_stats *s, uint64_t
 void cli_progress_clear(cli_progress *p);
 /* Prints an error line for one file; after 100 of them, only counts. */
 void cli_progress_error(cli_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Formats and prints with every control character (other than a tab and a
+ * final newline) escaped as \xHH: names from a BEP, a cache or a manifest
+ * can carry terminal escapes, and they never reach the terminal raw. */
+void cli_vprint_safe(FILE *f, const char *fmt, va_list ap);
+void cli_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */
 void cli_human_bytes(double bytes, char *out, size_t n);

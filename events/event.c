@@ -184,7 +184,9 @@ int ev_event_decode(const void *data, size_t len, unsigned max_depth, const char
 	if (!input)
 		input = "BuildEvent";
 	r = pw_check(&build_event_stream__build_event__descriptor, data, len,
-		     &(pw_check_opts){.max_depth = max_depth, .input = input, .record = record, .base = base}, err);
+		     &(pw_check_opts){.max_depth = max_depth, .input = input, .record = record, .base = base,
+					 .strict_strings = true /* a NUL would cut a File.name short */},
+		     err);
 	if (r < 0)
 		return r;
 	/* Decoded events take about twice their wire size (struct headers,

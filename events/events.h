@@ -176,8 +176,8 @@ void ev_sets_free(ev_sets *s);
  * the set's size. */
 int ev_sets_add(ev_sets *s, ev_event *ev, tf_error *err);
 
-/* Sets stored, and distinct files among them (equal path_prefix, name and
- * uri/contents/symlink target count once). */
+/* Sets stored, and distinct files among them (equal path_prefix, name,
+ * uri/contents/symlink target, digest and length count once). */
 size_t ev_sets_count(const ev_sets *s);
 size_t ev_sets_distinct_files(const ev_sets *s);
 

@@ -289,6 +289,12 @@ typedef struct tf_session_options {
 	 * So no front end has to apply the policy again. May be NULL; gets
 	 * `user`. Added after the fields above: zero-initialise the options. */
 	void (*on_decision)(const tf_decision *d, void *user);
+	/* Called (in the caller's thread) for every completed target that
+	 * topfetch posts with success false because its files could not all be
+	 * put in place (lost, corrupt, two digests for one path, a broken named
+	 * set), as it is released: its label and why (the failure detail). May
+	 * be NULL; gets `user`. */
+	void (*on_target_failed)(const char *label, const char *why, void *user);
 } tf_session_options;
 
 typedef struct tf_session_stats {

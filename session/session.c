@@ -43,6 +43,8 @@ typedef struct want {
 	enum { W_FETCHING, W_DONE, W_FAILED } state;
 	char *failure; /* W_FAILED: why */
 	waiter *waiters;
+	bool by_target; /* a completed target named it */
+	char *conflict; /* targets named it with two digests in this build: why */
 } want;
 
 /* A directory output whose Tree is being read. */
@@ -57,6 +59,7 @@ typedef struct tree_read {
 
 struct tf_session {
 	tf_session_options o;
+	tf__map succeeded; /* TargetComplete events (by pointer) Bazel posted successful, until emitted */
 	char *output_dir, *store_path, *tmp_dir;
 	chk_policy policy;
 	st_store *store;
@@ -129,6 +132,20 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		protobuf_c_message_pack(&ev->msg->base, buf);
 		s->o.on_event(buf, n, s->o.user);
 		free(buf);
+	}
+	if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED &&
+	    tf__map_removen(&s->succeeded, &ev, sizeof(ev)) && !ev->msg->completed->success &&
+	    s->o.on_target_failed) {
+		/* Bazel said success; the gate failed it. */
+		const BuildEventStream__TargetComplete *tc = ev->msg->completed;
+		const char *label = ev->msg->id && ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED &&
+					    ev->msg->id->target_completed->label
+				    ? ev->msg->id->target_completed->label
+				    : "(unknown)";
+		s->o.on_target_failed(label,
+				      tc->failure_detail && tc->failure_detail->message ? tc->failure_detail->message
+											: "its outputs could not be fetched",
+				      s->o.user);
 	}
 	/* Subscribers and file readers see a completed target at once. */
 	if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ||
@@ -260,6 +277,37 @@ static const char *dest_of(const tf_session *s, const char *path)
 	return p && *p ? p : path;
 }
 
+/* Completed targets of one build name one exec path with two digests (or
+ * modes): one blob would silently win and a target would be posted
+ * successful with another's file. Neither is: t and every target waiting
+ * for w fail naming the path and both digests; later ones naming the path
+ * fail too. What is already in place stays as it is (never overwritten). */
+static void target_conflict(tf_session *s, want *w, const tf_digest *dg, bool exec, uint64_t t)
+{
+	char why[TF__PATH_MAX + 512];
+	waiter *list;
+
+	if (!w->conflict) {
+		snprintf(why, sizeof(why),
+			 "%s is named with two different contents in this build: %s/%lld%s and %s/%lld%s; "
+			 "topfetch keeps neither target successful (check the build for two rules writing "
+			 "one output)",
+			 w->path, w->digest.hash, (long long)w->digest.size, w->executable ? " (executable)" : "",
+			 dg->hash, (long long)dg->size, exec ? " (executable)" : "");
+		w->conflict = strdup(why);
+		s->stats.conflicts++;
+		list = w->waiters;
+		w->waiters = NULL;
+		while (list) {
+			waiter *n = list->next;
+			target_settled(s, list->t, w->conflict ? w->conflict : why);
+			free(list);
+			list = n;
+		}
+	}
+	target_fail(s, t, w->conflict ? w->conflict : why);
+}
+
 /* Wants the output at path (file or tree file) in place; target t (a gate
  * ticket, 0 for none) waits for it. */
 static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, uint64_t t)
@@ -271,6 +319,11 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	tf_error err = { 0 };
 	int r;
 
+	if (t && w && !strcmp(w->path, path) &&
+	    (w->conflict || (w->by_target && (strcmp(w->digest.hash, dg->hash) || w->executable != exec)))) {
+		target_conflict(s, w, dg, exec, t);
+		return;
+	}
 	/* The digest a named set naming this file will carry. */
 	if (t && (r = ev_gate_file_digest(s->gate, path, dg, &err)) < 0)
 		note_error(s, r, &err);
@@ -316,6 +369,7 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	}
 	w->digest = *dg;
 	w->executable = exec;
+	w->by_target |= t != 0;
 	free(w->failure);
 	w->failure = NULL;
 	/* Already on disk as we wrote it: nothing to fetch. (With short paths
@@ -698,6 +752,11 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		} else if (rec.o.kind == ST_KIND_SYMLINK) {
 			/* Symlinks carry no bytes; nothing to fetch. */
 		} else if (record_digest(s, t, path, &rec, &dg)) {
+			/* The event's own digest (Bazel 7+) is what this build made;
+			 * the store may hold an earlier target's or build's. */
+			tf_digest ed;
+			if (f->digest && *f->digest && tf_digest_parse(f->digest, f->length, &ed, NULL) == 0)
+				dg = ed;
 			want_file(s, path, &dg, rec.o.executable, t);
 		}
 	} else if (known_digest) {
@@ -748,6 +807,8 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 	int r;
 
 	d.wanted = chk_decide_target(&s->policy, label, tc->success, &d.reason);
+	if (tc->success && s->o.on_target_failed && tf__map_putn(&s->succeeded, &ev, sizeof(ev), ev) < 0)
+		return tf__errf(err, -ENOMEM, "out of memory");
 	decide(s, &d);
 	if (d.wanted && (r = ev_gate_target(s->gate, ev, true, &t, err)) < 0)
 		return r;
@@ -866,6 +927,7 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	s->o = *opts;
 	tf__map_init(&s->wants);
 	tf__map_init(&s->trees);
+	tf__map_init(&s->succeeded);
 	if (!opts->output_dir) {
 		tf__errf(err, -EINVAL, "no output directory given (--output_dir)");
 		goto fail;
@@ -1060,6 +1122,7 @@ static void free_want(const char *key, void *value, void *user)
 	free(w->path);
 	free(w->dest);
 	free(w->failure);
+	free(w->conflict);
 	free(w);
 }
 
@@ -1085,6 +1148,7 @@ void tf_session_free(tf_session *s)
 	tf__map_fini(&s->wants);
 	tf__map_each(&s->trees, free_tree, NULL);
 	tf__map_fini(&s->trees);
+	tf__map_fini(&s->succeeded);
 	ev_gate_free(s->gate);
 	ev_sets_free(s->sets);
 	ev_reader_free(s->bep);
