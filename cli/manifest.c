@@ -1,10 +1,23 @@
 /* The manifest of `topfetch fetch`: lines "HASH SIZE [x] PATH". Its own file
  * (no flags, no downloads) so that fuzz/ can link the parser alone. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+
+static void diagf(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A message about the manifest, control characters escaped. */
+static void diagf(FILE *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cli_vprint_safe(f, fmt, ap);
+	va_end(ap);
+}
 
 /* Parses "HASH SIZE [x] PATH". The path is the rest of the line. Returns 0,
  * or prints why the line is malformed and returns -EINVAL. */
@@ -25,12 +38,12 @@ static int parse_line(FILE *diag, const char *name, size_t lineno, char *line, c
 	errno = 0;
 	sz = strtoll(size, &end, 10);
 	if (errno || end == size || *end || size[0] == '-' || size[0] == '+') {
-		fprintf(diag, "topfetch fetch: %s:%zu: size '%s' is not a whole number of bytes\n", name,
+		diagf(diag, "topfetch fetch: %s:%zu: size '%s' is not a whole number of bytes\n", name,
 			lineno, size);
 		return -EINVAL;
 	}
 	if (tf_digest_parse(hash, sz, &e->digest, &err) < 0) {
-		fprintf(diag, "topfetch fetch: %s:%zu: %s\n", name, lineno, err.message);
+		diagf(diag, "topfetch fetch: %s:%zu: %s\n", name, lineno, err.message);
 		return -EINVAL;
 	}
 	e->executable = false;
@@ -44,7 +57,7 @@ static int parse_line(FILE *diag, const char *name, size_t lineno, char *line, c
 	e->line = lineno;
 	return e->path ? 0 : -ENOMEM;
 malformed:
-	fprintf(diag, "topfetch fetch: %s:%zu: expected 'HASH SIZE [x] PATH'\n", name, lineno);
+	diagf(diag, "topfetch fetch: %s:%zu: expected 'HASH SIZE [x] PATH'\n", name, lineno);
 	return -EINVAL;
 }
 
@@ -97,13 +110,13 @@ int cli_manifest_read(FILE *f, const char *name, cli_manifest *m, FILE *diag)
 		if (len == 0 || line[0] == '#')
 			continue;
 		if (len > CLI_MANIFEST_LINE_MAX) {
-			fprintf(diag, "topfetch fetch: %s:%zu: line is %zu bytes long (limit %d)\n", name, lineno,
+			diagf(diag, "topfetch fetch: %s:%zu: line is %zu bytes long (limit %d)\n", name, lineno,
 				len, CLI_MANIFEST_LINE_MAX);
 			bad++;
 			continue;
 		}
 		if (nul) {
-			fprintf(diag, "topfetch fetch: %s:%zu: line contains a NUL byte\n", name, lineno);
+			diagf(diag, "topfetch fetch: %s:%zu: line contains a NUL byte\n", name, lineno);
 			bad++;
 			continue;
 		}
@@ -115,7 +128,7 @@ int cli_manifest_read(FILE *f, const char *name, cli_manifest *m, FILE *diag)
 			size_t na = m->alloc ? m->alloc * 2 : 1024;
 			cli_manifest_entry *nv = na <= CLI_MANIFEST_ENTRIES_MAX ? realloc(m->v, na * sizeof(*nv)) : NULL;
 			if (!nv) {
-				fprintf(diag, "topfetch fetch: %s: more than %d entries\n", name,
+				diagf(diag, "topfetch fetch: %s: more than %d entries\n", name,
 					CLI_MANIFEST_ENTRIES_MAX);
 				free(e.path);
 				bad++;
@@ -127,7 +140,7 @@ int cli_manifest_read(FILE *f, const char *name, cli_manifest *m, FILE *diag)
 		m->v[m->n++] = e;
 	}
 	if (ferror(f)) {
-		fprintf(diag, "topfetch fetch: error reading %s: %s\n", name, strerror(errno));
+		diagf(diag, "topfetch fetch: error reading %s: %s\n", name, strerror(errno));
 		bad++;
 	}
 	free(line);

@@ -91,30 +91,3 @@ void cli_progress_error(cli_progress *p, const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 }
-
-void cli_vprint_safe(FILE *f, const char *fmt, va_list ap)
-{
-	char buf[16384];
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-
-	if (n < 0)
-		return;
-	for (const unsigned char *c = (const unsigned char *)buf; *c; c++) {
-		bool last_newline = *c == '\n' && c[1] == '\0';
-		if ((*c < 0x20 && *c != '\t' && !last_newline) || *c == 0x7f)
-			fprintf(f, "\\x%02x", *c);
-		else
-			fputc(*c, f);
-	}
-	if ((size_t)n >= sizeof(buf))
-		fputs("...", f);
-}
-
-void cli_eprintf(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	cli_vprint_safe(stderr, fmt, ap);
-	va_end(ap);
-}

@@ -47,13 +47,21 @@ static int add_header(dl_backend *b, const char *spec, tf_error *err)
 	struct curl_slist *n;
 	char *line;
 
+	/* A header usually carries a secret (Authorization=Bearer ...): a
+	 * malformed one is described, never repeated. */
 	if (!eq || eq == spec)
 		return tf__errf(err, -EINVAL,
-				"--remote_header '%.*s...' is not Name=Value", (int)(eq ? 0 : 20), spec);
+				"a --remote_header is not Name=Value (%s); it is not repeated here as it may hold a "
+				"secret",
+				eq ? "the name before '=' is empty" : "it has no '='");
 	for (const char *p = spec; p < eq; p++)
-		if (*p == ':' || *p == '\r' || *p == '\n' || *p == ' ')
-			return tf__errf(err, -EINVAL, "--remote_header name '%.*s' is not a valid header name",
-					(int)(eq - spec), spec);
+		if (*p == ':' || *p == '\r' || *p == '\n' || *p == ' ' || (unsigned char)*p < 0x20)
+			return tf__errf(err, -EINVAL,
+					"a --remote_header name has the character %s at position %d: write "
+					"--remote_header=Name=Value (the header is not repeated here as it may hold a "
+					"secret)",
+					*p == ':' ? "':'" : *p == ' ' ? "' '" : "of a line break or control",
+					(int)(p - spec) + 1);
 	if (strpbrk(eq + 1, "\r\n"))
 		return tf__errf(err, -EINVAL, "--remote_header %.*s: the value contains a line break",
 				(int)(eq - spec), spec);
@@ -210,8 +218,11 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 
 		b->type = DL_BACKEND_DISK;
 		if (!realpath(path, real) || stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			r = tf__errf(err, -ENOENT,
-				     "--remote_cache %s: not an http(s) URL and not an existing directory", rc);
+			/* Repeated only when it cannot be a URL with a password. */
+			bool quiet = strchr(rc, '@') || strchr(rc, ':');
+			r = tf__errf(err, -ENOENT, "--remote_cache %s%s: not an http(s) URL and not an existing directory",
+				     quiet ? "" : rc,
+				     quiet ? "(not repeated: it has ':' or '@' and may hold a password)" : "");
 			goto out;
 		}
 		if (strpbrk(real, "%?#")) {
