@@ -41,6 +41,7 @@ int cmd_fetch(int argc, char **argv)
 	const char *output_dir = NULL, *manifest_path = NULL;
 	cli_list headers = { 0 };
 	tf_downloader_stats st;
+	uint64_t stale = 0;
 	tf_downloader *d = NULL;
 	tf_error err = { 0 };
 	cli_manifest m = { 0 };
@@ -90,6 +91,12 @@ int cmd_fetch(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
+	/* A run killed mid-transfer (kill -9) left its temporaries behind. */
+	if (tf_downloader_remove_dead_temporaries(d, &stale, &err) < 0)
+		cli_eprintf("topfetch fetch: %s\n", err.message);
+	else if (stale)
+		fprintf(stderr, "topfetch fetch: removed %llu temporary file%s a killed run left behind\n",
+			(unsigned long long)stale, stale == 1 ? "" : "s");
 	cli_install_signals();
 	cli_progress_init(&r.progress);
 	for (size_t i = 0; i < m.n && !cli_interrupted; i++) {

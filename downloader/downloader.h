@@ -83,6 +83,9 @@ int dl_disk_commit(const dl_backend *b, tf_area area, const char *hash, const ch
  * crash or kill -9), counting them into *removed (may be NULL). Must not run
  * while a downloader writes below rootfd. Blocks while it walks the tree. */
 int dl_remove_stale_tmp(int rootfd, uint64_t *removed, tf_error *err);
+/* The same, for the temporary files of processes that no longer exist only
+ * (the pid in the name): safe while other runs write below rootfd. */
+int dl_remove_dead_tmp(int rootfd, uint64_t *removed, tf_error *err);
 
 /* ---- streams: one entry through the engine in bounded memory ---- */
 

@@ -1884,6 +1884,13 @@ void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats *out)
 	pthread_mutex_unlock((pthread_mutex_t *)&d->mu);
 }
 
+int tf_downloader_remove_dead_temporaries(tf_downloader *d, uint64_t *removed, tf_error *err)
+{
+	if (removed)
+		*removed = 0;
+	return d->rootfd < 0 ? 0 : dl_remove_dead_tmp(d->rootfd, removed, err);
+}
+
 void tf_downloader_free(tf_downloader *d)
 {
 	dl_completion *c;
