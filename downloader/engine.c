@@ -1670,6 +1670,7 @@ static void curl_global(void)
 tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *output_dir, tf_error *err)
 {
 	tf_downloader *d;
+	int r;
 
 	if (opts->remote_max_connections < 1 || opts->remote_max_connections > 10000) {
 		tf__errf(err, -EINVAL, "--remote_max_connections=%d is out of range (1..10000)",
@@ -1707,8 +1708,8 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		goto fail;
 	if (!output_dir) {
 		/* streams only */
-	} else if (mkdir(output_dir, 0755) < 0 && errno != EEXIST) {
-		tf__errf(err, -errno, "cannot create the output directory %s: %s", output_dir, strerror(errno));
+	} else if ((r = dl_mkdirs(output_dir)) < 0) { /* with its missing parents, as --help says */
+		tf__errf(err, r, "cannot create the output directory %s: %s", output_dir, strerror(-r));
 		goto fail;
 	}
 	else if ((d->rootfd = open(output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {

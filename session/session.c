@@ -781,7 +781,9 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		}
 		free(dir);
 		if (!waiting && bad.code) {
-			s->stats.files_unknown++;
+			/* A digest that is there but unusable (a length of 2^63):
+			 * the target fails naming it; this is not Bazel-before-7's
+			 * missing digest. */
 			snprintf(why, sizeof(why), "the event's digest of %s cannot be used: %s", path, bad.message);
 			target_fail(s, t, why);
 		} else if (!waiting) {

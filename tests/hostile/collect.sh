@@ -24,6 +24,7 @@ streams = {
            [("//p:a", ["0"])]),
   "nul": ([("0", [bep_file("a.txt\0zz", H, 6)], [])], [("//p:a", ["0"])]),
   "escape": ([("0", [bep_file("a.txt", H, 6)], ["\x1b]0;owned\x07"])], [("//p:\x1b[2J", ["0"])]),
+  "huge-length": ([("0", [bep_file("a.txt", H, 2**63 - 1)], [])], [("//p:a", ["0"])]),
 }
 sets, targets = streams[what]
 open(os.path.join(tmp, what + ".bep"), "wb").write(bep_build(sets, targets))
@@ -91,4 +92,13 @@ run_tf collect --bep="$tf_tmp/escape.bep" --remote_cache="$tf_tmp/cache" --outpu
 assert_contains "$out" 'target //p:\x1b[2J failed'
 assert_contains "$out" "named set '\\x1b]0;owned\\x07' is unknown"
 case "$out" in *$'\033'*|*$'\a'*) fail "a raw control character reached the terminal: $(printf '%q' "$out")" ;; esac
+# 5. A length of 2^63-1 is an unusable digest, not Bazel-before-7's missing
+#    one; --output_dir with missing parents is created ("created if missing").
+gen huge-length
+run_tf collect --bep="$tf_tmp/huge-length.bep" --remote_cache="$tf_tmp/cache" --output_dir="$tf_tmp/new/a/b/out"
+[ "$rc" -eq 1 ] || fail "huge length: exit $rc, want 1: $out"
+assert_contains "$out" "the event's digest of bazel-out/k8-fastbuild/bin/a.txt cannot be used: size 9223372036854775807 of blob $H is out of range"
+case "$out" in *"Bazel before 7"*) fail "huge length taken for a missing digest: $out" ;; esac
+[ -d "$tf_tmp/new/a/b/out" ] || fail "--output_dir with missing parents was not created"
+[ -z "$(ls -A "$tf_tmp/new/a/b/out")" ] || fail "huge length: files written"
 echo "collect_hostile: ok"
