@@ -101,4 +101,25 @@ assert_contains "$out" "the event's digest of bazel-out/k8-fastbuild/bin/a.txt c
 case "$out" in *"Bazel before 7"*) fail "huge length taken for a missing digest: $out" ;; esac
 [ -d "$tf_tmp/new/a/b/out" ] || fail "--output_dir with missing parents was not created"
 [ -z "$(ls -A "$tf_tmp/new/a/b/out")" ] || fail "huge length: files written"
+# 6. Memory in proportion to what the BEP holds (defect 6): 300,000 empty
+#    named sets referenced by one target took 483 MB; each set costs well
+#    under 1 KB now. (Under ASan the allocator's own overhead dominates.)
+python3 - "$tf_tmp/many.bep" <<'PY'
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["TF_SOURCE_ROOT"], "tests", "lib"))
+from hostile import *
+n = 300000
+ev = [ev_started()] + [ev_named_set(str(i)) for i in range(n)] + [ev_target("//p:a", [str(i) for i in range(n)]), ev_last()]
+open(sys.argv[1], "wb").write(bep(ev))
+PY
+set +e
+out=$( { /usr/bin/time -f 'maxrss=%M' "$TOPFETCH" collect --bep="$tf_tmp/many.bep" --remote_cache="$tf_tmp/cache" \
+  --output_dir="$tf_tmp/o-many"; } 2>&1)
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || fail "300k sets: exit $rc: $out"
+rss=$(sed -n 's/.*maxrss=\([0-9]*\).*/\1/p' <<<"$out")
+if [ -z "${ASAN_OPTIONS:-}" ] && ! ldd "$TOPFETCH" | grep -q libasan; then
+  [ "$rss" -lt 330000 ] || fail "300k empty named sets took $rss KiB"
+fi
 echo "collect_hostile: ok"
