@@ -539,6 +539,17 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	tf__map_remove(&s->trees, tr->dir);
 	if (d->result == TF_RESULT_OK) {
 		r = chk_tree_walk(d->data, d->len, tr->hash, tr->dir, on_tree_entry, &c, &err);
+		if (r < 0) {
+			/* A Tree refused (hostile or broken): never dropped silently,
+			 * whether a target waits for it or the policy (all, a regex)
+			 * wanted it. */
+			tf_lost_output lo = { .result = TF_RESULT_CORRUPT, .path = tr->dir, .digest = d->digest,
+					      .action_key = tr->action_key, .target = tr->label,
+					      .message = err.message };
+			s->stats.failed++;
+			if (s->o.on_lost)
+				s->o.on_lost(&lo, s->o.user);
+		}
 	} else {
 		tf_lost_output lo = { .result = d->result, .path = tr->dir, .digest = d->digest,
 				      .action_key = tr->action_key, .target = tr->label, .message = d->message };
