@@ -324,11 +324,39 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	/* --remote_timeout bounds silence, not the whole transfer: a 1 GiB blob
-	 * may take longer than the timeout as long as bytes keep coming. A
-	 * stream paused because its reader is slow is not silent to curl. */
+	 * may take longer than the timeout as long as bytes keep coming
+	 * (dl_backend_watch_silence). curl's speed check stays on only as a
+	 * clock: below 1 byte/s it wakes the transfer every second, so the
+	 * silence check runs; its own limit is a day. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 86400L);
 	return 0;
+}
+
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	dl_silence *w = user;
+	uint64_t now = tf__now_ns();
+
+	if (dlnow != w->last_dl || ulnow != w->last_ul || (w->paused && *w->paused) || !w->last_ns) {
+		w->last_dl = dlnow;
+		w->last_ul = ulnow;
+		w->last_ns = now;
+		return 0;
+	}
+	if (now - w->last_ns >= (uint64_t)w->timeout_s * 1000000000ull) {
+		w->fired = true;
+		return 1; /* curl ends the transfer: CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
+
+void dl_backend_watch_silence(const dl_backend *b, CURL *h, dl_silence *w, const bool *paused)
+{
+	*w = (dl_silence){ .last_ns = tf__now_ns(), .timeout_s = b->timeout_s, .paused = paused };
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, w);
 }
 
 long dl_backend_timeout_s(const dl_backend *b)

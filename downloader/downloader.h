@@ -54,6 +54,20 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 
 /* Classifies a finished attempt; fills why with a short reason for
  * everything but a body. */
+/* --remote_timeout as a silence limit: a transfer is cut once no byte went
+ * either way for that long (a paused stream, waiting for its caller, is not
+ * silent). One per transfer attempt; set up after dl_backend_prepare. When
+ * it cut the transfer, curl ends with CURLE_ABORTED_BY_CALLBACK and `fired`
+ * is set. */
+typedef struct dl_silence {
+	uint64_t last_ns;
+	curl_off_t last_dl, last_ul;
+	long timeout_s;
+	const bool *paused; /* may be NULL */
+	bool fired;
+} dl_silence;
+void dl_backend_watch_silence(const dl_backend *b, CURL *h, dl_silence *w, const bool *paused);
+
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
 			       char *why, size_t why_len);
 

@@ -159,6 +159,7 @@ typedef struct dl_xfer {
 	/* While the transfer is active (queued to finished): */
 	char *url;    /* without credentials, for messages */
 	char *errbuf; /* CURL_ERROR_SIZE */
+	dl_silence silence; /* --remote_timeout of the running attempt */
 } dl_xfer;
 
 /* A finished request on its way back to the caller's thread. */
@@ -882,6 +883,7 @@ open_handle:
 	x->errbuf[0] = '\0';
 	x->attempts++;
 	dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->url, DL_URL_MAX);
+	dl_backend_watch_silence(d->backend, h, &x->silence, NULL);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
@@ -1272,6 +1274,7 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, x->url, DL_URL_MAX);
+	dl_backend_watch_silence(d->backend, h, &x->silence, &s->paused);
 	/* A stream reads the status itself; an error page is read and dropped so
 	 * that the connection stays usable. */
 	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
@@ -1615,7 +1618,10 @@ static void *engine_main(void *arg)
 			if (m->msg != CURLMSG_DONE)
 				continue;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-			on_attempt_done(d, x, m->data.result);
+			/* Cut by the silence check: a timeout, as curl's own would be. */
+			on_attempt_done(d, x, m->data.result == CURLE_ABORTED_BY_CALLBACK && x->silence.fired
+						       ? CURLE_OPERATION_TIMEDOUT
+						       : m->data.result);
 		}
 		{
 			char hex[TF_HASH_HEX_LEN + 1];

@@ -17,6 +17,8 @@ always served correctly; every other GET gets FAULT:
   error500    HTTP 500
   redirect    HTTP 302 to the same path on another (closed) port
   huge        Content-Length of 8 GiB and bytes until the client hangs up
+  slowdrip    the right bytes: the first four one every 1.5 s, then the rest
+  stall       half the bytes, then silence for a minute
 PUT and HEAD behave (HEAD: 404 for a blob it does not hold)."""
 import http.server
 import os
@@ -81,7 +83,8 @@ class H(http.server.BaseHTTPRequestHandler):
         if fault == "short":
             return self.plain(200, data[:-1])
         self.send_response(200)
-        length = {"truncated": n, "long": n + 100, "reset": n, "drip": n, "huge": 8 << 30}[fault]
+        length = {"truncated": n, "long": n + 100, "reset": n, "drip": n, "huge": 8 << 30, "slowdrip": n,
+                  "stall": n}[fault]
         self.send_header("Content-Length", str(length))
         self.end_headers()
         self.wfile.flush()
@@ -92,6 +95,8 @@ class H(http.server.BaseHTTPRequestHandler):
                 time.sleep(0.3)
             self.wfile.write(data[10:])
             return
+        if fault in ("slowdrip", "stall"):
+            return self.slow(data, fault)
         if fault == "huge":
             chunk = b"\0" * 65536
             try:
@@ -105,6 +110,23 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         if fault == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+
+    def slow(self, data, fault):
+        try:
+            if fault == "slowdrip":
+                for i in range(4):
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(1.5)
+                self.wfile.write(data[4:])
+            else:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                time.sleep(60)
+        except OSError:
+            pass
         self.close_connection = True
 
 
