@@ -7,7 +7,7 @@
 # integrity_check), and the proxy still serving.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
-need python3
+. "$TF_SOURCE_ROOT/tests/faults/lib.sh"
 faults=(truncated short long reset drip corrupt error500 redirect huge)
 declare -A want=( [truncated]=failed [short]=corrupt [long]=failed [reset]=failed [drip]=ok [corrupt]=corrupt
                   [error500]=failed [redirect]=failed [huge]=corrupt )
@@ -33,16 +33,6 @@ open(out, "wb").write(bep_build([("0", [bep_file("pkg/blob.bin", h, 200000)], []
                                 [("//pkg:blob", ["0"]), ("//pkg:good", ["1"])]))
 PY
 
-BAD_PID=""
-bad_start() { # FAULT
-  rm -f "$tf_tmp/port"
-  python3 "$TF_SOURCE_ROOT/tests/faults/badcache.py" "$root" "$1" "$tf_tmp/port" >>"$tf_tmp/badcache.log" 2>&1 &
-  BAD_PID=$!
-  tf_track $BAD_PID
-  wait_file "$tf_tmp/port" 30
-  BAD_URL="http://127.0.0.1:$(cat "$tf_tmp/port")"
-}
-bad_stop() { kill "$BAD_PID" 2>/dev/null || true; wait "$BAD_PID" 2>/dev/null || true; }
 no_temporaries() { # DIR WHAT
   local left; left=$(find "$1" -name '.tftmp*' 2>/dev/null)
   [ -z "$left" ] || fail "$2: temporary files left behind: $left"
@@ -70,7 +60,7 @@ result_line() { # WANT WHAT
 
 for f in "${faults[@]}"; do
   w=${want[$f]}
-  bad_start "$f"
+  bad_start "$root" "$f"
 
   # fetch: the typed result, the good file in place, the bad one not.
   run_tf fetch --remote_cache="$BAD_URL" --output_dir="$tf_tmp/f-$f" --manifest="$tf_tmp/m.txt" \

@@ -5,6 +5,7 @@
 # error text, the exit code, and the files and folder left intact. The
 # cache is a --disk_cache folder: no server needed.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
+. "$TF_SOURCE_ROOT/tests/hostile/lib.sh"
 gen() { python3 - "$tf_tmp" "$@" <<'PY'
 import os, sys
 sys.path.insert(0, os.path.join(os.environ["TF_SOURCE_ROOT"], "tests", "lib"))
@@ -112,14 +113,7 @@ n = 300000
 ev = [ev_started()] + [ev_named_set(str(i)) for i in range(n)] + [ev_target("//p:a", [str(i) for i in range(n)]), ev_last()]
 open(sys.argv[1], "wb").write(bep(ev))
 PY
-set +e
-out=$( { /usr/bin/time -f 'maxrss=%M' "$TOPFETCH" collect --bep="$tf_tmp/many.bep" --remote_cache="$tf_tmp/cache" \
-  --output_dir="$tf_tmp/o-many"; } 2>&1)
-rc=$?
-set -e
+run_tf_rss collect --bep="$tf_tmp/many.bep" --remote_cache="$tf_tmp/cache" --output_dir="$tf_tmp/o-many"
 [ "$rc" -eq 0 ] || fail "300k sets: exit $rc: $out"
-rss=$(sed -n 's/.*maxrss=\([0-9]*\).*/\1/p' <<<"$out")
-if [ -z "${ASAN_OPTIONS:-}" ] && ! ldd "$TOPFETCH" | grep -q libasan; then
-  [ "$rss" -lt 330000 ] || fail "300k empty named sets took $rss KiB"
-fi
+sanitized || [ "$rss" -lt 330000 ] || fail "300k empty named sets took $rss KiB"
 echo "collect_hostile: ok"

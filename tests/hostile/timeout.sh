@@ -3,29 +3,23 @@
 # sends a byte every 1.5 s is not cut at --remote_timeout=3; one that goes
 # silent after half the body is cut about --remote_timeout later.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
+. "$TF_SOURCE_ROOT/tests/faults/lib.sh"
 root="$tf_tmp/root"
 mkdir -p "$root/cas" "$root/ac"
 head -c 100000 /dev/urandom >"$tf_tmp/blob"
 H=$(sha256sum "$tf_tmp/blob" | cut -d' ' -f1)
 cp "$tf_tmp/blob" "$root/cas/$H"
 printf '%s 100000 blob.bin\n' "$H" >"$tf_tmp/m.txt"
-start() { # FAULT
-  rm -f "$tf_tmp/port"
-  python3 "$TF_SOURCE_ROOT/tests/faults/badcache.py" "$root" "$1" "$tf_tmp/port" >>"$tf_tmp/badcache.log" 2>&1 &
-  BAD_PID=$!; tf_track $BAD_PID
-  wait_file "$tf_tmp/port" 30
-}
-
-start slowdrip
-run_tf fetch --remote_cache="http://127.0.0.1:$(cat "$tf_tmp/port")" --output_dir="$tf_tmp/o1" \
+bad_start "$root" slowdrip
+run_tf fetch --remote_cache="$BAD_URL" --output_dir="$tf_tmp/o1" \
   --manifest="$tf_tmp/m.txt" --remote_timeout=3 --remote_retries=0
 [ "$rc" -eq 0 ] || fail "a byte every 1.5 s was cut at --remote_timeout=3: $out"
 cmp -s "$tf_tmp/o1/blob.bin" "$tf_tmp/blob" || fail "blob.bin"
-kill $BAD_PID; wait $BAD_PID 2>/dev/null || true
+bad_stop
 
-start stall
+bad_start "$root" stall
 t0=$(date +%s%N)
-run_tf fetch --remote_cache="http://127.0.0.1:$(cat "$tf_tmp/port")" --output_dir="$tf_tmp/o2" \
+run_tf fetch --remote_cache="$BAD_URL" --output_dir="$tf_tmp/o2" \
   --manifest="$tf_tmp/m.txt" --remote_timeout=2 --remote_retries=0
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$rc" -eq 1 ] || fail "stall: exit $rc: $out"
