@@ -43,6 +43,7 @@ put("bep", "nul-in-name", bep_build([("0", [bep_file("a.txt\0zz", H, 6)], [])], 
 put("bep", "escape-in-name", bep_build([("0", [bep_file("\x1b]0;owned\x07\x1b[2Ja.txt", H, 6)], [])],
                                        [("//p:\x1b[2J", ["0"])]))
 put("bep", "huge-length", bep_build([("0", [bep_file("a.txt", H, 2**63 - 1)], [])], [("//p:a", ["0"])]))
+put("bep", "empty", b"")  # found by fuzz_bep: pointer arithmetic on the reader's NULL buffer
 put("bep", "many-sets", bep_build([(str(i), [], []) for i in range(300)],
                                   [("//p:a", [str(i) for i in range(300)])]))
 
@@ -67,6 +68,7 @@ put("tree", "nul-name", tree(directory(files=[("a\0b", H, 6)])))
 put("manifest", "example", open(os.path.join(root, "examples", "manifest.txt"), "rb").read())
 put("manifest", "conflict", f"{H} 6 a.txt\n{G} 6 a.txt\n{H} 6 x b\r\n# comment\n\n".encode())
 put("manifest", "bad", f"{H} -1 a\n{H} 99999999999999999999 a\nZZ 6 a\n{H} 6 x \n{H} 6 a\0b\n".encode())
+put("manifest", "only-comment", b"# nothing\n")  # found by fuzz_manifest: qsort of no entries (NULL)
 put("manifest", "long-comment", b"#" + b"c" * 10000 + b"\n" + f"{H} 6 a\n".encode())
 
 
