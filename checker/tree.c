@@ -36,6 +36,8 @@ typedef struct walk {
 	size_t n_children;
 	size_t entries;
 	tf__map index;  /* child hash -> child */
+	size_t cap;     /* entries allowed: CHK_TREE_MAX_ENTRIES or a smaller budget */
+	const char *whose; /* the budget's owner, for the message; NULL: no budget */
 	chk_tree_cb cb; /* NULL in the validating pass */
 	void *user;
 	tf_error *err;
@@ -151,6 +153,12 @@ static child *find_child(walk *w, const char *hash, int64_t size)
 
 static int too_many(walk *w)
 {
+	if (w->whose)
+		return tf__errf(w->err, -E2BIG,
+				"tree %s: its entries would take %s past its work budget of %zu tree entries "
+				"(all its output directories together, each path counted); the output "
+				"directory is refused",
+				w->tree_hash, w->whose, w->cap);
 	return tf__errf(w->err, -E2BIG,
 			"tree %s: more than %d entries (a directory named N times counts N times); the "
 			"output directory is refused",
@@ -184,7 +192,7 @@ static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2
 
 		if ((r = check_name(w, f->name, "file")))
 			return r;
-		if (++w->entries > CHK_TREE_MAX_ENTRIES)
+		if (++w->entries > w->cap)
 			return too_many(w);
 		PUSH(f->name);
 		if (strlen(w->path) - base > longest)
@@ -211,7 +219,7 @@ static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2
 		if (!l->target || !*l->target || strlen(l->target) > TF__PATH_MAX)
 			return tf__errf(w->err, -EINVAL, "tree %s: symlink '%s' in '%s' has no usable target",
 					w->tree_hash, l->name, w->path);
-		if (++w->entries > CHK_TREE_MAX_ENTRIES)
+		if (++w->entries > w->cap)
 			return too_many(w);
 		PUSH(l->name);
 		if (strlen(w->path) - base > longest)
@@ -250,7 +258,7 @@ static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2
 		} else if (strlen(w->path) + c->longest > TF__PATH_MAX) {
 			r = tf__errf(w->err, -ENAMETOOLONG, "tree %s: a path under '%.80s' is too long",
 				     w->tree_hash, w->path);
-		} else if (c->entries > CHK_TREE_MAX_ENTRIES - w->entries) {
+		} else if (c->entries > w->cap - w->entries) {
 			r = too_many(w);
 		} else {
 			w->entries += c->entries;
@@ -276,7 +284,15 @@ static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2
 int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
 		  chk_tree_cb cb, void *user, tf_error *err)
 {
-	walk w = { .tree_hash = tree_hash, .err = err };
+	return chk_tree_walk_budget(buf, len, tree_hash, dir_path, CHK_TREE_MAX_ENTRIES, NULL, cb, user, err);
+}
+
+int chk_tree_walk_budget(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
+			 size_t budget, const char *whose, chk_tree_cb cb, void *user, tf_error *err)
+{
+	walk w = { .tree_hash = tree_hash, .err = err,
+		   .cap = budget < CHK_TREE_MAX_ENTRIES ? budget : CHK_TREE_MAX_ENTRIES,
+		   .whose = budget < CHK_TREE_MAX_ENTRIES ? whose : NULL };
 	const unsigned char *root_bytes;
 	size_t root_len;
 	Build__Bazel__Remote__Execution__V2__Directory *root = NULL;

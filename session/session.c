@@ -60,6 +60,9 @@ typedef struct tree_read {
 struct tf_session {
 	tf_session_options o;
 	tf__map succeeded; /* TargetComplete events (by pointer) Bazel posted successful, until emitted */
+	/* Work budget of the Trees of one ActionResult: action key -> entries
+	 * left (malloc'd size_t); directory -> entries it counted (+1). */
+	tf__map tree_budget, tree_counted;
 	char *output_dir, *store_path, *tmp_dir;
 	chk_policy policy;
 	st_store *store;
@@ -484,6 +487,7 @@ typedef struct tree_ctx {
 	tf_session *s;
 	tree_read *tr;
 	tf_error *err;
+	size_t entries; /* reported so far */
 } tree_ctx;
 
 static int on_tree_entry(const chk_tree_entry *e, void *user)
@@ -493,6 +497,7 @@ static int on_tree_entry(const chk_tree_entry *e, void *user)
 	st_output o = { .path = e->path, .action_key = c->tr->action_key, .target = c->tr->label };
 	int r;
 
+	c->entries++;
 	if (e->kind == CHK_ENTRY_SYMLINK) {
 		o.kind = ST_KIND_SYMLINK;
 		o.symlink_target = e->symlink_target;
@@ -531,14 +536,32 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	tree_read *tr = user;
 	tf_session *s = tr->s;
 	tf_error err = { 0 }, serr = { 0 };
-	tree_ctx c = { s, tr, &err };
+	tree_ctx c = { s, tr, &err, 0 };
 	waiter *list;
 	int r, m;
 
 	s->reads_in_flight--;
 	tf__map_remove(&s->trees, tr->dir);
 	if (d->result == TF_RESULT_OK) {
-		r = chk_tree_walk(d->data, d->len, tr->hash, tr->dir, on_tree_entry, &c, &err);
+		size_t *left = tr->action_key ? tf__map_get(&s->tree_budget, tr->action_key) : NULL;
+		size_t before = (size_t)(uintptr_t)tf__map_get(&s->tree_counted, tr->dir);
+		size_t allowed = CHK_TREE_MAX_ENTRIES;
+		char whose[TF_HASH_HEX_LEN + 64];
+
+		if (tr->action_key && !left && (left = malloc(sizeof(*left)))) {
+			*left = CHK_TREE_MAX_ENTRIES;
+			if (tf__map_put(&s->tree_budget, tr->action_key, left) < 0) {
+				free(left);
+				left = NULL;
+			}
+		}
+		if (left) /* a directory read again (a target's, after its action's) counts once */
+			allowed = *left + (before ? before - 1 : 0);
+		snprintf(whose, sizeof(whose), "the ActionResult of action %.64s",
+			 tr->action_key ? tr->action_key : "");
+		r = chk_tree_walk_budget(d->data, d->len, tr->hash, tr->dir, allowed, whose, on_tree_entry, &c, &err);
+		if (r == 0 && left && tf__map_put(&s->tree_counted, tr->dir, (void *)(uintptr_t)(c.entries + 1)) == 0)
+			*left = allowed - c.entries;
 		if (r < 0) {
 			/* A Tree refused (hostile or broken): never dropped silently,
 			 * whether a target waits for it or the policy (all, a regex)
@@ -941,6 +964,8 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	tf__map_init(&s->wants);
 	tf__map_init(&s->trees);
 	tf__map_init(&s->succeeded);
+	tf__map_init(&s->tree_budget);
+	tf__map_init(&s->tree_counted);
 	if (!opts->output_dir) {
 		tf__errf(err, -EINVAL, "no output directory given (--output_dir)");
 		goto fail;
@@ -1151,6 +1176,11 @@ static void free_tree(const char *key, void *value, void *user)
 	tree_read_free(tr);
 }
 
+static void free_budget(const char *key, void *value, void *user)
+{
+	free(value);
+}
+
 void tf_session_free(tf_session *s)
 {
 	if (!s)
@@ -1162,6 +1192,9 @@ void tf_session_free(tf_session *s)
 	tf__map_each(&s->trees, free_tree, NULL);
 	tf__map_fini(&s->trees);
 	tf__map_fini(&s->succeeded);
+	tf__map_each(&s->tree_budget, free_budget, NULL);
+	tf__map_fini(&s->tree_budget);
+	tf__map_fini(&s->tree_counted);
 	ev_gate_free(s->gate);
 	ev_sets_free(s->sets);
 	ev_reader_free(s->bep);

@@ -119,3 +119,23 @@ TEST(shared_directories_within_the_cap_are_reported_at_every_path)
 	CHECK_INT_EQ(n, 1024);
 	free(b);
 }
+
+TEST(a_work_budget_shared_by_the_trees_of_one_action_result)
+{
+	size_t len, n = 0, left = 1500;
+	unsigned char *b = dag_bomb(11, &len); /* 1024 paths */
+	tf_error err = { 0 };
+	const char *whose = "the ActionResult of action 1111";
+
+	/* The first naming fits and uses 1024 of the 1500 entries left... */
+	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "dag", "out/d1", left, whose, count, &n, &err), 0);
+	CHECK_INT_EQ(n, 1024);
+	left -= n;
+	/* ...the second does not: refused naming the budget, nothing reported. */
+	n = 0;
+	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "dag", "out/d2", left, whose, count, &n, &err), -E2BIG);
+	CHECK_CONTAINS(err.message, "tree dag: its entries would take the ActionResult of action 1111 past its work "
+				    "budget of 476 tree entries");
+	CHECK_INT_EQ(n, 0);
+	free(b);
+}
