@@ -101,7 +101,7 @@ void cli_progress_error(cli_progress *p, const char *fmt, ...) __attribute__((fo
 /* Formats and prints with every control character (other than a tab and a
  * final newline) escaped as \xHH: names from a BEP, a cache or a manifest
  * can carry terminal escapes, and they never reach the terminal raw. */
-void cli_vprint_safe(FILE *f, const char *fmt, va_list ap);
+void cli_vprint_safe(FILE *f, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void cli_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */

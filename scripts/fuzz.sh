@@ -17,7 +17,8 @@ harnesses=("$@")
 command -v clang >/dev/null || { echo "fuzz.sh: clang is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
 [ -f "$build/build.ninja" ] || CC=clang meson setup "$build" --buildtype=debug -Dfuzz=true -Dtests=false \
   -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true >/dev/null
-ninja -C "$build" $(printf 'fuzz/fuzz_%s ' "${harnesses[@]}") >/dev/null
+ninja -C "$build" $(printf 'fuzz/fuzz_%s ' "${harnesses[@]}") >"$build/ninja-fuzz.log" 2>&1 ||
+  { cat "$build/ninja-fuzz.log" >&2; echo "fuzz.sh: the harnesses do not build" >&2; exit 1; }
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
