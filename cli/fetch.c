@@ -87,7 +87,7 @@ int cmd_fetch(int argc, char **argv)
 	}
 	d = tf_downloader_new(&opts, output_dir, &err);
 	if (!d) {
-		fprintf(stderr, "topfetch fetch: %s\n", err.message);
+		cli_eprintf("topfetch fetch: %s\n", err.message);
 		rc = EXIT_USAGE;
 		goto out;
 	}

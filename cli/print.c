@@ -9,20 +9,24 @@
 
 void cli_vprint_safe(FILE *f, const char *fmt, va_list ap)
 {
-	char buf[16384];
+	char buf[8192], out[4 * sizeof(buf) + 8];
 	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	size_t k = 0;
 
 	if (n < 0)
 		return;
 	for (const unsigned char *c = (const unsigned char *)buf; *c; c++) {
 		bool last_newline = *c == '\n' && c[1] == '\0';
 		if ((*c < 0x20 && *c != '\t' && !last_newline) || *c == 0x7f)
-			fprintf(f, "\\x%02x", *c);
+			k += (size_t)snprintf(out + k, sizeof(out) - k, "\\x%02x", *c);
 		else
-			fputc(*c, f);
+			out[k++] = (char)*c;
 	}
 	if ((size_t)n >= sizeof(buf)) /* cut short: say so, and end the line */
-		fputs(buf[sizeof(buf) - 2] == '\n' || fmt[strlen(fmt) - 1] == '\n' ? "...\n" : "...", f);
+		k += (size_t)snprintf(out + k, sizeof(out) - k, "%s",
+				      fmt[strlen(fmt) - 1] == '\n' ? "...\n" : "...");
+	/* One stdio call: other threads (the proxy's requests) print too. */
+	fwrite(out, 1, k, f);
 }
 
 void cli_eprintf(const char *fmt, ...)
