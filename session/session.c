@@ -721,6 +721,58 @@ static bool record_digest(tf_session *s, uint64_t t, const char *path, const st_
 	return false;
 }
 
+/* A symlink output a completed target wants: made at its destination when
+ * its target stays inside the output tree (relative, never climbing above
+ * the output folder); otherwise the target fails naming it, so a target is
+ * never posted successful with its symlink missing (or pointing at
+ * /etc/passwd). */
+static void place_symlink(tf_session *s, uint64_t t, const char *path, const char *target)
+{
+	const char *dest = dest_of(s, path), *leaf;
+	char why[2 * TF__PATH_MAX + 256], tmp[64], have[TF__PATH_MAX + 1];
+	int depth = 0, dfd;
+	tf_error err = { 0 };
+	ssize_t n;
+
+	/* Folders above the link, then each component of the target. */
+	for (const char *p = dest; (p = strchr(p, '/')); p++)
+		depth++;
+	for (const char *p = target; p && *p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL) {
+		size_t len = strcspn(p, "/");
+		if (len == 2 && !strncmp(p, "..", 2))
+			depth--;
+		else if (len && !(len == 1 && *p == '.'))
+			depth++;
+		if (depth < 0)
+			break;
+	}
+	if (!target || !*target || target[0] == '/' || depth < 0 || strlen(target) > TF__PATH_MAX) {
+		snprintf(why, sizeof(why), "symlink output %s points to '%.200s', outside the output tree; refused",
+			 path, target ? target : "");
+		target_fail(s, t, why);
+		return;
+	}
+	if (tf__path_check(dest, "a symlink output", &err) < 0 ||
+	    (dfd = tf__open_parent_beneath(s->rootfd, dest, true, &leaf, &err)) < 0) {
+		target_fail(s, t, err.message);
+		return;
+	}
+	n = readlinkat(dfd, leaf, have, sizeof(have) - 1);
+	if (n >= 0 && (have[n] = '\0', !strcmp(have, target))) {
+		close(dfd);
+		return; /* already in place */
+	}
+	/* Atomically, as files are: a temporary link renamed over the leaf. */
+	static unsigned long long seq; /* (one session thread places links) */
+	snprintf(tmp, sizeof(tmp), DL_TMP_PREFIX "%ld.l%llu", (long)getpid(), ++seq);
+	if (symlinkat(target, dfd, tmp) < 0 || renameat(dfd, tmp, dfd, leaf) < 0) {
+		snprintf(why, sizeof(why), "cannot make the symlink %s -> %.200s: %s", dest, target, strerror(errno));
+		unlinkat(dfd, tmp, 0);
+		target_fail(s, t, why);
+	}
+	close(dfd);
+}
+
 /* Decides about one file a completed target names in group, and wants it
  * when it is wanted (t is the target's gate ticket, 0 when not waited for). */
 static void target_file(tf_session *s, uint64_t t, const char *label, bool target_wanted, const char *group,
@@ -784,7 +836,8 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			if (record_digest(s, t, path, &rec, &dg))
 				read_tree(s, path, &dg, rec.o.action_key, rec.o.target, false, t);
 		} else if (rec.o.kind == ST_KIND_SYMLINK) {
-			/* Symlinks carry no bytes; nothing to fetch. */
+			/* Symlinks carry no bytes: made here, if they stay inside. */
+			place_symlink(s, t, path, rec.o.symlink_target);
 		} else if (record_digest(s, t, path, &rec, &dg)) {
 			/* The event's own digest (Bazel 7+) is what this build made;
 			 * the store may hold an earlier target's or build's. */
