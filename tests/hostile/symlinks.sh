@@ -9,15 +9,13 @@ import os, sys
 sys.path.insert(0, os.path.join(os.environ["TF_SOURCE_ROOT"], "tests", "lib"))
 from hostile import *
 tmp = sys.argv[1]
-cache = os.path.join(tmp, "cache")
-os.makedirs(os.path.join(cache, "ac"), exist_ok=True)
-os.makedirs(os.path.join(tmp, "actions"), exist_ok=True)
+cache, actions = driver_dirs(tmp)
 h = disk_put(cache, "cas", b"hello\n")
 b = "bazel-out/k8-fastbuild/bin/pkg/"
 ar = action_result(files=[(b + "a.txt", h, 6, False)],
                    file_symlinks=[(b + "passwd", "/etc/passwd"), (b + "up", "../../../../../etc/passwd"),
                                   (b + "ok", "a.txt")])
-open(os.path.join(tmp, "actions", "2" * 64), "wb").write(ar)
+open(os.path.join(actions, "2" * 64), "wb").write(ar)
 f = lambda n: bep_file("pkg/" + n)
 open(os.path.join(tmp, "bep.bin"), "wb").write(bep_build(
     [("0", [f("passwd")], []), ("1", [f("up")], []), ("2", [f("ok"), f("a.txt")], [])],

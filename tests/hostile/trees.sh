@@ -10,16 +10,14 @@ import os, sys
 sys.path.insert(0, os.path.join(os.environ["TF_SOURCE_ROOT"], "tests", "lib"))
 from hostile import *
 tmp = sys.argv[1]
-cache = os.path.join(tmp, "cache")
-os.makedirs(os.path.join(cache, "ac"), exist_ok=True)
-os.makedirs(os.path.join(tmp, "actions"), exist_ok=True)
+cache, actions = driver_dirs(tmp)
 disk_put(cache, "cas", b"x")
 bomb = dag_bomb(40)
 dotdot = tree(directory(files=[("..", sha(b"x"), 1)]))
 kb, kd = disk_put(cache, "cas", bomb), disk_put(cache, "cas", dotdot)
 ar = action_result(dirs=[(f"bazel-out/k8-fastbuild/bin/pkg/bomb{i}", kb, len(bomb)) for i in range(100)] +
                    [("bazel-out/k8-fastbuild/bin/pkg/dotdot", kd, len(dotdot))])
-open(os.path.join(tmp, "actions", "1" * 64), "wb").write(ar)
+open(os.path.join(actions, "1" * 64), "wb").write(ar)
 PY
 set +e
 out=$(timeout 60 "$TF_DRIVER" --remote_cache="$tf_tmp/cache" --output_dir="$tf_tmp/o" --mode=all --actions="$tf_tmp/actions" 2>&1)

@@ -125,3 +125,13 @@ def disk_put(cache, area, blob, key=None):
     with open(os.path.join(d, key), "wb") as f:
         f.write(blob)
     return key
+
+
+def driver_dirs(tmp):
+    """A disk cache TMP/cache (ac/, cas/) and TMP/actions for session_driver --actions
+    (each file there is an ActionResult named by its action key). Returns (cache, actions)."""
+    cache, actions = os.path.join(tmp, "cache"), os.path.join(tmp, "actions")
+    os.makedirs(os.path.join(cache, "ac"), exist_ok=True)
+    os.makedirs(os.path.join(cache, "cas"), exist_ok=True)
+    os.makedirs(actions, exist_ok=True)
+    return cache, actions
