@@ -27,6 +27,7 @@ typedef struct chk_policy {
 	size_t n_filters;
 	char **groups;
 	size_t n_groups;
+	bool listed_groups; /* tf_policy.listed_groups */
 	char **targets; /* sorted, for bsearch */
 	size_t n_targets;
 } chk_policy;

@@ -61,6 +61,7 @@ int chk_policy_init(chk_policy *p, const tf_policy *in, tf_error *err)
 		      in->n_output_groups ? in->n_output_groups : 1, CHK_MAX_GROUPS, "--output_groups",
 		      &p->groups, err);
 	p->n_groups = in->n_output_groups ? in->n_output_groups : 1;
+	p->listed_groups = in->listed_groups;
 	if (r == 0)
 		r = copy_list(in->targets, in->n_targets, CHK_MAX_TARGETS, "targets", &p->targets, err);
 	p->n_targets = in->n_targets;
@@ -169,6 +170,8 @@ bool chk_policy_file_wanted(const chk_policy *p, const char *exec_path)
 
 bool chk_policy_group_wanted(const chk_policy *p, const char *group)
 {
+	if (p->listed_groups && group[0] != '_')
+		return true;
 	for (size_t i = 0; i < p->n_groups; i++)
 		if (!strcmp(p->groups[i], group))
 			return true;

@@ -49,7 +49,8 @@ int cmd_collect(int argc, char **argv)
 		{ "keep_path_prefix", CLI_BOOL, &keep_prefix, "",
 		  "Keep bazel-out/CONFIG/bin/ in the paths (default: short paths, pkg/out.txt)." },
 		{ "target", CLI_LIST, &targets, "LABEL", "Only this completed target; repeatable (default: all)." },
-		{ "output_groups", CLI_STRING, &groups_csv, "A,B", "Output groups to collect (default: default)." },
+		{ "output_groups", CLI_STRING, &groups_csv, "A,B",
+		  "Output groups to collect (default: every group each TargetComplete lists, hidden '_' ones excepted)." },
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
 		  "Only files whose exec-root-relative path matches (POSIX extended); repeatable." },
 		{ "build_event_binary_file", CLI_STRING, &o.build_event_binary_file, "FILE",
@@ -93,6 +94,7 @@ int cmd_collect(int argc, char **argv)
 	o.policy.n_targets = targets.n;
 	o.policy.output_groups = groups.items;
 	o.policy.n_output_groups = groups.n;
+	o.policy.listed_groups = !groups.n; /* as Bazel: the groups each TargetComplete lists */
 	o.policy.filter_regexes = regexes.items;
 	o.policy.n_filter_regexes = regexes.n;
 	o.on_lost = on_lost;
@@ -145,13 +147,16 @@ int cmd_collect(int argc, char **argv)
 	}
 	if (st.files_unknown)
 		fprintf(stderr,
-			"topfetch collect: %llu file%s of completed targets %s no digest: the BEP names %s only by a "
-			"file:// URI (Bazel before 7 with an HTTP or disk cache records no digests in it)%s%s.\n"
-			"To collect them, run the build through 'topfetch proxy' (it records every output's digest) "
-			"and pass its --store here; or use Bazel 7+, or a gRPC cache (bytestream:// URIs).\n",
+			"topfetch collect: %llu file%s of completed targets %s no digest and exist%s nowhere: the BEP names "
+			"%s only by a file:// URI (Bazel before 7 with an HTTP or disk cache records no digests in it) "
+			"and Bazel's output tree no longer holds %s (bazel clean, or another machine)%s%s.\n"
+			"Outputs Bazel never caches (sh_binary's symlink, no-remote actions) are copied from its output "
+			"tree: collect on the machine that built, before the next bazel clean. For the others, run the "
+			"build through 'topfetch proxy' (it records every output's digest) and pass its --store here; "
+			"or use Bazel 7+, or a gRPC cache (bytestream:// URIs).\n",
 			(unsigned long long)st.files_unknown, st.files_unknown == 1 ? "" : "s",
-			st.files_unknown == 1 ? "has" : "have", st.files_unknown == 1 ? "it" : "them",
-			o.store_path ? ", and the --store has no record of " : "",
+			st.files_unknown == 1 ? "has" : "have", st.files_unknown == 1 ? "s" : "",
+			st.files_unknown == 1 ? "it" : "them", st.files_unknown == 1 ? "it" : "them", o.store_path ? ", and the --store has no record of " : "",
 			o.store_path ? (st.files_unknown == 1 ? "it from a proxy run" : "them from a proxy run") : "");
 	if (st.conflicts)
 		fprintf(stderr, "topfetch collect: %llu path%s named with two different files (see the target errors "

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "proxy/proxy.h"
@@ -24,7 +26,22 @@ typedef struct run {
 	cli_progress progress;
 	bool session_failed;
 	uint64_t last_sig;
+	int worst; /* the worst exit code of the builds followed so far */
+	unsigned foreign_said;
+	const char *bep;
 } run;
+
+static int report(run *r, bool forced, int fr, const tf_session_stats *st, const tf_error *err);
+
+/* Now, as Bazel's BuildStarted.start_time_millis counts (a build that started
+ * before this is not ours to collect). */
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void on_problem(const char *message, void *user)
 {
@@ -37,7 +54,25 @@ static void on_lost(const tf_lost_output *l, void *user)
 	run *r = user;
 
 	px_note_lost(r->px, l->action_key);
-	cli_report_lost(&r->progress, l, "lookups of that action now answer a cache miss");
+	cli_report_lost(&r->progress, l,
+			"lookups of that action now answer a cache miss, so the next build runs it again (a Bazel "
+			"before 6.1 that holds the action in memory never asks: run `bazel shutdown` first)");
+}
+
+/* A build of the followed file ended: its summary, as one run's. */
+static void on_build_done(const char *uuid, const tf_session_stats *st, int status, const char *why, void *user)
+{
+	run *r = user;
+	tf_error err = { .code = status };
+	int code;
+
+	snprintf(err.message, sizeof(err.message), "%s", why ? why : "");
+	cli_progress_clear(&r->progress);
+	fprintf(stderr, "topfetch proxy: build %s ended\n", uuid);
+	code = report(r, false, status, st, &err);
+	if (code > r->worst)
+		r->worst = code;
+	px_new_build(r->px); /* validation asks about each blob again in the next build */
 }
 
 static void progress_line(run *r)
@@ -77,6 +112,12 @@ static void main_turn(run *r, int timeout_ms)
 
 	poll(pf, 2, timeout_ms);
 	px_run(r->px);
+	if (tf_session_foreign_builds(r->s) && !r->foreign_said++)
+		cli_progress_error(&r->progress,
+				   "topfetch proxy: another build uses this proxy (cache requests came while no build was "
+				   "written to %s). It gets correct cache answers, but its artifacts are not collected: "
+				   "only builds whose --build_event_binary_file is that file are. Run it after the "
+				   "current build with that flag, or give it a proxy of its own.", r->bep);
 	if (tf_session_dispatch(r->s, 0, &err) < 0) {
 		if (!r->session_failed)
 			cli_progress_error(&r->progress,
@@ -126,11 +167,10 @@ static int report(run *r, bool forced, int fr, const tf_session_stats *st, const
 	if (st->files_unknown)
 		fprintf(stderr,
 			"topfetch proxy: %llu file%s of completed targets had no digest: no ActionResult that passed through "
-			"the proxy (in this run or, with --store, an earlier one) names %s. Outputs of actions Bazel does "
-			"not cache (sh_binary's symlink, for one) are never in the cache; the failed targets in the BEP "
-			"name the files.\n",
+			"the proxy (in this run or, with --store, an earlier one) names %s, and Bazel's output tree does "
+			"not hold %s either (its file:// URI); the failed targets in the BEP name the files.\n",
 			(unsigned long long)st->files_unknown, st->files_unknown == 1 ? "" : "s",
-			st->files_unknown == 1 ? "it" : "them");
+			st->files_unknown == 1 ? "it" : "them", st->files_unknown == 1 ? "it" : "them");
 	if (forced)
 		return EXIT_INTERRUPTED;
 	if (fr < 0) {
@@ -149,7 +189,7 @@ int cmd_proxy(int argc, char **argv)
 	const char *listen = NULL, *bep = NULL, *mode = NULL, *groups_csv = NULL;
 	cli_list headers = { 0 }, regexes = { 0 }, groups = { 0 };
 	char *groups_buf = NULL, why[PX_MESSAGE_MAX];
-	bool listen_any = false, exit_after_build = false, forced = false;
+	bool listen_any = false, exit_after_build = false, forced = false, series;
 	struct sockaddr_storage ss;
 	px_http *http = NULL;
 	tf_session_stats st = { 0 };
@@ -158,6 +198,7 @@ int cmd_proxy(int argc, char **argv)
 	int rc, fr = 0;
 
 	tf_remote_options_init(&o.remote);
+	po.validate = true;
 	const cli_flag flags[] = {
 		{ "listen", CLI_STRING, &listen, "HOST:PORT",
 		  "Where Bazel connects (bazel --remote_cache=http://HOST:PORT). Loopback only (127.0.0.1:PORT, "
@@ -175,23 +216,30 @@ int cmd_proxy(int argc, char **argv)
 		{ "bep_follow", CLI_STRING, &bep, "FILE",
 		  "Follow the build's BEP as Bazel writes it (its --build_event_binary_file; it need not exist "
 		  "yet): each TargetComplete makes its files top-level and they are fetched during the build. "
-		  "One build per proxy run." },
+		  "Builds one after another each have their own session: a new BuildStarted uuid at the start of "
+		  "the file (Bazel rewrites it per build) starts the next one; a build that started before the "
+		  "proxy is never taken. Every session shares the store." },
 		{ "exit_after_build", CLI_BOOL, &exit_after_build, "",
-		  "With --bep_follow: stop on our own once the followed BEP reached last_message and every fetch "
-		  "ended (for CI: start the proxy in the background, run bazel, wait for the proxy)." },
+		  "With --bep_follow: wait for a build that started after the proxy, and stop on our own once its "
+		  "BEP reached last_message and every fetch ended (for CI: start the proxy in the background, run "
+		  "bazel, wait for the proxy)." },
+		{ "build_event_dir", CLI_STRING, &o.build_event_dir, "DIR",
+		  "With --bep_follow: write each build's gated BEP as DIR/<invocation id>.bin and .json." },
 		{ "remote_download_outputs", CLI_STRING, &mode, "toplevel|all|minimal",
 		  "Which outputs to fetch: of top-level targets (default), of every action, or only what "
 		  "--remote_download_regex asks for." },
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
 		  "Also fetch every output whose exec-root-relative path matches (POSIX extended); repeatable." },
 		{ "output_groups", CLI_STRING, &groups_csv, "A,B",
-		  "Output groups of a completed target whose files are wanted (default: default)." },
+		  "Output groups of a completed target whose files are wanted (default: every group the "
+		  "TargetComplete lists, as Bazel's --output_groups asked, hidden '_' groups excepted)." },
 		{ "remote_validate_outputs", CLI_BOOL, &po.validate, "",
 		  "On an action cache hit, check (HEAD) that every output blob, Tree and stdout/stderr it names is "
-		  "still in the cache; if one is gone, answer a miss so the action runs again." },
+		  "still in the cache; if one is gone, answer a miss so the action runs again. On by default; "
+		  "--noremote_validate_outputs turns it off." },
 		{ "build_event_binary_file", CLI_STRING, &o.build_event_binary_file, "FILE",
 		  "Write the followed BEP again, each TargetComplete only once its files are in place, with digest "
-		  "and length filled in." },
+		  "and length filled in (each new build rewrites it)." },
 		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
 		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
 		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
@@ -252,8 +300,13 @@ int cmd_proxy(int argc, char **argv)
 	o.policy.n_regexes = regexes.n;
 	o.policy.output_groups = groups.items;
 	o.policy.n_output_groups = groups.n;
+	o.policy.listed_groups = !groups_csv; /* Bazel's own: the groups each TargetComplete lists */
 	o.on_lost = on_lost;
+	o.on_build_done = on_build_done;
+	o.on_note = on_problem;
 	o.user = &r;
+	series = bep && strcmp(bep, "-") != 0;
+	r.bep = bep;
 	po.remote = &o.remote;
 
 	r.px = px_new(&po, &err); /* before the session: it makes a missing disk cache directory */
@@ -262,7 +315,8 @@ int cmd_proxy(int argc, char **argv)
 		goto out;
 	}
 	r.s = tf_session_new(&o, &err);
-	if (!r.s || (bep && tf_session_add_bep_file(r.s, bep, &err) < 0)) {
+	if (!r.s || (series && tf_session_follow_builds(r.s, bep, wall_ms(), &err) < 0) ||
+	    (bep && !series && tf_session_add_bep_file(r.s, bep, &err) < 0)) {
 		cli_eprintf("topfetch proxy: %s\n", err.message);
 		goto out;
 	}
@@ -288,7 +342,9 @@ int cmd_proxy(int argc, char **argv)
 	}
 
 	/* Serve until a signal, or (--exit_after_build) the followed build ended. */
-	while (!cli_interrupted && !(exit_after_build && (tf_session_bep_complete(r.s) || r.session_failed))) {
+	while (!cli_interrupted &&
+	       !(exit_after_build && (r.session_failed || (series ? tf_session_builds_done(r.s) > 0
+								   : tf_session_bep_complete(r.s))))) {
 		main_turn(&r, 50);
 		progress_line(&r);
 	}
@@ -318,7 +374,17 @@ int cmd_proxy(int argc, char **argv)
 		fr = tf_session_finish(r.s, &st, &err);
 		cli_progress_clear(&r.progress);
 	}
-	rc = report(&r, forced, fr, &st, &err);
+	if (!series || forced)
+		rc = report(&r, forced, fr, &st, &err);
+	else if (fr < 0 && !tf_session_builds_done(r.s))
+		rc = report(&r, false, fr, &st, &err);
+	else if (!tf_session_builds_done(r.s)) {
+		fprintf(stderr, "topfetch proxy: no build was followed: %s %s\n", bep,
+			access(bep, F_OK) ? "was never created"
+					  : "holds only a build that started before the proxy (the next build rewrites it)");
+		rc = EXIT_BAD_INPUT;
+	} else
+		rc = r.worst;
 out:
 	if (http) {
 		px_close(r.px);

@@ -207,6 +207,11 @@ typedef struct tf_policy {
 	 * (topfetch collect's --remote_download_regex.) */
 	const char *const *filter_regexes;
 	size_t n_filter_regexes;
+	/* Every output group a completed target lists is wanted (Bazel lists
+	 * the groups it was asked for: default, and those --output_groups
+	 * added), except hidden ones (a name starting with '_') unless
+	 * output_groups names them. Added last. */
+	bool listed_groups;
 } tf_policy;
 
 /* ---- session: one build ------------------------------------------------------ */
@@ -258,6 +263,8 @@ typedef struct tf_decision {
 /* A name for a reason ("mode all", "regex", ...). Never NULL. */
 TF_API const char *tf_decision_reason_name(tf_decision_reason r);
 
+struct tf_session_stats;
+
 typedef struct tf_session_options {
 	tf_remote_options remote;
 	/* Files land at output_dir/<exec-root-relative path>, as in Bazel's
@@ -295,6 +302,20 @@ typedef struct tf_session_options {
 	 * So no front end has to apply the policy again. May be NULL; gets
 	 * `user`. Added after the fields above: zero-initialise the options. */
 	void (*on_decision)(const tf_decision *d, void *user);
+	/* With tf_session_follow_builds: called (in the caller's thread) when a
+	 * build of the followed file ended — its last event released and every
+	 * fetch settled, or its file replaced before last_message. uuid is its
+	 * BuildStarted uuid; stats are that build's counters; status is 0, or
+	 * -ENODATA with why for a stream that ended without last_message, or
+	 * the sink/store error. May be NULL; gets `user`. Added last. */
+	void (*on_build_done)(const char *uuid, const struct tf_session_stats *stats, int status, const char *why,
+			      void *user);
+	/* With tf_session_follow_builds: also write each build's gated BEP as
+	 * build_event_dir/<uuid>.bin and .json. May be NULL. */
+	const char *build_event_dir;
+	/* Notes for the user that are no error (a build in the followed file
+	 * not taken, and why), one line each. May be NULL; gets `user`. */
+	void (*on_note)(const char *message, void *user);
 	/* Called (in the caller's thread) for every completed target that
 	 * topfetch posts with success false because its files could not all be
 	 * put in place (lost, corrupt, two digests for one path, a broken named
@@ -348,6 +369,33 @@ TF_API int tf_session_build_event(tf_session *s, const void *event, size_t len, 
  * and posts it as tf_session_build_event would. The file need not exist yet
  * (Bazel creates it when the build starts). One per session. Does not block. */
 TF_API int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *err);
+
+/* Follows a BEP file across builds, one after another (a long-running
+ * proxy): instead of tf_session_add_bep_file. A build is the stream that
+ * begins with a BuildStarted event. A build the file held when this was
+ * called, or later in that same file (inode), whose start time
+ * (start_time_millis) is before not_before_ms (the follower's own start) is
+ * never taken: it is an earlier build's; nor is one whose uuid was already
+ * followed. A file created after this call is a new build whatever its
+ * start time (a replayed recording). When the file is replaced or truncated
+ * and begins with a new build, that build becomes the current one as soon
+ * as the previous one ended (its fetches settled): each build gets fresh
+ * event sinks (build_event_binary_file/json rewritten, build_event_dir/<uuid>
+ * added), fresh counters and its own on_build_done; the store, and so
+ * every output recorded in an earlier build, is shared. Does not block. */
+TF_API int tf_session_follow_builds(tf_session *s, const char *path, int64_t not_before_ms, tf_error *err);
+
+/* Builds of the followed file that ended (on_build_done was called). */
+TF_API uint64_t tf_session_builds_done(const tf_session *s);
+
+/* Times action results were reported (tf_session_action_executed) while no
+ * build of the followed file was current, and no build showed up in it
+ * within two seconds: another build (another workspace, or a Bazel writing
+ * its BEP elsewhere) uses the same proxy. Its results are recorded in the
+ * store, but no TargetComplete of it is ever seen, so its artifacts are not
+ * collected. A result of such a build while a followed one is current
+ * cannot be told apart. */
+TF_API uint64_t tf_session_foreign_builds(const tf_session *s);
 
 /* The followed BEP reached its last_message event. */
 TF_API bool tf_session_bep_complete(const tf_session *s);

@@ -30,6 +30,7 @@
 
 #define PX_LOST_MAX ((size_t)1 << 20)  /* remembered lost actions (the store has them all) */
 #define PX_VALIDATE_MAX_BLOBS 100000   /* output blobs checked per ActionResult */
+#define PX_PRESENT_MAX ((size_t)1 << 22) /* blobs known present in this build (validation) */
 
 typedef enum px_ask {
 	PX_ASK_HIT,     /* a lookup found this result: record it unless the action is lost */
@@ -64,6 +65,8 @@ struct px_proxy {
 	/* actions answered as misses (values unused) */
 	pthread_mutex_t lost_mu;
 	tf__map lost;
+	/* blobs validation found upstream during this build ("hash/size"; values unused) */
+	tf__map present;
 	tf_session *s; /* the session's thread only */
 };
 
@@ -123,6 +126,7 @@ px_proxy *px_new(const px_options *o, tf_error *err)
 	pthread_cond_init(&p->bq_cv, NULL);
 	pthread_mutex_init(&p->lost_mu, NULL);
 	tf__map_init(&p->lost);
+	tf__map_init(&p->present);
 	p->validate = o->validate;
 	p->on_problem = o->on_problem;
 	p->user = o->user;
@@ -165,6 +169,7 @@ void px_free(px_proxy *p)
 	pthread_cond_destroy(&p->bq_cv);
 	pthread_mutex_destroy(&p->lost_mu);
 	tf__map_fini(&p->lost);
+	tf__map_fini(&p->present);
 	free(p);
 }
 
@@ -223,6 +228,47 @@ void px_note_lost(px_proxy *p, const char *action_key)
 {
 	if (action_key && tf__is_sha256_hex(action_key, strlen(action_key)))
 		lost_add(p, action_key);
+}
+
+void px_new_build(px_proxy *p)
+{
+	pthread_mutex_lock(&p->lost_mu);
+	tf__map_fini(&p->present);
+	tf__map_init(&p->present);
+	pthread_mutex_unlock(&p->lost_mu);
+}
+
+static void present_key(const tf_digest *d, char *key, size_t n)
+{
+	snprintf(key, n, "%s/%lld", d->hash, (long long)d->size);
+}
+
+/* Drops from v the blobs already found upstream in this build. */
+static size_t drop_present(px_proxy *p, tf_digest *v, size_t n)
+{
+	char key[TF_HASH_HEX_LEN + 32];
+	size_t k = 0;
+
+	pthread_mutex_lock(&p->lost_mu);
+	for (size_t i = 0; i < n; i++) {
+		present_key(&v[i], key, sizeof(key));
+		if (!tf__map_get(&p->present, key))
+			v[k++] = v[i];
+	}
+	pthread_mutex_unlock(&p->lost_mu);
+	return k;
+}
+
+static void note_present(px_proxy *p, const tf_digest *v, size_t n)
+{
+	char key[TF_HASH_HEX_LEN + 32];
+
+	pthread_mutex_lock(&p->lost_mu);
+	for (size_t i = 0; i < n && p->present.n < PX_PRESENT_MAX; i++) {
+		present_key(&v[i], key, sizeof(key));
+		tf__map_put(&p->present, key, p);
+	}
+	pthread_mutex_unlock(&p->lost_mu);
 }
 
 void px_set_session(px_proxy *p, tf_session *s)
@@ -397,7 +443,11 @@ static int validate(px_proxy *p, const unsigned char *ar, size_t len, char *why,
 			 PX_VALIDATE_MAX_BLOBS);
 		return 0;
 	}
-	r = dl_find_missing(p->up, TF_AREA_CAS, v, nv, &missing, why, n);
+	/* One HEAD per blob and build: the rest were found before. */
+	nv = drop_present(p, v, nv);
+	r = nv ? dl_find_missing(p->up, TF_AREA_CAS, v, nv, &missing, why, n) : 1;
+	if (r == 1)
+		note_present(p, v, nv);
 	if (r == 0)
 		snprintf(why, n, "output blob %s/%lld is missing %s", v[missing].hash, (long long)v[missing].size,
 			 p->disk ? "from the disk cache" : "upstream");

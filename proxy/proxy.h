@@ -81,6 +81,10 @@ int px_fd(const px_proxy *p);
  * Returns how many. Only on the session's thread. */
 int px_run(px_proxy *p);
 
+/* A new build began: blobs validation found upstream are asked about again
+ * (each is checked once per build). Any thread. */
+void px_new_build(px_proxy *p);
+
 /* The session reported a lost output of action_key: its lookups answer a
  * miss from now on (until a new result for it is uploaded). */
 void px_note_lost(px_proxy *p, const char *action_key);

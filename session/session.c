@@ -26,6 +26,7 @@
 #include "store/store.h"
 
 #define TREE_MAX_BYTES (64u << 20)
+#define FOREIGN_GRACE_NS 2000000000ull /* results this long before a followed build started are another's */
 
 /* A target (its gate ticket) waiting for a file or a Tree. */
 typedef struct waiter {
@@ -42,6 +43,7 @@ typedef struct want {
 	st_kind kind;
 	enum { W_FETCHING, W_DONE, W_FAILED } state;
 	char *failure; /* W_FAILED: why */
+	char *label;   /* a target that wanted it (for messages), or NULL */
 	waiter *waiters;
 	bool by_target; /* a completed target named it */
 	char *conflict; /* targets named it with two digests in this build: why */
@@ -80,6 +82,22 @@ struct tf_session {
 	tf_error sticky_err;
 	char *bep_path;      /* followed BEP file ("-": stdin), until complete */
 	ev_reader *bep;
+	/* tf_session_follow_builds: one build after another in bep_path. */
+	bool series;
+	int64_t not_before_ms;
+	char uuid[128];      /* the current build's BuildStarted uuid; "" between builds */
+	char done_uuid[128]; /* the last build that ended */
+	char noted_uuid[128]; /* the last earlier build said not to be followed */
+	struct stat cur;     /* bep_path as it was when the current build was taken */
+	struct stat probed;  /* bep_path when last found to hold no new build */
+	struct stat initial; /* bep_path when the following began (had_file) */
+	bool had_file;
+	bool have_probed;
+	uint64_t builds_done;
+	tf_error unreadable; /* the current build's BEP cannot be read further */
+	uint64_t orphan_since_ns; /* an ActionResult passed while no followed build was current */
+	uint64_t foreign;         /* of which were not the next followed build's own */
+	ev_writer *dir_bin, *dir_json; /* build_event_dir/<uuid>.bin, .json */
 	ses_synth *synth;    /* a synthesized build's bookkeeping (synth.c) */
 	uint64_t synth_posted;       /* events posted for it */
 	uint64_t synth_written_base; /* events_written when it started */
@@ -125,6 +143,10 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		return r;
 	if (s->json && (r = ev_writer_write(s->json, ev->msg, err)) < 0)
 		return r;
+	if (s->dir_bin && (r = ev_writer_write(s->dir_bin, ev->msg, err)) < 0)
+		return r;
+	if (s->dir_json && (r = ev_writer_write(s->dir_json, ev->msg, err)) < 0)
+		return r;
 	if (s->pub && (r = ev_pub_send(s->pub, ev->msg, err)) < 0)
 		return r;
 	if (s->o.on_event) {
@@ -156,6 +178,10 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		if (s->bin && (r = ev_writer_flush(s->bin, err)) < 0)
 			return r;
 		if (s->json && (r = ev_writer_flush(s->json, err)) < 0)
+			return r;
+		if (s->dir_bin && (r = ev_writer_flush(s->dir_bin, err)) < 0)
+			return r;
+		if (s->dir_json && (r = ev_writer_flush(s->dir_json, err)) < 0)
 			return r;
 	}
 	s->stats.events_written++;
@@ -312,8 +338,10 @@ static void target_conflict(tf_session *s, want *w, const tf_digest *dg, bool ex
 }
 
 /* Wants the output at path (file or tree file) in place; target t (a gate
- * ticket, 0 for none) waits for it. */
-static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, uint64_t t)
+ * ticket, 0 for none) waits for it. label: the target it is for, when known
+ * (named in a lost-file report). */
+static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool exec, uint64_t t,
+		      const char *label)
 {
 	const char *dest = dest_of(s, path);
 	bool exec_layout = !s->o.short_paths;
@@ -372,6 +400,8 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	}
 	w->digest = *dg;
 	w->executable = exec;
+	if (label && !w->label)
+		w->label = strdup(label); /* only for messages: out of memory leaves it unnamed */
 	w->by_target |= t != 0;
 	free(w->failure);
 	w->failure = NULL;
@@ -416,7 +446,7 @@ static void report_lost(tf_session *s, const tf_fetch_done *d, const want *w, co
 		.path = w->path,
 		.digest = d->digest,
 		.action_key = rec && rec->o.action_key ? rec->o.action_key : NULL,
-		.target = rec && rec->o.target ? rec->o.target : NULL,
+		.target = rec && rec->o.target ? rec->o.target : w->label,
 		.message = d->message,
 	};
 	if (s->o.on_lost)
@@ -514,10 +544,10 @@ static int on_tree_entry(const chk_tree_entry *e, void *user)
 	if (e->kind != CHK_ENTRY_FILE)
 		return 0;
 	if (c->tr->fetch_all || chk_policy_fetch_on_execution(&s->policy, e->path))
-		want_file(s, e->path, &e->digest, e->executable, 0);
+		want_file(s, e->path, &e->digest, e->executable, 0, c->tr->label);
 	if (chk_policy_file_wanted(&s->policy, e->path))
 		for (waiter *w = c->tr->waiters; w; w = w->next)
-			want_file(s, e->path, &e->digest, e->executable, w->t);
+			want_file(s, e->path, &e->digest, e->executable, w->t, c->tr->label);
 	return 0;
 }
 
@@ -664,7 +694,7 @@ static int on_action_output(const chk_output *out, void *user, tf_error *err)
 		return r;
 	decide(s, &d);
 	if (o->kind == ST_KIND_FILE && out->wanted)
-		want_file(s, o->path, &out->digest, o->executable, 0);
+		want_file(s, o->path, &out->digest, o->executable, 0, o->target);
 	/* The Tree is small: read it now, so every file of the directory is
 	 * known by path and digest whether or not it is fetched. */
 	if (o->kind == ST_KIND_DIRECTORY)
@@ -681,6 +711,8 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 	if (r < 0)
 		return r;
 	s->stats.actions++;
+	if (s->series && !s->bep && !s->orphan_since_ns)
+		s->orphan_since_ns = tf__now_ns();
 	r = st_action_put(s->store, action_key, target_label, err);
 	if (r == 0)
 		r = st_action_clear_lost(s->store, action_key, err);
@@ -721,60 +753,51 @@ static bool record_digest(tf_session *s, uint64_t t, const char *path, const st_
 	return false;
 }
 
-/* A symlink output a completed target wants: made at its destination when
- * its target stays inside the output tree (relative, never climbing above
- * the output folder); otherwise the target fails naming it, so a target is
- * never posted successful with its symlink missing (or pointing at
- * /etc/passwd). */
-static void place_symlink(tf_session *s, uint64_t t, const char *path, const char *target)
-{
-	const char *dest = dest_of(s, path), *leaf;
-	char why[2 * TF__PATH_MAX + 256], tmp[64], have[TF__PATH_MAX + 1];
-	int depth = 0, dfd;
-	tf_error err = { 0 };
-	ssize_t n;
-
-	/* Folders above the link, then each component of the target. */
-	for (const char *p = dest; (p = strchr(p, '/')); p++)
-		depth++;
-	for (const char *p = target; p && *p; p = strchr(p, '/') ? strchr(p, '/') + 1 : NULL) {
-		size_t len = strcspn(p, "/");
-		if (len == 2 && !strncmp(p, "..", 2))
-			depth--;
-		else if (len && !(len == 1 && *p == '.'))
-			depth++;
-		if (depth < 0)
-			break;
-	}
-	if (!target || !*target || target[0] == '/' || depth < 0 || strlen(target) > TF__PATH_MAX) {
-		snprintf(why, sizeof(why), "symlink output %s points to '%.200s', outside the output tree; refused",
-			 path, target ? target : "");
-		target_fail(s, t, why);
-		return;
-	}
-	if (tf__path_check(dest, "a symlink output", &err) < 0 ||
-	    (dfd = tf__open_parent_beneath(s->rootfd, dest, true, &leaf, &err)) < 0) {
-		target_fail(s, t, err.message);
-		return;
-	}
-	n = readlinkat(dfd, leaf, have, sizeof(have) - 1);
-	if (n >= 0 && (have[n] = '\0', !strcmp(have, target))) {
-		close(dfd);
-		return; /* already in place */
-	}
-	/* Atomically, as files are: a temporary link renamed over the leaf. */
-	static unsigned long long seq; /* (one session thread places links) */
-	snprintf(tmp, sizeof(tmp), DL_TMP_PREFIX "%ld.l%llu", (long)getpid(), ++seq);
-	if (symlinkat(target, dfd, tmp) < 0 || renameat(dfd, tmp, dfd, leaf) < 0) {
-		snprintf(why, sizeof(why), "cannot make the symlink %s -> %.200s: %s", dest, target, strerror(errno));
-		unlinkat(dfd, tmp, 0);
-		target_fail(s, t, why);
-	}
-	close(dfd);
-}
-
 /* Decides about one file a completed target names in group, and wants it
  * when it is wanted (t is the target's gate ticket, 0 when not waited for). */
+/* A wanted file of a completed target that no executed action reported (a
+ * local action Bazel does not cache): copied from Bazel's own output tree
+ * through the event's file:// URI, hashed while copied, recorded. false when
+ * the file exists nowhere (the caller reports it). */
+static bool copy_local(tf_session *s, uint64_t t, const char *path, char *src)
+{
+	tf_digest dg = { .hash = "" };
+	tf_error err = { 0 };
+	struct stat sb;
+	bool exec = false;
+	int r;
+
+	if (!src)
+		return false;
+	r = ses_copy_local(src, s->rootfd, dest_of(s, path), &exec, &dg, &err);
+	free(src);
+	if (r == -ENOENT)
+		return false;
+	s->stats.files_wanted++;
+	if (r < 0) {
+		s->stats.failed++;
+		if (t)
+			target_fail(s, t, err.message);
+		return true;
+	}
+	s->stats.files_fetched++;
+	s->stats.bytes_fetched += (uint64_t)dg.size;
+	if (t && (r = ev_gate_file_digest(s->gate, path, &dg, &err)) < 0)
+		note_error(s, r, &err);
+	if (!s->o.short_paths) {
+		st_output o = { .path = path, .hash = dg.hash, .size = dg.size, .executable = exec, .kind = ST_KIND_FILE };
+		st_local loc;
+		if (put_output(s, &o, &err) < 0)
+			note_error(s, err.code ? err.code : -EIO, &err);
+		else if (fstatat(s->rootfd, path, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+			st_local_from_stat(&sb, &loc);
+			if ((r = st_output_set_state(s->store, path, ST_LOCAL, &loc, dg.hash, &err)) < 0)
+				note_error(s, r, &err);
+		}
+	}
+	return true;
+}
+
 static void target_file(tf_session *s, uint64_t t, const char *label, bool target_wanted, const char *group,
 			const BuildEventStream__File *f)
 {
@@ -836,15 +859,17 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			if (record_digest(s, t, path, &rec, &dg))
 				read_tree(s, path, &dg, rec.o.action_key, rec.o.target, false, t);
 		} else if (rec.o.kind == ST_KIND_SYMLINK) {
-			/* Symlinks carry no bytes: made here, if they stay inside. */
-			place_symlink(s, t, path, rec.o.symlink_target);
+			/* Symlinks carry no bytes: made again where they stay inside. */
+			char fail[TF__PATH_MAX * 2 + TF_ERROR_MESSAGE_MAX + 128];
+			if (ses_make_symlink(s->rootfd, dest_of(s, path), rec.o.symlink_target, fail, sizeof(fail)) < 0)
+				target_fail(s, t, fail);
 		} else if (record_digest(s, t, path, &rec, &dg)) {
 			/* The event's own digest (Bazel 7+) is what this build made;
 			 * the store may hold an earlier target's or build's. */
 			tf_digest ed;
 			if (f->digest && *f->digest && tf_digest_parse(f->digest, f->length, &ed, NULL) == 0)
 				dg = ed;
-			want_file(s, path, &dg, rec.o.executable, t);
+			want_file(s, path, &dg, rec.o.executable, t, label);
 		}
 	} else if (known_digest) {
 		/* Located by the event's digest or bytestream:// URI. */
@@ -852,7 +877,7 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		tf_error err = { 0 };
 		if (put_output(s, &o, &err) < 0)
 			note_error(s, err.code ? err.code : -EIO, &err);
-		want_file(s, path, &dg, false, t);
+		want_file(s, path, &dg, false, t, label);
 	} else {
 		/* A file of a directory output whose Tree is still being read is
 		 * known once the read ends: wait for that tree. */
@@ -867,7 +892,10 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			}
 		}
 		free(dir);
-		if (!waiting && bad.code) {
+		if (!waiting && !bad.code &&
+		    copy_local(s, t, path, f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL)) {
+			/* An output no cache holds, copied from Bazel's output tree. */
+		} else if (!waiting && bad.code) {
 			/* A digest that is there but unusable (a length of 2^63):
 			 * the target fails naming it; this is not Bazel-before-7's
 			 * missing digest. */
@@ -882,6 +910,155 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		}
 	}
 	free(path);
+}
+
+/* A file outside the named sets a completed target or a test needs (a
+ * runfile, a test log), by exec path: from the store's record, else copied
+ * from Bazel's output tree at src (taken). t (0: none) waits for it. */
+static void want_extra(tf_session *s, uint64_t t, const char *label, const char *path, char *src)
+{
+	char why[TF__PATH_MAX + 256];
+	st_record rec;
+	tf_digest dg;
+	int found = lookup(s, path, &rec);
+
+	if (found == 1 && rec.o.kind == ST_KIND_DIRECTORY && rec.o.hash &&
+	    tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL) == 0) {
+		free(src);
+		read_tree(s, path, &dg, rec.o.action_key, rec.o.target ? rec.o.target : label, t == 0, t);
+	} else if (found == 1 && rec.o.kind == ST_KIND_FILE && rec.o.hash &&
+		   tf_digest_parse(rec.o.hash, rec.o.size, &dg, NULL) == 0) {
+		free(src);
+		want_file(s, path, &dg, rec.o.executable, t, label);
+	} else if (found >= 0 && !copy_local(s, t, path, src)) {
+		s->stats.files_unknown++;
+		snprintf(why, sizeof(why), "no digest known for %s, and Bazel's output tree does not hold it", path);
+		if (t)
+			target_fail(s, t, why);
+	} else if (found < 0) {
+		free(src);
+	}
+}
+
+/* The exec path (bazel-out/...) of an absolute path into Bazel's exec root,
+ * malloc'd; NULL when it is not below a bazel-out folder. */
+static char *exec_path_of(const char *abs)
+{
+	const char *p = abs ? strstr(abs, "/bazel-out/") : NULL;
+	char *out;
+
+	if (!p || !(out = strdup(p + 1)))
+		return NULL;
+	if (tf__path_check(out, "a path in Bazel's output tree", NULL) < 0) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* Bazel's --remote_download_toplevel fetches the runfiles of a top-level
+ * executable too. The BEP does not list them; the runfiles manifest Bazel
+ * writes beside the executable (locally, in every mode) does: each of its
+ * lines whose target is an output (below bazel-out) is wanted by t. */
+static void want_runfiles(tf_session *s, uint64_t t, const char *label, ev_event *ev)
+{
+	const BuildEventStream__File *f;
+	tf_error xerr = { 0 };
+	char **mans = NULL, *line = NULL;
+	size_t n = 0, cap = 0;
+
+	if (ev_sets_expand_target(s->sets, ev, "default", &xerr) < 0)
+		return;
+	while ((f = ev_sets_expand_next(s->sets))) {
+		char *src = f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL;
+		char *man = NULL;
+		if (src && asprintf(&man, "%s.runfiles_manifest", src) >= 0 && access(man, R_OK) == 0) {
+			if (n == cap) {
+				char **nm = realloc(mans, (cap ? 2 * cap : 4) * sizeof(*mans));
+				if (nm) {
+					mans = nm;
+					cap = cap ? 2 * cap : 4;
+				}
+			}
+			if (n < cap) {
+				mans[n++] = man;
+				man = NULL;
+			}
+		}
+		free(man);
+		free(src);
+	}
+	for (size_t i = 0; i < n; i++) {
+		FILE *fp = fopen(mans[i], "re");
+		size_t lcap = 0;
+		ssize_t len;
+		while (fp && (len = getline(&line, &lcap, fp)) > 0) {
+			char *sp = strchr(line, ' '), *path;
+			if (line[len - 1] == '\n')
+				line[len - 1] = 0;
+			if (!sp || !(path = exec_path_of(sp + 1)))
+				continue;
+			want_extra(s, t, label, path, strdup(sp + 1));
+			free(path);
+		}
+		if (fp)
+			fclose(fp);
+		free(mans[i]);
+	}
+	free(line);
+	free(mans);
+}
+
+/* Outputs a test action may have beside its test.log. */
+static const char *const test_outputs[] = {
+	"test.xml", "test.outputs/outputs.zip", "test.outputs_manifest/MANIFEST",
+	"test.outputs_manifest/ANNOTATIONS", "test.outputs_manifest/ANNOTATIONS.pb", "test.warnings",
+	"test.raw_splitlogs/test.splitlogs", "coverage.dat", "test.cache_status",
+};
+
+/* A TestResult: its test.log, test.xml (and any other test action output
+ * below bazel-out) are wanted, as Bazel's --remote_download_toplevel
+ * fetches them into bazel-testlogs. Not held: the files are fetched while
+ * the build goes on. */
+static void on_test_result(tf_session *s, ev_event *ev)
+{
+	BuildEventStream__TestResult *tr = ev->msg->test_result;
+	const char *label = ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TEST_RESULT &&
+					    ev->msg->id->test_result->label
+				    ? ev->msg->id->test_result->label
+				    : NULL;
+	tf_decision_reason why;
+
+	if (!chk_decide_target(&s->policy, label ? label : "", true, &why))
+		return;
+	char *dir = NULL;
+
+	for (size_t i = 0; i < tr->n_test_action_output; i++) {
+		const BuildEventStream__File *f = tr->test_action_output[i];
+		char *src = f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL;
+		char *path = ev_file_exec_path(f);
+		if (!path)
+			path = exec_path_of(src);
+		if (path && !dir && f->name && !strcmp(f->name, "test.log") && (dir = strdup(path)) &&
+		    strrchr(dir, '/'))
+			*strrchr(dir, '/') = 0;
+		if (path)
+			want_extra(s, 0, label, path, src);
+		else
+			free(src);
+		free(path);
+	}
+	/* A cached result lists test.log only; the test action's other outputs
+	 * its ActionResult recorded are Bazel's downloads too. */
+	for (size_t i = 0; dir && i < sizeof(test_outputs) / sizeof(test_outputs[0]); i++) {
+		char *path = NULL;
+		st_record rec;
+		if (asprintf(&path, "%s/%s", dir, test_outputs[i]) >= 0 && lookup(s, path, &rec) == 1 &&
+		    !tf__map_get(&s->wants, dest_of(s, path)))
+			want_extra(s, 0, label, path, NULL);
+		free(path);
+	}
+	free(dir);
 }
 
 static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
@@ -925,6 +1102,8 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 	}
 	if (!d.wanted)
 		return ev_gate_target(s->gate, ev, false, NULL, err);
+	if (tc->success)
+		want_runfiles(s, t, label, ev);
 	target_settled(s, t, NULL); /* the lookup hold */
 	return 0;
 }
@@ -970,6 +1149,10 @@ static int post_event(tf_session *s, ev_event *ev, tf_error *err)
 		return r < 0 ? r : ev_gate_named_set(s->gate, ev, err);
 	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED:
 		return on_target_complete(s, ev, err);
+	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_TEST_RESULT:
+		if (s->policy.mode != TF_DOWNLOAD_MINIMAL)
+			on_test_result(s, ev);
+		return ev_gate_submit(s->gate, ev, false, NULL, err);
 	default:
 		return ev_gate_submit(s->gate, ev, false, NULL, err);
 	}
@@ -987,7 +1170,7 @@ static int requeue(const st_output *o, void *user)
 	if (o->hash && tf_digest_parse(o->hash, o->size, &dg, NULL) < 0)
 		return -EUCLEAN;
 	if (o->hash) {
-		want_file(s, o->path, &dg, o->executable, 0);
+		want_file(s, o->path, &dg, o->executable, 0, o->target);
 		s->stats.recovered++;
 	}
 	return 0;
@@ -1098,14 +1281,299 @@ bool tf_session_bep_complete(const tf_session *s)
 	return s->bep && ev_reader_complete(s->bep);
 }
 
-/* Posts whatever the followed BEP has that is new. Never waits. */
-static int pump_bep(tf_session *s, tf_error *err)
+/* ---- one build after another in one followed file (tf_session_follow_builds) ---- */
+
+static void free_want(const char *key, void *value, void *user);
+
+int tf_session_follow_builds(tf_session *s, const char *path, int64_t not_before_ms, tf_error *err)
+{
+	int r = tf_session_add_bep_file(s, path, err);
+
+	if (r == 0 && !strcmp(path, "-")) {
+		free(s->bep_path);
+		s->bep_path = NULL;
+		return tf__errf(err, -EINVAL, "builds one after another are followed in a file, not standard input");
+	}
+	if (r == 0) {
+		struct stat st;
+		s->series = true;
+		s->not_before_ms = not_before_ms;
+		/* Only what the file held already may be an earlier build's: a
+		 * file made after this call is a build we are meant to follow
+		 * (a replayed recording, too). */
+		s->had_file = stat(path, &st) == 0;
+		if (s->had_file)
+			s->initial = st;
+	}
+	return r;
+}
+
+uint64_t tf_session_builds_done(const tf_session *s)
+{
+	return s->builds_done;
+}
+
+static bool same_file_state(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static int open_sink(ev_writer **w, const char *dir, const char *uuid, const char *ext, ev_format f, tf_error *err)
+{
+	char *path = NULL;
+
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return tf__errf(err, -errno, "cannot make the folder %s for the builds' event files: %s", dir,
+				strerror(errno));
+	if (asprintf(&path, "%s/%s.%s", dir, uuid, ext) < 0)
+		return tf__errf(err, -ENOMEM, "out of memory");
+	*w = ev_writer_new(path, f, err);
+	free(path);
+	return *w ? 0 : (err->code ? err->code : -EIO);
+}
+
+/* A new build became the current one: its own sinks. The first build uses
+ * the ones tf_session_new opened. */
+static int begin_build(tf_session *s, const char *uuid, tf_error *err)
+{
+	snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+	if (s->o.build_event_binary_file && !s->bin &&
+	    !(s->bin = ev_writer_new(s->o.build_event_binary_file, EV_FORMAT_BINARY, err)))
+		return err->code ? err->code : -EIO;
+	if (s->o.build_event_json_file && !s->json &&
+	    !(s->json = ev_writer_new(s->o.build_event_json_file, EV_FORMAT_JSON, err)))
+		return err->code ? err->code : -EIO;
+	if (s->o.build_event_dir) {
+		int r = open_sink(&s->dir_bin, s->o.build_event_dir, uuid, "bin", EV_FORMAT_BINARY, err);
+		if (r == 0)
+			r = open_sink(&s->dir_json, s->o.build_event_dir, uuid, "json", EV_FORMAT_JSON, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void close_sink(ev_writer **w, int *r, tf_error *e)
+{
+	if (*w && *r == 0)
+		*r = ev_writer_close(*w, e);
+	ev_writer_free(*w);
+	*w = NULL;
+}
+
+/* The current build ended (nothing outstanding): its held events out, its
+ * sinks closed, on_build_done; then fresh per-build state. The store, the
+ * downloader and what they know stay. */
+static int end_build(tf_session *s, bool cut_short)
+{
+	tf_session_stats st;
+	tf_error e = { 0 };
+	uint64_t build;
+	int r = ev_gate_flush(s->gate, &e);
+
+	close_sink(&s->bin, &r, &e);
+	close_sink(&s->json, &r, &e);
+	close_sink(&s->dir_bin, &r, &e);
+	close_sink(&s->dir_json, &r, &e);
+	if (r == 0 && s->sticky) {
+		r = s->sticky;
+		e = s->sticky_err;
+	}
+	if (r == 0)
+		r = st_flush(s->store, &e);
+	if (r == 0 && s->unreadable.code)
+		r = tf__errf(&e, s->unreadable.code, "the BEP of build %s cannot be read further: %s", s->uuid,
+			     s->unreadable.message);
+	else if (r == 0 && cut_short)
+		r = tf__errf(&e, -ENODATA,
+			     "the BEP of build %s ended without last_message (%s was replaced or cut short: the build "
+			     "was interrupted?); its held events were released as they were",
+			     s->uuid, s->bep_path);
+	tf_session_get_stats(s, &st);
+	if (s->o.on_build_done)
+		s->o.on_build_done(s->uuid, &st, r, e.message, s->o.user);
+	s->builds_done++;
+	snprintf(s->done_uuid, sizeof(s->done_uuid), "%s", s->uuid);
+	s->uuid[0] = 0;
+	memset(&s->unreadable, 0, sizeof(s->unreadable));
+	s->have_probed = false;
+	ev_reader_free(s->bep);
+	s->bep = NULL;
+	ev_gate_free(s->gate);
+	ev_sets_free(s->sets);
+	s->gate = ev_gate_new(emit, s);
+	s->sets = ev_sets_new(NULL, &e);
+	tf__map_each(&s->wants, free_want, NULL);
+	tf__map_fini(&s->wants);
+	tf__map_init(&s->wants);
+	memset(&s->stats, 0, sizeof(s->stats));
+	if (!s->gate || !s->sets)
+		return -ENOMEM;
+	return st_build_begin(s->store, &build, &e) < 0 ? -EIO : 0;
+}
+
+/* The first event of bep_path, when it is a BuildStarted: its uuid and start
+ * time. 1 with the reader positioned after it, 0 when there is none (yet). */
+static int first_event(tf_session *s, ev_reader **rd, ev_event **ev)
+{
+	tf_error e = { 0 };
+
+	*rd = ev_reader_new(s->bep_path, NULL, &e);
+	if (!*rd)
+		return 0;
+	if (ev_reader_next(*rd, ev, &e) == 1) {
+		if ((*ev)->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_STARTED &&
+		    (*ev)->msg->started->uuid)
+			return 1;
+		ev_event_unref(*ev);
+	}
+	ev_reader_free(*rd);
+	*rd = NULL;
+	return 0;
+}
+
+/* Is bep_path now another build than the current one (replaced, cut, or
+ * beginning with another uuid)? */
+static bool build_replaced(tf_session *s)
+{
+	struct stat st;
+	ev_reader *rd;
+	ev_event *ev;
+	bool other;
+
+	if (stat(s->bep_path, &st) < 0 || st.st_dev != s->cur.st_dev || st.st_ino != s->cur.st_ino ||
+	    st.st_size < (off_t)ev_reader_offset(s->bep))
+		return true;
+	if (!first_event(s, &rd, &ev))
+		return true;
+	other = strcmp(ev->msg->started->uuid, s->uuid) != 0;
+	ev_event_unref(ev);
+	ev_reader_free(rd);
+	return other;
+}
+
+/* Takes the build bep_path now holds, if it is a new one that started after
+ * not_before_ms. */
+static int take_build(tf_session *s, tf_error *err)
+{
+	struct stat st;
+	ev_reader *rd;
+	ev_event *ev;
+	int r;
+
+	if (stat(s->bep_path, &st) < 0 || (s->have_probed && same_file_state(&st, &s->probed)))
+		return 0;
+	if (!first_event(s, &rd, &ev))
+		return 0; /* not written yet, or not a build's stream: looked at again when it changes */
+	if (s->had_file && st.st_dev == s->initial.st_dev && st.st_ino == s->initial.st_ino &&
+	    ev->msg->started->start_time_millis < s->not_before_ms && s->o.on_note &&
+	    strcmp(s->noted_uuid, ev->msg->started->uuid) != 0) {
+		char note[TF__PATH_MAX + 256];
+		snprintf(s->noted_uuid, sizeof(s->noted_uuid), "%s", ev->msg->started->uuid);
+		snprintf(note, sizeof(note),
+			 "topfetch: %s holds build %s, which started before we did: not followed; waiting for the "
+			 "next build",
+			 s->bep_path, ev->msg->started->uuid);
+		s->o.on_note(note, s->o.user);
+	}
+	if ((s->had_file && st.st_dev == s->initial.st_dev && st.st_ino == s->initial.st_ino &&
+	     ev->msg->started->start_time_millis < s->not_before_ms) ||
+	    !strcmp(ev->msg->started->uuid, s->done_uuid)) {
+		s->probed = st;
+		s->have_probed = true;
+		ev_event_unref(ev);
+		ev_reader_free(rd);
+		return 0;
+	}
+	s->bep = rd;
+	s->cur = st;
+	/* Results just before a build shows up in the file are its own (Bazel
+	 * writes the BEP asynchronously); older ones were another build's. */
+	if (s->orphan_since_ns && tf__now_ns() - s->orphan_since_ns < FOREIGN_GRACE_NS)
+		s->orphan_since_ns = 0;
+	r = begin_build(s, ev->msg->started->uuid, err);
+	if (r == 0)
+		r = ses_post_event(s, ev, err);
+	ev_event_unref(ev);
+	return r;
+}
+
+static int read_bep(tf_session *s, tf_error *err)
 {
 	ev_event *ev;
 	int r;
 
+	while ((r = ev_reader_next(s->bep, &ev, err)) == 1) {
+		r = ses_post_event(s, ev, err);
+		ev_event_unref(ev);
+		if (r < 0)
+			return r;
+	}
+	return r;
+}
+
+uint64_t tf_session_foreign_builds(const tf_session *s)
+{
+	return s->foreign;
+}
+
+static int ses_pump_series(tf_session *s, tf_error *err)
+{
+	if (s->orphan_since_ns && tf__now_ns() - s->orphan_since_ns >= FOREIGN_GRACE_NS) {
+		s->foreign++;
+		s->orphan_since_ns = 0;
+	}
+	if (s->bep) {
+		bool gone = false;
+		int r;
+
+		if (!ev_reader_complete(s->bep)) {
+			r = read_bep(s, err);
+			/* Bytes of another build read as the rest of this one, or a
+			 * stream that cannot be read: either way this build ends
+			 * here (a service goes on with the next one). */
+			if (r < 0 && !(gone = build_replaced(s))) {
+				if (!s->unreadable.code)
+					s->unreadable = *err;
+				gone = true;
+			}
+			if (r == 0 && !ev_reader_complete(s->bep) && ev_reader_at_eof(s->bep))
+				gone = build_replaced(s);
+		}
+		if (!gone && !ev_reader_complete(s->bep))
+			return 0;
+		if (tf_session_outstanding(s) > 0)
+			return 0; /* what it asked for settles first */
+		r = end_build(s, gone);
+		if (r < 0)
+			return tf__errf(err, r, "ending build %s: cannot start the next one", s->done_uuid);
+	}
+	return take_build(s, err);
+}
+
+static int ses_finish_series(tf_session *s, int input, const tf_error *in_err, tf_session_stats *stats, tf_error *err)
+{
+	int r = 0;
+
+	if (input < 0 && err)
+		*err = *in_err;
+	while (tf_downloader_outstanding(s->dl) > 0)
+		tf_downloader_dispatch(s->dl, 1000);
+	if (s->bep)
+		r = end_build(s, !ev_reader_complete(s->bep));
+	if (stats)
+		tf_session_get_stats(s, stats);
+	return input < 0 ? input : r;
+}
+
+/* Posts whatever the followed BEP has that is new. Never waits. */
+static int pump_bep(tf_session *s, tf_error *err)
+{
 	if (!s->bep_path)
 		return 0;
+	if (s->series)
+		return ses_pump_series(s, err);
 	if (!s->bep) {
 		if (!strcmp(s->bep_path, "-"))
 			s->bep = ev_reader_new_fd(0, "standard input", NULL, err);
@@ -1116,13 +1584,7 @@ static int pump_bep(tf_session *s, tf_error *err)
 		if (!s->bep)
 			return err->code ? err->code : -EIO;
 	}
-	while ((r = ev_reader_next(s->bep, &ev, err)) == 1) {
-		r = ses_post_event(s, ev, err);
-		ev_event_unref(ev);
-		if (r < 0)
-			return r;
-	}
-	return r;
+	return read_bep(s, err);
 }
 
 int tf_session_fd(const tf_session *s)
@@ -1152,6 +1614,9 @@ int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 {
 	tf_error in_err = { 0 };
 	int r = 0, input = pump_bep(s, &in_err);
+
+	if (s->series)
+		return ses_finish_series(s, input, &in_err, stats, err);
 
 	if (input == 0 && s->bep_path && !s->bep)
 		input = tf__errf(&in_err, -ENOENT, "the BEP file %s was never created", s->bep_path);
@@ -1213,6 +1678,7 @@ static void free_want(const char *key, void *value, void *user)
 	free(w->path);
 	free(w->dest);
 	free(w->failure);
+	free(w->label);
 	free(w->conflict);
 	free(w);
 }
@@ -1255,6 +1721,8 @@ void tf_session_free(tf_session *s)
 	ses_synth_free(s->synth);
 	ev_writer_free(s->bin);
 	ev_writer_free(s->json);
+	ev_writer_free(s->dir_bin);
+	ev_writer_free(s->dir_json);
 	ev_pub_free(s->pub);
 	st_close(s->store);
 	chk_policy_fini(&s->policy);

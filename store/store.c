@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #if SQLITE_VERSION_NUMBER < 3035000
@@ -1452,6 +1453,41 @@ int st_outputs_count(st_store *s, int state, uint64_t *n, tf_error *err)
 	return r;
 }
 
+/* Size, mtime, inode and device as recorded, but the inode changed well
+ * after the last write (ctime past mtime by more than a second): written in
+ * place with its size and mtime put back (Bazel checks ctime too), or only
+ * chmod'ed or hard-linked. In doubt: the bytes tell. (A file we write gets
+ * its ctime from the rename right after its last write.) */
+static bool in_doubt(const struct stat *sb)
+{
+	int64_t ctime_ns = (int64_t)sb->st_ctim.tv_sec * 1000000000 + (int64_t)sb->st_ctim.tv_nsec;
+	int64_t mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + (int64_t)sb->st_mtim.tv_nsec;
+
+	return ctime_ns > mtime_ns + 1000000000;
+}
+
+/* Do the bytes of leaf (below dirfd, not followed if a symlink) hash to hex? */
+static bool same_bytes(int dirfd, const char *leaf, const char *hex)
+{
+	unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
+	char got[TF_HASH_HEX_LEN + 1];
+	unsigned len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int fd = openat(dirfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	ssize_t n = 0;
+	bool ok = ctx && fd >= 0 && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+
+	while (ok && (n = read(fd, buf, sizeof(buf))) > 0)
+		ok = EVP_DigestUpdate(ctx, buf, (size_t)n);
+	ok = ok && n == 0 && EVP_DigestFinal_ex(ctx, md, &len) && len == 32;
+	if (ok)
+		tf__hex(md, 32, got);
+	if (fd >= 0)
+		close(fd);
+	EVP_MD_CTX_free(ctx);
+	return ok && !strcmp(got, hex);
+}
+
 /* Compares what is on disk with the local record of a LOCAL output. */
 static int check_on_disk(st_store *s, int dirfd, const st_output *o, tf_error *err)
 {
@@ -1480,7 +1516,6 @@ static int check_on_disk(st_store *s, int dirfd, const st_output *o, tf_error *e
 		return tf__errf(err, -e, "store %s: cannot check output '%s': %s", s->path, o->path,
 				strerror(e));
 	}
-	close(pfd);
 	switch (o->kind) {
 	case ST_KIND_DIRECTORY: type_ok = S_ISDIR(sb.st_mode); break;
 	case ST_KIND_SYMLINK: type_ok = S_ISLNK(sb.st_mode); break;
@@ -1491,8 +1526,13 @@ static int check_on_disk(st_store *s, int dirfd, const st_output *o, tf_error *e
 	st_local_from_stat(&sb, &now);
 	if (!type_ok || now.size != o->local.size || now.mtime_ns != o->local.mtime_ns ||
 	    now.ino != o->local.ino || now.dev != o->local.dev)
-		return ST_CHECK_CHANGED;
-	return ST_CHECK_SAME;
+		r = ST_CHECK_CHANGED;
+	else if (o->kind == ST_KIND_FILE && o->hash && in_doubt(&sb))
+		r = same_bytes(pfd, leaf, o->hash) ? ST_CHECK_SAME : ST_CHECK_CHANGED;
+	else
+		r = ST_CHECK_SAME;
+	close(pfd);
+	return r;
 }
 
 int st_output_check_local(st_store *s, int dirfd, const char *path, tf_error *err)

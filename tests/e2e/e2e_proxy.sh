@@ -10,11 +10,11 @@
 #     intermediate's blob and asking at most once per top-level blob.
 #  3. bazel clean, --remote_download_toplevel straight to nginx: what Bazel
 #     itself writes. Build 2's files are byte-identical, executable bits too.
-#  4. The cache loses left.txt's blob; bazel clean; build through the proxy:
-#     the proxy reports the output lost and marks its action.
-#  5. bazel clean, build through a new proxy on the same store: the lookup of
-#     that action is a miss, Bazel runs it again and uploads it, and the proxy
-#     fetches the new left.txt: everything in place.
+#  4. The cache loses left.txt's blob; bazel clean; build through the proxy
+#     with its default --remote_validate_outputs: the lookup of that action is
+#     a miss at once, Bazel runs exactly it again (its processes line, its
+#     execution log) and uploads it, the proxy fetches the new left.txt:
+#     Bazel and the proxy exit 0, no bazel shutdown, no failed build first.
 # Runs under env -i with its own --output_user_root; `bazel shutdown` at exit.
 # A missing bazel fails the test.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
@@ -128,23 +128,32 @@ for f in $top; do
 done
 [ ! -e "$bb/pkg/shared.txt" ] && [ ! -e "$bb/pkg/stage.txt" ] || fail "Bazel downloaded intermediates itself"
 
-# 4. The cache loses left.txt's blob.
+# 4. The cache loses left.txt's blob; bazel clean (a CI job's fresh build);
+# a build through the proxy with its default validation: the lookup of
+# left's action answers a miss at once, Bazel runs exactly that action again
+# and uploads it, the file arrives, everything exits 0.
 h_left=$(sha256sum "$tf_tmp/out2/$bin/left.txt" | cut -d' ' -f1)
 rm "$NGINX_CACHE/cas/$h_left"
 bz clean >/dev/null 2>&1
-build 4 --output_dir="$tf_tmp/out4" --remote_retries=0 --
-[ "$proxy_rc" -eq 1 ] || { cat "$PROXY_LOG"; fail "build 4: proxy exit $proxy_rc, want 1 (a lost output)"; }
-grep -q "lost: $bin/left.txt ($h_left/" "$PROXY_LOG" || fail "build 4: left.txt not reported lost"
-[ ! -e "$tf_tmp/out4/$bin/left.txt" ] || fail "build 4: a lost file is in place"
-
-# 5. The next build runs that action again, and the file arrives.
-bz clean >/dev/null 2>&1
-l5=$(lines)
-build 5 --output_dir="$tf_tmp/out5" --
-[ "$proxy_rc" -eq 0 ] || { cat "$PROXY_LOG"; fail "build 5: proxy exit $proxy_rc"; }
-grep -q 'processes: .*1 processwrapper-sandbox' "$tf_tmp/bazel5.log" || fail "build 5 did not run the lost action again (exactly one)"
-grep -q "1 answered lost" "$PROXY_LOG" || fail "build 5: the lost action's lookup was not answered as a miss"
-since "$l5" | grep -q "PUT /cas/$h_left 201" || fail "build 5: left.txt was not uploaded again"
-[ "$(files_in "$tf_tmp/out5")" = "$want_files" ] || fail "build 5 files: $(files_in "$tf_tmp/out5")"
-cmp -s "$tf_tmp/out5/$bin/left.txt" "$tf_tmp/out2/$bin/left.txt" || fail "build 5: left.txt differs"
+l4=$(lines)
+build 4 --output_dir="$tf_tmp/out4" -- --execution_log_json_file="$tf_tmp/exec4.json"
+[ "$proxy_rc" -eq 0 ] || { cat "$PROXY_LOG"; fail "build 4: proxy exit $proxy_rc"; }
+grep -q 'processes: .*1 processwrapper-sandbox' "$tf_tmp/bazel4.log" || fail "build 4 did not run exactly one action"
+grep -q "1 failed validation" "$PROXY_LOG" || fail "build 4: the lookup of left's action was not answered as a miss"
+python3 - "$tf_tmp/exec4.json" <<'PY' || fail "build 4: the execution log does not show left's action, alone, run again"
+import json, sys
+text, dec, pos, ran = open(sys.argv[1]).read(), json.JSONDecoder(), 0, []
+while True:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if pos >= len(text):
+        break
+    e, pos = dec.raw_decode(text, pos)
+    if not e.get("remoteCacheHit"):
+        ran.append(e.get("listedOutputs", []))
+assert ran == [["bazel-out/k8-fastbuild/bin/pkg/left.txt"]], ran
+PY
+since "$l4" | grep -q "PUT /cas/$h_left 201" || fail "build 4: left.txt was not uploaded again"
+[ "$(files_in "$tf_tmp/out4")" = "$want_files" ] || fail "build 4 files: $(files_in "$tf_tmp/out4")"
+cmp -s "$tf_tmp/out4/$bin/left.txt" "$tf_tmp/out2/$bin/left.txt" || fail "build 4: left.txt differs"
 echo "e2e_proxy: ok"

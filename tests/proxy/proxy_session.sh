@@ -128,9 +128,11 @@ for _ in range(12):  # skip twelve varint-length-prefixed records
 print(off + 3)
 PY
 )
-head -c "$cut" "$src" >"$tf_tmp/half.bin"
+# (Written after the proxy started: a file already there would be an earlier
+# build's, never followed.)
 proxy_start p2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --bep_follow="$tf_tmp/half.bin" \
   --build_event_json_file="$tf_tmp/half.json"
+head -c "$cut" "$src" >"$tf_tmp/half.bin"
 wait_for 30 "the proxy did not read the cut BEP" read_upto "$PROXY_PID" "$tf_tmp/half.bin" "$cut"
 proxy_stop
 cat "$PROXY_LOG"

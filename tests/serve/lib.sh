@@ -22,6 +22,7 @@ serve_start() {
   shift
   "$TOPFETCH" serve "$@" >"$serve_log.stdout" 2>"$serve_log" &
   serve_pid=$!
+  tf_track "$serve_pid"
   local end=$((SECONDS + 60))
   while [ "$SECONDS" -lt "$end" ]; do
     grep -q "listening on" "$serve_log" && return 0

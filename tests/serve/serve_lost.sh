@@ -28,7 +28,7 @@ client --connect="$listen" --actions="$NGINX_CACHE/ac" --exit_code=1 \
   --target="//pkg:multi=$bin/multi/one.txt,$bin/multi/two.txt,$bin/multi/three.bin" \
   --target="//pkg:big=$bin/big.dat"
 [ "$rc" -eq 1 ] || fail "client exit $rc with a lost output (want 1)"
-assert_contains "$client" "lost: $bin/big.dat ($big/5063895): run action $big_action again: " "client output"
+assert_contains "$client" "lost: $bin/big.dat ($big/5063895): run action $big_action again of //pkg:big: " "client output"
 assert_contains "$client" "404" "client output"
 assert_contains "$client" "2 targets complete (1 failed)" "client output"
 [ -f "$out/$bin/multi/three.bin" ] || fail "the other target's files are missing"

@@ -208,6 +208,8 @@ typedef struct out_file {
 	bool executable;
 } out_file;
 
+static const char *link_target = "a.txt"; /* of the symlink action_executed reports */
+
 static void action_executed(const char *key, const out_file *files, size_t n, const char *symlink)
 {
 	Build__Bazel__Remote__Execution__V2__ActionResult ar = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION_RESULT__INIT;
@@ -237,7 +239,7 @@ static void action_executed(const char *key, const out_file *files, size_t n, co
 	if (symlink) {
 		snprintf(lpath, sizeof(lpath), BIN "%s", symlink);
 		l.path = lpath;
-		l.target = (char *)"a.txt";
+		l.target = (char *)link_target;
 		ar.output_file_symlinks = lp;
 		ar.n_output_file_symlinks = 1;
 	}
@@ -564,6 +566,47 @@ TEST(lost_blob_fails_target_naming_it)
 	CHECK_INT_EQ(st.targets_failed, 1);
 	CHECK_INT_EQ(st.lost, 1);
 	teardown();
+}
+
+/* An output symlink of a completed target is made again in the output
+ * folder when it stays inside; one pointing outside fails its target. */
+TEST(output_symlinks_made_inside_refused_outside)
+{
+	char ha[65], hb[65], got[64] = "";
+	out_file files[2];
+	int t;
+
+	for (int round = 0; round < 2; round++) {
+		setup(TF_DOWNLOAD_TOPLEVEL, NULL);
+		cache_put("alpha\n", ha);
+		cache_put("bravo\n", hb);
+		files[0] = (out_file){ "pkg/a.txt", ha, 6, false };
+		files[1] = (out_file){ "pkg/b.txt", hb, 6, false };
+		link_target = round == 0 ? "a.txt" : "../../../../../../etc/passwd";
+		action_executed(KEY_A, files, 2, "pkg/c.txt");
+		post_build("//pkg:t");
+		post(progress(1, true, NULL, 0));
+		run_until_idle();
+		t = find_event("target://pkg:t");
+		CHECK(t >= 0);
+		char link[1200];
+		snprintf(link, sizeof(link), "%s/" BIN "pkg/c.txt", E.out);
+		ssize_t n = readlink(link, got, sizeof(got) - 1);
+		if (round == 0) {
+			CHECK(E.target_ok[t]);
+			CHECK(n == 5);
+			got[n > 0 ? n : 0] = 0;
+			CHECK_STR_EQ(got, "a.txt");
+			CHECK(out_has(BIN "pkg/c.txt", "alpha\n")); /* through the link */
+		} else {
+			CHECK(!E.target_ok[t]);
+			CHECK(n < 0);
+			CHECK_CONTAINS(E.target_detail[t], "outside the output folder");
+			CHECK_CONTAINS(E.target_detail[t], BIN "pkg/c.txt");
+		}
+		teardown();
+	}
+	link_target = "a.txt";
 }
 
 TEST(unwanted_target_passes_with_digests)

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 
 static int root = -1;
 
@@ -64,6 +65,36 @@ static void set_mtime(const char *rel, int64_t ns)
 {
 	struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t)(ns / 1000000000), (long)(ns % 1000000000) } };
 	CHECK(utimensat(root, rel, ts, AT_SYMLINK_NOFOLLOW) == 0);
+}
+
+/* A file fetched long ago, edited in place with its size and mtime put
+ * back: only its ctime tells, and then its bytes decide. A chmod back and
+ * forth moves the ctime too, and the bytes keep it. */
+static void test_check_local_ctime(st_store *s)
+{
+	const char *c = "bazel-out/bin/pkg/c.txt";
+	const char *hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"; /* "hello" */
+	st_local before;
+	int fd;
+
+	write_file(c, "hello", 0644);
+	set_mtime(c, ((int64_t)time(NULL) - 3600) * 1000000000);
+	record(s, c, hello, 5, ST_KIND_FILE, false);
+	CHECK_INT_EQ(check(s, c), ST_CHECK_SAME);
+	CHECK(fchmodat(root, c, 0600, 0) == 0);
+	CHECK(fchmodat(root, c, 0644, 0) == 0);
+	CHECK_INT_EQ(check(s, c), ST_CHECK_SAME);
+
+	before = stat_of(c);
+	fd = openat(root, c, O_WRONLY | O_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK(pwrite(fd, "jello", 5, 0) == 5);
+	CHECK(close(fd) == 0);
+	set_mtime(c, before.mtime_ns);
+	CHECK_INT_EQ(stat_of(c).size, before.size);
+	CHECK_INT_EQ(stat_of(c).mtime_ns, before.mtime_ns);
+	CHECK_INT_EQ(stat_of(c).ino, before.ino);
+	CHECK_INT_EQ(check(s, c), ST_CHECK_CHANGED);
 }
 
 static void test_check_local(st_store *s)
@@ -280,6 +311,7 @@ int main(void)
 
 	st_store *s = open_ok(db, NULL);
 	test_check_local(s);
+	test_check_local_ctime(s);
 	test_find_local(s);
 	st_close(s);
 	char *db2 = path_join(dir, "verify.db");
