@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "checker/checker.h"
+#include "proto/wire.h"
 #include "remote_execution.pb-c.h"
 
 struct chk_action {
@@ -39,6 +40,11 @@ int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk
 	if (!action_key || !tf__is_sha256_hex(action_key, strlen(action_key)))
 		return tf__errf(err, -EINVAL, "action key '%.80s' is not a SHA-256 digest",
 				action_key ? action_key : "");
+	/* protobuf-c would cut a string at a NUL byte (pkg/a.txt\0zz would be
+	 * taken as pkg/a.txt): strings must be UTF-8 without NUL. */
+	if ((r = pw_check(&build__bazel__remote__execution__v2__action_result__descriptor, bytes, len,
+			  &(pw_check_opts){ .strict_strings = true }, err)) < 0)
+		return tf__err_prefix(err, "the ActionResult of action %s (%zu bytes) does not decode", action_key, len);
 	ar = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, bytes);
 	if (!ar)
 		return tf__errf(err, -EBADMSG, "the ActionResult of action %s (%zu bytes) does not decode",

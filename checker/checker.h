@@ -79,6 +79,14 @@ typedef int (*chk_tree_cb)(const chk_tree_entry *e, void *user);
 int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
 		  chk_tree_cb cb, void *user, tf_error *err);
 
+/* The same with a work budget: at most `budget` entries (and never more
+ * than CHK_TREE_MAX_ENTRIES); over it, -E2BIG naming the budget and `whose`
+ * (e.g. "the ActionResult of action KEY"), nothing reported. The caller
+ * keeps one budget for all the Trees of one ActionResult, so that a small
+ * ActionResult naming a large Tree many times is refused too. */
+int chk_tree_walk_budget(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
+			 size_t budget, const char *whose, chk_tree_cb cb, void *user, tf_error *err);
+
 /* ---- executed actions and decisions (action.c) ------------------------------ */
 
 /* A decoded, checked ActionResult. */

@@ -4,7 +4,11 @@
  * children are indexed by the SHA-256 of the bytes they arrived as (exactly
  * what the sender hashed), not by re-encoding what we decoded. The walk runs
  * twice: once to validate everything, once to report, so a bad tree reports
- * nothing. */
+ * nothing. The validating pass checks each distinct directory once and
+ * remembers what it holds (entries, depth, longest path below it), so a
+ * small Tree whose directories name each other many times (a DAG that
+ * expands to millions of paths) is refused after looking at each directory
+ * once, not after expanding it. */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -19,6 +23,11 @@ typedef struct child {
 	int64_t size;
 	Build__Bazel__Remote__Execution__V2__Directory *dir;
 	bool on_path; /* on the current walk's stack: seeing it again is a cycle */
+	/* Set once the validating pass checked everything below it: */
+	bool checked;
+	size_t entries;  /* files and symlinks under it, each path counted */
+	int height;      /* levels of directories below it */
+	size_t longest;  /* bytes of the longest path below it, from its "/" on */
 } child;
 
 typedef struct walk {
@@ -26,6 +35,9 @@ typedef struct walk {
 	child *children;
 	size_t n_children;
 	size_t entries;
+	tf__map index;  /* child hash -> child */
+	size_t cap;     /* entries allowed: CHK_TREE_MAX_ENTRIES or a smaller budget */
+	const char *whose; /* the budget's owner, for the message; NULL: no budget */
 	chk_tree_cb cb; /* NULL in the validating pass */
 	void *user;
 	tf_error *err;
@@ -124,18 +136,40 @@ static int check_unique(walk *w, const Build__Bazel__Remote__Execution__V2__Dire
 	return r;
 }
 
-static child *find_child(walk *w, const char *hash, int64_t size)
+static int index_children(walk *w)
 {
 	for (size_t i = 0; i < w->n_children; i++)
-		if (w->children[i].size == size && !strcmp(w->children[i].hash, hash))
-			return &w->children[i];
-	return NULL;
+		if (!tf__map_get(&w->index, w->children[i].hash) &&
+		    tf__map_put(&w->index, w->children[i].hash, &w->children[i]) < 0)
+			return tf__errf(w->err, -ENOMEM, "out of memory");
+	return 0;
 }
 
-static int visit(walk *w, const Build__Bazel__Remote__Execution__V2__Directory *d, int depth)
+static child *find_child(walk *w, const char *hash, int64_t size)
 {
-	size_t base = strlen(w->path);
-	int r;
+	child *c = tf__map_get(&w->index, hash);
+	return c && c->size == size ? c : NULL;
+}
+
+static int too_many(walk *w)
+{
+	if (w->whose)
+		return tf__errf(w->err, -E2BIG,
+				"tree %s: its entries would take %s past its work budget of %zu tree entries "
+				"(all its output directories together, each path counted); the output "
+				"directory is refused",
+				w->tree_hash, w->whose, w->cap);
+	return tf__errf(w->err, -E2BIG,
+			"tree %s: more than %d entries (a directory named N times counts N times); the "
+			"output directory is refused",
+			w->tree_hash, CHK_TREE_MAX_ENTRIES);
+}
+
+/* Visits the directory d (self: its child record; NULL for the root). */
+static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2__Directory *d, int depth)
+{
+	size_t base = strlen(w->path), entries0 = w->entries, longest = 0;
+	int r, height = 0;
 
 	if (depth > CHK_TREE_MAX_DEPTH)
 		return tf__errf(w->err, -ELOOP, "tree %s: '%s' is nested more than %d levels deep",
@@ -158,10 +192,11 @@ static int visit(walk *w, const Build__Bazel__Remote__Execution__V2__Directory *
 
 		if ((r = check_name(w, f->name, "file")))
 			return r;
-		if (++w->entries > CHK_TREE_MAX_ENTRIES)
-			return tf__errf(w->err, -E2BIG, "tree %s: more than %d entries", w->tree_hash,
-					CHK_TREE_MAX_ENTRIES);
+		if (++w->entries > w->cap)
+			return too_many(w);
 		PUSH(f->name);
+		if (strlen(w->path) - base > longest)
+			longest = strlen(w->path) - base;
 		if (!f->digest || tf_digest_parse(f->digest->hash ? f->digest->hash : "", f->digest->size_bytes,
 						  &e.digest, &derr) < 0) {
 			r = tf__errf(w->err, -EINVAL, "tree %s: file '%s': %s", w->tree_hash, w->path,
@@ -184,10 +219,11 @@ static int visit(walk *w, const Build__Bazel__Remote__Execution__V2__Directory *
 		if (!l->target || !*l->target || strlen(l->target) > TF__PATH_MAX)
 			return tf__errf(w->err, -EINVAL, "tree %s: symlink '%s' in '%s' has no usable target",
 					w->tree_hash, l->name, w->path);
-		if (++w->entries > CHK_TREE_MAX_ENTRIES)
-			return tf__errf(w->err, -E2BIG, "tree %s: more than %d entries", w->tree_hash,
-					CHK_TREE_MAX_ENTRIES);
+		if (++w->entries > w->cap)
+			return too_many(w);
 		PUSH(l->name);
+		if (strlen(w->path) - base > longest)
+			longest = strlen(w->path) - base;
 		e.symlink_target = l->target;
 		r = w->cb ? w->cb(&e, w->user) : 0;
 		w->path[base] = '\0';
@@ -211,12 +247,35 @@ static int visit(walk *w, const Build__Bazel__Remote__Execution__V2__Directory *
 			return tf__errf(w->err, -ELOOP, "tree %s: directory '%s' in '%s' contains itself (a cycle)",
 					w->tree_hash, n->name, w->path);
 		PUSH(n->name);
-		c->on_path = true;
-		r = visit(w, c->dir, depth + 1);
-		c->on_path = false;
+		if (w->cb || !c->checked) {
+			c->on_path = true;
+			r = visit(w, c, c->dir, depth + 1);
+			c->on_path = false;
+		} else if (depth + 1 + c->height > CHK_TREE_MAX_DEPTH) {
+			/* Checked before, elsewhere in the tree: only what it adds here. */
+			r = tf__errf(w->err, -ELOOP, "tree %s: '%s' is nested more than %d levels deep",
+				     w->tree_hash, w->path, CHK_TREE_MAX_DEPTH);
+		} else if (strlen(w->path) + c->longest > TF__PATH_MAX) {
+			r = tf__errf(w->err, -ENAMETOOLONG, "tree %s: a path under '%.80s' is too long",
+				     w->tree_hash, w->path);
+		} else if (c->entries > w->cap - w->entries) {
+			r = too_many(w);
+		} else {
+			w->entries += c->entries;
+		}
+		if (r == 0 && 1 + c->height > height)
+			height = 1 + c->height;
+		if (r == 0 && strlen(w->path) - base + c->longest > longest)
+			longest = strlen(w->path) - base + c->longest;
 		w->path[base] = '\0';
 		if (r)
 			return r;
+	}
+	if (!w->cb && self) {
+		self->checked = true;
+		self->entries = w->entries - entries0;
+		self->height = height;
+		self->longest = longest;
 	}
 #undef PUSH
 	return 0;
@@ -225,7 +284,15 @@ static int visit(walk *w, const Build__Bazel__Remote__Execution__V2__Directory *
 int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
 		  chk_tree_cb cb, void *user, tf_error *err)
 {
-	walk w = { .tree_hash = tree_hash, .err = err };
+	return chk_tree_walk_budget(buf, len, tree_hash, dir_path, CHK_TREE_MAX_ENTRIES, NULL, cb, user, err);
+}
+
+int chk_tree_walk_budget(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
+			 size_t budget, const char *whose, chk_tree_cb cb, void *user, tf_error *err)
+{
+	walk w = { .tree_hash = tree_hash, .err = err,
+		   .cap = budget < CHK_TREE_MAX_ENTRIES ? budget : CHK_TREE_MAX_ENTRIES,
+		   .whose = budget < CHK_TREE_MAX_ENTRIES ? whose : NULL };
 	const unsigned char *root_bytes;
 	size_t root_len;
 	Build__Bazel__Remote__Execution__V2__Directory *root = NULL;
@@ -233,7 +300,10 @@ int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, c
 
 	if (strlen(dir_path) > TF__PATH_MAX)
 		return tf__errf(err, -ENAMETOOLONG, "tree %s: directory path too long", tree_hash);
+	tf__map_init(&w.index);
 	r = split_tree(&w, buf, len, &root_bytes, &root_len);
+	if (r == 0)
+		r = index_children(&w);
 	if (r < 0)
 		goto out;
 	root = build__bazel__remote__execution__v2__directory__unpack(NULL, root_len, root_bytes);
@@ -242,13 +312,13 @@ int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, c
 		goto out;
 	}
 	strcpy(w.path, dir_path);
-	r = visit(&w, root, 0); /* validate */
+	r = visit(&w, NULL, root, 0); /* validate */
 	if (r == 0 && cb) {
 		w.cb = cb;
 		w.user = user;
 		w.entries = 0;
 		strcpy(w.path, dir_path);
-		r = visit(&w, root, 0);
+		r = visit(&w, NULL, root, 0);
 	}
 out:
 	if (root)
@@ -256,5 +326,6 @@ out:
 	for (size_t i = 0; i < w.n_children; i++)
 		build__bazel__remote__execution__v2__directory__free_unpacked(w.children[i].dir, NULL);
 	free(w.children);
+	tf__map_fini(&w.index);
 	return r;
 }

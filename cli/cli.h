@@ -3,6 +3,7 @@
 #ifndef TF_CLI_H
 #define TF_CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -101,6 +102,11 @@ void cli_progress_update(cli_progress *p, const tf_downloader_stats *s, uint64_t
 void cli_progress_clear(cli_progress *p);
 /* Prints an error line for one file; after 100 of them, only counts. */
 void cli_progress_error(cli_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Formats and prints with every control character (other than a tab and a
+ * final newline) escaped as \xHH: names from a BEP, a cache or a manifest
+ * can carry terminal escapes, and they never reach the terminal raw. */
+void cli_vprint_safe(FILE *f, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void cli_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */
 void cli_human_bytes(double bytes, char *out, size_t n);
@@ -124,6 +130,32 @@ void cli_report_collect_summary(const cli_progress *p, const tf_session_stats *s
 /* Set by SIGINT/SIGTERM once cli_install_signals ran. */
 extern volatile int cli_interrupted;
 void cli_install_signals(void);
+
+/* ---- manifest.c: the manifest of `fetch` (fuzz/ links it alone) ---- */
+
+#define CLI_MANIFEST_LINE_MAX 8192
+#define CLI_MANIFEST_ENTRIES_MAX 10000000
+
+typedef struct cli_manifest_entry {
+	tf_digest digest;
+	bool executable;
+	char *path;
+	size_t line;
+} cli_manifest_entry;
+
+typedef struct cli_manifest {
+	cli_manifest_entry *v; /* sorted by path, then line */
+	size_t n, alloc;
+} cli_manifest;
+
+/* Reads every line of f ("HASH SIZE [x] PATH"; '#' starts a comment; empty
+ * lines are skipped) into m, sorted by path. Each problem is printed to diag
+ * naming `name` and the line; then -EINVAL (nothing is to be fetched). A
+ * line over CLI_MANIFEST_LINE_MAX bytes is refused without being held in
+ * memory. Two entries for one path with different digests or modes are an
+ * error. */
+int cli_manifest_read(FILE *f, const char *name, cli_manifest *m, FILE *diag);
+void cli_manifest_free(cli_manifest *m);
 
 int cmd_fetch(int argc, char **argv);
 int cmd_collect(int argc, char **argv);

@@ -11,6 +11,12 @@ typedef struct run {
 	uint64_t lost_lines;
 } run;
 
+static void on_target_failed(const char *label, const char *why, void *user)
+{
+	run *r = user;
+	cli_progress_error(&r->progress, "topfetch collect: target %s failed: %s", label, why);
+}
+
 static void on_lost(const tf_lost_output *l, void *user)
 {
 	run *r = user;
@@ -92,16 +98,17 @@ int cmd_collect(int argc, char **argv)
 	o.policy.filter_regexes = regexes.items;
 	o.policy.n_filter_regexes = regexes.n;
 	o.on_lost = on_lost;
+	o.on_target_failed = on_target_failed;
 	o.user = &r;
 
 	s = tf_session_new(&o, &err);
 	if (!s) {
-		fprintf(stderr, "topfetch collect: %s\n", err.message);
+		cli_eprintf("topfetch collect: %s\n", err.message);
 		rc = EXIT_USAGE;
 		goto out;
 	}
 	if (tf_session_add_bep_file(s, bep, &err) < 0) {
-		fprintf(stderr, "topfetch collect: %s\n", err.message);
+		cli_eprintf("topfetch collect: %s\n", err.message);
 		rc = EXIT_USAGE;
 		goto out;
 	}
@@ -129,13 +136,14 @@ int cmd_collect(int argc, char **argv)
 	cli_progress_clear(&r.progress);
 	cli_report_collect_summary(&r.progress, &st);
 	if (fr < 0) {
-		fprintf(stderr, "topfetch collect: %s\n", err.message);
+		cli_eprintf("topfetch collect: %s\n", err.message);
 		rc = cli_exit_for_error(fr);
 	} else if (st.files_unknown && !st.files_wanted) {
 		/* Not one file could be located: the input cannot be collected. */
 		rc = EXIT_BAD_INPUT;
 	} else {
-		rc = st.lost || st.failed || st.files_unknown || st.conflicts ? EXIT_SOME_FAILED : EXIT_ALL_OK;
+		rc = st.lost || st.failed || st.files_unknown || st.conflicts || st.targets_failed ? EXIT_SOME_FAILED
+													 : EXIT_ALL_OK;
 	}
 	if (st.files_unknown)
 		fprintf(stderr,
@@ -151,9 +159,13 @@ int cmd_collect(int argc, char **argv)
 			st.files_unknown == 1 ? "it" : "them", st.files_unknown == 1 ? "it" : "them", o.store_path ? ", and the --store has no record of " : "",
 			o.store_path ? (st.files_unknown == 1 ? "it from a proxy run" : "them from a proxy run") : "");
 	if (st.conflicts)
-		fprintf(stderr, "topfetch collect: %llu file%s would overwrite a different file at the same short "
-				"path (see the target errors above); use --keep_path_prefix to keep both.\n",
-			(unsigned long long)st.conflicts, st.conflicts == 1 ? "" : "s");
+		fprintf(stderr, "topfetch collect: %llu path%s named with two different files (see the target errors "
+				"above): nothing was overwritten; if they differ only in their bazel-out/CONFIG/bin/ "
+				"prefix, --keep_path_prefix keeps both.\n",
+			(unsigned long long)st.conflicts, st.conflicts == 1 ? " is" : "s are");
+	if (st.targets_failed)
+		fprintf(stderr, "topfetch collect: %llu target%s failed (see above); the exit code is %d.\n",
+			(unsigned long long)st.targets_failed, st.targets_failed == 1 ? "" : "s", EXIT_SOME_FAILED);
 out:
 	tf_session_free(s);
 	free(groups_buf);

@@ -6,153 +6,20 @@
 
 #include "cli/cli.h"
 
-#define MANIFEST_LINE_MAX 8192
-#define MANIFEST_ENTRIES_MAX 10000000
-
-typedef struct entry {
-	tf_digest digest;
-	bool executable;
-	char *path;
-	size_t line;
-} entry;
-
-typedef struct manifest {
-	entry *v;
-	size_t n, alloc;
-} manifest;
-
-static void manifest_free(manifest *m)
-{
-	for (size_t i = 0; i < m->n; i++)
-		free(m->v[i].path);
-	free(m->v);
-}
-
-/* Parses "HASH SIZE [x] PATH". The path is the rest of the line. Returns 0,
- * or prints why the line is malformed and returns -EINVAL. */
-static int parse_line(const char *name, size_t lineno, char *line, entry *e)
-{
-	char *hash = line, *size, *rest, *end;
-	tf_error err = { 0 };
-	long long sz;
-
-	size = strchr(hash, ' ');
-	if (!size)
-		goto malformed;
-	*size++ = '\0';
-	rest = strchr(size, ' ');
-	if (!rest)
-		goto malformed;
-	*rest++ = '\0';
-	errno = 0;
-	sz = strtoll(size, &end, 10);
-	if (errno || end == size || *end || size[0] == '-' || size[0] == '+') {
-		fprintf(stderr, "topfetch fetch: %s:%zu: size '%s' is not a whole number of bytes\n", name,
-			lineno, size);
-		return -EINVAL;
-	}
-	if (tf_digest_parse(hash, sz, &e->digest, &err) < 0) {
-		fprintf(stderr, "topfetch fetch: %s:%zu: %s\n", name, lineno, err.message);
-		return -EINVAL;
-	}
-	e->executable = false;
-	if (rest[0] == 'x' && rest[1] == ' ') {
-		e->executable = true;
-		rest += 2;
-	}
-	if (!*rest)
-		goto malformed;
-	e->path = strdup(rest);
-	e->line = lineno;
-	return e->path ? 0 : -ENOMEM;
-malformed:
-	fprintf(stderr, "topfetch fetch: %s:%zu: expected 'HASH SIZE [x] PATH'\n", name, lineno);
-	return -EINVAL;
-}
-
-static int by_path(const void *a, const void *b)
-{
-	const entry *x = a, *y = b;
-	int c = strcmp(x->path, y->path);
-	return c ? c : (x->line < y->line ? -1 : x->line > y->line);
-}
-
 /* Reads the whole manifest first, so that a malformed one fetches nothing. */
-static int read_manifest(const char *name, manifest *m)
+static int read_manifest(const char *name, cli_manifest *m)
 {
 	FILE *f = strcmp(name, "-") ? fopen(name, "r") : stdin;
-	char *line = NULL;
-	size_t cap = 0, lineno = 0;
-	ssize_t len;
-	int bad = 0;
+	int r;
 
 	if (!f) {
 		fprintf(stderr, "topfetch fetch: cannot read the manifest %s: %s\n", name, strerror(errno));
 		return -errno;
 	}
-	while ((len = getline(&line, &cap, f)) >= 0) {
-		entry e;
-		lineno++;
-		if (len > 0 && line[len - 1] == '\n')
-			line[--len] = '\0';
-		if (len > 0 && line[len - 1] == '\r')
-			line[--len] = '\0';
-		if (len == 0 || line[0] == '#')
-			continue;
-		if (len > MANIFEST_LINE_MAX) {
-			fprintf(stderr, "topfetch fetch: %s:%zu: line is %zd bytes long (limit %d)\n", name,
-				lineno, len, MANIFEST_LINE_MAX);
-			bad++;
-			continue;
-		}
-		if ((size_t)strlen(line) != (size_t)len) {
-			fprintf(stderr, "topfetch fetch: %s:%zu: line contains a NUL byte\n", name, lineno);
-			bad++;
-			continue;
-		}
-		if (parse_line(name, lineno, line, &e) < 0) {
-			bad++;
-			continue;
-		}
-		if (m->n == m->alloc) {
-			size_t na = m->alloc ? m->alloc * 2 : 1024;
-			entry *nv = na <= MANIFEST_ENTRIES_MAX ? realloc(m->v, na * sizeof(*nv)) : NULL;
-			if (!nv) {
-				fprintf(stderr, "topfetch fetch: %s: more than %d entries\n", name,
-					MANIFEST_ENTRIES_MAX);
-				free(e.path);
-				bad++;
-				break;
-			}
-			m->v = nv;
-			m->alloc = na;
-		}
-		m->v[m->n++] = e;
-	}
-	if (ferror(f)) {
-		fprintf(stderr, "topfetch fetch: error reading %s: %s\n", name, strerror(errno));
-		bad++;
-	}
-	free(line);
+	r = cli_manifest_read(f, name, m, stderr);
 	if (f != stdin)
 		fclose(f);
-	if (bad)
-		return -EINVAL;
-
-	/* Two different blobs for one path would silently overwrite each other. */
-	qsort(m->v, m->n, sizeof(*m->v), by_path);
-	for (size_t i = 1; i < m->n; i++) {
-		entry *a = &m->v[i - 1], *b = &m->v[i];
-		if (strcmp(a->path, b->path))
-			continue;
-		if (strcmp(a->digest.hash, b->digest.hash) || a->executable != b->executable) {
-			fprintf(stderr,
-				"topfetch fetch: %s:%zu and line %zu both write '%s' with different contents or modes\n",
-				name, a->line, b->line, a->path);
-			bad++;
-		}
-	}
-	return bad ? -EINVAL : 0;
+	return r;
 }
 
 typedef struct run {
@@ -174,9 +41,10 @@ int cmd_fetch(int argc, char **argv)
 	const char *output_dir = NULL, *manifest_path = NULL;
 	cli_list headers = { 0 };
 	tf_downloader_stats st;
+	uint64_t stale = 0;
 	tf_downloader *d = NULL;
 	tf_error err = { 0 };
-	manifest m = { 0 };
+	cli_manifest m = { 0 };
 	run r;
 	int rc;
 
@@ -219,14 +87,20 @@ int cmd_fetch(int argc, char **argv)
 	}
 	d = tf_downloader_new(&opts, output_dir, &err);
 	if (!d) {
-		fprintf(stderr, "topfetch fetch: %s\n", err.message);
+		cli_eprintf("topfetch fetch: %s\n", err.message);
 		rc = EXIT_USAGE;
 		goto out;
 	}
+	/* A run killed mid-transfer (kill -9) left its temporaries behind. */
+	if (tf_downloader_remove_dead_temporaries(d, &stale, &err) < 0)
+		cli_eprintf("topfetch fetch: %s\n", err.message);
+	else if (stale)
+		fprintf(stderr, "topfetch fetch: removed %llu temporary file%s a killed run left behind\n",
+			(unsigned long long)stale, stale == 1 ? "" : "s");
 	cli_install_signals();
 	cli_progress_init(&r.progress);
 	for (size_t i = 0; i < m.n && !cli_interrupted; i++) {
-		entry *e = &m.v[i];
+		cli_manifest_entry *e = &m.v[i];
 		if (i > 0 && !strcmp(e->path, m.v[i - 1].path))
 			continue; /* the same file listed twice */
 		while ((rc = tf_downloader_fetch(d, &e->digest, e->executable, e->path, on_done, &r)) == -EAGAIN)
@@ -256,7 +130,7 @@ int cmd_fetch(int argc, char **argv)
 		rc = st.files_ok == st.requests ? EXIT_ALL_OK : EXIT_SOME_FAILED;
 out:
 	tf_downloader_free(d);
-	manifest_free(&m);
+	cli_manifest_free(&m);
 	cli_list_free(&headers);
 	return rc;
 }

@@ -48,7 +48,7 @@ static int usage_error(const cli_command *cmd, const char *fmt, ...)
 
 	fprintf(stderr, "topfetch %s: ", cmd->name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_vprint_safe(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\nRun 'topfetch %s --help' for the flags.\n", cmd->name);
 	return EXIT_USAGE;
@@ -68,12 +68,16 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positiona
 		if (!strcmp(a, "--")) {
 			for (i++; i < argc; i++)
 				if (!positional || list_push(positional, argv[i]) < 0)
-					return usage_error(cmd, "unexpected argument '%s'", argv[i]);
+					return usage_error(cmd, "unexpected argument number %d (not repeated: it may hold "
+							   "a secret)", i + 1);
 			break;
 		}
 		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
 			if (!positional)
-				return usage_error(cmd, "unexpected argument '%s'", a);
+				return usage_error(cmd,
+						   "unexpected argument number %d (not repeated: it may hold a secret); "
+						   "flags are written --name=value",
+						   i + 1);
 			if (list_push(positional, a) < 0)
 				return EXIT_USAGE;
 			continue;
@@ -81,21 +85,23 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positiona
 		name = a + 2;
 		eq = strchr(name, '=');
 		f = find(cmd, name, eq ? (size_t)(eq - name) : strlen(name), &negated);
+		/* Messages name the flag, never its value (it may be a password). */
 		if (!f)
-			return usage_error(cmd, "unknown flag '%s'", a);
+			return usage_error(cmd, "unknown flag '--%.*s'", (int)(eq ? eq - name : (ptrdiff_t)strlen(name)),
+					   name);
 		if (f->kind == CLI_BOOL) {
 			bool v = !negated;
 			if (eq) {
 				if (negated || (strcmp(eq + 1, "true") && strcmp(eq + 1, "false") &&
 						strcmp(eq + 1, "1") && strcmp(eq + 1, "0")))
-					return usage_error(cmd, "flag '%s' takes true or false", a);
+					return usage_error(cmd, "flag '--%s' takes true or false", f->name);
 				v = !strcmp(eq + 1, "true") || !strcmp(eq + 1, "1");
 			}
 			*(bool *)f->target = v;
 			continue;
 		}
 		if (negated)
-			return usage_error(cmd, "unknown flag '%s'", a);
+			return usage_error(cmd, "unknown flag '--no%s'", f->name);
 		if (eq)
 			val = eq + 1;
 		else if (i + 1 < argc)

@@ -87,7 +87,7 @@ void cli_progress_error(cli_progress *p, const char *fmt, ...)
 	}
 	cli_progress_clear(p);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_vprint_safe(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
 }

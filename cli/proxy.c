@@ -46,7 +46,7 @@ static int64_t wall_ms(void)
 static void on_problem(const char *message, void *user)
 {
 	(void)user;
-	fprintf(stderr, "%s\n", message); /* one stdio call: request threads print too */
+	cli_eprintf("%s\n", message); /* escaped, one stdio call: request threads print too */
 }
 
 static void on_lost(const tf_lost_output *l, void *user)
@@ -174,7 +174,7 @@ static int report(run *r, bool forced, int fr, const tf_session_stats *st, const
 	if (forced)
 		return EXIT_INTERRUPTED;
 	if (fr < 0) {
-		fprintf(stderr, "topfetch proxy: %s\n", err->message);
+		cli_eprintf("topfetch proxy: %s\n", err->message);
 		return cli_exit_for_error(fr);
 	}
 	return st->lost || st->failed || st->files_unknown || st->conflicts || st->targets_failed || c.record_errors
@@ -311,13 +311,13 @@ int cmd_proxy(int argc, char **argv)
 
 	r.px = px_new(&po, &err); /* before the session: it makes a missing disk cache directory */
 	if (!r.px) {
-		fprintf(stderr, "topfetch proxy: %s\n", err.message);
+		cli_eprintf("topfetch proxy: %s\n", err.message);
 		goto out;
 	}
 	r.s = tf_session_new(&o, &err);
 	if (!r.s || (series && tf_session_follow_builds(r.s, bep, wall_ms(), &err) < 0) ||
 	    (bep && !series && tf_session_add_bep_file(r.s, bep, &err) < 0)) {
-		fprintf(stderr, "topfetch proxy: %s\n", err.message);
+		cli_eprintf("topfetch proxy: %s\n", err.message);
 		goto out;
 	}
 	px_set_session(r.px, r.s);

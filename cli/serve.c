@@ -15,7 +15,7 @@ static void on_build_done(const svc_build_report *r, void *user)
 
 	(void)user;
 	cli_human_bytes((double)st->bytes_fetched, bytes, sizeof(bytes));
-	fprintf(stderr,
+	cli_eprintf(
 		"topfetch serve: build %llu %s (exit code %d): %llu of %llu targets complete, %llu files in place "
 		"(%llu fetched, %llu already present), %s in %.2f s; %llu lost, %llu failed, %llu without a "
 		"digest%s%s%s\n",
@@ -111,7 +111,7 @@ int cmd_serve(int argc, char **argv)
 
 	svc = svc_new(&o, &err);
 	if (!svc) {
-		fprintf(stderr, "topfetch serve: %s\n", err.message);
+		cli_eprintf("topfetch serve: %s\n", err.message);
 		rc = EXIT_USAGE;
 		goto out;
 	}
@@ -123,7 +123,7 @@ int cmd_serve(int argc, char **argv)
 	while (!cli_interrupted) {
 		r = svc_step(svc, 250, &err);
 		if (r < 0 && r != -EINTR) {
-			fprintf(stderr, "topfetch serve: %s; stopping\n", err.message);
+			cli_eprintf("topfetch serve: %s; stopping\n", err.message);
 			rc = EXIT_SOME_FAILED;
 			break;
 		}

@@ -48,13 +48,21 @@ static int add_header(dl_backend *b, const char *spec, tf_error *err)
 	struct curl_slist *n;
 	char *line;
 
+	/* A header usually carries a secret (Authorization=Bearer ...): a
+	 * malformed one is described, never repeated. */
 	if (!eq || eq == spec)
 		return tf__errf(err, -EINVAL,
-				"--remote_header '%.*s...' is not Name=Value", (int)(eq ? 0 : 20), spec);
+				"a --remote_header is not Name=Value (%s); it is not repeated here as it may hold a "
+				"secret",
+				eq ? "the name before '=' is empty" : "it has no '='");
 	for (const char *p = spec; p < eq; p++)
-		if (*p == ':' || *p == '\r' || *p == '\n' || *p == ' ')
-			return tf__errf(err, -EINVAL, "--remote_header name '%.*s' is not a valid header name",
-					(int)(eq - spec), spec);
+		if (*p == ':' || *p == '\r' || *p == '\n' || *p == ' ' || (unsigned char)*p < 0x20)
+			return tf__errf(err, -EINVAL,
+					"a --remote_header name has the character %s at position %d: write "
+					"--remote_header=Name=Value (the header is not repeated here as it may hold a "
+					"secret)",
+					*p == ':' ? "':'" : *p == ' ' ? "' '" : "of a line break or control",
+					(int)(p - spec) + 1);
 	if (strpbrk(eq + 1, "\r\n"))
 		return tf__errf(err, -EINVAL, "--remote_header %.*s: the value contains a line break",
 				(int)(eq - spec), spec);
@@ -220,8 +228,11 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 
 		b->type = DL_BACKEND_DISK;
 		if (!realpath(path, real) || stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			r = tf__errf(err, -ENOENT,
-				     "--remote_cache %s: not an http(s) URL and not an existing directory", rc);
+			/* Repeated only when it cannot be a URL with a password. */
+			bool quiet = strchr(rc, '@') || strchr(rc, ':');
+			r = tf__errf(err, -ENOENT, "--remote_cache %s%s: not an http(s) URL and not an existing directory",
+				     quiet ? "" : rc,
+				     quiet ? "(not repeated: it has ':' or '@' and may hold a password)" : "");
 			goto out;
 		}
 		if (strpbrk(real, "%?#")) {
@@ -326,8 +337,10 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		snprintf(display, display_len, "%s", path);
 		snprintf(url, sizeof(url), "file://%s", path);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "file");
+		/* The same clock as dl_backend_common's: silence is watched by
+		 * dl_backend_watch_silence. */
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 86400L);
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	return 0;
@@ -339,16 +352,44 @@ void dl_backend_common(const dl_backend *b, CURL *h)
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
 	/* --remote_timeout bounds silence, not the whole transfer: a 1 GiB blob
-	 * may take longer than the timeout as long as bytes keep coming. A
-	 * stream paused because its reader is slow is not silent to curl. */
+	 * may take longer than the timeout as long as bytes keep coming
+	 * (dl_backend_watch_silence). curl's speed check stays on only as a
+	 * clock: below 1 byte/s it wakes the transfer every second, so the
+	 * silence check runs; its own limit is a day. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, b->timeout_s);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 86400L);
 	if (b->tls_certificate)
 		curl_easy_setopt(h, CURLOPT_CAINFO, b->tls_certificate);
 	if (b->tls_client_certificate)
 		curl_easy_setopt(h, CURLOPT_SSLCERT, b->tls_client_certificate);
 	if (b->tls_client_key)
 		curl_easy_setopt(h, CURLOPT_SSLKEY, b->tls_client_key);
+}
+
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	dl_silence *w = user;
+	uint64_t now = tf__now_ns();
+
+	if (dlnow != w->last_dl || ulnow != w->last_ul || (w->paused && *w->paused) || !w->last_ns) {
+		w->last_dl = dlnow;
+		w->last_ul = ulnow;
+		w->last_ns = now;
+		return 0;
+	}
+	if (now - w->last_ns >= (uint64_t)w->timeout_s * 1000000000ull) {
+		w->fired = true;
+		return 1; /* curl ends the transfer: CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
+
+void dl_backend_watch_silence(const dl_backend *b, CURL *h, dl_silence *w, const bool *paused)
+{
+	*w = (dl_silence){ .last_ns = tf__now_ns(), .timeout_s = b->timeout_s, .paused = paused };
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, w);
 }
 
 long dl_backend_timeout_s(const dl_backend *b)

@@ -65,6 +65,20 @@ void dl_backend_common(const dl_backend *b, CURL *h);
 
 /* Classifies a finished attempt; fills why with a short reason for
  * everything but a body. */
+/* --remote_timeout as a silence limit: a transfer is cut once no byte went
+ * either way for that long (a paused stream, waiting for its caller, is not
+ * silent). One per transfer attempt; set up after dl_backend_prepare. When
+ * it cut the transfer, curl ends with CURLE_ABORTED_BY_CALLBACK and `fired`
+ * is set. */
+typedef struct dl_silence {
+	uint64_t last_ns;
+	curl_off_t last_dl, last_ul;
+	long timeout_s;
+	const bool *paused; /* may be NULL */
+	bool fired;
+} dl_silence;
+void dl_backend_watch_silence(const dl_backend *b, CURL *h, dl_silence *w, const bool *paused);
+
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
 			       char *why, size_t why_len);
 
@@ -94,6 +108,9 @@ int dl_disk_commit(const dl_backend *b, tf_area area, const char *hash, const ch
  * crash or kill -9), counting them into *removed (may be NULL). Must not run
  * while a downloader writes below rootfd. Blocks while it walks the tree. */
 int dl_remove_stale_tmp(int rootfd, uint64_t *removed, tf_error *err);
+/* The same, for the temporary files of processes that no longer exist only
+ * (the pid in the name): safe while other runs write below rootfd. */
+int dl_remove_dead_tmp(int rootfd, uint64_t *removed, tf_error *err);
 
 /* ---- streams: one entry through the engine in bounded memory ---- */
 

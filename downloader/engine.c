@@ -165,6 +165,7 @@ typedef struct dl_xfer {
 	bool resume;
 	int64_t resumed_at; /* this attempt asked from this byte (0: from the start) */
 	bool no_resume;     /* the server sent more than asked: it ignores read_offset */
+	dl_silence silence; /* --remote_timeout of the running attempt */
 } dl_xfer;
 
 /* A finished request on its way back to the caller's thread. */
@@ -934,6 +935,7 @@ resumed:
 		finish_failed(d, x, TF_RESULT_LOCAL, msg);
 		return;
 	}
+	dl_backend_watch_silence(d->backend, h, &x->silence, NULL);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, x->grpc ? grpc_on_body : on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
@@ -1346,6 +1348,7 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, -1, 0, x->url, DL_URL_MAX);
+	dl_backend_watch_silence(d->backend, h, &x->silence, &s->paused);
 	/* A stream reads the status itself; an error page is read and dropped so
 	 * that the connection stays usable. */
 	curl_easy_setopt(h, CURLOPT_FAILONERROR, 0L);
@@ -1704,7 +1707,10 @@ static void *engine_main(void *arg)
 			if (m->msg != CURLMSG_DONE)
 				continue;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-			on_attempt_done(d, x, m->data.result);
+			/* Cut by the silence check: a timeout, as curl's own would be. */
+			on_attempt_done(d, x, m->data.result == CURLE_ABORTED_BY_CALLBACK && x->silence.fired
+						       ? CURLE_OPERATION_TIMEDOUT
+						       : m->data.result);
 		}
 		{
 			char hex[TF_HASH_HEX_LEN + 1];
@@ -1759,6 +1765,7 @@ static void curl_global(void)
 tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *output_dir, tf_error *err)
 {
 	tf_downloader *d;
+	int r;
 
 	if (opts->remote_max_connections < 1 || opts->remote_max_connections > 10000) {
 		tf__errf(err, -EINVAL, "--remote_max_connections=%d is out of range (1..10000)",
@@ -1799,8 +1806,8 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		goto fail;
 	if (!output_dir) {
 		/* streams only */
-	} else if (mkdir(output_dir, 0755) < 0 && errno != EEXIST) {
-		tf__errf(err, -errno, "cannot create the output directory %s: %s", output_dir, strerror(errno));
+	} else if ((r = dl_mkdirs(output_dir)) < 0) { /* with its missing parents, as --help says */
+		tf__errf(err, r, "cannot create the output directory %s: %s", output_dir, strerror(-r));
 		goto fail;
 	}
 	else if ((d->rootfd = open(output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
@@ -1974,6 +1981,13 @@ void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats *out)
 	pthread_mutex_lock((pthread_mutex_t *)&d->mu);
 	*out = d->stats;
 	pthread_mutex_unlock((pthread_mutex_t *)&d->mu);
+}
+
+int tf_downloader_remove_dead_temporaries(tf_downloader *d, uint64_t *removed, tf_error *err)
+{
+	if (removed)
+		*removed = 0;
+	return d->rootfd < 0 ? 0 : dl_remove_dead_tmp(d->rootfd, removed, err);
 }
 
 void tf_downloader_free(tf_downloader *d)

@@ -26,6 +26,8 @@ struct ev__chunk {
 
 #define CHUNK_MIN 1024u
 #define CHUNK_MAX ((size_t)1 << 20)
+/* Bytes the decoded structs of an event take beyond ~3x its wire size. */
+#define EV_DECODE_SLACK 256u
 
 static void *arena_alloc(ev_event *ev, size_t n, size_t align)
 {
@@ -87,9 +89,10 @@ static ev_event *event_new_sized(size_t first_chunk)
 	if (!ev)
 		return NULL;
 	ev->refs = 1;
-	if (first_chunk > CHUNK_MIN) {
+	if (first_chunk > 0) {
 		/* Size the first chunk from the message so that most events
-		 * need one or two chunks. */
+		 * need one chunk (and a small one for a small event: a build
+		 * may hold a million tiny named sets). */
 		struct ev__chunk *c;
 		if (first_chunk > CHUNK_MAX)
 			first_chunk = CHUNK_MAX;
@@ -184,12 +187,14 @@ int ev_event_decode(const void *data, size_t len, unsigned max_depth, const char
 	if (!input)
 		input = "BuildEvent";
 	r = pw_check(&build_event_stream__build_event__descriptor, data, len,
-		     &(pw_check_opts){.max_depth = max_depth, .input = input, .record = record, .base = base}, err);
+		     &(pw_check_opts){.max_depth = max_depth, .input = input, .record = record, .base = base,
+					 .strict_strings = true /* a NUL would cut a File.name short */},
+		     err);
 	if (r < 0)
 		return r;
 	/* Decoded events take about twice their wire size (struct headers,
 	 * pointer arrays, NUL-terminated and aligned strings). */
-	ev = event_new_sized(len < CHUNK_MAX / 2 ? 2 * len + 1024 : CHUNK_MAX);
+	ev = event_new_sized(len < CHUNK_MAX / 4 ? 3 * len + EV_DECODE_SLACK : CHUNK_MAX);
 	if (!ev)
 		goto nomem;
 	alloc.alloc = pbc_alloc;

@@ -24,8 +24,8 @@
 
 #define EV_DEFAULT_MAX_MESSAGE (64u << 20) /* bytes of one BuildEvent */
 #define EV_DEFAULT_MAX_DEPTH PW_DEFAULT_MAX_DEPTH /* protobuf message nesting */
-#define EV_DEFAULT_MAX_SETS 10000000u      /* NamedSetOfFiles kept at once */
-#define EV_DEFAULT_MAX_FILES 20000000u     /* File entries across all kept sets */
+#define EV_DEFAULT_MAX_SETS 2000000u       /* NamedSetOfFiles kept at once (~1 KB each) */
+#define EV_DEFAULT_MAX_FILES 10000000u     /* File entries across all kept sets */
 #define EV_DEFAULT_MAX_SET_DEPTH 10000u    /* longest chain of file_sets references */
 
 /* ---- one decoded event ------------------------------------------------------ */
@@ -176,8 +176,8 @@ void ev_sets_free(ev_sets *s);
  * the set's size. */
 int ev_sets_add(ev_sets *s, ev_event *ev, tf_error *err);
 
-/* Sets stored, and distinct files among them (equal path_prefix, name and
- * uri/contents/symlink target count once). */
+/* Sets stored, and distinct files among them (equal path_prefix, name,
+ * uri/contents/symlink target, digest and length count once). */
 size_t ev_sets_count(const ev_sets *s);
 size_t ev_sets_distinct_files(const ev_sets *s);
 

@@ -194,6 +194,9 @@ static uint64_t file_hash(const BuildEventStream__File *f)
 	default:
 		break;
 	}
+	/* Bazel 7's digest: one path with two digests is two files (a conflict
+	 * the session reports), never one silently dropped. */
+	h = hash_str(h ^ 2, f->digest);
 	return mix64(h);
 }
 
@@ -205,7 +208,7 @@ static bool str_eq(const char *a, const char *b)
 static bool file_eq(const BuildEventStream__File *a, const BuildEventStream__File *b)
 {
 	if (a->n_path_prefix != b->n_path_prefix || a->file_case != b->file_case ||
-	    !str_eq(a->name, b->name))
+	    !str_eq(a->name, b->name) || !str_eq(a->digest, b->digest) || a->length != b->length)
 		return false;
 	for (size_t i = 0; i < a->n_path_prefix; i++)
 		if (!str_eq(a->path_prefix[i], b->path_prefix[i]))

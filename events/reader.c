@@ -276,7 +276,7 @@ static int fill(ev_reader *r, size_t need, tf_error *err)
  * there, 0 and *need (bytes still missing) when not, or an error. */
 static int parse(ev_reader *r, ev_event **out, size_t *need, tf_error *err)
 {
-	const unsigned char *p = r->buf + r->start;
+	const unsigned char *p;
 	size_t avail = r->end - r->start, plen = 0;
 	uint64_t len = 0, record = r->records + 1;
 	ev_event *ev;
@@ -284,7 +284,8 @@ static int parse(ev_reader *r, ev_event **out, size_t *need, tf_error *err)
 
 	*need = 1;
 	if (avail == 0)
-		return 0;
+		return 0; /* (buf may still be NULL: no pointer arithmetic on it) */
+	p = r->buf + r->start;
 	if (r->complete)
 		return tf__errf(err, -EBADMSG,
 				"%s: data follows the last_message record (record %llu, which ends at byte offset %llu)",

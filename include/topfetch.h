@@ -163,6 +163,12 @@ TF_API size_t tf_downloader_outstanding(const tf_downloader *d);
 /* Copies the counters so far. Does not block. */
 TF_API void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats *out);
 
+/* Removes the temporary files (.tftmp.<pid>.<n>) that processes which no
+ * longer exist (killed mid-transfer) left below output_dir, counting them
+ * into *removed (may be NULL); those of live processes stay. Call it before
+ * the first fetch. Blocks while it walks the folder. */
+TF_API int tf_downloader_remove_dead_temporaries(tf_downloader *d, uint64_t *removed, tf_error *err);
+
 /* Stops the transfer thread (cancelling what is in flight, removing its
  * temporary files) and frees everything. Callbacks of unfinished requests
  * are not run. Blocks until the thread has exited. Accepts NULL. */
@@ -310,6 +316,12 @@ typedef struct tf_session_options {
 	/* Notes for the user that are no error (a build in the followed file
 	 * not taken, and why), one line each. May be NULL; gets `user`. */
 	void (*on_note)(const char *message, void *user);
+	/* Called (in the caller's thread) for every completed target that
+	 * topfetch posts with success false because its files could not all be
+	 * put in place (lost, corrupt, two digests for one path, a broken named
+	 * set), as it is released: its label and why (the failure detail). May
+	 * be NULL; gets `user`. */
+	void (*on_target_failed)(const char *label, const char *why, void *user);
 } tf_session_options;
 
 typedef struct tf_session_stats {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,7 +23,10 @@
 #define MHD_BLOCK_BYTES ((size_t)128 << 10)  /* libmicrohttpd's send block */
 #define MHD_MEMORY_BYTES ((size_t)128 << 10) /* per connection: headers and upload chunks */
 #define MHD_STACK_BYTES ((size_t)1 << 20)
-#define MAX_CONNECTIONS 512u                 /* client connections, one thread each */
+/* Client connections, one thread each (mostly idle: a thread's stack is
+ * only touched as far as it is used). High, so that idle or dripping
+ * connections cannot lock new clients out. */
+#define MAX_CONNECTIONS 8192u
 #define IDLE_TIMEOUT_S 300u                  /* an idle client connection is closed */
 
 struct px_http {
@@ -48,7 +52,7 @@ typedef struct req {
 } req;
 
 /* bazel-remote's rule: ^/?(.*\/)?(ac/|cas/)([a-f0-9]{64})$ */
-static int parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1])
+int px_http_parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1])
 {
 	size_t n = strlen(url);
 	const char *h, *a;
@@ -288,7 +292,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			r->method = 'H';
 		else if (!strcmp(method, MHD_HTTP_METHOD_PUT))
 			r->method = 'P';
-		if (parse_path(url, &r->area, r->key) < 0) {
+		if (px_http_parse_path(url, &r->area, r->key) < 0) {
 			px_count_refused(h->p);
 			req_fail(r, 400, "bad path '%.200s': want [/prefix]/ac/<64 lowercase hex> or "
 					 "[/prefix]/cas/<64 lowercase hex>", url);
@@ -409,6 +413,14 @@ px_http *px_http_start(px_proxy *p, const struct sockaddr_storage *ss)
 		return NULL;
 	h->p = p;
 	h->lfd = MHD_INVALID_SOCKET;
+	{
+		/* Room for every connection and its upstream side. */
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * MAX_CONNECTIONS + 256) {
+			rl.rlim_cur = rl.rlim_max < 2 * MAX_CONNECTIONS + 256 ? rl.rlim_max : 2 * MAX_CONNECTIONS + 256;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	h->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
 					  MHD_USE_ITC | (ss->ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 				  0, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)ss,

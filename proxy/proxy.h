@@ -146,6 +146,10 @@ typedef struct px_http px_http;
  * -EINVAL/-EPERM with why. */
 int px_http_parse_listen(const char *spec, bool any, struct sockaddr_storage *ss, char *why, size_t n);
 
+/* A request path [/prefix/]{ac,cas}/<sha256> (bazel-remote's rule): 0 with
+ * the area and the key (64 lowercase hex digits), -EINVAL for anything else. */
+int px_http_parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1]);
+
 /* Starts serving GET/HEAD/PUT on [/prefix]/{ac,cas}/<sha256> at ss (one
  * thread per connection). NULL when it cannot listen. */
 px_http *px_http_start(px_proxy *p, const struct sockaddr_storage *ss);

@@ -13,8 +13,8 @@ pkgs=(
   # the gRPC tests compile Bazel's own remote worker (sources: bazel-bootstrap-source,
   # classpath: the Bazel server jar of bazel-bootstrap-data) with javac
   bazel-bootstrap-data openjdk-17-jdk-headless
-  # sanitizers, benchmarks
-  libclang-rt-14-dev curl time procps coreutils
+  # sanitizers, fuzzing (libFuzzer comes with clang), benchmarks
+  clang libclang-rt-14-dev curl time procps coreutils
 )
 
 missing=()

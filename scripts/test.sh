@@ -2,7 +2,7 @@
 # The whole test suite: installs what is missing, builds with -Werror, runs
 # every suite (unit, integration with real nginx, interop with real Bazel),
 # then builds again under AddressSanitizer + UndefinedBehaviorSanitizer and
-# runs every suite again. Ends with one line "N passed, N failed".
+# runs every suite again, then runs every fuzz harness for 20 s. Ends with one line "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -16,6 +16,7 @@ run_suite() { # build-dir meson-setup-args...
 }
 run_suite build --buildtype=debugoptimized
 run_suite build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+scripts/fuzz.sh 20 || status=1 # every fuzz harness 20 s under ASan+UBSan (fuzz/README.md)
 
 python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
 import json, sys

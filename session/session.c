@@ -45,6 +45,8 @@ typedef struct want {
 	char *failure; /* W_FAILED: why */
 	char *label;   /* a target that wanted it (for messages), or NULL */
 	waiter *waiters;
+	bool by_target; /* a completed target named it */
+	char *conflict; /* targets named it with two digests in this build: why */
 } want;
 
 /* A directory output whose Tree is being read. */
@@ -59,6 +61,10 @@ typedef struct tree_read {
 
 struct tf_session {
 	tf_session_options o;
+	tf__map succeeded; /* TargetComplete events (by pointer) Bazel posted successful, until emitted */
+	/* Work budget of the Trees of one ActionResult: action key -> entries
+	 * left (malloc'd size_t); directory -> entries it counted (+1). */
+	tf__map tree_budget, tree_counted;
 	char *output_dir, *store_path, *tmp_dir;
 	chk_policy policy;
 	st_store *store;
@@ -151,6 +157,20 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 		protobuf_c_message_pack(&ev->msg->base, buf);
 		s->o.on_event(buf, n, s->o.user);
 		free(buf);
+	}
+	if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED &&
+	    tf__map_removen(&s->succeeded, &ev, sizeof(ev)) && !ev->msg->completed->success &&
+	    s->o.on_target_failed) {
+		/* Bazel said success; the gate failed it. */
+		const BuildEventStream__TargetComplete *tc = ev->msg->completed;
+		const char *label = ev->msg->id && ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED &&
+					    ev->msg->id->target_completed->label
+				    ? ev->msg->id->target_completed->label
+				    : "(unknown)";
+		s->o.on_target_failed(label,
+				      tc->failure_detail && tc->failure_detail->message ? tc->failure_detail->message
+											: "its outputs could not be fetched",
+				      s->o.user);
 	}
 	/* Subscribers and file readers see a completed target at once. */
 	if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ||
@@ -286,6 +306,37 @@ static const char *dest_of(const tf_session *s, const char *path)
 	return p && *p ? p : path;
 }
 
+/* Completed targets of one build name one exec path with two digests (or
+ * modes): one blob would silently win and a target would be posted
+ * successful with another's file. Neither is: t and every target waiting
+ * for w fail naming the path and both digests; later ones naming the path
+ * fail too. What is already in place stays as it is (never overwritten). */
+static void target_conflict(tf_session *s, want *w, const tf_digest *dg, bool exec, uint64_t t)
+{
+	char why[TF__PATH_MAX + 512];
+	waiter *list;
+
+	if (!w->conflict) {
+		snprintf(why, sizeof(why),
+			 "%s is named with two different contents in this build: %s/%lld%s and %s/%lld%s; "
+			 "topfetch keeps neither target successful (check the build for two rules writing "
+			 "one output)",
+			 w->path, w->digest.hash, (long long)w->digest.size, w->executable ? " (executable)" : "",
+			 dg->hash, (long long)dg->size, exec ? " (executable)" : "");
+		w->conflict = strdup(why);
+		s->stats.conflicts++;
+		list = w->waiters;
+		w->waiters = NULL;
+		while (list) {
+			waiter *n = list->next;
+			target_settled(s, list->t, w->conflict ? w->conflict : why);
+			free(list);
+			list = n;
+		}
+	}
+	target_fail(s, t, w->conflict ? w->conflict : why);
+}
+
 /* Wants the output at path (file or tree file) in place; target t (a gate
  * ticket, 0 for none) waits for it. label: the target it is for, when known
  * (named in a lost-file report). */
@@ -299,6 +350,11 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	tf_error err = { 0 };
 	int r;
 
+	if (t && w && !strcmp(w->path, path) &&
+	    (w->conflict || (w->by_target && (strcmp(w->digest.hash, dg->hash) || w->executable != exec)))) {
+		target_conflict(s, w, dg, exec, t);
+		return;
+	}
 	/* The digest a named set naming this file will carry. */
 	if (t && (r = ev_gate_file_digest(s->gate, path, dg, &err)) < 0)
 		note_error(s, r, &err);
@@ -346,6 +402,7 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 	w->executable = exec;
 	if (label && !w->label)
 		w->label = strdup(label); /* only for messages: out of memory leaves it unnamed */
+	w->by_target |= t != 0;
 	free(w->failure);
 	w->failure = NULL;
 	/* Already on disk as we wrote it: nothing to fetch. (With short paths
@@ -460,6 +517,7 @@ typedef struct tree_ctx {
 	tf_session *s;
 	tree_read *tr;
 	tf_error *err;
+	size_t entries; /* reported so far */
 } tree_ctx;
 
 static int on_tree_entry(const chk_tree_entry *e, void *user)
@@ -469,6 +527,7 @@ static int on_tree_entry(const chk_tree_entry *e, void *user)
 	st_output o = { .path = e->path, .action_key = c->tr->action_key, .target = c->tr->label };
 	int r;
 
+	c->entries++;
 	if (e->kind == CHK_ENTRY_SYMLINK) {
 		o.kind = ST_KIND_SYMLINK;
 		o.symlink_target = e->symlink_target;
@@ -507,14 +566,43 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	tree_read *tr = user;
 	tf_session *s = tr->s;
 	tf_error err = { 0 }, serr = { 0 };
-	tree_ctx c = { s, tr, &err };
+	tree_ctx c = { s, tr, &err, 0 };
 	waiter *list;
 	int r, m;
 
 	s->reads_in_flight--;
 	tf__map_remove(&s->trees, tr->dir);
 	if (d->result == TF_RESULT_OK) {
-		r = chk_tree_walk(d->data, d->len, tr->hash, tr->dir, on_tree_entry, &c, &err);
+		size_t *left = tr->action_key ? tf__map_get(&s->tree_budget, tr->action_key) : NULL;
+		size_t before = (size_t)(uintptr_t)tf__map_get(&s->tree_counted, tr->dir);
+		size_t allowed = CHK_TREE_MAX_ENTRIES;
+		char whose[TF_HASH_HEX_LEN + 64];
+
+		if (tr->action_key && !left && (left = malloc(sizeof(*left)))) {
+			*left = CHK_TREE_MAX_ENTRIES;
+			if (tf__map_put(&s->tree_budget, tr->action_key, left) < 0) {
+				free(left);
+				left = NULL;
+			}
+		}
+		if (left) /* a directory read again (a target's, after its action's) counts once */
+			allowed = *left + (before ? before - 1 : 0);
+		snprintf(whose, sizeof(whose), "the ActionResult of action %.64s",
+			 tr->action_key ? tr->action_key : "");
+		r = chk_tree_walk_budget(d->data, d->len, tr->hash, tr->dir, allowed, whose, on_tree_entry, &c, &err);
+		if (r == 0 && left && tf__map_put(&s->tree_counted, tr->dir, (void *)(uintptr_t)(c.entries + 1)) == 0)
+			*left = allowed - c.entries;
+		if (r < 0) {
+			/* A Tree refused (hostile or broken): never dropped silently,
+			 * whether a target waits for it or the policy (all, a regex)
+			 * wanted it. */
+			tf_lost_output lo = { .result = TF_RESULT_CORRUPT, .path = tr->dir, .digest = d->digest,
+					      .action_key = tr->action_key, .target = tr->label,
+					      .message = err.message };
+			s->stats.failed++;
+			if (s->o.on_lost)
+				s->o.on_lost(&lo, s->o.user);
+		}
 	} else {
 		tf_lost_output lo = { .result = d->result, .path = tr->dir, .digest = d->digest,
 				      .action_key = tr->action_key, .target = tr->label, .message = d->message };
@@ -776,6 +864,11 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 			if (ses_make_symlink(s->rootfd, dest_of(s, path), rec.o.symlink_target, fail, sizeof(fail)) < 0)
 				target_fail(s, t, fail);
 		} else if (record_digest(s, t, path, &rec, &dg)) {
+			/* The event's own digest (Bazel 7+) is what this build made;
+			 * the store may hold an earlier target's or build's. */
+			tf_digest ed;
+			if (f->digest && *f->digest && tf_digest_parse(f->digest, f->length, &ed, NULL) == 0)
+				dg = ed;
 			want_file(s, path, &dg, rec.o.executable, t, label);
 		}
 	} else if (known_digest) {
@@ -803,7 +896,9 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		    copy_local(s, t, path, f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI ? ses_file_uri_path(f->uri) : NULL)) {
 			/* An output no cache holds, copied from Bazel's output tree. */
 		} else if (!waiting && bad.code) {
-			s->stats.files_unknown++;
+			/* A digest that is there but unusable (a length of 2^63):
+			 * the target fails naming it; this is not Bazel-before-7's
+			 * missing digest. */
 			snprintf(why, sizeof(why), "the event's digest of %s cannot be used: %s", path, bad.message);
 			target_fail(s, t, why);
 		} else if (!waiting) {
@@ -978,6 +1073,8 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 	int r;
 
 	d.wanted = chk_decide_target(&s->policy, label, tc->success, &d.reason);
+	if (tc->success && s->o.on_target_failed && tf__map_putn(&s->succeeded, &ev, sizeof(ev), ev) < 0)
+		return tf__errf(err, -ENOMEM, "out of memory");
 	decide(s, &d);
 	if (d.wanted && (r = ev_gate_target(s->gate, ev, true, &t, err)) < 0)
 		return r;
@@ -1102,6 +1199,9 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	s->o = *opts;
 	tf__map_init(&s->wants);
 	tf__map_init(&s->trees);
+	tf__map_init(&s->succeeded);
+	tf__map_init(&s->tree_budget);
+	tf__map_init(&s->tree_counted);
 	if (!opts->output_dir) {
 		tf__errf(err, -EINVAL, "no output directory given (--output_dir)");
 		goto fail;
@@ -1579,6 +1679,7 @@ static void free_want(const char *key, void *value, void *user)
 	free(w->dest);
 	free(w->failure);
 	free(w->label);
+	free(w->conflict);
 	free(w);
 }
 
@@ -1594,6 +1695,11 @@ static void free_tree(const char *key, void *value, void *user)
 	tree_read_free(tr);
 }
 
+static void free_budget(const char *key, void *value, void *user)
+{
+	free(value);
+}
+
 void tf_session_free(tf_session *s)
 {
 	if (!s)
@@ -1604,6 +1710,10 @@ void tf_session_free(tf_session *s)
 	tf__map_fini(&s->wants);
 	tf__map_each(&s->trees, free_tree, NULL);
 	tf__map_fini(&s->trees);
+	tf__map_fini(&s->succeeded);
+	tf__map_each(&s->tree_budget, free_budget, NULL);
+	tf__map_fini(&s->tree_budget);
+	tf__map_fini(&s->tree_counted);
 	ev_gate_free(s->gate);
 	ev_sets_free(s->sets);
 	ev_reader_free(s->bep);

@@ -76,7 +76,7 @@ h2=$(printf 'opt build!\n' | cas_put_stdin)
 run_tf collect --bep="$tf_tmp/in/bep-conflict.bin" --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o8"
 [ "$rc" -eq 1 ] || fail "conflict: exit $rc: $out"
 assert_contains "$out" "1 conflicting"
-assert_contains "$out" "would overwrite a different file at the same short path"
+assert_contains "$out" "1 path is named with two different files (see the target errors above): nothing was overwritten"
 [ "$(cat "$tf_tmp/o8/c/same.txt")" = fastbuild ] || fail "the first file was overwritten"
 run_tf collect --bep="$tf_tmp/in/bep-conflict.bin" --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o9" --keep_path_prefix
 [ "$rc" -eq 0 ] || fail "conflict with --keep_path_prefix: exit $rc: $out"

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora fuzz/corpus/<harness>/ from the real fixtures
+(tests/fixtures/bazel-4.2.3: Bazel 4.2.3's BEPs, the ActionResults of its
+cache) and from the inputs of the hostile test's defects (README.md). Run it
+again after changing a fixture; the files it writes are committed."""
+import io
+import os
+import struct
+import sys
+import tarfile
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.dirname(here)
+sys.path.insert(0, os.path.join(root, "tests", "lib"))
+from hostile import *  # noqa: E402,F401,F403
+
+fixtures = os.path.join(root, "tests", "fixtures", "bazel-4.2.3")
+corpus = os.path.join(here, "corpus")
+
+
+def put(harness, name, data):
+    d = os.path.join(corpus, harness)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+H = sha(b"hello\n")
+G = sha(b"other\n")
+
+# ---- bep: the three real streams, the example, and the defects ----
+for run in ("run1_populate", "run2_minimal_hits", "run3_toplevel_hits"):
+    put("bep", run, open(os.path.join(fixtures, run, "bep.bin"), "rb").read())
+put("bep", "example", open(os.path.join(root, "examples", "bep.bin"), "rb").read())
+put("bep", "conflict-two-digests", bep_build(
+    [("0", [bep_file("a.txt", H, 6)], []), ("1", [bep_file("a.txt", G, 6)], [])],
+    [("//p:a", ["0"]), ("//p:b", ["1"])]))
+put("bep", "cycle", bep_build([("0", [bep_file("a.txt", H, 6)], ["1"]), ("1", [], ["0"])], [("//p:a", ["0"])]))
+put("bep", "undefined-set", bep_build([("0", [], ["9"])], [("//p:a", ["0"])]))
+put("bep", "deep-chain", bep_build([(str(i), [], [str(i + 1)]) for i in range(300)] + [("300", [], [])],
+                                   [("//p:a", ["0"])]))
+put("bep", "nul-in-name", bep_build([("0", [bep_file("a.txt\0zz", H, 6)], [])], [("//p:a", ["0"])]))
+put("bep", "escape-in-name", bep_build([("0", [bep_file("\x1b]0;owned\x07\x1b[2Ja.txt", H, 6)], [])],
+                                       [("//p:\x1b[2J", ["0"])]))
+put("bep", "huge-length", bep_build([("0", [bep_file("a.txt", H, 2**63 - 1)], [])], [("//p:a", ["0"])]))
+put("bep", "empty", b"")  # found by fuzz_bep: pointer arithmetic on the reader's NULL buffer
+put("bep", "many-sets", bep_build([(str(i), [], []) for i in range(300)],
+                                  [("//p:a", [str(i) for i in range(300)])]))
+
+# ---- action and tree: the fixture cache's ActionResults, and the defects ----
+with tarfile.open(os.path.join(fixtures, "cache.tar.gz")) as t:
+    for m in t.getmembers():
+        if m.isfile() and m.name.startswith("ac/"):
+            put("action", "fixture-" + m.name[3:15], t.extractfile(m).read())
+put("action", "nul-in-path", action_result(files=[("pkg/a.txt\0zz", H, 6, False)]))
+put("action", "escape-in-path", action_result(files=[("pkg/\x1b[2Ja.txt", H, 6, False)]))
+put("action", "symlink-to-etc", action_result(file_symlinks=[("pkg/link", "/etc/passwd")]))
+bomb = dag_bomb(40)
+put("action", "tree-bomb-x100", action_result(dirs=[(f"pkg/d{i}", sha(bomb), len(bomb)) for i in range(100)]))
+put("action", "escape-path", action_result(files=[("../../etc/passwd", H, 6, False)]))
+put("tree", "dag-bomb-40", bomb)
+put("tree", "small", tree(directory(files=[("a.txt", H, 6)], dirs=[("sub", sha(directory(files=[("b", G, 6)])), 0)],
+                                    symlinks=[("l", "a.txt")]), [directory(files=[("b", G, 6)])]))
+put("tree", "dotdot", tree(directory(files=[("..", H, 6)])))
+put("tree", "nul-name", tree(directory(files=[("a\0b", H, 6)])))
+
+# ---- manifest ----
+put("manifest", "example", open(os.path.join(root, "examples", "manifest.txt"), "rb").read())
+put("manifest", "conflict", f"{H} 6 a.txt\n{G} 6 a.txt\n{H} 6 x b\r\n# comment\n\n".encode())
+put("manifest", "bad", f"{H} -1 a\n{H} 99999999999999999999 a\nZZ 6 a\n{H} 6 x \n{H} 6 a\0b\n".encode())
+put("manifest", "only-comment", b"# nothing\n")  # found by fuzz_manifest: qsort of no entries (NULL)
+put("manifest", "long-comment", b"#" + b"c" * 10000 + b"\n" + f"{H} 6 a\n".encode())
+
+
+# ---- service: requests, each prefixed by its length (2 bytes, big endian) ----
+def reqs(*rs):
+    return b"".join(struct.pack(">H", len(r)) + r for r in rs)
+
+
+started = field(1, s(1, "all"))
+ar = action_result(files=[("bazel-out/k8-fastbuild/bin/pkg/a.txt", H, 6, False)])
+executed = field(2, s(1, "0" * 64) + s(2, "//pkg:a") + s(3, ar))
+target = field(3, s(1, "//pkg:a") + field(4, s(1, "default") + field(
+    2, s(1, "bazel-out/k8-fastbuild/bin/pkg/a.txt") + s(2, H) + vfield(3, 6))))
+finished = field(4, b"")
+put("service", "build", reqs(started, executed, target, finished))
+put("service", "status", reqs(field(5, b"")))
+put("service", "no-build", reqs(executed, finished))
+put("service", "nul-path", reqs(started, field(2, s(1, "1" * 64) + s(2, "//p:b") + s(3, action_result(
+    files=[("bazel-out/k8-fastbuild/bin/pkg/a\0b", H, 6, False)]))), finished))
+put("service", "tree-bomb", reqs(started, field(2, s(1, "2" * 64) + s(2, "//p:c") + s(3, action_result(
+    dirs=[("bazel-out/k8-fastbuild/bin/pkg/d", sha(bomb), len(bomb))]))), finished))
+
+# ---- proxy_path ----
+for i, p in enumerate([f"/ac/{H}", f"/cas/{H}", f"/prefix/x/cas/{H}", f"cas/{H}", f"/xcas/{H}",
+                       f"/cas/{H.upper()}", "/cas/", f"/ac/{H}/", f"/../cas/{H}"]):
+    put("proxy_path", f"seed{i}", p.encode())
