@@ -20,7 +20,9 @@ enum {
 	EXIT_INTERRUPTED = 8, /* SIGINT or SIGTERM, as Bazel */
 };
 
-typedef enum cli_flag_kind { CLI_STRING, CLI_INT, CLI_BOOL, CLI_LIST } cli_flag_kind;
+/* CLI_ONCE: a string that names one thing (the BEP file to follow); given
+ * twice it is an error, not "the last one wins". */
+typedef enum cli_flag_kind { CLI_STRING, CLI_ONCE, CLI_INT, CLI_BOOL, CLI_LIST } cli_flag_kind;
 
 /* A repeatable flag's values. */
 typedef struct cli_list {

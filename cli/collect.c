@@ -39,7 +39,7 @@ int cmd_collect(int argc, char **argv)
 
 	tf_remote_options_init(&o.remote);
 	const cli_flag flags[] = {
-		{ "bep", CLI_STRING, &bep, "FILE|-",
+		{ "bep", CLI_ONCE, &bep, "FILE|-",
 		  "The build's BEP (--build_event_binary_file), or - for standard input. Required." },
 		CLI_REMOTE_FLAGS(&o.remote, &headers),
 		{ "output_dir", CLI_STRING, &o.output_dir, "DIR", "Where the files go; created if missing. Required." },

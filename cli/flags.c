@@ -109,6 +109,11 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positiona
 		else
 			return usage_error(cmd, "flag '--%s' needs a value (%s)", f->name, f->arg);
 		switch (f->kind) {
+		case CLI_ONCE:
+			if (*(const char **)f->target)
+				return usage_error(cmd, "flag '--%s' was given twice; it names one %s, so say which one",
+						   f->name, f->arg);
+			/* fall through */
 		case CLI_STRING:
 			*(const char **)f->target = val;
 			break;

@@ -213,7 +213,7 @@ int cmd_proxy(int argc, char **argv)
 		{ "store", CLI_STRING, &o.store_path, "FILE",
 		  "The metadata store (SQLite): every output of every ActionResult seen, and lost actions, kept "
 		  "across runs (default: a private store removed at exit)." },
-		{ "bep_follow", CLI_STRING, &bep, "FILE",
+		{ "bep_follow", CLI_ONCE, &bep, "FILE",
 		  "Follow the build's BEP as Bazel writes it (its --build_event_binary_file; it need not exist "
 		  "yet): each TargetComplete makes its files top-level and they are fetched during the build. "
 		  "Builds one after another each have their own session: a new BuildStarted uuid at the start of "

@@ -103,4 +103,13 @@ run_tf collect --bep="$TF_SOURCE_ROOT/examples/bep.bin" --remote_cache="$TF_SOUR
 assert_contains "$out" "3 of 3 targets complete, 5 files in place"
 [ "$(sh "$tf_tmp/ex/app/bin/hello.sh")" = "hello from a blob topfetch fetched" ] || fail "example hello.sh"
 cmp -s "$tf_tmp/ex/app/share/greeting.txt" "$tf_tmp/ex/app/share/copy-of-greeting.txt" || fail "example copy"
+# One BEP per run: a second --bep (or --bep_follow for the proxy) is refused,
+# never "the last one wins".
+run_tf collect --bep="$tf_tmp/a.bin" --bep="$tf_tmp/b.bin" --remote_cache="$tf_tmp" --output_dir="$tf_tmp/twice"
+[ "$rc" -eq 2 ] || fail "--bep twice: exit $rc: $out"
+assert_contains "$out" "flag '--bep' was given twice"
+run_tf proxy --listen=127.0.0.1:0 --remote_cache="$tf_tmp" --bep_follow="$tf_tmp/a.bin" --bep_follow="$tf_tmp/b.bin"
+[ "$rc" -eq 2 ] || fail "--bep_follow twice: exit $rc: $out"
+assert_contains "$out" "flag '--bep_follow' was given twice"
+[ ! -e "$tf_tmp/twice" ] || fail "a refused run created its output folder"
 echo "collect: ok"
