@@ -22,8 +22,13 @@ int cli_exit_for_error(int code)
 
 void cli_report_lost(cli_progress *p, const tf_lost_output *l, const char *consequence)
 {
-	cli_progress_error(p, "topfetch: %s: %s (%s/%lld)%s%s%s%s: %s%s%s", tf_result_name(l->result), l->path,
-			   l->digest.hash, (long long)l->digest.size, l->action_key ? ", produced by action " : "",
+	char digest[TF_HASH_HEX_LEN + 32] = "";
+
+	/* A file whose digest is not known (an over-cap Tree, say) has none to show. */
+	if (l->digest.hash[0])
+		snprintf(digest, sizeof(digest), " (%s/%lld)", l->digest.hash, (long long)l->digest.size);
+	cli_progress_error(p, "topfetch: %s: %s%s%s%s%s%s: %s%s%s", tf_result_name(l->result), l->path, digest,
+			   l->action_key ? ", produced by action " : "",
 			   l->action_key ? l->action_key : "", l->target ? " of " : "", l->target ? l->target : "",
 			   l->message, l->action_key && consequence ? "; " : "",
 			   l->action_key && consequence ? consequence : "");

@@ -416,7 +416,7 @@ const char *dl_grpc_display(const dl_grpc *g)
 int dl_grpc_headers(struct curl_slist **l, tf_error *err)
 {
 	static const char *const lines[] = { "content-type: application/grpc", "te: trailers",
-					     "user-agent: topfetch/" TOPFETCH_VERSION, "Expect:", "Accept:" };
+					     ("user-agent: topfetch/" TOPFETCH_VERSION), "Expect:", "Accept:" };
 	int r = 0;
 
 	for (size_t i = 0; i < sizeof(lines) / sizeof(*lines) && r == 0; i++)
