@@ -55,12 +55,12 @@ l0=$(log_lines); t0=$(now)
   --store="$tf_tmp/store.db" --bep_follow="$tf_tmp/bep.bin" --build_event_json_file="$tf_tmp/tf.json" \
   >"$tf_tmp/proxy.log" 2>&1 &
 proxy_pid=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
+poll_until 5 port_open "$port" || true
 bz build --color=no --curses=no --remote_cache="http://127.0.0.1:$port" --remote_download_minimal \
   --build_event_binary_file="$tf_tmp/bep.bin" //pkg:all >"$tf_tmp/b.log" 2>&1 \
   || { cat "$tf_tmp/b.log" "$tf_tmp/proxy.log"; fail "minimal build through the proxy failed"; }
 t_bazel=$(now)
-for _ in $(seq 1200); do grep -q '"lastMessage":true' "$tf_tmp/tf.json" 2>/dev/null && break; sleep 0.05; done
+poll_until 60 grep -qs '"lastMessage":true' "$tf_tmp/tf.json" || true
 t1=$(now)
 grep -q '"lastMessage":true' "$tf_tmp/tf.json" || { cat "$tf_tmp/proxy.log"; fail "topfetch never wrote its last event"; }
 read -r b_gets b_bytes < <(served "$l0")

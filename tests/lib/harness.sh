@@ -35,7 +35,7 @@ tf_stop_tracked() {
     fi
   done
   for p in "${alive[@]}"; do
-    for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    poll_until 5 pid_gone "$p" || true
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
@@ -69,14 +69,24 @@ run_tf() {
   set -e
 }
 
-wait_for() { # SECONDS WHAT CMD...
-  local limit=$1 what=$2 end
-  shift 2
-  end=$((SECONDS + limit))
+# The one readiness loop of the suite: runs CMD until it succeeds, at most
+# SECONDS. Between two checks it blocks on a pipe nobody writes to, for at most
+# 20 ms: the poll interval, never a wait that stands in for readiness.
+mkfifo "$tf_tmp/.poll"
+exec {tf_poll_fd}<>"$tf_tmp/.poll"
+poll_until() { # SECONDS CMD...  -> 0 once CMD succeeded, 1 when the time ran out
+  local end=$((SECONDS + $1))
+  shift
   until "$@"; do
-    [ "$SECONDS" -lt "$end" ] || fail "$what: not within $limit s"
-    sleep 0.02
+    [ "$SECONDS" -lt "$end" ] || return 1
+    read -r -t 0.02 -u "$tf_poll_fd" _ || true
   done
+}
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+wait_for() { # SECONDS WHAT CMD...
+  local limit=$1 what=$2
+  shift 2
+  poll_until "$limit" "$@" || fail "$what: not within $limit s"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -179,7 +189,7 @@ nginx_stop() {
     local pid
     pid=$(cat "$NGINX_PID_FILE")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    poll_until 10 pid_gone "$pid" || true
     kill -KILL "$pid" 2>/dev/null || true
   fi
   NGINX_PID_FILE=""

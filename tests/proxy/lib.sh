@@ -16,30 +16,30 @@ proxy_start() {
   : >"$PROXY_LOG" # before the child opens it: the loop below reads it at once
   "$TOPFETCH" proxy --listen=127.0.0.1:0 "$@" >"$PROXY_LOG" 2>&1 &
   PROXY_PID=$!
-  local end=$((SECONDS + 60))
-  while [ "$SECONDS" -lt "$end" ]; do
-    PROXY_PORT=$(sed -n 's|^topfetch proxy: listening on http://[^ ,]*:\([0-9]*\),.*|\1|p' "$PROXY_LOG")
-    if [ -n "$PROXY_PORT" ]; then
-      PROXY_URL="http://127.0.0.1:$PROXY_PORT"
-      return 0
-    fi
-    if ! kill -0 "$PROXY_PID" 2>/dev/null; then
-      cat "$PROXY_LOG" >&2
-      fail "the proxy exited at start"
-    fi
-    sleep 0.02
-  done
+  poll_until 60 proxy_listening && return 0
   cat "$PROXY_LOG" >&2
   fail "the proxy did not start listening"
 }
 
+# True once the proxy printed its port (sets PROXY_PORT, PROXY_URL); fails the
+# test if it exited instead.
+proxy_listening() {
+  PROXY_PORT=$(sed -n 's|^topfetch proxy: listening on http://[^ ,]*:\([0-9]*\),.*|\1|p' "$PROXY_LOG")
+  if [ -n "$PROXY_PORT" ]; then
+    PROXY_URL="http://127.0.0.1:$PROXY_PORT"
+    return 0
+  fi
+  if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+    cat "$PROXY_LOG" >&2
+    fail "the proxy exited at start"
+  fi
+  return 1
+}
+
+proxy_exited() { ! kill -0 "$PROXY_PID" 2>/dev/null; }
+
 proxy_wait() {
-  local end=$((SECONDS + 120))
-  while [ "$SECONDS" -lt "$end" ]; do
-    kill -0 "$PROXY_PID" 2>/dev/null || break
-    sleep 0.02
-  done
-  if kill -0 "$PROXY_PID" 2>/dev/null; then
+  if ! poll_until 120 proxy_exited; then
     kill -KILL "$PROXY_PID"
     cat "$PROXY_LOG" >&2
     fail "the proxy did not exit"

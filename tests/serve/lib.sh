@@ -23,15 +23,13 @@ serve_start() {
   "$TOPFETCH" serve "$@" >"$serve_log.stdout" 2>"$serve_log" &
   serve_pid=$!
   tf_track "$serve_pid"
-  local end=$((SECONDS + 60))
-  while [ "$SECONDS" -lt "$end" ]; do
-    grep -q "listening on" "$serve_log" && return 0
-    kill -0 "$serve_pid" 2>/dev/null || break
-    sleep 0.02
-  done
+  poll_until 60 serve_listening && grep -q "listening on" "$serve_log" && return 0
   cat "$serve_log" >&2
   fail "topfetch serve did not start"
 }
+
+# True once the service said it listens, or exited (serve_start tells which).
+serve_listening() { grep -q "listening on" "$serve_log" || ! kill -0 "$serve_pid" 2>/dev/null; }
 
 serve_stop() {
   local sig=$1 want=$2 code

@@ -119,12 +119,8 @@ serve_start "$tf_tmp/serve2.log" --listen="$listen" --remote_cache="$NGINX_URL" 
 probe "$listen" start
 probe "$listen" action "$key" "$NGINX_CACHE/ac/$key"
 probe "$listen" target //pkg:big "$bin/big.dat"
-end=$((SECONDS + 30))
-while [ "$SECONDS" -lt "$end" ]; do
-  probe "$listen" status
-  case "$probe" in "error: "*) break ;; esac
-  sleep 0.02
-done
+status_is_error() { probe "$listen" status; case "$probe" in "error: "*) return 0 ;; esac; return 1; }
+poll_until 30 status_is_error || true # the assertions below say what it answered
 assert_contains "$probe" "error: build 1 cannot go on: /dev/full: write failed" "Status after the sink failed"
 assert_contains "$probe" "No space left on device; send BuildFinished to end it" "Status after the sink failed"
 expect "build 1 cannot go on" target //pkg:other "$bin/other.txt"

@@ -60,14 +60,12 @@ run_probe action "$big_action" "$NGINX_CACHE/ac/$big_action"
 assert_contains "$probe" "ok build=2" "ActionExecuted reply"
 run_probe target //pkg:big "$bin/big.dat"
 assert_contains "$probe" "ok build=2" "TargetCompleted reply"
-seen=""
-end=$((SECONDS + 30))
-while [ "$SECONDS" -lt "$end" ]; do
+lost_reported() {
   run_probe status
-  case "$probe" in *"lost: $bin/big.dat action=$big_action result=lost"*) seen=1; break ;; esac
-  sleep 0.02
-done
-[ -n "$seen" ] || fail "no reply reported the lost output: $probe"
+  case "$probe" in *"lost: $bin/big.dat action=$big_action result=lost"*) return 0 ;; esac
+  return 1
+}
+poll_until 30 lost_reported || fail "no reply reported the lost output: $probe"
 run_probe status
 case "$probe" in *"lost:"*) fail "a lost output was reported twice while building: $probe" ;; esac
 run_probe finish 1
