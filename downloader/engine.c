@@ -2451,6 +2451,15 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 		 * (or a disk cache's temporary file could not be made). */
 		pthread_mutex_lock(&s->mu);
 		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 1;
+		/* A body without a held last byte (AC, no hash to check) may all
+		 * have gone, and been answered, before finish was called. */
+		if (r == 0 && s->result == CURLE_OK && !s->held && s->moved == (uint64_t)s->put_size &&
+		    s->done_bytes == (uint64_t)s->put_size) {
+			if (status)
+				*status = s->status;
+			pthread_mutex_unlock(&s->mu);
+			return 0;
+		}
 		if (r == 0 && s->result == CURLE_OK)
 			snprintf(why, n, "%s answered HTTP %ld before the body was complete", s->what, s->status);
 		else if (r == 0)

@@ -181,6 +181,7 @@ TEST(http_misses_and_ac_cap)
 	long status = 0;
 	tf__buf mem;
 	dl_stream *s;
+	int r;
 
 	sha256_hex("absent", 6, absent);
 	s = dl_stream_open(dl, DL_OP_GET, TF_AREA_CAS, absent, 0, 0, NULL);
@@ -191,7 +192,10 @@ TEST(http_misses_and_ac_cap)
 	CHECK_INT_EQ(dl_stream_wait(s, NULL, why, sizeof(why)), -ENOENT);
 	dl_stream_free(s);
 	sha256_hex("an action", 9, key);
-	CHECK_INT_EQ(dl_put_mem(dl, TF_AREA_AC, key, "0123456789", 10, &status, why, sizeof(why)), 0);
+	r = dl_put_mem(dl, TF_AREA_AC, key, "0123456789", 10, &status, why, sizeof(why));
+	if (r)
+		fprintf(stderr, "dl_put_mem: %s\n", why);
+	CHECK_INT_EQ(r, 0);
 	CHECK_INT_EQ(dl_get_mem(dl, TF_AREA_AC, key, 4, &mem, why, sizeof(why)), -EFBIG);
 	CHECK_CONTAINS(why, "larger than the 4 bytes allowed");
 	CHECK_INT_EQ(dl_get_mem(dl, TF_AREA_AC, key, 10, &mem, why, sizeof(why)), 0);
