@@ -25,6 +25,16 @@ extern "C" {
 #define TF_API
 #endif
 
+/* ---- version -------------------------------------------------------------- */
+
+/* The library's version ("0.1.0"), a static string. Does not block. */
+TF_API const char *tf_version(void);
+
+/* The git commit the library was built from: 12 hex digits, "-dirty" appended
+ * when the tree had uncommitted changes, "unknown" when built outside git.
+ * A static string. Does not block. */
+TF_API const char *tf_version_commit(void);
+
 /* ---- errors ------------------------------------------------------------- */
 
 #define TF_ERROR_MESSAGE_MAX 1024
