@@ -28,6 +28,8 @@ test_pkgs=(
   clang libclang-rt-14-dev curl time procps coreutils
   # tests/pkg: the installed man page rendered, the completion run in bash
   man-db groff-base bash
+  # tests/pkg: the example systemd units checked with systemd-analyze verify
+  systemd
 )
 
 build_only=false list=false
