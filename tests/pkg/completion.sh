@@ -56,7 +56,8 @@ expect "$want
 # Flags: for every command, exactly the flags its --help lists.
 for c in $(grep -vx -e help -e version <<<"$want"); do
   run_tf "$c" --help
-  flags=$(sed -n 's/^  \(--[^ ]*\).*/\1/p' <<<"$out" |
+  # "  --name=VALUE  text", "  --[no]name  text", "  -o, --output=FILE  text"
+  flags=$(grep -E '^  -' <<<"$out" | sed -E 's/^  //; s/  .*//; s/, /\n/g' | grep -oE -- '^--[^ ]*' |
     sed -e 's/^--\[no\]\(.*\)/--\1\n--no\1/' -e 's/=.*/=/')
   [ "$(wc -l <<<"$flags")" -ge 3 ] || fail "topfetch $c --help lists fewer than 3 flags: $out"
   expect "$flags" topfetch "$c" --
