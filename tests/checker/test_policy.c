@@ -4,7 +4,7 @@
 
 int main(void)
 {
-	const char *regex[] = { "\\.dat$", "^bazel-out/[^/]+/bin/pkg/treeart_dir$" };
+	const char *regex[] = { ".*\\.dat", "bazel-out/[^/]+/bin/pkg/treeart_dir" };
 	const char *groups[] = { "default", "debug_files" };
 	const char *targets[] = { "//pkg:b", "//pkg:a" };
 	tf_policy in = { 0 };
@@ -61,7 +61,7 @@ int main(void)
 		in.regexes = bad;
 		in.n_regexes = 1;
 		CHECK(chk_policy_init(&p, &in, &err) < 0);
-		CHECK_CONTAINS(err.message, "--remote_download_regex='a(b' is not a POSIX extended regex");
+		CHECK_CONTAINS(err.message, "--remote_download_regex='a(b' is not a valid regular expression");
 	}
 	return 0;
 }
