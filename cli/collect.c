@@ -38,9 +38,9 @@ static void on_decision(const tf_decision *d, void *user)
 	}
 }
 
-/* A --target or --output_groups that matched nothing, or nothing to collect
- * at all: the job asked for something that is not there (exit 3, never a
- * green "0 of 0"). */
+/* A --target, --output_groups or --output_filter that matched nothing, or
+ * a BEP that completes no target: the job asked for something that is not
+ * there (exit 3, never a green "0 of 0"). */
 static bool report_no_match(const run *r, const tf_session_stats *st, bool filters)
 {
 	bool bad = false;
@@ -57,14 +57,18 @@ static bool report_no_match(const run *r, const tf_session_stats *st, bool filte
 				    r->groups->items[i] + (r->groups->items[i][0] == '+'));
 			bad = true;
 		}
-	if (bad || st->files_wanted || st->files_unknown)
+	if (bad || st->files_wanted || st->files_unknown || st->targets_failed)
 		return bad;
-	if (filters)
+	if (filters && r->filtered)
 		fprintf(stderr, "topfetch collect: --output_filter matched none of the %llu files of the completed "
 				"targets; nothing was collected\n", (unsigned long long)r->filtered);
+	else if (r->groups->n && r->completed)
+		fprintf(stderr, "topfetch collect: --output_groups left no file of the %llu completed target%s to "
+				"collect\n", (unsigned long long)r->completed, r->completed == 1 ? "" : "s");
+	else if (!r->completed)
+		fprintf(stderr, "topfetch collect: the BEP completes no target: nothing to collect\n");
 	else
-		fprintf(stderr, "topfetch collect: nothing to collect: %llu completed target%s named no file in the "
-				"wanted output groups\n", (unsigned long long)r->completed, r->completed == 1 ? "" : "s");
+		return false; /* targets without files (a test_suite, empty filegroups): nothing was asked for */
 	return true;
 }
 

@@ -26,6 +26,17 @@ assert_contains "$out" "--target=//app:helo matched no completed target of the B
 case "$out" in *"--target=//app:hello matched"*) fail "a matching target was reported: $out" ;; esac
 [ -f "$tf_tmp/o2/app/bin/hello.sh" ] || fail "the matching target was not collected"
 
+# A BEP that completes no target: exit 3, never a green "0 of 0".
+python3 - "$tf_tmp/none.bep" <<'PY'
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["TF_SOURCE_ROOT"], "tests", "lib"))
+from hostile import *
+open(sys.argv[1], "wb").write(bep([ev_started(), ev_last()]))
+PY
+run_tf collect --bep="$tf_tmp/none.bep" --remote_cache="$cache" --output_dir="$tf_tmp/o2b"
+[ "$rc" -eq 3 ] || fail "no completed target: exit $rc, want 3: $out"
+assert_contains "$out" "the BEP completes no target: nothing to collect"
+
 # A group no target has (+extra, as Bazel adds it to the defaults): exit 3, named.
 run_tf collect --bep="$bep" --remote_cache="$cache" --output_dir="$tf_tmp/o3" --output_groups=+extra
 [ "$rc" -eq 3 ] || fail "+extra: exit $rc, want 3: $out"
@@ -35,7 +46,7 @@ assert_contains "$out" "no collected target has an output group 'extra'"
 run_tf collect --bep="$bep" --remote_cache="$cache" --output_dir="$tf_tmp/o4" --output_groups=+default \
   --output_groups=-default
 [ "$rc" -eq 3 ] || fail "-default: exit $rc, want 3: $out"
-assert_contains "$out" "nothing to collect: 3 completed targets named no file in the wanted output groups"
+assert_contains "$out" "--output_groups left no file of the 3 completed targets to collect"
 
 # The filter (--output_filter) matches anywhere in the path; nothing matched is exit 3.
 run_tf collect --bep="$bep" --remote_cache="$cache" --output_dir="$tf_tmp/o5" --output_filter='greeting'
