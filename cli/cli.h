@@ -179,6 +179,15 @@ int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
 	{ "workspace_rc", CLI_BOOL, &(rem)->workspace_rc, "",                                          \
 	  "Read the .bazelrc of the Bazel workspace around the current directory (default: yes)." }
 
+/* --remote_download_outputs and Bazel's shorthands for it. */
+#define CLI_DOWNLOAD_MODE_FLAGS(mode)                                                                    \
+	{ "remote_download_outputs", CLI_STRING, (mode), "toplevel|all|minimal",                        \
+	  "Which outputs to fetch: of top-level targets (default), of every action, or only what "      \
+	  "--remote_download_regex asks for." },                                                        \
+	{ "remote_download_toplevel", CLI_SETS, (mode), "toplevel", "--remote_download_outputs=toplevel." }, \
+	{ "remote_download_minimal", CLI_SETS, (mode), "minimal", "--remote_download_outputs=minimal." }, \
+	{ "remote_download_all", CLI_SETS, (mode), "all", "--remote_download_outputs=all." }
+
 /* Progress on stderr: a line redrawn in place on a terminal, a plain line
  * every few seconds otherwise. */
 typedef struct cli_progress {

@@ -226,12 +226,7 @@ int cmd_proxy(int argc, char **argv)
 		  "bazel, wait for the proxy)." },
 		{ "build_event_dir", CLI_STRING, &o.build_event_dir, "DIR",
 		  "With --bep_follow: write each build's gated BEP as DIR/<invocation id>.bin and .json." },
-		{ "remote_download_outputs", CLI_STRING, &mode, "toplevel|all|minimal",
-		  "Which outputs to fetch: of top-level targets (default), of every action, or only what "
-		  "--remote_download_regex asks for." },
-		{ "remote_download_toplevel", CLI_SETS, &mode, "toplevel", "--remote_download_outputs=toplevel." },
-		{ "remote_download_minimal", CLI_SETS, &mode, "minimal", "--remote_download_outputs=minimal." },
-		{ "remote_download_all", CLI_SETS, &mode, "all", "--remote_download_outputs=all." },
+		CLI_DOWNLOAD_MODE_FLAGS(&mode),
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
 		  "Also fetch every output whose exec-root-relative path the regex matches as a whole "
 		  "(PCRE2, as Bazel's Java regexes), whatever the mode; repeatable." },
@@ -252,8 +247,8 @@ int cmd_proxy(int argc, char **argv)
 	};
 	const cli_command cmd = {
 		.name = "proxy",
-		.usage = "topfetch proxy --listen=127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR "
-			 "[--bep_follow=FILE] [flags]",
+		.usage = "topfetch proxy --listen=127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
+			 "       [--bep_follow=FILE] [flags]",
 		.summary =
 			"Sits between Bazel and its HTTP cache: bazel build --remote_cache=http://127.0.0.1:PORT ...\n"
 			"GET, HEAD and PUT on [/prefix]/ac/<sha256> and [/prefix]/cas/<sha256> are forwarded to\n"

@@ -108,4 +108,20 @@ run_tf collect --bep="$bep" --output_dir="$tf_tmp/o11" --bazelrc="$tf_tmp/extra.
 run_tf collect --bep="$bep" --output_dir="$tf_tmp/o12"
 [ "$rc" -eq 2 ] || fail "outside a workspace without --bazelrc no rc file is read: exit $rc: $out"
 assert_contains "$out" "--bep, --remote_cache and --output_dir are required"
+# Every command's --help: complete, wrapped at 100 columns.
+for c in fetch collect proxy serve; do
+  run_tf "$c" --help
+  [ "$rc" -eq 0 ] || fail "$c --help: exit $rc"
+  long=$(printf '%s\n' "$out" | awk 'length > 100')
+  [ -z "$long" ] || fail "$c --help has lines over 100 columns: $long"
+  for f in remote_cache remote_header remote_cache_header remote_instance_name remote_max_connections \
+           remote_timeout=DURATION remote_retries bazelrc config home_rc workspace_rc "Exit codes"; do
+    assert_contains "$out" "$f" "$c --help"
+  done
+done
+run_tf proxy --help
+for f in remote_download_toplevel remote_download_minimal remote_download_all remote_download_regex \
+         "output_groups=[+|-]"; do
+  assert_contains "$out" "$f" "proxy --help"
+done
 echo "cli_collect_flags: ok"
