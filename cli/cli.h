@@ -77,9 +77,6 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positiona
 
 void cli_print_help(const cli_command *cmd, FILE *out);
 
-/* Splits a comma-separated value (--output_groups=a,b, as Bazel takes it)
- * into out; the items point into *buf, which the caller frees after out. */
-int cli_split_csv(const char *csv, cli_list *out, char **buf);
 void cli_list_free(cli_list *l);
 
 /* Bazel's converters, for one value: 0, or -EINVAL. */

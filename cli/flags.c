@@ -341,20 +341,6 @@ void cli_print_help(const cli_command *cmd, FILE *out)
 		"(SIGINT/SIGTERM).\n");
 }
 
-int cli_split_csv(const char *csv, cli_list *out, char **buf)
-{
-	char *save = NULL, *tok;
-
-	*buf = strdup(csv);
-	if (!*buf)
-		return -ENOMEM;
-	for (tok = strtok_r(*buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		if (*tok && list_push(out, tok) < 0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
 /* Header merging as Bazel: gRPC's Metadata keeps every value of a name, and
  * HTTP sends one field; values of one name go out as one comma-separated
  * field (RFC 9110 5.3), in the order given. */
