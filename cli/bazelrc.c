@@ -13,6 +13,7 @@
 #define RC_MAX_FILES 64     /* rc files and imports, in all */
 #define RC_MAX_BYTES (1 << 20)
 #define RC_MAX_DEPTH 16     /* import and --config nesting */
+#define RC_MAX_WORDS 1024   /* on one line */
 
 typedef struct rc_word {
 	char *command; /* "build", "common", "build:ci", ... */
@@ -181,7 +182,7 @@ static int import_line(rc_state *st, char **w, size_t n, const char *file, int l
 static int read_file(rc_state *st, const char *path, bool optional, const char *from, int from_line)
 {
 	FILE *f;
-	char *text = NULL, *words[256], *buf = NULL;
+	char *text = NULL, *words[RC_MAX_WORDS + 1], *buf = NULL;
 	size_t len = 0, cap = 0, got;
 	int line = 1, r = CLI_RUN;
 	const char *name;
@@ -236,6 +237,10 @@ static int read_file(rc_state *st, const char *path, bool optional, const char *
 		n = tokenize(logical, words, sizeof(words) / sizeof(words[0]), logical);
 		if (n == 0)
 			continue;
+		if (n > RC_MAX_WORDS) {
+			r = rc_error(st, name, start, "more than %d words on one line", RC_MAX_WORDS);
+			continue;
+		}
 		if (!strcmp(words[0], "import") || !strcmp(words[0], "try-import")) {
 			r = import_line(st, words, n, name, start);
 			continue;

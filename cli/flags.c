@@ -63,12 +63,11 @@ int cli_parse_bool(const char *s, bool *out)
 {
 	static const char *const yes[] = { "true", "1", "yes", "t", "y" }, *const no[] = { "false", "0", "no", "f", "n" };
 
-	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-		if (!strcasecmp(s, yes[i]))
-			return *out = true, 0;
-		if (!strcasecmp(s, no[i]))
-			return *out = false, 0;
-	}
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		if (!strcasecmp(s, yes[i]) || !strcasecmp(s, no[i])) {
+			*out = !strcasecmp(s, yes[i]);
+			return 0;
+		}
 	return -EINVAL;
 }
 
