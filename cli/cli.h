@@ -119,6 +119,10 @@ typedef struct cli_remote cli_remote;
 int cli_remote_finish(const char *cmd, cli_remote *r, tf_remote_options *o);
 void cli_remote_free(cli_remote *r);
 
+/* Does the cache URL name the proxy's own --listen address (a .bazelrc
+ * that points Bazel at the proxy, read by the proxy)? Then why says so. */
+bool cli_loops_back(const char *url, const char *listen, char *why, size_t n);
+
 /* The library's ceilings that Bazel's "0 = no limit" maps to. */
 #define CLI_MAX_CONNECTIONS 10000
 #define CLI_MAX_TIMEOUT_S 86400

@@ -407,6 +407,23 @@ int cli_remote_finish(const char *cmdname, cli_remote *r, tf_remote_options *o)
 	return 0;
 }
 
+bool cli_loops_back(const char *url, const char *listen, char *why, size_t n)
+{
+	const char *host = url && !strncmp(url, "http://", 7) ? url + 7 : NULL, *at;
+	size_t len = strlen(listen);
+
+	if (!host)
+		return false;
+	at = strchr(host, '@');
+	if (at && at < host + strcspn(host, "/"))
+		host = at + 1;
+	if (strncmp(host, listen, len) || (host[len] && host[len] != '/'))
+		return false;
+	snprintf(why, n, "--remote_cache names the proxy's own --listen address %s (from a .bazelrc that points "
+		 "Bazel at the proxy?); give the real cache with --remote_cache", listen);
+	return true;
+}
+
 void cli_remote_free(cli_remote *r)
 {
 	for (size_t i = 0; i < r->n_merged; i++)

@@ -290,7 +290,8 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: --remote_download_outputs=%s: want toplevel, all or minimal\n", mode);
 		goto out;
 	}
-	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0) {
+	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0 ||
+	    cli_loops_back(o.remote.remote_cache, listen, why, sizeof(why))) {
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}

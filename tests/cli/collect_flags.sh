@@ -99,6 +99,11 @@ assert_contains "$out" "$ws/tools/ci.bazelrc:2: flag '--remote_timeout' takes a 
 run_tf collect --bep="$bep" --output_dir="$tf_tmp/o10" --config=cd
 [ "$rc" -eq 2 ] || fail "undefined config: exit $rc: $out"
 assert_contains "$out" "--config=cd is not defined in any rc file"
+# The proxy reads the rc files too, and refuses a cache that is its own address.
+echo "build:loop --remote_cache=http://127.0.0.1:59999" >>"$ws/.bazelrc"
+run_tf proxy --listen=127.0.0.1:59999 --output_dir="$tf_tmp/o13" --config=loop
+[ "$rc" -eq 2 ] || fail "proxy pointed at itself: exit $rc, want 2: $out"
+assert_contains "$out" "--remote_cache names the proxy's own --listen address 127.0.0.1:59999"
 # --bazelrc outside a workspace, and ~/.bazelrc with it.
 cd "$tf_tmp"
 echo "build --remote_cache=$cache" >"$tf_tmp/home/.bazelrc"
