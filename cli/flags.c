@@ -342,44 +342,36 @@ void cli_print_help(const cli_command *cmd, FILE *out)
 
 /* Header merging as Bazel: gRPC's Metadata keeps every value of a name, and
  * HTTP sends one field; values of one name go out as one comma-separated
- * field (RFC 9110 5.3), in the order given. */
-static int merge_headers(const char *cmdname, cli_remote *r)
+ * field (RFC 9110 5.3), in the order given. One without a name is passed on
+ * as it is: the library says what is wrong with it, without repeating it. */
+static int merge_headers(cli_remote *r)
 {
 	const cli_list *lists[] = { &r->headers, &r->cache_headers };
-	const char *flag[] = { "remote_header", "remote_cache_header" };
 
 	for (size_t k = 0; k < 2; k++)
 		for (size_t i = 0; i < lists[k]->n; i++) {
 			const char *h = lists[k]->items[i], *eq = strchr(h, '=');
-			size_t nl;
-			char **slot = NULL;
+			size_t nl = eq ? (size_t)(eq - h) : 0;
+			char **slot = NULL, **n;
 
-			if (!eq || eq == h) {
-				fprintf(stderr,
-					"topfetch %s: flag '--%s' takes NAME=VALUE (value number %zu has no name)\n"
-					"Run 'topfetch %s --help' for the flags.\n",
-					cmdname, flag[k], i + 1, cmdname);
-				return EXIT_USAGE;
-			}
-			nl = (size_t)(eq - h);
-			for (size_t j = 0; j < r->n_merged; j++)
+			for (size_t j = 0; nl && j < r->n_merged; j++)
 				if (!strncasecmp(r->merged[j], h, nl) && r->merged[j][nl] == '=')
 					slot = &r->merged[j];
 			if (slot) {
 				char *m = NULL;
 				if (asprintf(&m, "%s,%s", *slot, eq + 1) < 0)
-					return EXIT_USAGE;
+					return -ENOMEM;
 				free(*slot);
 				*slot = m;
-			} else {
-				char **n = realloc(r->merged, (r->n_merged + 1) * sizeof(*n));
-				if (!n)
-					return EXIT_USAGE;
-				r->merged = n;
-				if (!(n[r->n_merged] = strdup(h)))
-					return EXIT_USAGE;
-				r->n_merged++;
+				continue;
 			}
+			n = realloc(r->merged, (r->n_merged + 1) * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			r->merged = n;
+			if (!(n[r->n_merged] = strdup(h)))
+				return -ENOMEM;
+			r->n_merged++;
 		}
 	return 0;
 }
@@ -388,8 +380,10 @@ int cli_remote_finish(const char *cmdname, cli_remote *r, tf_remote_options *o)
 {
 	const char *c = o->remote_cache;
 
-	if (merge_headers(cmdname, r) != 0)
+	if (merge_headers(r) < 0) {
+		fprintf(stderr, "topfetch %s: out of memory\n", cmdname);
 		return EXIT_USAGE;
+	}
 	o->remote_headers = (const char *const *)r->merged;
 	o->n_remote_headers = r->n_merged;
 	if (o->remote_max_connections == 0)
