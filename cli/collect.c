@@ -148,7 +148,8 @@ int cmd_collect(int argc, char **argv)
 	if (rc != CLI_RUN)
 		goto out;
 	if (!bep || !o.remote.remote_cache || !o.output_dir) {
-		fprintf(stderr, "topfetch collect: --bep, --remote_cache and --output_dir are required.\n"
+		fprintf(stderr, "topfetch collect: --bep, --remote_cache (or a .bazelrc naming it) and --output_dir are "
+				"required.\n"
 				"Run 'topfetch collect --help' for the flags.\n");
 		rc = EXIT_USAGE;
 		goto out;

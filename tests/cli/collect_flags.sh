@@ -112,7 +112,7 @@ run_tf collect --bep="$bep" --output_dir="$tf_tmp/o11" --bazelrc="$tf_tmp/extra.
 [ "$rc" -eq 0 ] || fail "--bazelrc and ~/.bazelrc: exit $rc: $out"
 run_tf collect --bep="$bep" --output_dir="$tf_tmp/o12"
 [ "$rc" -eq 2 ] || fail "outside a workspace without --bazelrc no rc file is read: exit $rc: $out"
-assert_contains "$out" "--bep, --remote_cache and --output_dir are required"
+assert_contains "$out" "--bep, --remote_cache (or a .bazelrc naming it) and --output_dir are required"
 # Every command's --help: complete, wrapped at 100 columns.
 for c in fetch collect proxy serve; do
   run_tf "$c" --help
