@@ -67,10 +67,11 @@ void cli_list_free(cli_list *l);
 	{ "remote_cache", CLI_STRING, &(opts)->remote_cache, "URL|DIR",                                \
 	  "The cache: http(s)://[user:password@]host[:port][/prefix] (bazel-remote, nginx WebDAV), "    \
 	  "grpc://host:port or grpcs://host:port (a REAPI v2 cache: ByteStream, ActionCache), or a "     \
-	  "directory in Bazel's --disk_cache layout. Required." },                                       \
+	  "directory in Bazel's --disk_cache layout. Required. @FILE reads it from a file's first "     \
+	  "line, env:NAME from a variable, so that no password sits in the command line." },            \
 	{ "remote_header", CLI_LIST, (headers), "NAME=VALUE",                                         \
 	  "Extra header (gRPC metadata on grpc caches) on every request; repeatable. Values are never " \
-	  "printed." },                                                                                  \
+	  "printed. @FILE or env:NAME: the NAME=VALUE lines of a file or a variable." },                \
 	{ "remote_instance_name", CLI_STRING, &(opts)->remote_instance_name, "NAME",                   \
 	  "Instance name: a path prefix on HTTP caches, in every resource name and request on gRPC "    \
 	  "caches." },                                                                                   \
@@ -82,12 +83,46 @@ void cli_list_free(cli_list *l);
 	{ "remote_retries", CLI_INT, &(opts)->remote_retries, "N",                                     \
 	  "Retries after network errors, timeouts, 5xx and gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, "      \
 	  "ABORTED, DEADLINE_EXCEEDED, with exponential backoff (default 5)." },                        \
+	{ "credential_helper", CLI_LIST, &cli_credential_helpers, "[SCOPE=]PATH",                      \
+	  "A credential helper (Bazel's protocol: PATH get, {\"uri\": ...} in, {\"headers\": ...} out) " \
+	  "for hosts in SCOPE (host or *.domain; none: every host); repeatable. Its headers go on "    \
+	  "every request; they are never printed." },                                                   \
+	{ "credential_helper_timeout", CLI_INT, &(opts)->credential_helper_timeout_s, "SECONDS",       \
+	  "A helper that has not answered by then is stopped, and that is an error (default 10)." },  \
+	{ "credential_helper_cache_duration", CLI_INT, &(opts)->credential_helper_cache_duration_s,   \
+	  "SECONDS",                                                                                    \
+	  "How long an answer without \"expires\" is used before the helper runs again (default "      \
+	  "1800; 0: every request)." },                                                                \
 	{ "tls_certificate", CLI_STRING, &(opts)->tls_certificate, "FILE",                            \
 	  "CA certificates (PEM) to trust for https and grpcs caches." },                              \
 	{ "tls_client_certificate", CLI_STRING, &(opts)->tls_client_certificate, "FILE",              \
 	  "Client certificate (PEM) for mutual TLS." },                                                 \
 	{ "tls_client_key", CLI_STRING, &(opts)->tls_client_key, "FILE",                              \
 	  "Client key (PEM) for mutual TLS." }
+
+/* ---- secrets.c: credentials that need not sit in argv ---- */
+
+/* --credential_helper's values (CLI_REMOTE_FLAGS; one command per process). */
+extern cli_list cli_credential_helpers;
+
+typedef struct cli_secret {
+	char *p;
+	size_t len;
+} cli_secret;
+/* What was read from files and the environment (wiped when freed). */
+typedef struct cli_secrets {
+	cli_secret *owned;
+	size_t n_owned;
+} cli_secrets;
+
+/* After cli_parse: --remote_cache=@FILE (its first line) or =env:NAME (the
+ * variable) becomes the URL; each --remote_header=@FILE or =env:NAME becomes
+ * the NAME=VALUE lines it holds ('#' comments and empty lines skipped), in
+ * its place; then headers and the credential helpers go into o. Returns
+ * CLI_RUN, or EXIT_USAGE after printing what was wrong (naming the file or
+ * variable, never what it holds). */
+int cli_secrets_apply(const char *cmd, tf_remote_options *o, cli_list *headers, cli_secrets *s);
+void cli_secrets_free(cli_secrets *s);
 
 /* Progress on stderr: a line redrawn in place on a terminal, a plain line
  * every few seconds otherwise. */

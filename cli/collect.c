@@ -28,6 +28,7 @@ int cmd_collect(int argc, char **argv)
 {
 	tf_session_options o = { 0 };
 	const char *bep = NULL, *groups_csv = NULL;
+	cli_secrets secrets = { 0 };
 	cli_list headers = { 0 }, targets = { 0 }, regexes = { 0 }, groups = { 0 };
 	char *groups_buf = NULL;
 	bool keep_prefix = false;
@@ -86,8 +87,10 @@ int cmd_collect(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	o.remote.remote_headers = headers.items;
-	o.remote.n_remote_headers = headers.n;
+	o.remote.check_at_start = true;
+	rc = cli_secrets_apply(cmd.name, &o.remote, &headers, &secrets);
+	if (rc != CLI_RUN)
+		goto out;
 	o.short_paths = !keep_prefix;
 	o.policy.mode = TF_DOWNLOAD_TOPLEVEL;
 	o.policy.targets = targets.items;
@@ -171,6 +174,7 @@ out:
 	free(groups_buf);
 	cli_list_free(&groups);
 	cli_list_free(&headers);
+	cli_secrets_free(&secrets);
 	cli_list_free(&targets);
 	cli_list_free(&regexes);
 	return rc;

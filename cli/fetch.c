@@ -39,6 +39,7 @@ int cmd_fetch(int argc, char **argv)
 {
 	tf_remote_options opts;
 	const char *output_dir = NULL, *manifest_path = NULL;
+	cli_secrets secrets = { 0 };
 	cli_list headers = { 0 };
 	tf_downloader_stats st;
 	uint64_t stale = 0;
@@ -72,8 +73,10 @@ int cmd_fetch(int argc, char **argv)
 	rc = cli_parse(&cmd, argc, argv, NULL);
 	if (rc != CLI_RUN)
 		goto out;
-	opts.remote_headers = headers.items;
-	opts.n_remote_headers = headers.n;
+	opts.check_at_start = true;
+	rc = cli_secrets_apply(cmd.name, &opts, &headers, &secrets);
+	if (rc != CLI_RUN)
+		goto out;
 	if (!opts.remote_cache || !output_dir || !manifest_path) {
 		fprintf(stderr, "topfetch fetch: --remote_cache, --output_dir and --manifest are required.\n"
 				"Run 'topfetch fetch --help' for the flags.\n");
@@ -132,5 +135,6 @@ out:
 	tf_downloader_free(d);
 	cli_manifest_free(&m);
 	cli_list_free(&headers);
+	cli_secrets_free(&secrets);
 	return rc;
 }

@@ -187,6 +187,7 @@ int cmd_proxy(int argc, char **argv)
 	tf_session_options o = { 0 };
 	px_options po = { .on_problem = on_problem };
 	const char *listen = NULL, *bep = NULL, *mode = NULL, *groups_csv = NULL;
+	cli_secrets secrets = { 0 };
 	cli_list headers = { 0 }, regexes = { 0 }, groups = { 0 };
 	char *groups_buf = NULL, why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
@@ -294,8 +295,9 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}
-	o.remote.remote_headers = headers.items;
-	o.remote.n_remote_headers = headers.n;
+	rc = cli_secrets_apply(cmd.name, &o.remote, &headers, &secrets);
+	if (rc != CLI_RUN)
+		goto out;
 	o.policy.regexes = regexes.items;
 	o.policy.n_regexes = regexes.n;
 	o.policy.output_groups = groups.items;
@@ -393,6 +395,7 @@ out:
 	px_free(r.px);
 	tf_session_free(r.s);
 	cli_list_free(&headers);
+	cli_secrets_free(&secrets);
 	cli_list_free(&regexes);
 	cli_list_free(&groups);
 	free(groups_buf);

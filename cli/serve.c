@@ -32,6 +32,7 @@ static void on_build_done(const svc_build_report *r, void *user)
 int cmd_serve(int argc, char **argv)
 {
 	svc_options o = { 0 };
+	cli_secrets secrets = { 0 };
 	cli_list headers = { 0 };
 	int max_request = 0, rc, r;
 	svc_service *svc = NULL;
@@ -105,8 +106,9 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	o.max_request_size = (size_t)max_request;
-	o.session.remote.remote_headers = headers.items;
-	o.session.remote.n_remote_headers = headers.n;
+	rc = cli_secrets_apply(cmd.name, &o.session.remote, &headers, &secrets);
+	if (rc != CLI_RUN)
+		goto out;
 	o.on_build_done = on_build_done;
 
 	svc = svc_new(&o, &err);
@@ -144,5 +146,6 @@ int cmd_serve(int argc, char **argv)
 out:
 	svc_free(svc);
 	cli_list_free(&headers);
+	cli_secrets_free(&secrets);
 	return rc;
 }
