@@ -88,9 +88,9 @@ int cmd_collect(int argc, char **argv)
 		goto out;
 	}
 	o.remote.check_at_start = true;
-	rc = cli_secrets_apply(cmd.name, &o.remote, &headers, &secrets);
-	if (rc != CLI_RUN)
+	if ((rc = cli_secrets_apply(cmd.name, &o.remote, &headers, &secrets)) != CLI_RUN)
 		goto out;
+	rc = EXIT_USAGE;
 	o.short_paths = !keep_prefix;
 	o.policy.mode = TF_DOWNLOAD_TOPLEVEL;
 	o.policy.targets = targets.items;

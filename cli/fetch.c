@@ -74,9 +74,9 @@ int cmd_fetch(int argc, char **argv)
 	if (rc != CLI_RUN)
 		goto out;
 	opts.check_at_start = true;
-	rc = cli_secrets_apply(cmd.name, &opts, &headers, &secrets);
-	if (rc != CLI_RUN)
+	if ((rc = cli_secrets_apply(cmd.name, &opts, &headers, &secrets)) != CLI_RUN)
 		goto out;
+	rc = EXIT_USAGE;
 	if (!opts.remote_cache || !output_dir || !manifest_path) {
 		fprintf(stderr, "topfetch fetch: --remote_cache, --output_dir and --manifest are required.\n"
 				"Run 'topfetch fetch --help' for the flags.\n");

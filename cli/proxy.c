@@ -295,9 +295,9 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}
-	rc = cli_secrets_apply(cmd.name, &o.remote, &headers, &secrets);
-	if (rc != CLI_RUN)
+	if ((rc = cli_secrets_apply(cmd.name, &o.remote, &headers, &secrets)) != CLI_RUN)
 		goto out;
+	rc = EXIT_USAGE;
 	o.policy.regexes = regexes.items;
 	o.policy.n_regexes = regexes.n;
 	o.policy.output_groups = groups.items;

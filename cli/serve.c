@@ -106,9 +106,9 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	o.max_request_size = (size_t)max_request;
-	rc = cli_secrets_apply(cmd.name, &o.session.remote, &headers, &secrets);
-	if (rc != CLI_RUN)
+	if ((rc = cli_secrets_apply(cmd.name, &o.session.remote, &headers, &secrets)) != CLI_RUN)
 		goto out;
+	rc = EXIT_USAGE;
 	o.on_build_done = on_build_done;
 
 	svc = svc_new(&o, &err);

@@ -598,8 +598,11 @@ int dl_backend_probe(dl_backend *b, int retries, tf_error *err)
 		if (b->type == DL_BACKEND_GRPC && rc == CURLE_OK)
 			return 0;
 		o = dl_backend_classify(b, rc, status, errbuf, why, sizeof(why));
-		if (rc == CURLE_OK && status != 401 && status != 403 && status < 500)
-			return 0; /* reachable: whatever it thinks of this key */
+		/* Reachable: whatever it thinks of this key. A 5xx is this request's
+		 * (transfers retry theirs); only a refusal of the credentials is
+		 * about every request. */
+		if (rc == CURLE_OK && status != 401 && status != 403)
+			return 0;
 		if ((o == DL_OUTCOME_TRANSIENT || o == DL_OUTCOME_TIMEOUT) && attempt <= retries) {
 			nanosleep(&(struct timespec){ .tv_sec = delay_ms / 1000, .tv_nsec = (long)(delay_ms % 1000) * 1000000 },
 				  NULL);
@@ -611,14 +614,13 @@ int dl_backend_probe(dl_backend *b, int retries, tf_error *err)
 						   "check --remote_header, --credential_helper, the netrc file, the "
 						   "user:password in --remote_cache, or the TLS client certificate",
 					b->base, status);
-		return tf__errf(err, -EHOSTUNREACH,
-				"cannot use the cache %s: %s (%d attempt%s, --remote_retries=%d); check --remote_cache%s "
-				"and that the cache is running",
+		return tf__errf(err, -EHOSTUNREACH, "cannot use the cache %s: %s (%d attempt%s, --remote_retries=%d); %s",
 				b->base, why, attempt, attempt == 1 ? "" : "s", retries,
 				rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
 						rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CONNECT_ERROR
-					? ", --tls_certificate and the TLS client files"
-					: "");
+					? "check --tls_certificate (the CA that signed the cache's certificate) and the "
+					  "TLS client files"
+					: "check --remote_cache and that the cache is running");
 	}
 }
 

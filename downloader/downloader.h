@@ -352,8 +352,10 @@ int dl_rfc3339_parse(const char *s, time_t *out);
 
 /* Asks the cache once, with the --remote_retries backoff, whether it can be
  * reached with these credentials: an http(s) cache by HEAD of a key nobody
- * stores, a grpc(s) one by a connection. 0, or negative with err naming the
- * cache (no secret) and what to check. Blocks. */
+ * stores (any answer but 401/403 will do), a grpc(s) one by a connection.
+ * 0; negative with err naming the cache (no secret) and what to check when
+ * no connection could be made (refused, no such host, TLS, silence) or the
+ * credentials were refused. Blocks. */
 int dl_backend_probe(dl_backend *b, int retries, tf_error *err);
 
 #endif
