@@ -124,6 +124,7 @@ typedef struct cli_secrets {
 int cli_secrets_apply(const char *cmd, tf_remote_options *o, cli_list *headers, cli_secrets *s);
 void cli_secrets_free(cli_secrets *s);
 
+
 /* Progress on stderr: a line redrawn in place on a terminal, a plain line
  * every few seconds otherwise. */
 typedef struct cli_progress {
@@ -147,6 +148,14 @@ void cli_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */
 void cli_human_bytes(double bytes, char *out, size_t n);
+
+/* ---- down.c: a cache that goes down is one message ---- */
+
+/* True when this file failed because the cache does not answer
+ * (TF_CACHE_DOWN) and that was said already: print nothing for it. */
+bool cli_cache_down_fold(cli_progress *p, tf_result result, const char *message);
+/* The count of the files folded, in one line (nothing when none). */
+void cli_cache_down_report(cli_progress *p);
 
 /* ---- report.c: the lines every command words alike ---- */
 

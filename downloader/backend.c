@@ -531,6 +531,8 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 		return DL_OUTCOME_TIMEOUT;
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
+		snprintf(why, why_len, TF_CACHE_DOWN " (%s)", detail);
+		return DL_OUTCOME_TRANSIENT;
 	case CURLE_PARTIAL_FILE:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:

@@ -120,6 +120,11 @@ typedef struct tf_fetch_done {
 	size_t len;
 } tf_fetch_done;
 
+/* A TF_RESULT_FAILED message containing this phrase: no connection to the
+ * cache could be made (refused, no such host); every other transfer will
+ * most likely fail the same way, so a program may say it once. */
+#define TF_CACHE_DOWN "the cache does not answer"
+
 typedef void (*tf_fetch_cb)(const tf_fetch_done *done, void *user);
 
 typedef struct tf_downloader tf_downloader;

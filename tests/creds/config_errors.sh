@@ -58,4 +58,26 @@ run_tf fetch --manifest="$tf_tmp/m.txt" --output_dir="$tf_tmp/o" --remote_cache=
 assert_contains "$out" "lost: a.txt"
 [ "$(nginx_count "HEAD /cas/0000000000000000000000000000000000000000000000000000000000000000 404")" -eq 1 ] ||
   fail "the start check was not one HEAD of a key nobody stores"
+nginx_stop
+
+# A cache that goes down in the middle of a run: one line for the first
+# file it fails, then one line counting the others, not a line per file.
+nginx_start 'limit_rate 20k;'
+: >"$tf_tmp/m2.txt"
+for i in $(seq 1 120); do
+  h=$( (printf '%s\n' "$i"; head -c 10000 /dev/zero) | cas_put_stdin)
+  printf '%s %s f/%s.bin\n' "$h" $((${#i} + 10001)) "$i" >>"$tf_tmp/m2.txt"
+done
+some_arrived() { [ "$(find "$tf_tmp/o6/f" -name '*.bin' 2>/dev/null | wc -l)" -ge 4 ]; }
+( wait_for 60 "no file arrived" some_arrived; nginx_stop ) >"$tf_tmp/stop.log" 2>&1 &
+stop_pid=$!
+tf_track "$stop_pid"
+run_tf fetch --manifest="$tf_tmp/m2.txt" --output_dir="$tf_tmp/o6" --remote_cache="$NGINX_URL" \
+  --remote_max_connections=2 --remote_retries=1
+wait "$stop_pid" || fail "nginx was not stopped mid-run: $(cat "$tf_tmp/stop.log")"
+[ "$rc" -eq 1 ] || fail "cache down mid-run: exit $rc: $out"
+n_down=$(printf '%s\n' "$out" | grep -c "$NGINX_URL/cas/.*the cache does not answer" || true)
+[ "$n_down" -eq 1 ] || fail "cache down mid-run: $n_down per-file lines, want 1: $out"
+assert_contains "$out" "more files failed because the cache does not answer (not listed one by one)"
+[ "$(printf '%s\n' "$out" | wc -l)" -le 6 ] || fail "cache down mid-run: too many lines: $out"
 echo "config_errors: ok"
