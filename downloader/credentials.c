@@ -124,8 +124,8 @@ static void skip_macdef(tok *t)
 	}
 }
 
-int dl_netrc_lookup(const char *text, size_t len, const char *file, const char *host, char **login, char **password,
-		    tf_error *err)
+static int lookup(const char *text, size_t len, const char *file, const char *host, char **login, char **password,
+		  tf_error *err)
 {
 	tok t = { .p = text, .end = text + len, .line = 1 };
 	const char *s;
@@ -211,6 +211,21 @@ int dl_netrc_lookup(const char *text, size_t len, const char *file, const char *
 		*login = *password = NULL;
 	}
 	return found ? 1 : 0;
+}
+
+int dl_netrc_lookup(const char *text, size_t len, const char *file, const char *host, char **login, char **password,
+		    tf_error *err)
+{
+	int r = lookup(text, len, file, host, login, password, err);
+
+	if (r <= 0) {
+		if (*password)
+			explicit_bzero(*password, strlen(*password));
+		free(*login);
+		free(*password);
+		*login = *password = NULL;
+	}
+	return r;
 }
 
 /* Reads the netrc file as Bazel picks it, and the entry for host. */
