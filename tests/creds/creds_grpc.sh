@@ -30,7 +30,7 @@ export HOME="$tf_tmp/home0"; mkdir -p "$HOME"
 # No credentials: refused at start.
 run_tf fetch --remote_cache="$url" --tls_certificate="$pki/ca.pem" --output_dir="$tf_tmp/o0" --manifest="$tf_tmp/m"
 [ "$rc" -eq 2 ] || fail "grpc without credentials: exit $rc: $out"
-assert_contains "$out" "HTTP 401" "grpc without credentials"
+assert_contains "$out" "cannot use grpcs://127.0.0.1:$NGINX_PORT: GetCapabilities failed" "grpc without credentials"
 [ ! -e "$tf_tmp/o0/f1.bin" ] || fail "a file arrived without credentials"
 
 # A credential helper, asked about https://HOST:PORT, once for the run.
