@@ -547,14 +547,15 @@ static int run_helper(const dl_creds *c, tf__buf *out, char *why, size_t why_len
 			continue;
 		if (pr <= 0)
 			continue;
-		if (tf__buf_reserve(out, 4096) < 0) {
+		size_t room = out->cap - out->len < 4096 ? out->cap - out->len : 4096;
+		if (room == 0 || tf__buf_reserve(out, room) < 0) {
 			char sink[4096];
 			if (read(outp[0], sink, sizeof(sink)) <= 0)
 				break;
 			out->len = out->cap; /* more than the cap: refused below */
 			continue;
 		}
-		ssize_t k = read(outp[0], out->data + out->len, 4096);
+		ssize_t k = read(outp[0], out->data + out->len, room);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
