@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -637,44 +638,60 @@ static int header_line(const tf__cred_header *hd, size_t i, char **line, char *w
 	return 0;
 }
 
-/* Puts the answer's header lines into our nodes of *list. */
-static int install(dl_creds *c, struct curl_slist **list, const tf__cred_answer *a, char *why, size_t why_len)
+typedef struct lines {
+	char **v;
+	size_t n;
+} lines;
+
+static void lines_free(lines *l)
 {
-	char **lines = calloc(a->n ? a->n : 1, sizeof(*lines));
-	struct curl_slist *node;
-	size_t i;
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i]) {
+			explicit_bzero(l->v[i], strlen(l->v[i]));
+			free(l->v[i]);
+		}
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* The answer's headers as header lines libcurl sends as they are. */
+static int answer_lines(const tf__cred_answer *a, lines *out, char *why, size_t why_len)
+{
 	int r = 0;
 
-	if (!lines) {
+	out->n = 0;
+	out->v = calloc(a->n ? a->n : 1, sizeof(*out->v));
+	if (!out->v) {
 		snprintf(why, why_len, "out of memory");
 		return -ENOMEM;
 	}
-	for (i = 0; i < a->n && r == 0; i++)
-		r = header_line(&a->v[i], i, &lines[i], why, why_len);
+	for (size_t i = 0; i < a->n && r == 0; i++, out->n++)
+		r = header_line(&a->v[i], i, &out->v[i], why, why_len);
 	if (r < 0)
-		goto out;
+		lines_free(out);
+	return r;
+}
+
+/* Puts copies of the lines into our nodes of *list. */
+static int install(dl_creds *c, struct curl_slist **list, const lines *l, char *why, size_t why_len)
+{
+	struct curl_slist *node = c->first;
+	size_t i;
+
 	/* Reuse our nodes; unused ones become "Expect:" (no header sent). */
-	node = c->first;
 	for (i = 0; i < c->n_nodes; i++, node = node->next) {
-		char *nd = i < a->n ? lines[i] : strdup("Expect:");
-		if (!nd) {
-			snprintf(why, why_len, "out of memory");
-			r = -ENOMEM;
-			goto out;
-		}
+		char *nd = strdup(i < l->n ? l->v[i] : "Expect:");
+		if (!nd)
+			goto oom;
 		explicit_bzero(node->data, strlen(node->data));
 		free(node->data);
 		node->data = nd;
-		if (i < a->n)
-			lines[i] = NULL;
 	}
-	for (; i < a->n; i++) {
-		struct curl_slist *tail, *n2 = curl_slist_append(*list, lines[i]);
-		if (!n2) {
-			snprintf(why, why_len, "out of memory");
-			r = -ENOMEM;
-			goto out;
-		}
+	for (; i < l->n; i++) {
+		struct curl_slist *tail, *n2 = curl_slist_append(*list, l->v[i]);
+		if (!n2)
+			goto oom;
 		*list = n2;
 		for (tail = n2; tail->next; tail = tail->next)
 			;
@@ -682,31 +699,66 @@ static int install(dl_creds *c, struct curl_slist **list, const tf__cred_answer 
 			c->first = tail;
 		c->n_nodes++;
 	}
-out:
-	for (i = 0; i < a->n; i++)
-		if (lines[i]) {
-			explicit_bzero(lines[i], strlen(lines[i]));
-			free(lines[i]);
-		}
-	free(lines);
-	return r;
+	return 0;
+oom:
+	snprintf(why, why_len, "out of memory");
+	return -ENOMEM;
+}
+
+/* Answers are kept for the process, as Bazel's credential cache is for its
+ * server: every downloader (the proxy has two) asking the same helper about
+ * the same URI takes the kept answer while it holds. The lock is held while
+ * a helper runs, so one run serves them all. */
+#define CACHE_MAX 16
+static struct {
+	char *key; /* exe "\n" uri */
+	lines l;
+	uint64_t valid_until_ns;
+} cache[CACHE_MAX];
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int cache_slot(const char *key)
+{
+	int oldest = 0;
+	for (int i = 0; i < CACHE_MAX; i++) {
+		if (cache[i].key && !strcmp(cache[i].key, key))
+			return i;
+		if (!cache[i].key || (cache[oldest].key && cache[i].valid_until_ns < cache[oldest].valid_until_ns))
+			oldest = i;
+	}
+	return -1 - oldest;
 }
 
 int dl_creds_refresh(dl_creds *c, struct curl_slist **list, char *why, size_t why_len)
 {
-	uint64_t now = tf__now_ns();
+	uint64_t now = tf__now_ns(), valid_until = 0;
 	tf__cred_answer a = { 0 };
 	bool have = false;
+	lines l = { 0 };
 	tf__buf out;
-	char inner[400];
+	char inner[400], *key = NULL;
 	time_t exp = 0;
-	int r;
+	int r, slot;
 
 	if (!c || !c->chosen || (c->valid_until_ns && now < c->valid_until_ns))
 		return 0;
 	if (now < c->failed_until_ns) {
 		snprintf(why, why_len, "%s", c->failure);
 		return -EACCES;
+	}
+	if (asprintf(&key, "%s\n%s", c->chosen->exe, c->uri) < 0) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&cache_mu);
+	slot = cache_slot(key);
+	if (slot >= 0 && cache[slot].valid_until_ns && tf__now_ns() < cache[slot].valid_until_ns) {
+		r = install(c, list, &cache[slot].l, why, why_len);
+		if (r == 0)
+			c->valid_until_ns = cache[slot].valid_until_ns;
+		pthread_mutex_unlock(&cache_mu);
+		free(key);
+		return r < 0 ? -EACCES : 0;
 	}
 	tf__buf_init(&out, TF__CRED_ANSWER_MAX + 1);
 	r = run_helper(c, &out, inner, sizeof(inner));
@@ -725,9 +777,32 @@ int dl_creds_refresh(dl_creds *c, struct curl_slist **list, char *why, size_t wh
 		r = -EBADMSG;
 	}
 	if (r == 0)
-		r = install(c, list, &a, inner, sizeof(inner));
+		r = answer_lines(&a, &l, inner, sizeof(inner));
 	if (have)
 		tf__cred_answer_fini(&a);
+	if (r == 0)
+		r = install(c, list, &l, inner, sizeof(inner));
+	if (r == 0) {
+		if (a.has_expires) {
+			time_t wall = time(NULL);
+			valid_until = exp > wall ? tf__now_ns() + (uint64_t)(exp - wall) * 1000000000ull : 0;
+		} else if (c->cache_s > 0) {
+			valid_until = tf__now_ns() + (uint64_t)c->cache_s * 1000000000ull;
+		}
+		if (valid_until) {
+			int i = slot >= 0 ? slot : -1 - slot;
+			free(cache[i].key);
+			lines_free(&cache[i].l);
+			cache[i].key = key;
+			cache[i].l = l;
+			cache[i].valid_until_ns = valid_until;
+			key = NULL;
+			l = (lines){ 0 };
+		}
+	}
+	pthread_mutex_unlock(&cache_mu);
+	lines_free(&l);
+	free(key);
 	if (r < 0) {
 		snprintf(c->failure, sizeof(c->failure), "credential helper %s for %s: %s", c->chosen->path, c->uri,
 			 inner);
@@ -737,12 +812,7 @@ int dl_creds_refresh(dl_creds *c, struct curl_slist **list, char *why, size_t wh
 		return -EACCES;
 	}
 	c->failed_until_ns = 0;
-	if (a.has_expires) {
-		time_t wall = time(NULL);
-		c->valid_until_ns = exp > wall ? tf__now_ns() + (uint64_t)(exp - wall) * 1000000000ull : 0;
-	} else {
-		c->valid_until_ns = c->cache_s > 0 ? tf__now_ns() + (uint64_t)c->cache_s * 1000000000ull : 0;
-	}
+	c->valid_until_ns = valid_until;
 	return 0;
 }
 

@@ -328,8 +328,11 @@ bool dl_creds_has_helper(const dl_creds *c);
  * when netrc gives none. */
 bool dl_creds_netrc(const dl_creds *c, const char **login, const char **password);
 
-/* When the helper's answer expired (or was never taken), runs the helper
- * (blocking up to --credential_helper_timeout) and puts its header lines
+/* When the helper's answer expired (or was never taken), takes the answer
+ * the process keeps for this helper and URI (every downloader shares it, as
+ * Bazel's credential cache), or runs the helper (blocking up to
+ * --credential_helper_timeout, and other downloaders asking meanwhile) and
+ * puts its header lines
  * into nodes it owns at the end of *list, changing them in place, so a
  * request prepared earlier and not sent yet sends the new ones. Must run
  * in the thread that drives the transfers using *list. 0 (nothing to do, or

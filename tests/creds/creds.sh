@@ -152,6 +152,16 @@ req GET "$PROXY_URL/cas/$h1"
 [ "$(nginx_count "GET /cas/$h1 200 .* user=alice")" -ge 1 ] || fail "the proxy's upstream GET was not authenticated"
 proxy_stop
 case "$(cat "$PROXY_LOG")" in *"$PASS"*) fail "the proxy printed the secret" ;; esac
+# The proxy's upstream requests carry a helper's headers too (one run).
+rm -f "$tf_tmp/helper.runs"
+HOME="$empty_home" proxy_start p2.log --remote_cache="$NGINX_URL" --credential_helper="$helper" --output_dir="$tf_tmp/o5p"
+h2=$(sed -n 2p "$tf_tmp/m.txt" | cut -d' ' -f1)
+for h in "$h1" "$h2"; do
+  req GET "$PROXY_URL/cas/$h"
+  [ "$code" = 200 ] || fail "proxy with a credential helper: HTTP $code for $h"
+done
+proxy_stop
+[ "$(runs)" -eq 1 ] || fail "proxy: the helper ran $(runs) times"
 TF_TEST_CACHE="http://alice:$PASS@127.0.0.1:$NGINX_PORT" tf fetch --remote_cache=env:TF_TEST_CACHE \
   --output_dir="$tf_tmp/o5b" --manifest="$tf_tmp/m.txt"
 [ "$rc" -eq 0 ] || fail "--remote_cache=env:NAME: exit $rc: $out"
