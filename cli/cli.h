@@ -95,12 +95,28 @@ int cli_apply_flag(const cli_command *cmd, const char *arg, const char *next, bo
 
 /* ---- the remote flags (fetch, collect, proxy, serve) ---- */
 
+/* ---- secrets.c: credentials that need not sit in argv ---- */
+
+typedef struct cli_secret {
+	char *p;
+	size_t len;
+} cli_secret;
+/* What was read from files and the environment (wiped when freed). */
+typedef struct cli_secrets {
+	cli_secret *owned;
+	size_t n_owned;
+} cli_secrets;
+
+void cli_secrets_free(cli_secrets *s);
+
 /* Flag storage the remote options need beyond tf_remote_options. */
 struct cli_remote {
 	cli_list headers;       /* --remote_header */
 	cli_list cache_headers; /* --remote_cache_header */
 	cli_list bazelrc;       /* --bazelrc (read by cli_parse) */
 	cli_list config;        /* --config */
+	cli_list credential_helpers; /* --credential_helper */
+	cli_secrets secrets;    /* what @FILE and env:NAME values held */
 	bool home_rc, workspace_rc;
 	char **merged; /* the headers handed to the library */
 	size_t n_merged;
@@ -109,7 +125,13 @@ typedef struct cli_remote cli_remote;
 
 #define CLI_REMOTE_INIT { .home_rc = true, .workspace_rc = true }
 
-/* Completes o after cli_parse, as Bazel would: --remote_header and
+/* Completes o after cli_parse, as Bazel would: --remote_cache=@FILE (its
+ * first line) or =env:NAME (the variable) becomes the URL, and each
+ * --remote_header or --remote_cache_header =@FILE or =env:NAME becomes the
+ * NAME=VALUE lines it holds ('#' comments and empty lines skipped), in its
+ * place, so that no secret has to sit in argv (messages name the file or
+ * variable, never what it holds); the credential helpers go into o;
+ * --remote_header and
  * --remote_cache_header (NAME=VALUE) merged, values of one name
  * (case-insensitive) joined with ',' in the order given; the instance name
  * dropped for HTTP and disk caches (Bazel sends it only to gRPC caches);
@@ -118,6 +140,8 @@ typedef struct cli_remote cli_remote;
  * printing what was wrong. */
 int cli_remote_finish(const char *cmd, cli_remote *r, tf_remote_options *o);
 void cli_remote_free(cli_remote *r);
+/* The @FILE and env:NAME part of cli_remote_finish (secrets.c). */
+int cli_secrets_apply(const char *cmd, cli_remote *r, tf_remote_options *o);
 
 /* Does the cache URL name the proxy's own --listen address (a .bazelrc
  * that points Bazel at the proxy, read by the proxy)? Then why says so. */
@@ -146,10 +170,12 @@ int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
 	{ "remote_cache", CLI_STRING, &(opts)->remote_cache, "URL|DIR",                                \
 	  "The cache: http(s)://[user:password@]host[:port][/prefix] (bazel-remote, nginx WebDAV), "    \
 	  "grpc://host:port or grpcs://host:port (a REAPI v2 cache: ByteStream, ActionCache), or a "     \
-	  "directory in Bazel's --disk_cache layout. Required (here or in a .bazelrc)." },               \
+	  "directory in Bazel's --disk_cache layout. Required (here or in a .bazelrc). @FILE reads it "  \
+	  "from a file's first line, env:NAME from a variable, so that no password sits in argv." },     \
 	{ "remote_header", CLI_LIST, &(rem)->headers, "NAME=VALUE",                                    \
 	  "Extra header (gRPC metadata on grpc caches) on every request; repeatable; values of one "    \
-	  "name are joined with ',', as Bazel does. Values are never printed." },                       \
+	  "name are joined with ',', as Bazel does. Values are never printed. @FILE or env:NAME: the "   \
+	  "NAME=VALUE lines of a file or a variable." },                                                \
 	{ "remote_cache_header", CLI_LIST, &(rem)->cache_headers, "NAME=VALUE",                        \
 	  "The same, for cache requests (all of topfetch's); merged after --remote_header." },          \
 	{ "remote_instance_name", CLI_STRING, &(opts)->remote_instance_name, "NAME",                   \
@@ -163,6 +189,16 @@ int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
 	{ "remote_retries", CLI_INT, &(opts)->remote_retries, "N",                                     \
 	  "Retries after network errors, timeouts, 5xx and gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, "      \
 	  "ABORTED, DEADLINE_EXCEEDED, with exponential backoff (default 5)." },                        \
+	{ "credential_helper", CLI_LIST, &(rem)->credential_helpers, "[SCOPE=]PATH",                      \
+	  "A credential helper (Bazel's protocol: PATH get, {\"uri\": ...} in, {\"headers\": ...} out) " \
+	  "for hosts in SCOPE (host or *.domain; none: every host); repeatable. Its headers go on "    \
+	  "every request; they are never printed." },                                                   \
+	{ "credential_helper_timeout", CLI_DURATION, &(opts)->credential_helper_timeout_s, "DURATION", \
+	  "A helper that has not answered by then is stopped, and that is an error (default 10s)." }, \
+	{ "credential_helper_cache_duration", CLI_DURATION, &(opts)->credential_helper_cache_duration_s, \
+	  "DURATION",                                                                                   \
+	  "How long an answer without \"expires\" is used before the helper runs again (default "      \
+	  "30m; 0: every request)." },                                                                 \
 	{ "tls_certificate", CLI_STRING, &(opts)->tls_certificate, "FILE",                            \
 	  "CA certificates (PEM) to trust for https and grpcs caches." },                              \
 	{ "tls_client_certificate", CLI_STRING, &(opts)->tls_client_certificate, "FILE",              \
@@ -189,6 +225,8 @@ int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
 	{ "remote_download_minimal", CLI_SETS, (mode), "minimal", "--remote_download_outputs=minimal." }, \
 	{ "remote_download_all", CLI_SETS, (mode), "all", "--remote_download_outputs=all." }
 
+
+
 /* Progress on stderr: a line redrawn in place on a terminal, a plain line
  * every few seconds otherwise. */
 typedef struct cli_progress {
@@ -212,6 +250,14 @@ void cli_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */
 void cli_human_bytes(double bytes, char *out, size_t n);
+
+/* ---- down.c: a cache that goes down is one message ---- */
+
+/* True when this file failed because the cache does not answer
+ * (TF_CACHE_DOWN) and that was said already: print nothing for it. */
+bool cli_cache_down_fold(cli_progress *p, tf_result result, const char *message);
+/* The count of the files folded, in one line (nothing when none). */
+void cli_cache_down_report(cli_progress *p);
 
 /* ---- report.c: the lines every command words alike ---- */
 

@@ -82,7 +82,8 @@ static void on_lost(const tf_lost_output *l, void *user)
 {
 	run *r = user;
 	r->lost_lines++;
-	cli_report_lost(&r->progress, l, NULL);
+	if (!cli_cache_down_fold(&r->progress, l->result, l->message))
+		cli_report_lost(&r->progress, l, NULL);
 }
 
 int cmd_collect(int argc, char **argv)
@@ -154,6 +155,7 @@ int cmd_collect(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
+	o.remote.check_at_start = true;
 	rc = cli_remote_finish(cmd.name, &rem, &o.remote);
 	if (rc != 0)
 		goto out;
@@ -217,6 +219,7 @@ int cmd_collect(int argc, char **argv)
 	}
 	fr = tf_session_finish(s, &st, &err);
 	cli_progress_clear(&r.progress);
+	cli_cache_down_report(&r.progress);
 	cli_report_collect_summary(&r.progress, &st);
 	if (fr < 0) {
 		cli_eprintf("topfetch collect: %s\n", err.message);

@@ -29,7 +29,7 @@ typedef struct run {
 static void on_done(const tf_fetch_done *d, void *user)
 {
 	run *r = user;
-	if (d->result == TF_RESULT_OK)
+	if (d->result == TF_RESULT_OK || cli_cache_down_fold(&r->progress, d->result, d->message))
 		return;
 	cli_progress_error(&r->progress, "topfetch: %s: %s (%s/%lld): %s", tf_result_name(d->result),
 			   d->path, d->digest.hash, (long long)d->digest.size, d->message);
@@ -79,6 +79,7 @@ int cmd_fetch(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
+	opts.check_at_start = true;
 	rc = cli_remote_finish(cmd.name, &rem, &opts);
 	if (rc != 0)
 		goto out;
@@ -125,6 +126,7 @@ int cmd_fetch(int argc, char **argv)
 	}
 	tf_downloader_get_stats(d, &st);
 	cli_progress_clear(&r.progress);
+	cli_cache_down_report(&r.progress);
 	cli_report_fetch_summary(&r.progress, &st, cli_interrupted != 0);
 	if (cli_interrupted)
 		rc = EXIT_INTERRUPTED;

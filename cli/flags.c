@@ -378,8 +378,12 @@ static int merge_headers(cli_remote *r)
 
 int cli_remote_finish(const char *cmdname, cli_remote *r, tf_remote_options *o)
 {
-	const char *c = o->remote_cache;
+	const char *c;
+	int rc = cli_secrets_apply(cmdname, r, o);
 
+	if (rc != CLI_RUN)
+		return rc;
+	c = o->remote_cache;
 	if (merge_headers(r) < 0) {
 		fprintf(stderr, "topfetch %s: out of memory\n", cmdname);
 		return EXIT_USAGE;
@@ -420,8 +424,10 @@ bool cli_loops_back(const char *url, const char *listen, char *why, size_t n)
 
 void cli_remote_free(cli_remote *r)
 {
-	for (size_t i = 0; i < r->n_merged; i++)
+	for (size_t i = 0; i < r->n_merged; i++) {
+		explicit_bzero(r->merged[i], strlen(r->merged[i])); /* may hold a secret */
 		free(r->merged[i]);
+	}
 	free(r->merged);
 	r->merged = NULL;
 	r->n_merged = 0;
@@ -429,4 +435,6 @@ void cli_remote_free(cli_remote *r)
 	cli_list_free(&r->cache_headers);
 	cli_list_free(&r->bazelrc);
 	cli_list_free(&r->config);
+	cli_list_free(&r->credential_helpers);
+	cli_secrets_free(&r->secrets);
 }

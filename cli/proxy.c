@@ -290,13 +290,13 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: --remote_download_outputs=%s: want toplevel, all or minimal\n", mode);
 		goto out;
 	}
+	if (cli_remote_finish(cmd.name, &rem, &o.remote) != 0)
+		goto out;
 	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0 ||
 	    cli_loops_back(o.remote.remote_cache, listen, why, sizeof(why))) {
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}
-	if (cli_remote_finish(cmd.name, &rem, &o.remote) != 0)
-		goto out;
 	o.policy.regexes = regexes.items;
 	o.policy.n_regexes = regexes.n;
 	o.policy.output_groups = groups.items;

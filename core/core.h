@@ -96,4 +96,30 @@ void *tf__map_removen(tf__map *m, const void *key, size_t len);
 /* Calls fn for each entry (no changes to m meanwhile). */
 void tf__map_each(const tf__map *m, void (*fn)(const char *key, void *value, void *user), void *user);
 
+/* ---- credjson.c: the answer of a credential helper (Bazel's protocol) ---- */
+
+#define TF__CRED_ANSWER_MAX (256 * 1024) /* bytes of an answer read */
+#define TF__CRED_STRING_MAX (64 * 1024)  /* bytes of one string */
+#define TF__CRED_HEADERS_MAX 64          /* header values in one answer */
+#define TF__CRED_DEPTH_MAX 32            /* nesting of ignored values */
+
+typedef struct tf__cred_header {
+	char *name, *value;
+} tf__cred_header;
+
+typedef struct tf__cred_answer {
+	tf__cred_header *v; /* one per value: a header with two values is two entries */
+	size_t n;
+	bool has_expires;
+	char expires[64]; /* as written, NUL-terminated; checked by the caller */
+} tf__cred_answer;
+
+/* Reads {"headers": {"Name": ["value", ...]}, "expires": "..."} strictly
+ * (RFC 8259; other keys ignored). 0, or -EBADMSG with why naming what was
+ * wrong and the byte offset (never the text: it holds secrets). Every
+ * answer is freed with tf__cred_answer_fini. Does not block. */
+int tf__cred_answer_parse(const void *data, size_t len, tf__cred_answer *a, char *why, size_t why_len);
+/* Frees what the answer holds, wiping the values. */
+void tf__cred_answer_fini(tf__cred_answer *a);
+
 #endif

@@ -4,7 +4,9 @@
  * ({base}[/{instance}]/{ac|cas}/{hash}), driven by the transfer engine's curl
  * multi handle. The --remote_cache URL is parsed with libcurl's URL API; its
  * user and password go to libcurl as CURLOPT_USERNAME/PASSWORD and never into
- * a URL string we keep, so no message can show them.
+ * a URL string we keep, so no message can show them. Without a user in the
+ * URL, a credential helper or the netrc file gives the credentials
+ * (credentials.c), as Bazel.
  *
  * disk: a directory in Bazel's --disk_cache layout. Reads of whole files go
  * through the engine over file://; streams and uploads use the layout
@@ -29,7 +31,10 @@ struct dl_backend {
 	char *base;    /* http: scheme://host[:port][/prefix][/instance], no credentials, no
 			  trailing '/'; disk: absolute directory */
 	char *user, *password; /* http: decoded, for CURLOPT_USERNAME/PASSWORD; NULL if none */
+	/* Every request's header lines; the credential helper's are nodes at its
+	 * end, changed in place by dl_creds_refresh (engine thread). */
 	struct curl_slist *headers;
+	dl_creds *creds;       /* http, grpc: netrc and credential helpers */
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
 	atomic_ulong tmp_seq; /* disk: temporary file names */
@@ -117,6 +122,16 @@ static int parse_http(dl_backend *b, const char *rc, const char *inst, tf_error 
 			     curl_url_strerror(uc));
 		goto out;
 	}
+	if (curl_url_get(u, CURLUPART_PORT, &s, 0) == CURLUE_OK) {
+		bool zero = !strcmp(s, "0");
+		curl_free(s);
+		s = NULL;
+		if (zero) {
+			r = tf__errf(err, -EINVAL, "--remote_cache %.*s://...: port 0 is not a port a cache listens on",
+				     scheme_len(rc), rc);
+			goto out;
+		}
+	}
 	if (curl_url_get(u, CURLUPART_USER, &b->user, CURLU_URLDECODE) != CURLUE_OK)
 		b->user = NULL;
 	if (curl_url_get(u, CURLUPART_PASSWORD, &b->password, CURLU_URLDECODE) != CURLUE_OK)
@@ -167,6 +182,35 @@ out:
 	curl_free(path);
 	curl_url_cleanup(u);
 	return r;
+}
+
+/* A TLS file libcurl cannot read fails every transfer with a message about
+ * TLS; say which file at start instead. */
+static int check_tls_files(const tf_remote_options *opts, tf_error *err)
+{
+	const struct {
+		const char *flag, *path;
+	} f[] = {
+		{ "--tls_certificate", opts->tls_certificate },
+		{ "--tls_client_certificate", opts->tls_client_certificate },
+		{ "--tls_client_key", opts->tls_client_key },
+	};
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		struct stat st;
+		int fd;
+		if (!f[i].path)
+			continue;
+		fd = open(f[i].path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return tf__errf(err, -errno, "%s=%s: cannot read it: %s", f[i].flag, f[i].path, strerror(errno));
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+			close(fd);
+			return tf__errf(err, -EINVAL, "%s=%s: not a PEM file (not a regular file, or empty)", f[i].flag,
+					f[i].path);
+		}
+		close(fd);
+	}
+	return 0;
 }
 
 dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
@@ -242,11 +286,33 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		}
 		b->base = strdup(real);
 	}
+	r = check_tls_files(opts, err);
+	if (r < 0)
+		goto out;
 	b->tls_certificate = dup_or_null(opts->tls_certificate);
 	b->tls_client_certificate = dup_or_null(opts->tls_client_certificate);
 	b->tls_client_key = dup_or_null(opts->tls_client_key);
-	if (!b->base)
+	if (!b->base) {
 		r = tf__errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (b->type != DL_BACKEND_DISK) {
+		char why[TF_ERROR_MESSAGE_MAX];
+		b->creds = dl_creds_new(opts, b->user != NULL, err);
+		if (!b->creds) {
+			r = err ? err->code : -EINVAL;
+			goto out;
+		}
+		/* The helper's first answer now: a helper that fails is a
+		 * configuration mistake, told once, before any transfer. */
+		r = dl_creds_refresh(b->creds, &b->headers, why, sizeof(why));
+		if (r < 0) {
+			r = tf__errf(err, r, "%s", why);
+			goto out;
+		}
+	}
+	if (opts->check_at_start)
+		r = dl_backend_probe(b, opts->remote_retries, err);
 out:
 	if (r < 0) {
 		dl_backend_free(b);
@@ -259,7 +325,10 @@ void dl_backend_free(dl_backend *b)
 {
 	if (!b)
 		return;
+	for (struct curl_slist *n = b->headers; n; n = n->next)
+		explicit_bzero(n->data, strlen(n->data));
 	curl_slist_free_all(b->headers);
+	dl_creds_free(b->creds);
 	dl_grpc_free(b->grpc);
 	free(b->base);
 	curl_free(b->user);
@@ -300,6 +369,13 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 {
 	char url[PATH_MAX + 256];
 
+	if (b->type != DL_BACKEND_DISK && dl_creds_has_helper(b->creds)) {
+		/* The backend is shared, but its header list is only ever changed
+		 * and read in the engine thread (see dl_creds_refresh). */
+		dl_backend *mb = (dl_backend *)b;
+		if (dl_creds_refresh(mb->creds, &mb->headers, display, display_len) < 0)
+			return -EACCES;
+	}
 	if (b->type == DL_BACKEND_GRPC) {
 		/* A CAS blob's resource name holds its size. */
 		if (op != DL_OP_GET || (area == TF_AREA_CAS && size < 0)) {
@@ -313,10 +389,6 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		snprintf(display, display_len, "%s", url);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 		dl_backend_common(b, h);
-		if (b->user) {
-			curl_easy_setopt(h, CURLOPT_USERNAME, b->user);
-			curl_easy_setopt(h, CURLOPT_PASSWORD, b->password ? b->password : "");
-		}
 		/* HTTP/2 when the server offers it over TLS; plain HTTP/1.1 otherwise
 		 * (nginx and bazel-remote do not upgrade cleartext connections). */
 		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
@@ -348,7 +420,17 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 
 void dl_backend_common(const dl_backend *b, CURL *h)
 {
+	const char *user, *password;
+
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, b->headers);
+	/* Basic auth: the URL's user, else the netrc entry of the host. */
+	if (b->user) {
+		curl_easy_setopt(h, CURLOPT_USERNAME, b->user);
+		curl_easy_setopt(h, CURLOPT_PASSWORD, b->password ? b->password : "");
+	} else if (dl_creds_netrc(b->creds, &user, &password)) {
+		curl_easy_setopt(h, CURLOPT_USERNAME, user);
+		curl_easy_setopt(h, CURLOPT_PASSWORD, password);
+	}
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, b->timeout_s);
 	/* --remote_timeout bounds silence, not the whole transfer: a 1 GiB blob
@@ -433,7 +515,7 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 		}
 		if (status == 401 || status == 403) {
 			snprintf(why, why_len,
-				 "HTTP %ld: the cache refused the credentials; check --remote_header, the user:password in --remote_cache, or the TLS client certificate",
+				 "HTTP %ld: the cache refused the credentials; check --remote_header, --credential_helper, the netrc file, the user:password in --remote_cache, or the TLS client certificate",
 				 status);
 			return DL_OUTCOME_FATAL;
 		}
@@ -449,6 +531,8 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 		return DL_OUTCOME_TIMEOUT;
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
+		snprintf(why, why_len, TF_CACHE_DOWN " (%s)", detail);
+		return DL_OUTCOME_TRANSIENT;
 	case CURLE_PARTIAL_FILE:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
@@ -461,6 +545,84 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 	default:
 		snprintf(why, why_len, "%s", detail);
 		return DL_OUTCOME_FATAL;
+	}
+}
+
+/* ---- asking once at start ------------------------------------------------------------ */
+
+static size_t probe_discard(char *p, size_t size, size_t n, void *user)
+{
+	(void)p;
+	(void)user;
+	return size * n;
+}
+
+/* A key no cache stores (the SHA-256 of nothing is never asked either). */
+#define PROBE_KEY "0000000000000000000000000000000000000000000000000000000000000000"
+
+int dl_backend_probe(dl_backend *b, int retries, tf_error *err)
+{
+	char display[PATH_MAX + 256], why[TF_ERROR_MESSAGE_MAX], errbuf[CURL_ERROR_SIZE];
+	unsigned delay_ms = 100;
+	int attempt;
+
+	if (b->type == DL_BACKEND_DISK)
+		return 0; /* dl_backend_new found the directory */
+	for (attempt = 1;; attempt++) {
+		CURL *h = curl_easy_init();
+		dl_outcome o;
+		CURLcode rc;
+		long status = 0;
+		int r;
+
+		if (!h)
+			return tf__errf(err, -ENOMEM, "out of memory");
+		errbuf[0] = '\0';
+		if (b->type == DL_BACKEND_HTTP) {
+			r = dl_backend_prepare(b, h, DL_OP_HEAD, TF_AREA_CAS, PROBE_KEY, -1, 0, display, sizeof(display));
+		} else {
+			/* A connection (TLS included) is enough here: GetCapabilities
+			 * follows and tells what the server thinks of the call. */
+			r = dl_backend_prepare(b, h, DL_OP_GET, TF_AREA_AC, PROBE_KEY, -1, 0, display, sizeof(display));
+			curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+		}
+		if (r < 0) {
+			curl_easy_cleanup(h);
+			return tf__errf(err, r, "%s", r == -EACCES ? display : "cannot make the first request");
+		}
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, probe_discard);
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(h, CURLOPT_TIMEOUT, b->timeout_s);
+		rc = curl_easy_perform(h);
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_cleanup(h);
+		if (b->type == DL_BACKEND_GRPC && rc == CURLE_OK)
+			return 0;
+		o = dl_backend_classify(b, rc, status, errbuf, why, sizeof(why));
+		/* Reachable: whatever it thinks of this key. A 5xx is this request's
+		 * (transfers retry theirs); only a refusal of the credentials is
+		 * about every request. */
+		if (rc == CURLE_OK && status != 401 && status != 403)
+			return 0;
+		if ((o == DL_OUTCOME_TRANSIENT || o == DL_OUTCOME_TIMEOUT) && attempt <= retries) {
+			nanosleep(&(struct timespec){ .tv_sec = delay_ms / 1000, .tv_nsec = (long)(delay_ms % 1000) * 1000000 },
+				  NULL);
+			delay_ms = delay_ms * 2 > 5000 ? 5000 : delay_ms * 2;
+			continue;
+		}
+		if (status == 401 || status == 403)
+			return tf__errf(err, -EACCES, "the cache %s refused the credentials (HTTP %ld) before any transfer; "
+						   "check --remote_header, --credential_helper, the netrc file, the "
+						   "user:password in --remote_cache, or the TLS client certificate",
+					b->base, status);
+		return tf__errf(err, -EHOSTUNREACH, "cannot use the cache %s: %s (%d attempt%s, --remote_retries=%d); %s",
+				b->base, why, attempt, attempt == 1 ? "" : "s", retries,
+				rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+						rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CONNECT_ERROR
+					? "check --tls_certificate (the CA that signed the cache's certificate) and the "
+					  "TLS client files"
+					: "check --remote_cache and that the cache is running");
 	}
 }
 

@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "core/core.h"
 
@@ -307,5 +308,57 @@ void dl_grpc_rx_header(dl_grpc_rx *rx, const char *line, size_t n);
  * else the transport's result. */
 dl_outcome dl_grpc_classify(const dl_grpc_rx *rx, CURLcode rc, long http_status, const char *errbuf,
 			    long timeout_s, char *why, size_t n);
+
+/* ---- credentials (credentials.c): netrc and credential helpers, as Bazel ---- */
+
+typedef struct dl_creds dl_creds;
+
+/* Checks every --credential_helper of opts (scope, an executable PATH), picks
+ * the one for the host of opts->remote_cache and, when none applies, reads
+ * the netrc file (opts->netrc; NULL: $NETRC, else $HOME/.netrc). With
+ * url_has_user (user:password@ in the URL) neither is used, as Bazel. No
+ * helper runs here. NULL with err naming the flag or file (never a secret). */
+dl_creds *dl_creds_new(const tf_remote_options *opts, bool url_has_user, tf_error *err);
+void dl_creds_free(dl_creds *c);
+
+/* True when a helper applies to the cache. */
+bool dl_creds_has_helper(const dl_creds *c);
+
+/* The netrc login and password for the cache's host (owned by c); false
+ * when netrc gives none. */
+bool dl_creds_netrc(const dl_creds *c, const char **login, const char **password);
+
+/* When the helper's answer expired (or was never taken), takes the answer
+ * the process keeps for this helper and URI (every downloader shares it, as
+ * Bazel's credential cache), or runs the helper (blocking up to
+ * --credential_helper_timeout, and other downloaders asking meanwhile) and
+ * puts its header lines
+ * into nodes it owns at the end of *list, changing them in place, so a
+ * request prepared earlier and not sent yet sends the new ones. Must run
+ * in the thread that drives the transfers using *list. 0 (nothing to do, or
+ * done); -EACCES with why naming the helper and the URI (never what it
+ * answered); a failed helper is not run again for a second. */
+int dl_creds_refresh(dl_creds *c, struct curl_slist **list, char *why, size_t why_len);
+
+/* For tests: the entry of host in a netrc text (1, *login and *password
+ * malloc'ed), 0 none, negative with err (file names the text). */
+int dl_netrc_lookup(const char *text, size_t len, const char *file, const char *host, char **login, char **password,
+		    tf_error *err);
+/* For tests: whether "*.example.com" or "host.example.com" is a scope Bazel takes. */
+bool dl_scope_valid(const char *scope);
+/* For tests: whether scope (NULL: none) covers host. */
+bool dl_scope_matches(const char *scope, const char *host);
+/* For tests: the index of the "[SCOPE=]PATH" spec that applies to host, -1 none. */
+int dl_helper_pick(const char *const *specs, size_t n, const char *host);
+/* RFC 3339 time to seconds since the epoch: 0, or -EINVAL. */
+int dl_rfc3339_parse(const char *s, time_t *out);
+
+/* Asks the cache once, with the --remote_retries backoff, whether it can be
+ * reached with these credentials: an http(s) cache by HEAD of a key nobody
+ * stores (any answer but 401/403 will do), a grpc(s) one by a connection.
+ * 0; negative with err naming the cache (no secret) and what to check when
+ * no connection could be made (refused, no such host, TLS, silence) or the
+ * credentials were refused. Blocks. */
+int dl_backend_probe(dl_backend *b, int retries, tf_error *err);
 
 #endif

@@ -854,6 +854,7 @@ static void start(tf_downloader *d, dl_xfer *x)
 	tf_error err = { 0 };
 	const char *leaf;
 	CURL *h;
+	int r;
 
 	if (x->mode == DL_MODE_STREAM) {
 		stream_start(d, x);
@@ -927,12 +928,13 @@ resumed:
 	x->local_errno = 0;
 	x->errbuf[0] = '\0';
 	x->attempts++;
-	if (dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->digest.size, x->received,
-			       x->url, DL_URL_MAX) < 0) {
+	if ((r = dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->digest.size, x->received,
+				    x->url, DL_URL_MAX)) < 0) {
 		char msg[TF_ERROR_MESSAGE_MAX];
 		curl_easy_cleanup(h);
-		snprintf(msg, sizeof(msg), "GET %s: cannot make the request", x->url);
-		finish_failed(d, x, TF_RESULT_LOCAL, msg);
+		/* -EACCES: the credential helper failed; x->url says how. */
+		snprintf(msg, sizeof(msg), r == -EACCES ? "%s" : "GET %s: cannot make the request", x->url);
+		finish_failed(d, x, r == -EACCES ? TF_RESULT_FAILED : TF_RESULT_LOCAL, msg);
 		return;
 	}
 	dl_backend_watch_silence(d->backend, h, &x->silence, NULL);
@@ -1370,7 +1372,9 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 	if (r < 0 || curl_multi_add_handle(d->multi, h) != CURLM_OK) {
 		x->easy = NULL;
 		curl_easy_cleanup(h);
-		stream_end(d, x, CURLE_FAILED_INIT, -ENOMEM, "cannot add a transfer to libcurl");
+		/* -EACCES: the credential helper failed; x->url says how. */
+		stream_end(d, x, CURLE_FAILED_INIT, r == -EACCES ? -EIO : -ENOMEM,
+			   r == -EACCES ? x->url : "cannot add a transfer to libcurl");
 		return;
 	}
 	d->running++;
@@ -1736,6 +1740,8 @@ void tf_remote_options_init(tf_remote_options *o)
 	o->remote_max_connections = 100;
 	o->remote_timeout_s = 60;
 	o->remote_retries = 5;
+	o->credential_helper_timeout_s = 10;
+	o->credential_helper_cache_duration_s = 30 * 60;
 }
 
 const char *tf_result_name(tf_result r)

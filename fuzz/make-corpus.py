@@ -95,3 +95,15 @@ put("service", "tree-bomb", reqs(started, field(2, s(1, "2" * 64) + s(2, "//p:c"
 for i, p in enumerate([f"/ac/{H}", f"/cas/{H}", f"/prefix/x/cas/{H}", f"cas/{H}", f"/xcas/{H}",
                        f"/cas/{H.upper()}", "/cas/", f"/ac/{H}/", f"/../cas/{H}"]):
     put("proxy_path", f"seed{i}", p.encode())
+
+# ---- credjson: a credential helper's answer ----
+for name, text in [
+        ("bearer", '{"headers": {"Authorization": ["Bearer abc.def"]}, "expires": "2030-01-02T03:04:05Z"}'),
+        ("two-values", '{"headers": {"X-A": ["1", "2"], "X-B": []}}'),
+        ("escapes", '{"headers": {"K": ["\\u00e9\\ud83d\\ude00\\n\\"\\\\"]}}'),
+        ("unknown-keys", '{"v": [1.5e3, -0, true, false, null, {"a": [[]]}], "headers": {}}'),
+        ("not-a-list", '{"headers": {"Authorization": "Basic x"}}'),
+        ("lone-surrogate", '{"headers": {"K": ["\\ud83d"]}}'),
+        ("deep", '{"x": ' + "[" * 40 + "]" * 40 + "}"),
+        ("empty", "{}")]:
+    put("credjson", name, text.encode())

@@ -80,6 +80,23 @@ typedef struct tf_remote_options {
 	const char *tls_certificate;        /* --tls_certificate: CA bundle (PEM) */
 	const char *tls_client_certificate; /* --tls_client_certificate (PEM) */
 	const char *tls_client_key;         /* --tls_client_key (PEM) */
+	/* --credential_helper=[SCOPE=]PATH, repeatable: Bazel's credential-helper
+	 * protocol; the helper for the cache's host gives headers for every
+	 * request (http and grpc). Its answers are never logged. */
+	const char *const *credential_helpers;
+	size_t n_credential_helpers;
+	int credential_helper_timeout_s;        /* --credential_helper_timeout, default 10 */
+	int credential_helper_cache_duration_s; /* --credential_helper_cache_duration: an answer
+						   without "expires" is kept this long (default 1800;
+						   0 not kept) */
+	/* The netrc file (Basic auth for the cache's host when no URL user and no
+	 * helper applies): NULL means $NETRC, else $HOME/.netrc, as Bazel; ""
+	 * none. */
+	const char *netrc;
+	/* tf_downloader_new asks the cache once before any transfer (HEAD of a key
+	 * nobody stores, or a connection) and fails when it cannot be reached or
+	 * refuses the credentials. Default false. */
+	bool check_at_start;
 } tf_remote_options;
 
 /* Fills *o with Bazel's defaults. Does not block. */
@@ -112,6 +129,11 @@ typedef struct tf_fetch_done {
 	const unsigned char *data; /* tf_downloader_read only: the bytes, when ok */
 	size_t len;
 } tf_fetch_done;
+
+/* A TF_RESULT_FAILED message containing this phrase: no connection to the
+ * cache could be made (refused, no such host); every other transfer will
+ * most likely fail the same way, so a program may say it once. */
+#define TF_CACHE_DOWN "the cache does not answer"
 
 typedef void (*tf_fetch_cb)(const tf_fetch_done *done, void *user);
 

@@ -60,12 +60,14 @@ done
 [ ! -e "$tf_tmp/escape.bin" ] || fail "../ escaped"
 [ ! -e /etc/topfetch-escape.bin ] || fail "absolute path written"
 
-# A 401 is not retried and says what to check.
+# A 401 is a configuration mistake found at start (exit 2), not retried, and
+# says what to check.
 echo "$good 3000 auth.bin" >"$tf_tmp/m401"
 nginx_stop
 nginx_start 'if ($http_authorization != "Bearer right") { return 401; }'
 run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o401" --manifest="$tf_tmp/m401" --remote_header=Authorization="Bearer wrong"
-[ "$rc" -eq 1 ] || fail "401: exit $rc"
-assert_contains "$out" "HTTP 401: the cache refused the credentials; check --remote_header"
-[ "$(nginx_count "GET /cas/$good 401")" -eq 1 ] || fail "401 was retried"
+[ "$rc" -eq 2 ] || fail "401: exit $rc"
+assert_contains "$out" "refused the credentials (HTTP 401) before any transfer; check --remote_header"
+[ "$(nginx_count "HEAD /cas/0\{64\} 401")" -eq 1 ] || fail "401 was retried"
+[ "$(nginx_count "GET /cas/$good 401")" -eq 0 ] || fail "a file was asked for after a 401"
 echo "fetch_errors: ok"

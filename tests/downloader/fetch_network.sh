@@ -48,16 +48,27 @@ assert_contains "$out" "GET $NGINX_URL/cas/$big failed after 3 attempts (--remot
 [ ! -e "$tf_tmp/o3/big.bin" ] || fail "partial file at the final path"
 [ -z "$(find "$tf_tmp/o3" -name '.tftmp.*')" ] || fail "temporary file left"
 
-# 4. A server that accepts the connection and never answers: --remote_timeout.
+# 4. A server that accepts the connection and never answers a GET:
+#    --remote_timeout. (It answers the HEAD of topfetch's check at start.)
 need python3
 port=$(free_port)
 python3 -c '
-import socket, sys
+import socket, sys, threading
+def serve(c):
+    data = b""
+    while True:
+        d = c.recv(4096)
+        if not d:
+            return
+        data += d
+        while b"\r\n\r\n" in data:
+            req, data = data.split(b"\r\n\r\n", 1)
+            if req.startswith(b"HEAD "):
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
-conns = []
 while True:
-    conns.append(s.accept()[0])
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
 ' "$port" >"$tf_tmp/silent.log" 2>&1 &
 silent_pid=$!
 tf_track "$silent_pid"
@@ -72,8 +83,9 @@ wait "$silent_pid" 2>/dev/null || true
 assert_contains "$out" "failed after 2 attempts (--remote_retries=1): timed out: no data for --remote_timeout=1s"
 [ "$took" -gt 1500 ] && [ "$took" -lt 10000 ] || fail "the timeouts took $took ms, expected about 2 s"
 
-# 5. Nothing listening: connection refused, retried, failed.
+# 5. Nothing listening: connection refused, retried, then one message at
+#    start (exit 2), before any file.
 run_tf fetch --remote_cache="http://127.0.0.1:$(free_port)" --output_dir="$tf_tmp/o5" --manifest="$tf_tmp/m" --remote_retries=1
-[ "$rc" -eq 1 ] || fail "refused: exit $rc"
-assert_contains "$out" "failed after 2 attempts"
+[ "$rc" -eq 2 ] || fail "refused: exit $rc"
+assert_contains "$out" "(2 attempts, --remote_retries=1); check --remote_cache and that the cache is running"
 echo "fetch_network: ok"

@@ -61,7 +61,7 @@ PY
 [ "$(nginx_count "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")" -eq 0 ] || fail "the empty blob was requested"
 [ "$(nginx_count "GET /cas/")" -eq 302 ] || fail "expected 302 GETs, saw $(nginx_count "GET /cas/")"
 # Connections are kept alive and reused: 302 requests over at most 16 connections.
-conns=$(grep -o 'conn=[0-9]*' "$NGINX_LOG" | sort -u | wc -l)
+conns=$(grep '^GET ' "$NGINX_LOG" | grep -o 'conn=[0-9]*' | sort -u | wc -l)
 [ "$conns" -le 16 ] || fail "302 requests used $conns connections with --remote_max_connections=16"
 # No temporary file is left anywhere.
 [ -z "$(find "$out_dir" -name '.tftmp.*')" ] || fail "temporary files left: $(find "$out_dir" -name '.tftmp.*')"

@@ -15,16 +15,16 @@ for i in $(seq 1 40); do
   echo "$h $((i * 1000)) f$i" >>"$tf_tmp/m"
 done
 
-# Without our CA: the TLS handshake fails, clearly, and is not retried forever.
+# Without our CA: the TLS handshake fails, clearly, at start (exit 2).
 run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o0" --manifest="$tf_tmp/m" --remote_retries=0
-[ "$rc" -eq 1 ] || fail "untrusted server: exit $rc: $out"
-assert_contains "$out" "failed: f1"
+[ "$rc" -eq 2 ] || fail "untrusted server: exit $rc: $out"
+assert_contains "$out" "cannot use the cache $NGINX_URL"
 assert_contains "$out" "certificate"
 
-# With the CA but no client certificate: 403, not retried.
+# With the CA but no client certificate: 403 at start (exit 2), not retried.
 run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o1" --manifest="$tf_tmp/m" --tls_certificate="$pki/ca.pem"
-[ "$rc" -eq 1 ] || fail "no client cert: exit $rc: $out"
-assert_contains "$out" "HTTP 403: the cache refused the credentials"
+[ "$rc" -eq 2 ] || fail "no client cert: exit $rc: $out"
+assert_contains "$out" "refused the credentials (HTTP 403)"
 
 # Mutual TLS: everything arrives, over HTTP/2, multiplexed on few connections.
 before=$(nginx_count "GET ")
@@ -49,8 +49,7 @@ run_tf fetch --remote_cache="$url_auth" --output_dir="$tf_tmp/o3" --manifest="$t
 [ "$(nginx_count "GET /cas/$h 200 13 HTTP/1.1 conn=[0-9]* user=ci")" -eq 1 ] || fail "no authenticated GET in the log"
 url_bad=$(echo "$NGINX_URL" | sed 's|://|://ci:wrong-pa55@|')
 run_tf fetch --remote_cache="$url_bad" --output_dir="$tf_tmp/o4" --manifest="$tf_tmp/m2"
-[ "$rc" -eq 1 ] || fail "bad password: exit $rc"
-assert_contains "$out" "HTTP 401"
-assert_contains "$out" "GET $NGINX_URL/cas/$h"
+[ "$rc" -eq 2 ] || fail "bad password: exit $rc"
+assert_contains "$out" "the cache $NGINX_URL refused the credentials (HTTP 401)"
 case "$out" in *wrong-pa55*|*pa55word*) fail "a password was printed: $out" ;; esac
 echo "fetch_tls: ok"

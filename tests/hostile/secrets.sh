@@ -52,11 +52,11 @@ for c in fetch collect proxy serve; do
   assert_contains "$out" "a --remote_header name has the character ':' at position 14" "$c bad header name"
 done
 
-# A transfer error names the URL without its user:password.
+# An unreachable cache is named without its user:password (at start, exit 2).
 run_tf fetch --manifest="$tf_tmp/m.txt" --output_dir="$tf_tmp/o" --remote_retries=0 \
   --remote_cache="http://alice:S3cr3t@127.0.0.1:$port/prefix"
-[ "$rc" -eq 1 ] || fail "unreachable cache: exit $rc: $out"
-assert_contains "$out" "GET http://127.0.0.1:$port/prefix/cas/$H failed"
+[ "$rc" -eq 2 ] || fail "unreachable cache: exit $rc: $out"
+assert_contains "$out" "cannot use the cache http://127.0.0.1:$port/prefix:"
 no_secret "transfer error"
 [ ! -e "$tf_tmp/o/a.txt" ] || fail "a file appeared from an unreachable cache"
 echo "secrets: ok"

@@ -112,7 +112,7 @@ run_tf proxy --listen=127.0.0.1:0 --remote_cache="$NGINX_URL" --output_dir="$tf_
 run_tf proxy --listen=127.0.0.1:99999 --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o"
 [ "$rc" -eq 2 ] || fail "bad port: exit $rc"
 busy=$(sed -n 's|.*:\([0-9]*\)$|\1|p' <<<"$NGINX_URL")
-run_tf proxy --listen=127.0.0.1:$busy --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o"
+mkdir -p "$tf_tmp/dc"; run_tf proxy --listen=127.0.0.1:$busy --remote_cache="$tf_tmp/dc" --output_dir="$tf_tmp/o"
 [ "$rc" -eq 2 ] || fail "port in use: exit $rc"
 assert_contains "$out" "cannot listen on 127.0.0.1:$busy"
 run_tf proxy --help
