@@ -190,6 +190,7 @@ int cmd_proxy(int argc, char **argv)
 	cli_list headers = { 0 }, regexes = { 0 }, groups = { 0 };
 	char *groups_buf = NULL, why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
+	int header_timeout = (int)PX_HEADER_TIMEOUT_S;
 	struct sockaddr_storage ss;
 	px_http *http = NULL;
 	tf_session_stats st = { 0 };
@@ -206,6 +207,9 @@ int cmd_proxy(int argc, char **argv)
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
+		{ "header_timeout", CLI_INT, &header_timeout, "SECONDS",
+		  "A client connection whose request headers are not complete this long after it connected (or "
+		  "after its request line) is closed, however slowly it sends bytes (default 30)." },
 		CLI_REMOTE_FLAGS(&o.remote, &headers),
 		{ "output_dir", CLI_STRING, &o.output_dir, "DIR",
 		  "Where wanted outputs go, at their exec-root-relative path (bazel-out/k8-fastbuild/bin/pkg/a.txt); "
@@ -280,6 +284,11 @@ int cmd_proxy(int argc, char **argv)
 				"Run 'topfetch proxy --help' for the flags.\n");
 		goto out;
 	}
+	if (header_timeout <= 0 || header_timeout > 86400) {
+		fprintf(stderr, "topfetch proxy: --header_timeout=%d: want a number of seconds from 1 to 86400.\n",
+			header_timeout);
+		goto out;
+	}
 	if (exit_after_build && !bep) {
 		fprintf(stderr, "topfetch proxy: --exit_after_build needs --bep_follow (the build whose end it waits for).\n");
 		goto out;
@@ -323,7 +332,7 @@ int cmd_proxy(int argc, char **argv)
 	px_set_session(r.px, r.s);
 	cli_install_signals();
 	cli_progress_init(&r.progress);
-	http = px_http_start(r.px, &ss);
+	http = px_http_start(r.px, &ss, (unsigned)header_timeout);
 	if (!http) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
 			listen);
