@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -53,7 +54,8 @@
 typedef enum conn_phase {
 	CONN_FRESH,     /* connected, no request line yet: header deadline from the connect */
 	CONN_HEADERS,   /* request line seen: header deadline from it */
-	CONN_BUSY,      /* headers complete: the request runs (no deadline of ours) */
+	CONN_BODY,      /* headers complete, the body being read (no deadline of ours) */
+	CONN_BUSY,      /* the request read: being answered */
 	CONN_KEPT,      /* answered, kept alive: the next request line within IDLE_TIMEOUT_S */
 	CONN_CUT,       /* shut down by the sweeper; libmicrohttpd closes it */
 } conn_phase;
@@ -165,13 +167,17 @@ static void head_fail(px_http_head *hd, unsigned status, const char *fmt, ...)
 	va_end(ap);
 }
 
-void px_http_read_head(const char *method, const char *url, const char *content_length, px_http_head *hd)
+void px_http_read_head(const char *method, const char *url, const char *content_length,
+		       const char *transfer_encoding, px_http_head *hd)
 {
 	unsigned long long n;
 	char *end;
 
 	memset(hd, 0, sizeof(*hd));
 	hd->length = -1;
+	/* A body of unknown end, or one not wanted: libmicrohttpd may wait for
+	 * its end past the client's close, so a refusal is given before it. */
+	hd->now = transfer_encoding || (content_length && strcmp(content_length, "0") != 0);
 	if (!strcmp(method, MHD_HTTP_METHOD_GET))
 		hd->method = 'G';
 	else if (!strcmp(method, MHD_HTTP_METHOD_HEAD))
@@ -190,8 +196,12 @@ void px_http_read_head(const char *method, const char *url, const char *content_
 		hd->refused = true;
 		return;
 	}
-	if (hd->method != 'P')
+	if (hd->method != 'P') {
+		if (hd->now)
+			head_fail(hd, 400, "a %s carries no body", method);
 		return;
+	}
+	hd->now = true; /* any refusal of a PUT: its body is not worth reading */
 	if (!content_length) {
 		head_fail(hd, 411, "a PUT needs a Content-Length");
 		return;
@@ -634,6 +644,20 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 	return NULL;
 }
 
+/* The client closed its side (or reset): a request it has not finished
+ * sending can never end. libmicrohttpd's epoll loop may not notice a close
+ * while it waits for more of a request (the connection stays in CLOSE-WAIT
+ * until its idle timeout). */
+static bool peer_gone(MHD_socket fd)
+{
+	struct tcp_info ti;
+	socklen_t n = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) < 0)
+		return false;
+	return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE;
+}
+
 static void *sweeper_main(void *arg)
 {
 	px_http *h = arg;
@@ -644,10 +668,12 @@ static void *sweeper_main(void *arg)
 	while (h->sweeper_running) {
 		now = tf__now_ns();
 		for (conn *k = h->conns; k; k = k->next) {
+			if (k->phase == CONN_CUT || k->phase == CONN_BUSY)
+				continue;
 			limit = k->phase == CONN_FRESH || k->phase == CONN_HEADERS ? h->header_ns
 				: k->phase == CONN_KEPT				 ? (uint64_t)IDLE_TIMEOUT_S * 1000000000ull
 											 : 0;
-			if (limit && now - k->since >= limit) {
+			if ((limit && now - k->since >= limit) || peer_gone(k->fd)) {
 				shutdown(k->fd, SHUT_RDWR);
 				k->phase = CONN_CUT;
 				atomic_fetch_add(&h->cut, 1);
@@ -677,15 +703,16 @@ static enum MHD_Result begin(px_http *h, struct MHD_Connection *c, const char *u
 	r->refs = 1;
 	tf__buf_init(&r->body, PX_AC_MAX_BYTES);
 	*con_cls = r;
-	conn_enter(h, c, CONN_BUSY);
+	conn_enter(h, c, CONN_BODY);
 	atomic_fetch_add(&h->active, 1);
 	px_count_request(h->p);
-	px_http_read_head(method, url,
-			  MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH), &r->head);
+	px_http_read_head(method, url, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH),
+			  MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING), &r->head);
 	if (r->head.status) {
 		if (r->head.refused)
 			px_count_refused(h->p);
-		return MHD_YES;
+		/* Answered at once (closing the connection) or once the request is read. */
+		return r->head.now ? respond_refused(r, c) : MHD_YES;
 	}
 	if (r->head.method == 'G' && r->head.area == TF_AREA_CAS && !(r->sbuf = malloc(STREAM_BYTES)))
 		return MHD_NO;
@@ -738,6 +765,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return MHD_YES;
 	}
 	/* The request is complete: the decided answer, the worker's, or a job for it. */
+	conn_enter(h, c, CONN_BUSY);
 	if (r->head.status)
 		return respond_refused(r, c);
 	if (r->head.method == 'P') {

@@ -150,8 +150,8 @@ int px_http_parse_listen(const char *spec, bool any, struct sockaddr_storage *ss
  * the area and the key (64 lowercase hex digits), -EINVAL for anything else. */
 int px_http_parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1]);
 
-/* What the front end makes of a request's method, path and Content-Length
- * (NULL: none), before any body byte. */
+/* What the front end makes of a request's method, path, Content-Length and
+ * Transfer-Encoding (NULL: none), before any body byte. */
 typedef struct px_http_head {
 	char method;     /* 'G' GET, 'H' HEAD, 'P' PUT; 0 another */
 	tf_area area;
@@ -160,10 +160,12 @@ typedef struct px_http_head {
 	unsigned status; /* 0: to be served; else the HTTP status to answer (400, 405, 411) */
 	bool allow;      /* 405: the answer lists the methods allowed */
 	bool refused;    /* a request that is not the protocol's (bad path or method): counted */
+	bool now;        /* a refusal is answered before the body (closing the connection) */
 	char message[PX_MESSAGE_MAX]; /* why, with status */
 } px_http_head;
 
-void px_http_read_head(const char *method, const char *url, const char *content_length, px_http_head *out);
+void px_http_read_head(const char *method, const char *url, const char *content_length,
+		       const char *transfer_encoding, px_http_head *out);
 
 #define PX_HEADER_TIMEOUT_S 30u /* default header deadline */
 
