@@ -575,7 +575,7 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	if (d->result == TF_RESULT_OK) {
 		size_t *left = tr->action_key ? tf__map_get(&s->tree_budget, tr->action_key) : NULL;
 		size_t before = (size_t)(uintptr_t)tf__map_get(&s->tree_counted, tr->dir);
-		size_t allowed = CHK_TREE_MAX_ENTRIES;
+		size_t allowed = CHK_TREE_MAX_ENTRIES, counted = 0;
 		char whose[TF_HASH_HEX_LEN + 64];
 
 		if (tr->action_key && !left && (left = malloc(sizeof(*left)))) {
@@ -589,9 +589,10 @@ static void on_tree(const tf_fetch_done *d, void *user)
 			allowed = *left + (before ? before - 1 : 0);
 		snprintf(whose, sizeof(whose), "the ActionResult of action %.64s",
 			 tr->action_key ? tr->action_key : "");
-		r = chk_tree_walk_budget(d->data, d->len, tr->hash, tr->dir, allowed, whose, on_tree_entry, &c, &err);
-		if (r == 0 && left && tf__map_put(&s->tree_counted, tr->dir, (void *)(uintptr_t)(c.entries + 1)) == 0)
-			*left = allowed - c.entries;
+		r = chk_tree_walk_budget(d->data, d->len, tr->hash, tr->dir, allowed, whose, on_tree_entry, &c,
+					 &counted, &err);
+		if (r == 0 && left && tf__map_put(&s->tree_counted, tr->dir, (void *)(uintptr_t)(counted + 1)) == 0)
+			*left = allowed - counted;
 		if (r < 0) {
 			/* A Tree refused (hostile or broken): never dropped silently,
 			 * whether a target waits for it or the policy (all, a regex)
