@@ -90,11 +90,14 @@ int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, c
 
 /* The same with a work budget: at most `budget` entries (and never more
  * than CHK_TREE_MAX_ENTRIES); over it, -E2BIG naming the budget and `whose`
- * (e.g. "the ActionResult of action KEY"), nothing reported. The caller
- * keeps one budget for all the Trees of one ActionResult, so that a small
- * ActionResult naming a large Tree many times is refused too. */
+ * (e.g. "the ActionResult of action KEY"), nothing reported. An entry is a
+ * path: every file, symlink and directory, as often as it is named. On
+ * success *counted (may be NULL) is the number of entries, what the caller
+ * takes from the one budget it keeps for all the Trees of one ActionResult,
+ * so that a small ActionResult naming a large Tree many times is refused. */
 int chk_tree_walk_budget(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
-			 size_t budget, const char *whose, chk_tree_cb cb, void *user, tf_error *err);
+			 size_t budget, const char *whose, chk_tree_cb cb, void *user, size_t *counted,
+			 tf_error *err);
 
 /* ---- executed actions and decisions (action.c) ------------------------------ */
 

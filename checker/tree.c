@@ -246,6 +246,10 @@ static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2
 		if (c->on_path)
 			return tf__errf(w->err, -ELOOP, "tree %s: directory '%s' in '%s' contains itself (a cycle)",
 					w->tree_hash, n->name, w->path);
+		/* A directory is an entry too: a Tree of empty directories named
+		 * over and over is as much work as one of files. */
+		if (++w->entries > w->cap)
+			return too_many(w);
 		PUSH(n->name);
 		if (w->cb || !c->checked) {
 			c->on_path = true;
@@ -284,11 +288,12 @@ static int visit(walk *w, child *self, const Build__Bazel__Remote__Execution__V2
 int chk_tree_walk(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
 		  chk_tree_cb cb, void *user, tf_error *err)
 {
-	return chk_tree_walk_budget(buf, len, tree_hash, dir_path, CHK_TREE_MAX_ENTRIES, NULL, cb, user, err);
+	return chk_tree_walk_budget(buf, len, tree_hash, dir_path, CHK_TREE_MAX_ENTRIES, NULL, cb, user, NULL, err);
 }
 
 int chk_tree_walk_budget(const unsigned char *buf, size_t len, const char *tree_hash, const char *dir_path,
-			 size_t budget, const char *whose, chk_tree_cb cb, void *user, tf_error *err)
+			 size_t budget, const char *whose, chk_tree_cb cb, void *user, size_t *counted,
+			 tf_error *err)
 {
 	walk w = { .tree_hash = tree_hash, .err = err,
 		   .cap = budget < CHK_TREE_MAX_ENTRIES ? budget : CHK_TREE_MAX_ENTRIES,
@@ -313,6 +318,8 @@ int chk_tree_walk_budget(const unsigned char *buf, size_t len, const char *tree_
 	}
 	strcpy(w.path, dir_path);
 	r = visit(&w, NULL, root, 0); /* validate */
+	if (r == 0 && counted)
+		*counted = w.entries;
 	if (r == 0 && cb) {
 		w.cb = cb;
 		w.user = user;

@@ -191,6 +191,7 @@ int cmd_proxy(int argc, char **argv)
 	cli_remote rem = CLI_REMOTE_INIT;
 	char why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
+	int header_timeout = (int)PX_HEADER_TIMEOUT_S;
 	struct sockaddr_storage ss;
 	px_http *http = NULL;
 	tf_session_stats st = { 0 };
@@ -207,6 +208,9 @@ int cmd_proxy(int argc, char **argv)
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
+		{ "header_timeout", CLI_DURATION, &header_timeout, "DURATION",
+		  "A client connection whose request headers are not complete this long after it connected (or "
+		  "after its request line) is closed, however slowly it sends bytes (default 30s)." },
 		CLI_REMOTE_FLAGS(&o.remote, &rem),
 		{ "output_dir", CLI_STRING, &o.output_dir, "DIR",
 		  "Where wanted outputs go, at their exec-root-relative path (bazel-out/k8-fastbuild/bin/pkg/a.txt); "
@@ -282,6 +286,11 @@ int cmd_proxy(int argc, char **argv)
 				"Run 'topfetch proxy --help' for the flags.\n");
 		goto out;
 	}
+	if (header_timeout <= 0 || header_timeout > 86400) {
+		fprintf(stderr, "topfetch proxy: --header_timeout=%ds: want a duration from 1s to 1d.\n",
+			header_timeout);
+		goto out;
+	}
 	if (exit_after_build && !bep) {
 		fprintf(stderr, "topfetch proxy: --exit_after_build needs --bep_follow (the build whose end it waits for).\n");
 		goto out;
@@ -324,7 +333,7 @@ int cmd_proxy(int argc, char **argv)
 	px_set_session(r.px, r.s);
 	cli_install_signals();
 	cli_progress_init(&r.progress);
-	http = px_http_start(r.px, &ss);
+	http = px_http_start(r.px, &ss, (unsigned)header_timeout);
 	if (!http) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
 			listen);

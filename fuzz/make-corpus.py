@@ -107,3 +107,41 @@ for name, text in [
         ("deep", '{"x": ' + "[" * 40 + "]" * 40 + "}"),
         ("empty", "{}")]:
     put("credjson", name, text.encode())
+# ---- proxy_http: the request lines Bazel 4.2.3 sent to its cache (the fixture's
+# nginx access logs), with the headers its HTTP cache client sends, and hostile heads ----
+seen = set()
+for run in ("run1_populate", "run2_minimal_hits", "run3_toplevel_hits"):
+    for line in open(os.path.join(fixtures, run, "access.log")):
+        method, uri = line.split()[1:3]
+        if (method, uri[:4]) in seen:
+            continue
+        seen.add((method, uri[:4]))
+        head = (f"{method} {uri} HTTP/1.1\r\nhost: 127.0.0.1:9090\r\nconnection: keep-alive\r\n"
+                f"accept: */*\r\naccept-encoding: gzip\r\n")
+        if method == "PUT":
+            head += "content-type: application/octet-stream\r\ncontent-length: 6\r\n\r\nhello\n"
+        else:
+            head += "\r\n"
+        put("proxy_http", f"bazel-{run}-{method}-{uri[1:3]}", head.encode())
+K = f"/cas/{H}"
+for name, raw in [
+    ("get-hello", f"GET {K} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("head-hello", f"HEAD {K} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("put-hello", f"PUT {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nhello\n"),
+    ("put-wrong-bytes", f"PUT {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nhellO\n"),
+    ("put-chunked", f"PUT {K} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello\n\r\n0\r\n\r\n"),
+    ("put-two-lengths", f"PUT {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nContent-Length: 60\r\n\r\nhello\n"),
+    ("put-plus-length", f"PUT {K} HTTP/1.1\r\nHost: x\r\nContent-Length: +6\r\n\r\nhello\n"),
+    ("put-huge-length", f"PUT {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nhello\n"),
+    ("put-short-body", f"PUT {K} HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\nhello\n"),
+    ("pipelined", f"GET {K} HTTP/1.1\r\nHost: x\r\n\r\nHEAD {K} HTTP/1.1\r\nHost: x\r\n\r\nGET /ac/{G} HTTP/1.1\r\n\r\n"),
+    ("http10", f"GET {K} HTTP/1.0\r\n\r\n"),
+    ("bad-method", f"DELETE {K} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("dotdot", f"GET /cas/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("escape-in-path", f"GET /\x1b]0;owned\x07{K} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("folded-header", f"GET {K} HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n"),
+    ("long-header", f"GET {K} HTTP/1.1\r\nHost: x\r\nX-Long: {'a' * 8000}\r\n\r\n"),
+    ("unfinished", f"GET {K} HTTP/1.1\r\nHost: x\r\nX-Slow: "),
+    ("head-split", f"PUT\0{K}\0" + "6"),
+]:
+    put("proxy_http", name, raw.encode())

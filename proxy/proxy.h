@@ -150,9 +150,31 @@ int px_http_parse_listen(const char *spec, bool any, struct sockaddr_storage *ss
  * the area and the key (64 lowercase hex digits), -EINVAL for anything else. */
 int px_http_parse_path(const char *url, tf_area *area, char key[TF_HASH_HEX_LEN + 1]);
 
-/* Starts serving GET/HEAD/PUT on [/prefix]/{ac,cas}/<sha256> at ss (one
- * thread per connection). NULL when it cannot listen. */
-px_http *px_http_start(px_proxy *p, const struct sockaddr_storage *ss);
+/* What the front end makes of a request's method, path, Content-Length and
+ * Transfer-Encoding (NULL: none), before any body byte. */
+typedef struct px_http_head {
+	char method;     /* 'G' GET, 'H' HEAD, 'P' PUT; 0 another */
+	tf_area area;
+	char key[TF_HASH_HEX_LEN + 1]; /* "" unless the path is a key */
+	int64_t length;  /* a PUT's Content-Length; -1 otherwise */
+	unsigned status; /* 0: to be served; else the HTTP status to answer (400, 405, 411) */
+	bool allow;      /* 405: the answer lists the methods allowed */
+	bool refused;    /* a request that is not the protocol's (bad path or method): counted */
+	bool now;        /* a refusal is answered before the body (closing the connection) */
+	char message[PX_MESSAGE_MAX]; /* why, with status */
+} px_http_head;
+
+void px_http_read_head(const char *method, const char *url, const char *content_length,
+		       const char *transfer_encoding, px_http_head *out);
+
+#define PX_HEADER_TIMEOUT_S 30u /* default header deadline */
+
+/* Starts serving GET/HEAD/PUT on [/prefix]/{ac,cas}/<sha256> at ss: one
+ * polling thread (epoll) for every connection, a worker thread per request
+ * in progress. A connection whose request headers are not complete within
+ * header_timeout_s seconds (0: PX_HEADER_TIMEOUT_S) of its connect or of its
+ * request line is closed. NULL when it cannot listen. */
+px_http *px_http_start(px_proxy *p, const struct sockaddr_storage *ss, unsigned header_timeout_s);
 
 /* The port it listens on (useful with port 0). */
 unsigned px_http_port(const px_http *h);
@@ -160,12 +182,15 @@ unsigned px_http_port(const px_http *h);
 /* Requests between their first byte and their end. */
 int px_http_active(const px_http *h);
 
+/* Connections closed so far by the header deadline. */
+uint64_t px_http_cut(const px_http *h);
+
 /* close: stops accepting (new connections are refused); answers carry
  * "Connection: close" from now on. Does not block. */
 void px_http_quiesce(px_http *h);
 
 /* stop + free: ends every connection (px_close first, so none waits on the
- * upstream) and joins their threads. */
+ * upstream) and waits for the request threads. */
 void px_http_stop(px_http *h);
 
 #endif

@@ -26,6 +26,7 @@
 #include "store/store.h"
 
 #define TREE_MAX_BYTES (64u << 20)
+#define MAX_TARGETS 1000000u /* TargetComplete events of one build (each holds its event and sets) */
 #define FOREIGN_GRACE_NS 2000000000ull /* results this long before a followed build started are another's */
 
 /* A target (its gate ticket) waiting for a file or a Tree. */
@@ -65,6 +66,7 @@ struct tf_session {
 	/* Work budget of the Trees of one ActionResult: action key -> entries
 	 * left (malloc'd size_t); directory -> entries it counted (+1). */
 	tf__map tree_budget, tree_counted;
+	size_t targets_seen, max_targets; /* TargetComplete events of this build; the cap */
 	char *output_dir, *store_path, *tmp_dir;
 	chk_policy policy;
 	st_store *store;
@@ -575,7 +577,7 @@ static void on_tree(const tf_fetch_done *d, void *user)
 	if (d->result == TF_RESULT_OK) {
 		size_t *left = tr->action_key ? tf__map_get(&s->tree_budget, tr->action_key) : NULL;
 		size_t before = (size_t)(uintptr_t)tf__map_get(&s->tree_counted, tr->dir);
-		size_t allowed = CHK_TREE_MAX_ENTRIES;
+		size_t allowed = CHK_TREE_MAX_ENTRIES, counted = 0;
 		char whose[TF_HASH_HEX_LEN + 64];
 
 		if (tr->action_key && !left && (left = malloc(sizeof(*left)))) {
@@ -589,9 +591,10 @@ static void on_tree(const tf_fetch_done *d, void *user)
 			allowed = *left + (before ? before - 1 : 0);
 		snprintf(whose, sizeof(whose), "the ActionResult of action %.64s",
 			 tr->action_key ? tr->action_key : "");
-		r = chk_tree_walk_budget(d->data, d->len, tr->hash, tr->dir, allowed, whose, on_tree_entry, &c, &err);
-		if (r == 0 && left && tf__map_put(&s->tree_counted, tr->dir, (void *)(uintptr_t)(c.entries + 1)) == 0)
-			*left = allowed - c.entries;
+		r = chk_tree_walk_budget(d->data, d->len, tr->hash, tr->dir, allowed, whose, on_tree_entry, &c,
+					 &counted, &err);
+		if (r == 0 && left && tf__map_put(&s->tree_counted, tr->dir, (void *)(uintptr_t)(counted + 1)) == 0)
+			*left = allowed - counted;
 		if (r < 0) {
 			/* A Tree refused (hostile or broken): never dropped silently,
 			 * whether a target waits for it or the policy (all, a regex)
@@ -1072,6 +1075,11 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 	uint64_t t = 0;
 	int r;
 
+	if (++s->targets_seen > s->max_targets)
+		return tf__errf(err, -E2BIG,
+				"target %.200s: the build has more than %zu completed targets, more than topfetch "
+				"keeps for one build; nothing after it is collected",
+				label, s->max_targets);
 	d.wanted = chk_decide_target(&s->policy, label, tc->success, &d.reason);
 	if (tc->success && s->o.on_target_failed && tf__map_putn(&s->succeeded, &ev, sizeof(ev), ev) < 0)
 		return tf__errf(err, -ENOMEM, "out of memory");
@@ -1106,6 +1114,11 @@ static int on_target_complete(tf_session *s, ev_event *ev, tf_error *err)
 		want_runfiles(s, t, label, ev);
 	target_settled(s, t, NULL); /* the lookup hold */
 	return 0;
+}
+
+void ses_set_max_targets(tf_session *s, size_t n)
+{
+	s->max_targets = n;
 }
 
 int tf_session_build_event(tf_session *s, const void *bytes, size_t len, tf_error *err)
@@ -1197,6 +1210,7 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	}
 	s->rootfd = -1;
 	s->o = *opts;
+	s->max_targets = MAX_TARGETS;
 	tf__map_init(&s->wants);
 	tf__map_init(&s->trees);
 	tf__map_init(&s->succeeded);
@@ -1404,6 +1418,7 @@ static int end_build(tf_session *s, bool cut_short)
 	ev_sets_free(s->sets);
 	s->gate = ev_gate_new(emit, s);
 	s->sets = ev_sets_new(NULL, &e);
+	s->targets_seen = 0;
 	tf__map_each(&s->wants, free_want, NULL);
 	tf__map_fini(&s->wants);
 	tf__map_init(&s->wants);

@@ -15,6 +15,11 @@ typedef struct ev_event ev_event;
  * network. */
 int ses_post_event(tf_session *s, ev_event *ev, tf_error *err);
 
+/* The cap on TargetComplete events of one build (default 1,000,000): past
+ * it, the event is refused with -E2BIG naming the target and the cap. For
+ * tests, which cannot afford a million targets. */
+void ses_set_max_targets(tf_session *s, size_t n);
+
 /* ---- local.c: outputs no cache holds, from Bazel's own output tree ---- */
 
 /* Makes dest (below rootfd, its folders walked without following symlinks)

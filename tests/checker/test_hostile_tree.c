@@ -38,6 +38,8 @@ static void digest_of(const Dir *d, char hash[65], int64_t *size)
 	free(b);
 }
 
+static int leaf_files_n = 1; /* 0: the lowest directory is empty */
+
 /* levels directories; each names the one below twice (a and b). */
 static unsigned char *dag_bomb(int levels, size_t *len)
 {
@@ -64,7 +66,7 @@ static unsigned char *dag_bomb(int levels, size_t *len)
 		build__bazel__remote__execution__v2__directory__init(&dirs[i]);
 		if (i == 0) {
 			dirs[i].files = leaf_files;
-			dirs[i].n_files = 1;
+			dirs[i].n_files = (size_t)leaf_files_n;
 		} else {
 			build__bazel__remote__execution__v2__digest__init(&digests[i - 1]);
 			digest_of(&dirs[i - 1], hashes[i - 1], &digests[i - 1].size_bytes);
@@ -122,20 +124,49 @@ TEST(shared_directories_within_the_cap_are_reported_at_every_path)
 
 TEST(a_work_budget_shared_by_the_trees_of_one_action_result)
 {
-	size_t len, n = 0, left = 1500;
-	unsigned char *b = dag_bomb(11, &len); /* 1024 paths */
+	size_t len, n = 0, left = 4000, counted = 0;
+	unsigned char *b = dag_bomb(11, &len); /* 1024 file paths under 2046 directory paths */
 	tf_error err = { 0 };
 	const char *whose = "the ActionResult of action 1111";
 
-	/* The first naming fits and uses 1024 of the 1500 entries left... */
-	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "dag", "out/d1", left, whose, count, &n, &err), 0);
+	/* The first naming fits and uses 3070 of the 4000 entries left... */
+	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "dag", "out/d1", left, whose, count, &n, &counted, &err), 0);
 	CHECK_INT_EQ(n, 1024);
-	left -= n;
+	CHECK_INT_EQ(counted, 3070);
+	left -= counted;
 	/* ...the second does not: refused naming the budget, nothing reported. */
 	n = 0;
-	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "dag", "out/d2", left, whose, count, &n, &err), -E2BIG);
+	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "dag", "out/d2", left, whose, count, &n, NULL, &err), -E2BIG);
 	CHECK_CONTAINS(err.message, "tree dag: its entries would take the ActionResult of action 1111 past its work "
-				    "budget of 476 tree entries");
+				    "budget of 930 tree entries");
 	CHECK_INT_EQ(n, 0);
+	free(b);
+}
+
+/* Directories are entries too: a Tree of nothing but empty directories, 2^21
+ * directory paths in a few hundred bytes, is refused as quickly (it cost
+ * 18 s of CPU for 100 namings while only files counted). */
+TEST(a_bomb_of_empty_directories_is_refused_too)
+{
+	size_t len, n = 0, counted = 0;
+	unsigned char *b;
+	clock_t t0 = clock();
+	tf_error err = { 0 };
+
+	leaf_files_n = 0;
+	b = dag_bomb(22, &len);
+	for (int i = 0; i < 100; i++) {
+		CHECK_INT_EQ(chk_tree_walk(b, len, "empty", "out/d", count, &n, &err), -E2BIG);
+		CHECK_CONTAINS(err.message, "tree empty: more than 1000000 entries");
+	}
+	CHECK_INT_EQ(n, 0);
+	CHECK((double)(clock() - t0) / CLOCKS_PER_SEC < 1.0);
+	free(b);
+	/* Within the cap: every directory path counts against the budget. */
+	b = dag_bomb(11, &len);
+	CHECK_INT_EQ(chk_tree_walk_budget(b, len, "empty", "out/d", 5000, "x", count, &n, &counted, &err), 0);
+	CHECK_INT_EQ(n, 0);
+	CHECK_INT_EQ(counted, 2046);
+	leaf_files_n = 1;
 	free(b);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bash completion, sourced in a bash without any other completion loaded:
 # it registers itself for `topfetch`, completes `topfetch col<TAB>` to collect,
-# `topfetch collect --remote_c<TAB>` to --remote_cache=, --[no] flags both
+# `topfetch collect --remote_c<TAB>` to --remote_cache= and --remote_cache_header=, --[no] flags both
 # ways, FILE/DIR values as paths, and offers exactly the commands of
 # `topfetch --help` and the flags of each `topfetch CMD --help`.
 source "$TF_SOURCE_ROOT/tests/lib/harness.sh"
@@ -36,7 +36,8 @@ assert_contains "$reg" "-F _topfetch" "complete -p topfetch"
 assert_contains "$reg" " topfetch" "complete -p topfetch"
 
 expect "collect" topfetch col
-expect "--remote_cache=" topfetch collect --remote_c
+expect "$(printf -- "--remote_cache=\n--remote_cache_header=")" topfetch collect --remote_c
+expect "--remote_cache_header=" topfetch collect --remote_cache_
 expect "--nokeep_path_prefix" topfetch collect --nokeep_p
 expect "--keep_path_prefix" topfetch collect --keep_p
 expect "--bep_follow=" topfetch proxy --bep_f

@@ -18,6 +18,7 @@
 #include "core/core.h"
 #include "events/events.h"
 #include "remote_execution.pb-c.h"
+#include "session/session.h"
 #include "tf_test.h"
 #include "topfetch.h"
 
@@ -801,4 +802,36 @@ TEST(gate_unwaited_target_releases_sets_first)
 	CHECK_INT_EQ(ev_gate_target(g, ev, true, NULL, &err), -EINVAL);
 	ev_event_unref(ev);
 	ev_gate_free(g);
+}
+
+/* Issue 11, defect 6: the targets of one build are capped; the one past the
+ * cap is refused naming it and the cap, and the session says so from then on. */
+TEST(targets_past_the_cap_are_refused_clearly)
+{
+	static const char *const files[] = { "pkg/a.txt" };
+	tf_error err = { 0 };
+	ev_event *ev;
+	unsigned char *buf;
+	size_t n;
+
+	setup(TF_DOWNLOAD_MINIMAL, NULL);
+	ses_set_max_targets(E.s, 2);
+	post(progress(0, false, NULL, 0));
+	post(named_set("s0", files, 1, NULL));
+	post(target_complete("//pkg:t1", "s0"));
+	post(target_complete("//pkg:t2", "s0"));
+	ev = target_complete("//pkg:t3", "s0");
+	n = build_event_stream__build_event__get_packed_size(ev->msg);
+	buf = malloc(n);
+	CHECK(buf);
+	build_event_stream__build_event__pack(ev->msg, buf);
+	CHECK_INT_EQ(tf_session_build_event(E.s, buf, n, &err), -E2BIG);
+	CHECK_CONTAINS(err.message, "target //pkg:t3: the build has more than 2 completed targets, more than "
+				    "topfetch keeps for one build; nothing after it is collected");
+	memset(&err, 0, sizeof(err));
+	CHECK(tf_session_build_event(E.s, buf, n, &err) < 0);
+	CHECK_CONTAINS(err.message, "more than 2 completed targets");
+	free(buf);
+	ev_event_unref(ev);
+	teardown();
 }
