@@ -34,6 +34,8 @@ int cmd_collect(int argc, char **argv)
 	tf_session_stats st;
 	tf_error err = { 0 };
 	tf_session *s = NULL;
+	cli_output out = { 0 };
+	cli_summary sum = { 0 };
 	run r = { 0 };
 	int rc, fr;
 
@@ -59,6 +61,7 @@ int cmd_collect(int argc, char **argv)
 		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
 		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
 		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
+		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
 		.name = "collect",
@@ -74,7 +77,7 @@ int cmd_collect(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc != CLI_RUN)
+	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "collect", &out)) != CLI_RUN)
 		goto out;
 	if (!bep || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch collect: --bep, --remote_cache and --output_dir are required.\n"
@@ -113,7 +116,7 @@ int cmd_collect(int argc, char **argv)
 		goto out;
 	}
 	cli_install_signals();
-	cli_progress_init(&r.progress);
+	r.progress.start_ns = tf__now_ns();
 	/* The BEP is finished: read it all, fetching as targets complete. */
 	while (!cli_interrupted && !tf_session_bep_complete(s)) {
 		int n = tf_session_dispatch(s, 20, &err);
@@ -133,10 +136,7 @@ int cmd_collect(int argc, char **argv)
 		goto out;
 	}
 	fr = tf_session_finish(s, &st, &err);
-	cli_progress_clear(&r.progress);
-	cli_report_collect_summary(&r.progress, &st);
 	if (fr < 0) {
-		cli_eprintf("topfetch collect: %s\n", err.message);
 		rc = cli_exit_for_error(fr);
 	} else if (st.files_unknown && !st.files_wanted) {
 		/* Not one file could be located: the input cannot be collected. */
@@ -145,6 +145,11 @@ int cmd_collect(int argc, char **argv)
 		rc = st.lost || st.failed || st.files_unknown || st.conflicts || st.targets_failed ? EXIT_SOME_FAILED
 													 : EXIT_ALL_OK;
 	}
+	cli_summary_from_session(&sum, &st);
+	sum.exit_code = rc;
+	rc = cli_summary_print(&r.progress, stdout, &sum);
+	if (fr < 0)
+		cli_eprintf("topfetch collect: %s\n", err.message);
 	if (st.files_unknown)
 		fprintf(stderr,
 			"topfetch collect: %llu file%s of completed targets %s no digest and exist%s nowhere: the BEP names "
@@ -167,6 +172,7 @@ int cmd_collect(int argc, char **argv)
 		fprintf(stderr, "topfetch collect: %llu target%s failed (see above); the exit code is %d.\n",
 			(unsigned long long)st.targets_failed, st.targets_failed == 1 ? "" : "s", EXIT_SOME_FAILED);
 out:
+	cli_progress_fini(&r.progress);
 	tf_session_free(s);
 	free(groups_buf);
 	cli_list_free(&groups);

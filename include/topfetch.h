@@ -116,6 +116,9 @@ typedef struct tf_downloader_stats {
 	uint64_t transfers;       /* blobs transferred (each at most once) */
 	uint64_t attempts;        /* transfer attempts, retries included */
 	uint64_t bytes;           /* verified bytes received */
+	/* Bytes received so far by transfers still running or being verified
+	 * (not in `bytes` yet; a retried attempt's bytes leave it). Added last. */
+	uint64_t bytes_in_flight;
 } tf_downloader_stats;
 
 /* Creates a downloader writing below output_dir (created if missing) and
@@ -338,6 +341,7 @@ typedef struct tf_session_stats {
 	uint64_t recovered;         /* fetches resumed from a previous run, stale temp files removed */
 	uint64_t files_unknown;     /* wanted files with no digest anywhere (BEP, store, bytestream URI) */
 	uint64_t conflicts;         /* different files for one short path (short_paths) */
+	uint64_t bytes_in_flight;   /* received by fetches not settled yet (not in bytes_fetched) */
 } tf_session_stats;
 
 typedef struct tf_session tf_session;
