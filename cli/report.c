@@ -149,7 +149,7 @@ static void print_text(const cli_progress *p, FILE *out, const cli_summary *s)
 	lines_start(&w, out);
 	lines_add(&w, "", "%llu lost", (unsigned long long)s->lost);
 	if (s->has_targets) {
-		lines_add(&w, ", ", "%llu failed (corrupt, network or disk)", (unsigned long long)s->failed);
+		lines_add(&w, ", ", "%llu failed", (unsigned long long)s->failed);
 		lines_add(&w, ", ", "%llu without a digest", (unsigned long long)s->unknown);
 	} else {
 		lines_add(&w, ", ", "%llu corrupt", (unsigned long long)s->corrupt);

@@ -165,12 +165,12 @@ tf_track "${pids[@]}"
 wait "${pids[@]}"
 for i in $(seq 24); do cmp -s "$tf_tmp/p$i" "$tf_tmp/g$i" || fail "parallel GET $i: other bytes"; done
 
-# SIGTERM: a clean stop, exit 0 (nothing was wanted, nothing failed), one summary line.
+# SIGTERM: a clean stop, exit 0 (nothing was wanted, nothing failed), one summary.
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 0 ] || fail "exit $proxy_rc after SIGTERM"
-summary=$(grep '^topfetch: .* files in place' "$PROXY_LOG")
-[ "$(echo "$summary" | wc -l)" -eq 1 ] || fail "want one summary line"
+summary=$(grep -A4 '^topfetch: .* files in place' "$PROXY_LOG")
+[ "$(grep -c '^topfetch: .* files in place' "$PROXY_LOG")" -eq 1 ] || fail "want one summary"
 assert_contains "$summary" "2 actions recorded"  # the AC upload and the AC hit
 assert_contains "$summary" "1 AC hits"
 echo "proxy_http: ok"
