@@ -177,6 +177,14 @@ TF_API int tf_downloader_remove_dead_temporaries(tf_downloader *d, uint64_t *rem
  * are not run. Blocks until the thread has exited. Accepts NULL. */
 TF_API void tf_downloader_free(tf_downloader *d);
 
+/* An action cache entry (a serialized ActionResult of action_key, a SHA-256
+ * hex; untrusted, borrowed) checked as a session checks it (paths relative
+ * and normalised, digests well formed) and written in proto3 JSON form
+ * (lowerCamelCase names, 64-bit integers as strings, bytes as base64) into
+ * *out, a NUL-terminated string the caller frees. -EBADMSG (or the check's
+ * code) with err naming the action and the output otherwise. Does not block. */
+TF_API int tf_action_result_json(const char *action_key, const void *bytes, size_t len, char **out, tf_error *err);
+
 /* ---- download policy (the RemoteOutputChecker's rules) ------------------------ */
 
 /* --remote_download_outputs, as Bazel spells it. */
