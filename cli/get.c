@@ -225,10 +225,12 @@ int cmd_get(int argc, char **argv)
 				"a slash, and its size in bytes.\n");
 		goto out;
 	}
-	if (action && tf_digest_parse(action, 0, &dg, &err) < 0) {
+	if (action && !tf__is_sha256_hex(action, strlen(action))) {
 		fprintf(stderr, "topfetch get: --action takes the action's digest: 64 lowercase hex digits.\n");
 		goto out;
 	}
+	if (action)
+		snprintf(dg.hash, sizeof(dg.hash), "%s", action);
 	if (!output)
 		output = "-";
 	cli_install_signals();
