@@ -194,36 +194,17 @@ static void print_text(const cli_progress *p, FILE *out, const cli_summary *s)
 
 /* ---- JSON ---- */
 
-/* A JSON string: quotes, backslashes and control characters escaped, bytes
- * that are not UTF-8 (a path from a BEP may hold any) as U+FFFD. */
+/* A JSON string (core's escaper). */
 static void json_string(FILE *f, const char *s)
 {
-	const unsigned char *c = (const unsigned char *)s;
+	tf__buf b;
 
-	if (!s) {
-		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	while (*c) {
-		int n = *c < 0x80 ? 1 : (*c & 0xe0) == 0xc0 ? 2 : (*c & 0xf0) == 0xe0 ? 3 : (*c & 0xf8) == 0xf0 ? 4 : 0;
-		bool ok = n > 0 && !(n == 2 && *c < 0xc2);
-		for (int i = 1; ok && i < n; i++)
-			ok = (c[i] & 0xc0) == 0x80;
-		if (!ok) {
-			fputs("\\ufffd", f);
-			c++;
-			continue;
-		}
-		if (*c == '"' || *c == '\\')
-			fprintf(f, "\\%c", *c);
-		else if (*c < 0x20 || *c == 0x7f)
-			fprintf(f, "\\u%04x", *c);
-		else
-			fwrite(c, 1, (size_t)n, f);
-		c += n;
-	}
-	fputc('"', f);
+	tf__buf_init(&b, 1u << 20);
+	if (tf__buf_json_string(&b, s) == 0)
+		fwrite(b.data, 1, b.len, f);
+	else
+		fputs("\"(too long)\"", f);
+	tf__buf_fini(&b);
 }
 
 static void json_count(FILE *f, const char *name, uint64_t v, bool last)

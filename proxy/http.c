@@ -49,6 +49,7 @@ typedef struct req {
 	unsigned fail;   /* HTTP status; 0: none */
 	bool fail_allow; /* 405: add Allow */
 	char fail_msg[PX_MESSAGE_MAX];
+	px_page page; /* GET /status or /metrics (status.c) */
 } req;
 
 /* bazel-remote's rule: ^/?(.*\/)?(ac/|cas/)([a-f0-9]{64})$ */
@@ -285,6 +286,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->h = h;
 		*con_cls = r;
 		atomic_fetch_add(&h->active, 1);
+		if (!strcmp(method, MHD_HTTP_METHOD_GET) && px_status_page(h->p, url, &r->page) == 0)
+			return MHD_YES; /* not a cache request: not counted */
 		px_count_request(h->p);
 		if (!strcmp(method, MHD_HTTP_METHOD_GET))
 			r->method = 'G';
@@ -315,6 +318,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	if (r->page.body) {
+		struct MHD_Response *resp = MHD_create_response_from_buffer(r->page.len, r->page.body, MHD_RESPMEM_MUST_FREE);
+		if (resp) {
+			r->page.body = NULL; /* MHD frees it */
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->page.content_type);
+		}
+		return respond(r, c, MHD_HTTP_OK, resp);
+	}
 	if (r->fail)
 		return respond_fail(r, c);
 	if (r->method == 'P') {
@@ -336,6 +347,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		return;
 	*con_cls = NULL;
 	px_put_free(r->put);
+	free(r->page.body);
 	free(r);
 	atomic_fetch_sub(&h->active, 1);
 }
