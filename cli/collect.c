@@ -71,7 +71,10 @@ int cmd_collect(int argc, char **argv)
 			"--output_dir: CI artifact collection after a --remote_download_minimal build. Each file is\n"
 			"found by the digest and length in the BEP (Bazel 7+), by a bytestream:// URI (gRPC caches;\n"
 			"the host is replaced by --remote_cache), or by its path in a --store that 'topfetch proxy'\n"
-			"filled. Files are verified and written atomically; one blob is fetched once.",
+			"filled. Files are verified and written atomically; one blob is fetched once.\n"
+			"Executable bits: a BEP File has no such field, so the BEP alone cannot say whether a file\n"
+			"is executable. A file lands executable (0755) when topfetch knows the bit from the\n"
+			"ActionResult that made it (recorded in --store by a proxy run); otherwise it lands 0644.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
 	};
