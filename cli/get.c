@@ -46,7 +46,8 @@ static void on_done(const tf_fetch_done *d, void *user)
 			r->oom = true;
 			return;
 		}
-		memcpy(r->data, d->data, d->len);
+		if (d->len)
+			memcpy(r->data, d->data, d->len);
 		r->len = d->len;
 	}
 }

@@ -64,7 +64,7 @@ req GET "$P/some/instance/cas/$h"
 nginx_sync
 before=$(grep -c . "$NGINX_LOG")
 upper=$(echo "$h" | tr a-f A-F)
-for path in / /status /cas/ "/cas/${h:0:63}" "/cas/${h}0" "/cas/$upper" "/xcas/$h" "/ac$h" "/cas.v2/$h" \
+for path in / /stats /cas/ "/cas/${h:0:63}" "/cas/${h}0" "/cas/$upper" "/xcas/$h" "/ac$h" "/cas.v2/$h" \
   "/ac/$h/" "/cas/$h?x=1" "/blobs/$h"; do
   req GET "$P$path"
   if [ "$path" = "/cas/$h?x=1" ]; then
