@@ -86,14 +86,14 @@ static void progress_line(run *r)
 	tf_session_get_stats(r->s, &st);
 	px_get_counters(r->px, &c);
 	sig = c.requests * 1000003u + st.files_fetched * 7919u + st.files_present * 31u + st.lost * 17u +
-	      st.failed * 13u + st.targets_completed * 11u + st.actions;
+	      st.failed * 13u + st.targets_completed * 11u + st.actions + st.bytes_in_flight * 3u;
 	if (r->progress.quiet || now - r->progress.last_ns < (r->progress.tty ? 100000000ull : 5000000000ull) ||
 	    sig == r->last_sig)
 		return;
 	r->progress.line_shown = r->progress.tty;
 	r->last_sig = sig;
 	r->progress.last_ns = now;
-	cli_human_bytes((double)st.bytes_fetched, bytes, sizeof(bytes));
+	cli_human_bytes((double)(st.bytes_fetched + st.bytes_in_flight), bytes, sizeof(bytes));
 	fprintf(stderr,
 		"%s[proxy] %llu requests (%llu AC hits, %llu misses, %llu answered lost); %llu actions; %llu of %llu "
 		"files in place, %s fetched%s; %llu targets complete%s",
