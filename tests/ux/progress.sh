@@ -7,7 +7,7 @@
 need script
 need python3
 nginx_start "limit_rate 2m;"
-size=$((12 * 1024 * 1024))
+size=$((16 * 1024 * 1024))
 h=$(head -c "$size" /dev/urandom | cas_put_stdin)
 echo "$h $size big.bin" >"$tf_tmp/m"
 
@@ -35,7 +35,7 @@ import re, sys
 text = open(sys.argv[1], 'rb').read().decode('utf-8', 'replace')
 size = int(sys.argv[2])
 unit = {'B': 1, 'KiB': 1024, 'MiB': 1024 ** 2, 'GiB': 1024 ** 3}
-frames = re.findall(r'\r\x1b\[K\[(\d+) / 1 file\] ([\d.]+) (B|KiB|MiB) of 12\.0 MiB \((\d+)%\)([^\r]*)', text)
+frames = re.findall(r'\r\x1b\[K\[(\d+) / 1 file\] ([\d.]+) (B|KiB|MiB) of 16\.0 MiB \((\d+)%\)([^\r]*)', text)
 if not frames:
     sys.exit('no progress frame redrawn with \\r\\x1b[K')
 moving = sorted({float(b) * unit[u] for done, b, u, pct, rest in frames if done == '0' and 0 < float(b) * unit[u] < size})
@@ -53,8 +53,8 @@ PY
 
 wait "$plain_pid" || fail "fetch without a terminal: exit $?"
 grep -q $'\r' "$tf_tmp/plain.err" && fail "carriage return without a terminal: $(cat -v "$tf_tmp/plain.err")"
-# Its 5 s line came while the blob was still in flight (12 MiB at 2 MiB/s).
-grep -Eq '^topfetch fetch: \[0 / 1 file\] [0-9.]+ (KiB|MiB) of 12\.0 MiB \([0-9]+%\)' "$tf_tmp/plain.err" ||
+# Its 5 s line came while the blob was still in flight (16 MiB at 2 MiB/s: 8 s).
+grep -Eq '^topfetch fetch: \[0 / 1 file\] [0-9.]+ (KiB|MiB) of 16\.0 MiB \([0-9]+%\)' "$tf_tmp/plain.err" ||
   fail "no plain progress line: $(cat "$tf_tmp/plain.err")"
 assert_contains "$(cat "$tf_tmp/plain.out")" "1 of 1 file in place (1 fetched" "plain summary"
 nginx_stop
