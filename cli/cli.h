@@ -196,6 +196,7 @@ typedef struct cli_summary {
 	uint64_t targets, targets_failed, conflicts, actions;
 	const px_counters *proxy; /* the proxy's requests line, or NULL */
 	int exit_code;            /* written into the JSON */
+	double seconds;           /* > 0: the run's duration (serve's build); else since the progress began */
 } cli_summary;
 
 /* The summary of fetch, get, collect or a proxy build: lines of at most

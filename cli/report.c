@@ -127,7 +127,7 @@ static void lines_add(lines *w, const char *sep, const char *fmt, ...)
 static void print_text(const cli_progress *p, FILE *out, const cli_summary *s)
 {
 	uint64_t in_place = s->fetched + s->present + s->shared + s->empty;
-	double secs = cli_elapsed_s(p);
+	double secs = s->seconds > 0 ? s->seconds : cli_elapsed_s(p);
 	char bytes[32], rate[32];
 	lines w;
 
@@ -220,7 +220,8 @@ static void print_json(const cli_progress *p, FILE *f, const cli_summary *s)
 	fprintf(f, "{\n  \"command\": ");
 	json_string(f, p->command);
 	fprintf(f, ",\n  \"version\": \"%s\",\n  \"exit_code\": %d,\n  \"interrupted\": %s,\n  \"seconds\": %.3f,\n",
-		TOPFETCH_VERSION, s->exit_code, s->interrupted ? "true" : "false", cli_elapsed_s(p));
+		TOPFETCH_VERSION, s->exit_code, s->interrupted ? "true" : "false",
+		s->seconds > 0 ? s->seconds : cli_elapsed_s(p));
 	fprintf(f, "  \"bytes_fetched\": %llu,\n  \"files\": {", (unsigned long long)s->bytes);
 	json_count(f, "wanted", s->wanted, false);
 	json_count(f, "in_place", in_place, false);
