@@ -87,7 +87,8 @@ int cmd_serve(int argc, char **argv)
 			"ends its event stream; a second signal stops at once, leaving only complete files) and\n"
 			"exits 0 if no build was open, 8 if one was. It exits 2 for bad flags or an address it\n"
 			"refuses, 1 if the service itself fails while running. What happens to each build (lost\n"
-			"files included) is told to its client and in one line on stderr, not in the exit code.",
+			"files included) is told to its client and on stderr (a line and the summary every command\n"
+			"prints), not in the exit code.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
 	};
