@@ -118,4 +118,14 @@ run_tf get --remote_cache="$disk" --action="$ac" "$blob/3000"
 [ "$rc" -eq 2 ] || fail "both a blob and --action: exit $rc, want 2"
 run_tf get "$blob/3000"
 [ "$rc" -eq 2 ] || fail "no --remote_cache: exit $rc, want 2"
+# No secret in any message: an unreachable cache with user:password, a
+# second word that is not a blob name.
+port=$(free_port)
+run_tf get --remote_retries=0 --remote_cache="http://alice:S3cr3t@127.0.0.1:$port/prefix" "$blob/3000"
+[ "$rc" -eq 1 ] || fail "unreachable cache: exit $rc: $out"
+assert_contains "$out" "http://127.0.0.1:$port/prefix/cas/$blob"
+case "$out" in *S3cr3t*) fail "the password is in the output: $out" ;; esac
+run_tf get --remote_cache="$disk" "$blob/3000" "Authorization=S3cr3t"
+[ "$rc" -eq 2 ] || fail "two blob names: exit $rc"
+case "$out" in *S3cr3t*) fail "a stray argument is repeated: $out" ;; esac
 echo "ok"
