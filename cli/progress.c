@@ -147,6 +147,9 @@ void cli_progress_show(cli_progress *p, const cli_figures *f, bool force)
 		human_duration((double)(f->bytes_total - f->bytes) / rate, eta, sizeof(eta));
 		k += snprintf(line + k, sizeof(line) - (size_t)k, ", ETA %s", eta);
 	}
+	/* (Every piece is short: the line never fills its buffer.) */
+	if (k >= (int)sizeof(line))
+		k = (int)sizeof(line) - 1;
 	if (p->tty) {
 		/* One line, redrawn: never wider than the terminal (a wrapped line
 		 * cannot be taken back with \r). The error count follows, coloured. */
@@ -215,7 +218,10 @@ static void keep_problem(cli_progress *p, tf_result result, const char *path, co
 		return;
 	if (p->nproblems == p->problems_alloc) {
 		size_t n = p->problems_alloc ? 2 * p->problems_alloc : 64;
-		cli_problem *v = n <= CLI_PROBLEMS_MAX ? realloc(p->problems, n * sizeof(*v)) : NULL;
+		cli_problem *v;
+		if (n > CLI_PROBLEMS_MAX)
+			n = CLI_PROBLEMS_MAX;
+		v = n > p->problems_alloc ? realloc(p->problems, n * sizeof(*v)) : NULL;
 		if (!v) {
 			p->problems_dropped++;
 			return;
