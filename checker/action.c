@@ -178,6 +178,12 @@ bool chk_decide_target(const chk_policy *p, const char *label, bool success, tf_
 bool chk_decide_target_file(const chk_policy *p, bool target_wanted, const char *group, const char *exec_path,
 			    tf_decision_reason *why)
 {
+	/* Bazel's --remote_download_regex adds a file, whatever its group or a
+	 * filter say. */
+	if (target_wanted && exec_path && chk_policy_regex_matches(p, exec_path)) {
+		*why = TF_REASON_REGEX;
+		return true;
+	}
 	if (!target_wanted)
 		*why = TF_REASON_TARGET_NOT_WANTED;
 	else if (!chk_policy_group_wanted(p, group))

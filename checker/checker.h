@@ -5,7 +5,6 @@
 #ifndef TF_CHECKER_H
 #define TF_CHECKER_H
 
-#include <regex.h>
 #include <stdbool.h>
 
 #include "store/store.h"
@@ -19,15 +18,20 @@
 
 typedef struct chk_policy {
 	tf_download_mode mode;
-	regex_t *regexes;
+	struct pcre2_real_code_8 **regexes; /* --remote_download_regex: whole-path matches */
 	size_t n_regexes; /* compiled */
 	char **regex_src;
 	size_t n_regex_src;
-	regex_t *filters; /* files of completed targets must match one (if any) */
+	struct pcre2_real_code_8 **filters; /* files of completed targets must contain a match of one (if any) */
 	size_t n_filters;
+	/* Output groups after Bazel's +name/-name rules: a group is wanted when
+	 * it is in groups, or (listed_groups) when it is listed and not hidden,
+	 * and it is not in removed. */
 	char **groups;
 	size_t n_groups;
-	bool listed_groups; /* tf_policy.listed_groups */
+	char **removed;
+	size_t n_removed;
+	bool listed_groups;
 	char **targets; /* sorted, for bsearch */
 	size_t n_targets;
 } chk_policy;
@@ -39,6 +43,11 @@ void chk_policy_fini(chk_policy *p);
 /* Fetch this output as soon as its action has executed? (mode all, or a
  * regex matches its exec-root-relative path.) */
 bool chk_policy_fetch_on_execution(const chk_policy *p, const char *exec_path);
+
+/* Does a --remote_download_regex match the whole exec-root-relative path
+ * (as Bazel's Matcher.matches())? Such a file is fetched whatever the mode,
+ * its output group or a filter say. */
+bool chk_policy_regex_matches(const chk_policy *p, const char *exec_path);
 
 /* Are the files of this completed target wanted (mode not minimal, and the
  * target is requested)? */

@@ -1,6 +1,8 @@
 /* The download policy: what to fetch, decided after each action executes and
  * again when a target completes (Bazel's RemoteOutputChecker). */
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <errno.h>
+#include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,20 +50,113 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Compiles each of in[] (PCRE2, the closest to Java's java.util.regex that
+ * Debian has: \d, (?:...), lookarounds); whole: it must match the whole
+ * path, as Bazel's Matcher.matches(). */
+static int compile_all(const char *const *in, size_t n, bool whole, const char *what, pcre2_code ***out,
+		       size_t *n_out, tf_error *err)
+{
+	if (n > CHK_MAX_REGEXES)
+		return tf__errf(err, -E2BIG, "%zu %s given; at most %d are allowed", n, what, CHK_MAX_REGEXES);
+	*out = n ? calloc(n, sizeof(**out)) : NULL;
+	if (n && !*out)
+		return tf__errf(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		int code;
+		PCRE2_SIZE at;
+
+		(*out)[i] = pcre2_compile((PCRE2_SPTR)in[i], PCRE2_ZERO_TERMINATED,
+					  PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | (whole ? PCRE2_ANCHORED | PCRE2_ENDANCHORED : 0), &code, &at, NULL);
+		if (!(*out)[i]) {
+			PCRE2_UCHAR why[256];
+			pcre2_get_error_message(code, why, sizeof(why));
+			return tf__errf(err, -EINVAL, "%s='%s' is not a valid regular expression: %s at offset %zu", what,
+					in[i], (const char *)why, (size_t)at);
+		}
+		*n_out = i + 1;
+	}
+	return 0;
+}
+
+static bool match_any(pcre2_code *const *re, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++) {
+		pcre2_match_data *md = pcre2_match_data_create_from_pattern(re[i], NULL);
+		int rc = md ? pcre2_match(re[i], (PCRE2_SPTR)s, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL) : -1;
+		pcre2_match_data_free(md);
+		if (rc >= 0)
+			return true;
+	}
+	return false;
+}
+
+static bool in_list(char *const *l, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(l[i], s))
+			return true;
+	return false;
+}
+
+/* Moves name into *to (once) and out of *from. */
+static int move_group(const char *name, char ***to, size_t *n_to, char **from, size_t *n_from, tf_error *err)
+{
+	for (size_t i = 0; i < *n_from; i++)
+		if (!strcmp(from[i], name)) {
+			free(from[i]);
+			from[i] = from[--*n_from];
+			break;
+		}
+	if (in_list(*to, *n_to, name))
+		return 0;
+	char **n = realloc(*to, (*n_to + 1) * sizeof(*n));
+	if (!n || !(n[*n_to] = strdup(name))) {
+		if (n)
+			*to = n;
+		return tf__errf(err, -ENOMEM, "out of memory");
+	}
+	*to = n;
+	(*n_to)++;
+	return 0;
+}
+
+/* Bazel's OutputGroupInfo.determineOutputGroups: when every entry starts
+ * with + or -, they add to and remove from the default set (the groups a
+ * TargetComplete lists, or "default"); otherwise the default set is dropped
+ * and the entries name the groups; later entries win over earlier ones. */
+static int resolve_groups(chk_policy *p, const tf_policy *in, tf_error *err)
+{
+	bool relative = true;
+	int r = 0;
+
+	if (in->n_output_groups > CHK_MAX_GROUPS)
+		return tf__errf(err, -E2BIG, "%zu --output_groups given; at most %d are allowed", in->n_output_groups,
+				CHK_MAX_GROUPS);
+	for (size_t i = 0; i < in->n_output_groups; i++)
+		if (in->output_groups[i][0] != '+' && in->output_groups[i][0] != '-')
+			relative = false;
+	p->listed_groups = relative && in->listed_groups;
+	if (relative && !in->listed_groups)
+		r = move_group("default", &p->groups, &p->n_groups, p->removed, &p->n_removed, err);
+	for (size_t i = 0; r == 0 && i < in->n_output_groups; i++) {
+		const char *g = in->output_groups[i];
+		if (*g == '-')
+			r = move_group(g + 1, &p->removed, &p->n_removed, p->groups, &p->n_groups, err);
+		else
+			r = move_group(g + (*g == '+'), &p->groups, &p->n_groups, p->removed, &p->n_removed, err);
+	}
+	return r;
+}
+
 int chk_policy_init(chk_policy *p, const tf_policy *in, tf_error *err)
 {
-	static const char *const default_group[] = { "default" };
 	int r;
 
 	memset(p, 0, sizeof(*p));
 	p->mode = in->mode;
 	if (in->mode != TF_DOWNLOAD_TOPLEVEL && in->mode != TF_DOWNLOAD_ALL && in->mode != TF_DOWNLOAD_MINIMAL)
 		return tf__errf(err, -EINVAL, "unknown download mode %d", (int)in->mode);
-	r = copy_list(in->n_output_groups ? in->output_groups : default_group,
-		      in->n_output_groups ? in->n_output_groups : 1, CHK_MAX_GROUPS, "--output_groups",
-		      &p->groups, err);
-	p->n_groups = in->n_output_groups ? in->n_output_groups : 1;
-	p->listed_groups = in->listed_groups;
+	r = resolve_groups(p, in, err);
 	if (r == 0)
 		r = copy_list(in->targets, in->n_targets, CHK_MAX_TARGETS, "targets", &p->targets, err);
 	p->n_targets = in->n_targets;
@@ -69,85 +164,51 @@ int chk_policy_init(chk_policy *p, const tf_policy *in, tf_error *err)
 		r = copy_list(in->regexes, in->n_regexes, CHK_MAX_REGEXES, "--remote_download_regex",
 			      &p->regex_src, err);
 	p->n_regex_src = in->n_regexes;
-	if (r < 0)
-		goto fail;
+	if (r == 0)
+		r = compile_all(in->filter_regexes, in->n_filter_regexes, false, "--output_filter", &p->filters,
+				&p->n_filters, err);
+	if (r == 0)
+		r = compile_all(in->regexes, in->n_regexes, true, "--remote_download_regex", &p->regexes,
+				&p->n_regexes, err);
+	if (r < 0) {
+		chk_policy_fini(p);
+		return r;
+	}
 	if (p->n_targets)
 		qsort(p->targets, p->n_targets, sizeof(*p->targets), cmp_str);
-	if (in->n_filter_regexes > CHK_MAX_REGEXES) {
-		r = tf__errf(err, -E2BIG, "%zu filter regexes given; at most %d are allowed",
-			     in->n_filter_regexes, CHK_MAX_REGEXES);
-		goto fail;
-	}
-	if (in->n_filter_regexes) {
-		p->filters = calloc(in->n_filter_regexes, sizeof(*p->filters));
-		if (!p->filters) {
-			r = tf__errf(err, -ENOMEM, "out of memory");
-			goto fail;
-		}
-	}
-	for (size_t i = 0; i < in->n_filter_regexes; i++) {
-		int rc = regcomp(&p->filters[i], in->filter_regexes[i], REG_EXTENDED | REG_NOSUB);
-		if (rc) {
-			char why[256];
-			regerror(rc, &p->filters[i], why, sizeof(why));
-			r = tf__errf(err, -EINVAL, "filter regex '%s' is not a POSIX extended regex: %s",
-				     in->filter_regexes[i], why);
-			goto fail;
-		}
-		p->n_filters = i + 1;
-	}
-	if (in->n_regexes) {
-		p->regexes = calloc(in->n_regexes, sizeof(*p->regexes));
-		if (!p->regexes) {
-			r = tf__errf(err, -ENOMEM, "out of memory");
-			goto fail;
-		}
-	}
-	for (size_t i = 0; i < in->n_regexes; i++) {
-		int rc = regcomp(&p->regexes[i], in->regexes[i], REG_EXTENDED | REG_NOSUB);
-		if (rc) {
-			char why[256];
-			regerror(rc, &p->regexes[i], why, sizeof(why));
-			r = tf__errf(err, -EINVAL, "--remote_download_regex='%s' is not a POSIX extended regex: %s",
-				     in->regexes[i], why);
-			goto fail;
-		}
-		p->n_regexes = i + 1;
-	}
 	return 0;
-fail:
-	chk_policy_fini(p);
-	return r;
+}
+
+static void free_list(char **l, size_t n)
+{
+	for (size_t i = 0; l && i < n; i++)
+		free(l[i]);
+	free(l);
 }
 
 void chk_policy_fini(chk_policy *p)
 {
 	for (size_t i = 0; i < p->n_regexes; i++)
-		regfree(&p->regexes[i]);
+		pcre2_code_free(p->regexes[i]);
 	free(p->regexes);
 	for (size_t i = 0; i < p->n_filters; i++)
-		regfree(&p->filters[i]);
+		pcre2_code_free(p->filters[i]);
 	free(p->filters);
-	for (size_t i = 0; p->regex_src && i < p->n_regex_src; i++)
-		free(p->regex_src[i]);
-	free(p->regex_src);
-	for (size_t i = 0; p->groups && i < p->n_groups; i++)
-		free(p->groups[i]);
-	free(p->groups);
-	for (size_t i = 0; p->targets && i < p->n_targets; i++)
-		free(p->targets[i]);
-	free(p->targets);
+	free_list(p->regex_src, p->n_regex_src);
+	free_list(p->groups, p->n_groups);
+	free_list(p->removed, p->n_removed);
+	free_list(p->targets, p->n_targets);
 	memset(p, 0, sizeof(*p));
+}
+
+bool chk_policy_regex_matches(const chk_policy *p, const char *exec_path)
+{
+	return match_any(p->regexes, p->n_regexes, exec_path);
 }
 
 bool chk_policy_fetch_on_execution(const chk_policy *p, const char *exec_path)
 {
-	if (p->mode == TF_DOWNLOAD_ALL)
-		return true;
-	for (size_t i = 0; i < p->n_regexes; i++)
-		if (regexec(&p->regexes[i], exec_path, 0, NULL, 0) == 0)
-			return true;
-	return false;
+	return p->mode == TF_DOWNLOAD_ALL || chk_policy_regex_matches(p, exec_path);
 }
 
 bool chk_policy_target_wanted(const chk_policy *p, const char *label)
@@ -160,20 +221,12 @@ bool chk_policy_target_wanted(const chk_policy *p, const char *label)
 
 bool chk_policy_file_wanted(const chk_policy *p, const char *exec_path)
 {
-	if (!p->n_filters)
-		return true;
-	for (size_t i = 0; i < p->n_filters; i++)
-		if (regexec(&p->filters[i], exec_path, 0, NULL, 0) == 0)
-			return true;
-	return false;
+	return !p->n_filters || match_any(p->filters, p->n_filters, exec_path);
 }
 
 bool chk_policy_group_wanted(const chk_policy *p, const char *group)
 {
-	if (p->listed_groups && group[0] != '_')
-		return true;
-	for (size_t i = 0; i < p->n_groups; i++)
-		if (!strcmp(p->groups[i], group))
-			return true;
-	return false;
+	if (in_list(p->removed, p->n_removed, group))
+		return false;
+	return in_list(p->groups, p->n_groups, group) || (p->listed_groups && group[0] != '_');
 }

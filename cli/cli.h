@@ -22,20 +22,35 @@ enum {
 };
 
 /* CLI_ONCE: a string that names one thing (the BEP file to follow); given
- * twice it is an error, not "the last one wins". */
-typedef enum cli_flag_kind { CLI_STRING, CLI_ONCE, CLI_INT, CLI_BOOL, CLI_LIST } cli_flag_kind;
+ * twice it is an error, not "the last one wins". CLI_DURATION: Bazel's
+ * durations (60s, 1m, 500ms, 2h, 1d, or a bare number of seconds) into an
+ * int of whole seconds (rounded up; 0 stays 0). CLI_CSV: repeatable, each
+ * value a comma-separated list (--output_groups). CLI_SETS: takes no value;
+ * sets the const char * target to `arg` (Bazel's expansion flags, e.g.
+ * --remote_download_minimal sets --remote_download_outputs=minimal). */
+typedef enum cli_flag_kind {
+	CLI_STRING,
+	CLI_ONCE,
+	CLI_INT,
+	CLI_BOOL,
+	CLI_LIST,
+	CLI_DURATION,
+	CLI_CSV,
+	CLI_SETS,
+} cli_flag_kind;
 
-/* A repeatable flag's values. */
+/* A repeatable flag's values (owned: the items are freed with the list). */
 typedef struct cli_list {
 	const char **items;
 	size_t n;
+	bool owned;
 } cli_list;
 
 typedef struct cli_flag {
 	const char *name;  /* without the leading "--" */
 	cli_flag_kind kind;
 	void *target;      /* const char **, int *, bool * or cli_list * */
-	const char *arg;   /* placeholder in --help, e.g. "URL|DIR" */
+	const char *arg;   /* placeholder in --help, e.g. "URL|DIR"; CLI_SETS: the value set */
 	const char *help;
 } cli_flag;
 
@@ -45,41 +60,107 @@ typedef struct cli_command {
 	const char *summary; /* a paragraph */
 	const cli_flag *flags;
 	size_t nflags;
+	/* Set for a command with CLI_REMOTE_FLAGS: cli_parse reads the rc files. */
+	struct cli_remote *remote;
 } cli_command;
 
 /* cli_parse's answer when the command should run. */
 #define CLI_RUN (-1)
 
-/* Parses Bazel-style flags (--name=value, --name value, --name / --noname
- * for booleans). Non-flag words go to positional (may be NULL: then they are
- * refused). Returns CLI_RUN, or the exit code to stop with: EXIT_ALL_OK once
- * --help was printed, EXIT_USAGE after printing what was wrong. */
+/* Parses Bazel-style flags (--name=value, --name value; booleans --name,
+ * --noname, --name=true|false|yes|no|1|0 as Bazel's BooleanConverter).
+ * Non-flag words go to positional (may be NULL: then they are refused). A
+ * command with .remote set first takes the cache flags of the .bazelrc
+ * files (bazelrc.c); the command line wins. Returns CLI_RUN, or
+ * the exit code to stop with: EXIT_ALL_OK once --help was printed,
+ * EXIT_USAGE after printing what was wrong. */
 int cli_parse(const cli_command *cmd, int argc, char **argv, cli_list *positional);
 
 void cli_print_help(const cli_command *cmd, FILE *out);
 
-/* Splits a comma-separated value (--output_groups=a,b, as Bazel takes it)
- * into out; the items point into *buf, which the caller frees after out. */
-int cli_split_csv(const char *csv, cli_list *out, char **buf);
 void cli_list_free(cli_list *l);
 
+/* Bazel's converters, for one value: 0, or -EINVAL. */
+int cli_parse_bool(const char *s, bool *out);
+/* Into milliseconds; at most 30 days. */
+int cli_parse_duration_ms(const char *s, int64_t *ms);
+
+/* Applies one flag (name without "--", value or NULL) of cmd as the command
+ * line would. where prefixes messages ("FILE:LINE: " for a bazelrc line;
+ * "" for the command line). *used_next says whether `next` (the following
+ * word, may be NULL) was taken as the value. Returns CLI_RUN, or EXIT_USAGE
+ * after printing what was wrong; unknown flags are EXIT_USAGE too, unless
+ * unknown_ok (then 1, nothing printed). */
+int cli_apply_flag(const cli_command *cmd, const char *arg, const char *next, bool *used_next, const char *where,
+		   bool unknown_ok);
+
+/* ---- the remote flags (fetch, collect, proxy, serve) ---- */
+
+/* Flag storage the remote options need beyond tf_remote_options. */
+struct cli_remote {
+	cli_list headers;       /* --remote_header */
+	cli_list cache_headers; /* --remote_cache_header */
+	cli_list bazelrc;       /* --bazelrc (read by cli_parse) */
+	cli_list config;        /* --config */
+	bool home_rc, workspace_rc;
+	char **merged; /* the headers handed to the library */
+	size_t n_merged;
+};
+typedef struct cli_remote cli_remote;
+
+#define CLI_REMOTE_INIT { .home_rc = true, .workspace_rc = true }
+
+/* Completes o after cli_parse, as Bazel would: --remote_header and
+ * --remote_cache_header (NAME=VALUE) merged, values of one name
+ * (case-insensitive) joined with ',' in the order given; the instance name
+ * dropped for HTTP and disk caches (Bazel sends it only to gRPC caches);
+ * --remote_max_connections=0 (no limit) made the library's ceiling; 0 for
+ * --remote_timeout (no limit) one day. Returns 0, or EXIT_USAGE after
+ * printing what was wrong. */
+int cli_remote_finish(const char *cmd, cli_remote *r, tf_remote_options *o);
+void cli_remote_free(cli_remote *r);
+
+/* Does the cache URL name the proxy's own --listen address (a .bazelrc
+ * that points Bazel at the proxy, read by the proxy)? Then why says so. */
+bool cli_loops_back(const char *url, const char *listen, char *why, size_t n);
+
+/* The library's ceilings that Bazel's "0 = no limit" maps to. */
+#define CLI_MAX_CONNECTIONS 10000
+#define CLI_MAX_TIMEOUT_S 86400
+
+/* ---- bazelrc.c: Bazel's rc files, for the remote flags ---- */
+
+/* Is this a flag a .bazelrc may set for topfetch (one that names the cache:
+ * --remote_* but not --remote_download_*, --tls_*, --credential_helper)? */
+bool cli_rc_flag(const char *name, size_t len);
+/* Reads the rc files as Bazel would for `build` (%workspace%/.bazelrc when
+ * cwd is in a workspace, ~/.bazelrc, then each --bazelrc; /dev/null stops
+ * the list) with import/try-import, and the `common`/`always`/`build` lines,
+ * then those of each --config (NAME from r->config), applying the flags of
+ * cmd that cli_rc_flag allows; other flags are Bazel's and skipped. Returns
+ * CLI_RUN, or EXIT_USAGE after printing the file and line of what was
+ * wrong. The values live until the program exits. */
+int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
+
 /* The flags every command that reads a cache takes, as Bazel names them. */
-#define CLI_REMOTE_FLAGS(opts, headers)                                                                 \
+#define CLI_REMOTE_FLAGS(opts, rem)                                                                     \
 	{ "remote_cache", CLI_STRING, &(opts)->remote_cache, "URL|DIR",                                \
 	  "The cache: http(s)://[user:password@]host[:port][/prefix] (bazel-remote, nginx WebDAV), "    \
 	  "grpc://host:port or grpcs://host:port (a REAPI v2 cache: ByteStream, ActionCache), or a "     \
-	  "directory in Bazel's --disk_cache layout. Required." },                                       \
-	{ "remote_header", CLI_LIST, (headers), "NAME=VALUE",                                         \
-	  "Extra header (gRPC metadata on grpc caches) on every request; repeatable. Values are never " \
-	  "printed." },                                                                                  \
+	  "directory in Bazel's --disk_cache layout. Required (here or in a .bazelrc)." },               \
+	{ "remote_header", CLI_LIST, &(rem)->headers, "NAME=VALUE",                                    \
+	  "Extra header (gRPC metadata on grpc caches) on every request; repeatable; values of one "    \
+	  "name are joined with ',', as Bazel does. Values are never printed." },                       \
+	{ "remote_cache_header", CLI_LIST, &(rem)->cache_headers, "NAME=VALUE",                        \
+	  "The same, for cache requests (all of topfetch's); merged after --remote_header." },          \
 	{ "remote_instance_name", CLI_STRING, &(opts)->remote_instance_name, "NAME",                   \
-	  "Instance name: a path prefix on HTTP caches, in every resource name and request on gRPC "    \
-	  "caches." },                                                                                   \
+	  "Instance name in every resource name and request on gRPC caches. Ignored for HTTP and disk " \
+	  "caches, as Bazel does (put a path prefix in the --remote_cache URL instead)." },             \
 	{ "remote_max_connections", CLI_INT, &(opts)->remote_max_connections, "N",                     \
-	  "Transfers in flight at once (default 100)." },                                               \
-	{ "remote_timeout", CLI_INT, &(opts)->remote_timeout_s, "SECONDS",                            \
-	  "Limit for connecting and for silence while reading; not a deadline for a whole transfer " \
-	  "(default 60)." },                                                                            \
+	  "Transfers in flight at once (default 100; 0: no limit, 10000 at most)." },                   \
+	{ "remote_timeout", CLI_DURATION, &(opts)->remote_timeout_s, "DURATION",                      \
+	  "Limit for connecting and for silence while reading, not a deadline for a whole transfer: "  \
+	  "60s, 1m, 500ms (rounded up to whole seconds), or bare seconds (default 60s; 0: no limit)." }, \
 	{ "remote_retries", CLI_INT, &(opts)->remote_retries, "N",                                     \
 	  "Retries after network errors, timeouts, 5xx and gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, "      \
 	  "ABORTED, DEADLINE_EXCEEDED, with exponential backoff (default 5)." },                        \
@@ -88,7 +169,26 @@ void cli_list_free(cli_list *l);
 	{ "tls_client_certificate", CLI_STRING, &(opts)->tls_client_certificate, "FILE",              \
 	  "Client certificate (PEM) for mutual TLS." },                                                 \
 	{ "tls_client_key", CLI_STRING, &(opts)->tls_client_key, "FILE",                              \
-	  "Client key (PEM) for mutual TLS." }
+	  "Client key (PEM) for mutual TLS." },                                                         \
+	{ "bazelrc", CLI_LIST, &(rem)->bazelrc, "FILE",                                               \
+	  "Also read this rc file after %workspace%/.bazelrc and ~/.bazelrc (repeatable; /dev/null "   \
+	  "stops the list). The cache flags (--remote_* but not --remote_download_*, --tls_*) of "      \
+	  "their common and build lines apply; flags on the command line win." },                       \
+	{ "config", CLI_LIST, &(rem)->config, "NAME",                                                  \
+	  "Also apply the build:NAME and common:NAME lines of the rc files; repeatable." },             \
+	{ "home_rc", CLI_BOOL, &(rem)->home_rc, "",                                                    \
+	  "Read ~/.bazelrc (default: yes, inside a Bazel workspace or with --bazelrc)." },             \
+	{ "workspace_rc", CLI_BOOL, &(rem)->workspace_rc, "",                                          \
+	  "Read the .bazelrc of the Bazel workspace around the current directory (default: yes)." }
+
+/* --remote_download_outputs and Bazel's shorthands for it. */
+#define CLI_DOWNLOAD_MODE_FLAGS(mode)                                                                    \
+	{ "remote_download_outputs", CLI_STRING, (mode), "toplevel|all|minimal",                        \
+	  "Which outputs to fetch: of top-level targets (default), of every action, or only what "      \
+	  "--remote_download_regex asks for." },                                                        \
+	{ "remote_download_toplevel", CLI_SETS, (mode), "toplevel", "--remote_download_outputs=toplevel." }, \
+	{ "remote_download_minimal", CLI_SETS, (mode), "minimal", "--remote_download_outputs=minimal." }, \
+	{ "remote_download_all", CLI_SETS, (mode), "all", "--remote_download_outputs=all." }
 
 /* The output flags every command takes (--quiet, --color, --summary_json). */
 typedef struct cli_output {

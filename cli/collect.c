@@ -1,6 +1,7 @@
 /* topfetch collect: the files of a finished build's completed targets, from
  * the cache into a folder (CI artifact collection). */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +10,67 @@
 typedef struct run {
 	cli_progress progress;
 	uint64_t lost_lines;
+	/* What the policy matched, from the session's decisions. */
+	const cli_list *targets, *groups;
+	bool *target_seen, *group_seen;
+	tf__map target_index; /* label -> index + 1 */
+	uint64_t completed, filtered;
 } run;
+
+static void on_decision(const tf_decision *d, void *user)
+{
+	run *r = user;
+
+	if (d->kind == TF_DECISION_TARGET) {
+		uintptr_t i = (uintptr_t)(d->target ? tf__map_get(&r->target_index, d->target) : NULL);
+		r->completed++;
+		if (i)
+			r->target_seen[i - 1] = true;
+		return;
+	}
+	if (!d->group || d->reason == TF_REASON_TARGET_NOT_WANTED)
+		return;
+	r->filtered += d->reason == TF_REASON_FILTERED;
+	for (size_t i = 0; i < r->groups->n; i++) {
+		const char *g = r->groups->items[i];
+		if (!strcmp(g + (*g == '+' || *g == '-'), d->group))
+			r->group_seen[i] = true;
+	}
+}
+
+/* A --target, --output_groups or --output_filter that matched nothing, or
+ * a BEP that completes no target: the job asked for something that is not
+ * there (exit 3, never a green "0 of 0"). */
+static bool report_no_match(const run *r, const tf_session_stats *st, bool filters)
+{
+	bool bad = false;
+
+	for (size_t i = 0; i < r->targets->n; i++)
+		if (!r->target_seen[i]) {
+			cli_eprintf("topfetch collect: --target=%s matched no completed target of the BEP\n",
+				    r->targets->items[i]);
+			bad = true;
+		}
+	for (size_t i = 0; i < r->groups->n; i++)
+		if (!r->group_seen[i] && r->groups->items[i][0] != '-') {
+			cli_eprintf("topfetch collect: --output_groups: no collected target has an output group '%s'\n",
+				    r->groups->items[i] + (r->groups->items[i][0] == '+'));
+			bad = true;
+		}
+	if (bad || st->files_wanted || st->files_unknown || st->targets_failed)
+		return bad;
+	if (filters && r->filtered)
+		fprintf(stderr, "topfetch collect: --output_filter matched none of the %llu files of the completed "
+				"targets; nothing was collected\n", (unsigned long long)r->filtered);
+	else if (r->groups->n && r->completed)
+		fprintf(stderr, "topfetch collect: --output_groups left no file of the %llu completed target%s to "
+				"collect\n", (unsigned long long)r->completed, r->completed == 1 ? "" : "s");
+	else if (!r->completed)
+		fprintf(stderr, "topfetch collect: the BEP completes no target: nothing to collect\n");
+	else
+		return false; /* targets without files (a test_suite, empty filegroups): nothing was asked for */
+	return true;
+}
 
 static void on_target_failed(const char *label, const char *why, void *user)
 {
@@ -27,9 +88,9 @@ static void on_lost(const tf_lost_output *l, void *user)
 int cmd_collect(int argc, char **argv)
 {
 	tf_session_options o = { 0 };
-	const char *bep = NULL, *groups_csv = NULL;
-	cli_list headers = { 0 }, targets = { 0 }, regexes = { 0 }, groups = { 0 };
-	char *groups_buf = NULL;
+	const char *bep = NULL;
+	cli_list targets = { 0 }, regexes = { 0 }, filters = { 0 }, groups = { 0 };
+	cli_remote rem = CLI_REMOTE_INIT;
 	bool keep_prefix = false;
 	tf_session_stats st;
 	tf_error err = { 0 };
@@ -43,18 +104,27 @@ int cmd_collect(int argc, char **argv)
 	const cli_flag flags[] = {
 		{ "bep", CLI_ONCE, &bep, "FILE|-",
 		  "The build's BEP (--build_event_binary_file), or - for standard input. Required." },
-		CLI_REMOTE_FLAGS(&o.remote, &headers),
+		CLI_REMOTE_FLAGS(&o.remote, &rem),
 		{ "output_dir", CLI_STRING, &o.output_dir, "DIR", "Where the files go; created if missing. Required." },
 		{ "store", CLI_STRING, &o.store_path, "FILE",
 		  "The metadata store a 'topfetch proxy' run filled: how files named only by file:// URIs are "
 		  "found (Bazel before 7 with an HTTP or disk cache records no digests in the BEP)." },
 		{ "keep_path_prefix", CLI_BOOL, &keep_prefix, "",
 		  "Keep bazel-out/CONFIG/bin/ in the paths (default: short paths, pkg/out.txt)." },
-		{ "target", CLI_LIST, &targets, "LABEL", "Only this completed target; repeatable (default: all)." },
-		{ "output_groups", CLI_STRING, &groups_csv, "A,B",
-		  "Output groups to collect (default: every group each TargetComplete lists, hidden '_' ones excepted)." },
+		{ "target", CLI_LIST, &targets, "LABEL",
+		  "Only this completed target; repeatable (default: all). One the BEP does not complete is an "
+		  "error (exit 3)." },
+		{ "output_groups", CLI_CSV, &groups, "[+|-]A,...",
+		  "Output groups to collect, as Bazel's flag (repeatable): +A adds to and -A removes from the "
+		  "default (every group each TargetComplete lists, hidden '_' ones excepted); a name without "
+		  "+ or - replaces the default. A group no collected target has is an error (exit 3)." },
+		{ "output_filter", CLI_LIST, &filters, "REGEX",
+		  "Only files whose exec-root-relative path contains a match (PCRE2); repeatable (any one "
+		  "matches). Nothing matched is an error (exit 3)." },
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
-		  "Only files whose exec-root-relative path matches (POSIX extended); repeatable." },
+		  "As Bazel's flag: also collect every file of the collected targets whose exec-root-relative "
+		  "path the regex matches as a whole (PCRE2), whatever --output_groups and --output_filter "
+		  "say; repeatable." },
 		{ "build_event_binary_file", CLI_STRING, &o.build_event_binary_file, "FILE",
 		  "Write the BEP again, each TargetComplete only once its files are in place, with digest and "
 		  "length filled in." },
@@ -77,32 +147,45 @@ int cmd_collect(int argc, char **argv)
 			"ActionResult that made it (recorded in --store by a proxy run); otherwise it lands 0644.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
+		.remote = &rem,
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
 	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "collect", &out)) != CLI_RUN)
 		goto out;
 	if (!bep || !o.remote.remote_cache || !o.output_dir) {
-		fprintf(stderr, "topfetch collect: --bep, --remote_cache and --output_dir are required.\n"
+		fprintf(stderr, "topfetch collect: --bep, --remote_cache (or a .bazelrc naming it) and --output_dir are "
+				"required.\n"
 				"Run 'topfetch collect --help' for the flags.\n");
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if (groups_csv && cli_split_csv(groups_csv, &groups, &groups_buf) < 0) {
-		rc = EXIT_USAGE;
+	rc = cli_remote_finish(cmd.name, &rem, &o.remote);
+	if (rc != 0)
 		goto out;
-	}
-	o.remote.remote_headers = headers.items;
-	o.remote.n_remote_headers = headers.n;
+	tf__map_init(&r.target_index);
+	r.targets = &targets;
+	r.groups = &groups;
+	r.target_seen = calloc(targets.n + 1, sizeof(bool));
+	r.group_seen = calloc(groups.n + 1, sizeof(bool));
+	rc = EXIT_USAGE;
+	if (!r.target_seen || !r.group_seen)
+		goto out;
+	for (size_t i = 0; i < targets.n; i++)
+		if (tf__map_put(&r.target_index, targets.items[i], (void *)(uintptr_t)(i + 1)) < 0)
+			goto out;
 	o.short_paths = !keep_prefix;
 	o.policy.mode = TF_DOWNLOAD_TOPLEVEL;
 	o.policy.targets = targets.items;
 	o.policy.n_targets = targets.n;
 	o.policy.output_groups = groups.items;
 	o.policy.n_output_groups = groups.n;
-	o.policy.listed_groups = !groups.n; /* as Bazel: the groups each TargetComplete lists */
-	o.policy.filter_regexes = regexes.items;
-	o.policy.n_filter_regexes = regexes.n;
+	o.policy.listed_groups = true; /* as Bazel: the groups each TargetComplete lists */
+	o.policy.regexes = regexes.items;
+	o.policy.n_regexes = regexes.n;
+	o.policy.filter_regexes = filters.items;
+	o.policy.n_filter_regexes = filters.n;
+	o.on_decision = on_decision;
 	o.on_lost = on_lost;
 	o.on_target_failed = on_target_failed;
 	o.user = &r;
@@ -141,6 +224,8 @@ int cmd_collect(int argc, char **argv)
 	fr = tf_session_finish(s, &st, &err);
 	if (fr < 0) {
 		rc = cli_exit_for_error(fr);
+	} else if (report_no_match(&r, &st, filters.n > 0)) {
+		rc = EXIT_BAD_INPUT;
 	} else if (st.files_unknown && !st.files_wanted) {
 		/* Not one file could be located: the input cannot be collected. */
 		rc = EXIT_BAD_INPUT;
@@ -177,10 +262,13 @@ int cmd_collect(int argc, char **argv)
 out:
 	cli_progress_fini(&r.progress);
 	tf_session_free(s);
-	free(groups_buf);
+	tf__map_fini(&r.target_index);
+	free(r.target_seen);
+	free(r.group_seen);
 	cli_list_free(&groups);
-	cli_list_free(&headers);
+	cli_remote_free(&rem);
 	cli_list_free(&targets);
 	cli_list_free(&regexes);
+	cli_list_free(&filters);
 	return rc;
 }

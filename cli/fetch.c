@@ -57,7 +57,7 @@ int cmd_fetch(int argc, char **argv)
 {
 	tf_remote_options opts;
 	const char *output_dir = NULL, *manifest_path = NULL;
-	cli_list headers = { 0 };
+	cli_remote rem = CLI_REMOTE_INIT;
 	tf_downloader_stats st;
 	uint64_t stale = 0;
 	tf_downloader *d = NULL;
@@ -71,7 +71,7 @@ int cmd_fetch(int argc, char **argv)
 
 	tf_remote_options_init(&opts);
 	const cli_flag flags[] = {
-		CLI_REMOTE_FLAGS(&opts, &headers),
+		CLI_REMOTE_FLAGS(&opts, &rem),
 		{ "output_dir", CLI_STRING, &output_dir, "DIR",
 		  "Where files go; created if missing. Nothing is written outside it. Required." },
 		{ "manifest", CLI_STRING, &manifest_path, "FILE|-",
@@ -89,19 +89,21 @@ int cmd_fetch(int argc, char **argv)
 			"already in place with the right digest is not fetched again. Ends with one summary line.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
+		.remote = &rem,
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
 	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "fetch", &out)) != CLI_RUN)
 		goto out;
-	opts.remote_headers = headers.items;
-	opts.n_remote_headers = headers.n;
 	if (!opts.remote_cache || !output_dir || !manifest_path) {
 		fprintf(stderr, "topfetch fetch: --remote_cache, --output_dir and --manifest are required.\n"
 				"Run 'topfetch fetch --help' for the flags.\n");
 		rc = EXIT_USAGE;
 		goto out;
 	}
+	rc = cli_remote_finish(cmd.name, &rem, &opts);
+	if (rc != 0)
+		goto out;
 	if (read_manifest(manifest_path, &m) < 0) {
 		fprintf(stderr, "topfetch fetch: the manifest is malformed; nothing was fetched.\n");
 		rc = EXIT_BAD_INPUT;
@@ -158,6 +160,6 @@ out:
 	cli_progress_fini(&r.progress);
 	tf_downloader_free(d);
 	cli_manifest_free(&m);
-	cli_list_free(&headers);
+	cli_remote_free(&rem);
 	return rc;
 }

@@ -159,7 +159,8 @@ int cmd_get(int argc, char **argv)
 {
 	tf_remote_options opts;
 	const char *output = NULL, *action = NULL;
-	cli_list headers = { 0 }, positional = { 0 };
+	cli_remote rem = CLI_REMOTE_INIT;
+	cli_list positional = { 0 };
 	cli_output out = { 0 };
 	cli_summary sum = { 0 };
 	tf_downloader_stats st;
@@ -174,7 +175,7 @@ int cmd_get(int argc, char **argv)
 
 	tf_remote_options_init(&opts);
 	const cli_flag flags[] = {
-		CLI_REMOTE_FLAGS(&opts, &headers),
+		CLI_REMOTE_FLAGS(&opts, &rem),
 		{ "output", CLI_ONCE, &output, "FILE|-",
 		  "Where the blob (or the JSON) goes: a file, written only once verified, or - for standard "
 		  "output (the default). Also -o FILE." },
@@ -194,6 +195,7 @@ int cmd_get(int argc, char **argv)
 			"HTTP, gRPC and --disk_cache caches. The summary goes to standard error.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
+		.remote = &rem,
 	};
 
 	/* -o FILE, as curl and remotetool users type it, is --output=FILE. */
@@ -214,13 +216,15 @@ int cmd_get(int argc, char **argv)
 	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "get", &out)) != CLI_RUN)
 		goto out;
 	rc = EXIT_USAGE;
-	opts.remote_headers = headers.items;
-	opts.n_remote_headers = headers.n;
 	if (!opts.remote_cache || (positional.n != 1 && !action) || (positional.n && action)) {
-		fprintf(stderr, "topfetch get: --remote_cache and either one HASH/SIZE or --action=HASH are required.\n"
+		fprintf(stderr, "topfetch get: --remote_cache (on the command line or in a .bazelrc) and either one "
+				"HASH/SIZE or --action=HASH are required.\n"
 				"Run 'topfetch get --help' for the flags.\n");
 		goto out;
 	}
+	if ((rc = cli_remote_finish(cmd.name, &rem, &opts)) != 0)
+		goto out;
+	rc = EXIT_USAGE;
 	if (!action && parse_blob(positional.items[0], &dg) < 0) {
 		fprintf(stderr, "topfetch get: a blob is named HASH/SIZE: 64 lowercase hex digits of its SHA-256, "
 				"a slash, and its size in bytes.\n");
@@ -334,6 +338,6 @@ out:
 	free(leaf_buf);
 	free(args);
 	cli_list_free(&positional);
-	cli_list_free(&headers);
+	cli_remote_free(&rem);
 	return rc;
 }

@@ -34,7 +34,7 @@ int main(int argc, char **argv)
 		return cmd ? EXIT_ALL_OK : EXIT_USAGE;
 	}
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-		printf("topfetch %s\n", TOPFETCH_VERSION);
+		printf("topfetch %s (commit %s)\n", tf_version(), tf_version_commit());
 		return EXIT_ALL_OK;
 	}
 	if (!strcmp(cmd, "fetch"))

@@ -181,9 +181,10 @@ int cmd_proxy(int argc, char **argv)
 {
 	tf_session_options o = { 0 };
 	px_options po = { .on_problem = on_problem };
-	const char *listen = NULL, *bep = NULL, *mode = NULL, *groups_csv = NULL;
-	cli_list headers = { 0 }, regexes = { 0 }, groups = { 0 };
-	char *groups_buf = NULL, why[PX_MESSAGE_MAX];
+	const char *listen = NULL, *bep = NULL, *mode = NULL;
+	cli_list regexes = { 0 }, groups = { 0 };
+	cli_remote rem = CLI_REMOTE_INIT;
+	char why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
 	struct sockaddr_storage ss;
 	px_http *http = NULL;
@@ -202,7 +203,7 @@ int cmd_proxy(int argc, char **argv)
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
-		CLI_REMOTE_FLAGS(&o.remote, &headers),
+		CLI_REMOTE_FLAGS(&o.remote, &rem),
 		{ "output_dir", CLI_STRING, &o.output_dir, "DIR",
 		  "Where wanted outputs go, at their exec-root-relative path (bazel-out/k8-fastbuild/bin/pkg/a.txt); "
 		  "created if missing. Required." },
@@ -221,14 +222,14 @@ int cmd_proxy(int argc, char **argv)
 		  "bazel, wait for the proxy)." },
 		{ "build_event_dir", CLI_STRING, &o.build_event_dir, "DIR",
 		  "With --bep_follow: write each build's gated BEP as DIR/<invocation id>.bin and .json." },
-		{ "remote_download_outputs", CLI_STRING, &mode, "toplevel|all|minimal",
-		  "Which outputs to fetch: of top-level targets (default), of every action, or only what "
-		  "--remote_download_regex asks for." },
+		CLI_DOWNLOAD_MODE_FLAGS(&mode),
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
-		  "Also fetch every output whose exec-root-relative path matches (POSIX extended); repeatable." },
-		{ "output_groups", CLI_STRING, &groups_csv, "A,B",
-		  "Output groups of a completed target whose files are wanted (default: every group the "
-		  "TargetComplete lists, as Bazel's --output_groups asked, hidden '_' groups excepted)." },
+		  "Also fetch every output whose exec-root-relative path the regex matches as a whole "
+		  "(PCRE2, as Bazel's Java regexes), whatever the mode; repeatable." },
+		{ "output_groups", CLI_CSV, &groups, "[+|-]A,...",
+		  "Output groups of a completed target whose files are wanted, as Bazel's flag (repeatable): "
+		  "+A adds to and -A removes from the default (the groups each TargetComplete lists, hidden "
+		  "'_' ones excepted); a name without + or - replaces the default." },
 		{ "remote_validate_outputs", CLI_BOOL, &po.validate, "",
 		  "On an action cache hit, check (HEAD) that every output blob, Tree and stdout/stderr it names is "
 		  "still in the cache; if one is gone, answer a miss so the action runs again. On by default; "
@@ -243,8 +244,8 @@ int cmd_proxy(int argc, char **argv)
 	};
 	const cli_command cmd = {
 		.name = "proxy",
-		.usage = "topfetch proxy --listen=127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR "
-			 "[--bep_follow=FILE] [flags]",
+		.usage = "topfetch proxy --listen=127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
+			 "       [--bep_follow=FILE] [flags]",
 		.summary =
 			"Sits between Bazel and its HTTP cache: bazel build --remote_cache=http://127.0.0.1:PORT ...\n"
 			"GET, HEAD and PUT on [/prefix]/ac/<sha256> and [/prefix]/cas/<sha256> are forwarded to\n"
@@ -266,6 +267,7 @@ int cmd_proxy(int argc, char **argv)
 			"own once the followed build ended.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
+		.remote = &rem,
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
@@ -285,19 +287,18 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: --remote_download_outputs=%s: want toplevel, all or minimal\n", mode);
 		goto out;
 	}
-	if (groups_csv && cli_split_csv(groups_csv, &groups, &groups_buf) < 0)
-		goto out;
-	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0) {
+	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0 ||
+	    cli_loops_back(o.remote.remote_cache, listen, why, sizeof(why))) {
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}
-	o.remote.remote_headers = headers.items;
-	o.remote.n_remote_headers = headers.n;
+	if (cli_remote_finish(cmd.name, &rem, &o.remote) != 0)
+		goto out;
 	o.policy.regexes = regexes.items;
 	o.policy.n_regexes = regexes.n;
 	o.policy.output_groups = groups.items;
 	o.policy.n_output_groups = groups.n;
-	o.policy.listed_groups = !groups_csv; /* Bazel's own: the groups each TargetComplete lists */
+	o.policy.listed_groups = true; /* Bazel's own default: the groups each TargetComplete lists */
 	o.on_lost = on_lost;
 	o.on_build_done = on_build_done;
 	o.on_note = on_problem;
@@ -390,9 +391,8 @@ out:
 	px_free(r.px);
 	tf_session_free(r.s);
 	cli_progress_fini(&r.progress);
-	cli_list_free(&headers);
+	cli_remote_free(&rem);
 	cli_list_free(&regexes);
 	cli_list_free(&groups);
-	free(groups_buf);
 	return rc;
 }

@@ -220,7 +220,7 @@ static void print_json(const cli_progress *p, FILE *f, const cli_summary *s)
 	fprintf(f, "{\n  \"command\": ");
 	json_string(f, p->command);
 	fprintf(f, ",\n  \"version\": \"%s\",\n  \"exit_code\": %d,\n  \"interrupted\": %s,\n  \"seconds\": %.3f,\n",
-		TOPFETCH_VERSION, s->exit_code, s->interrupted ? "true" : "false",
+		tf_version(), s->exit_code, s->interrupted ? "true" : "false",
 		s->seconds > 0 ? s->seconds : cli_elapsed_s(p));
 	fprintf(f, "  \"bytes_fetched\": %llu,\n  \"files\": {", (unsigned long long)s->bytes);
 	json_count(f, "wanted", s->wanted, false);

@@ -31,7 +31,7 @@ static void on_build_done(const svc_build_report *r, void *user)
 int cmd_serve(int argc, char **argv)
 {
 	svc_options o = { 0 };
-	cli_list headers = { 0 };
+	cli_remote rem = CLI_REMOTE_INIT;
 	int max_request = 0, rc, r;
 	svc_service *svc = NULL;
 	tf_error err = { 0 };
@@ -44,7 +44,7 @@ int cmd_serve(int argc, char **argv)
 		  "Where build tools connect (nanomsg REQ/REP): ipc://PATH, whose folder must be yours alone "
 		  "(created with mode 0700 if missing; one others can use is refused), or "
 		  "tcp://127.0.0.1:PORT. Required." },
-		CLI_REMOTE_FLAGS(&o.session.remote, &headers),
+		CLI_REMOTE_FLAGS(&o.session.remote, &rem),
 		{ "output_dir", CLI_STRING, &o.session.output_dir, "DIR",
 		  "Where files land, at their exec-root-relative paths (bazel-out/...); created if missing. "
 		  "Required." },
@@ -91,6 +91,7 @@ int cmd_serve(int argc, char **argv)
 			"prints), not in the exit code.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
+		.remote = &rem,
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
@@ -108,8 +109,9 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	o.max_request_size = (size_t)max_request;
-	o.session.remote.remote_headers = headers.items;
-	o.session.remote.n_remote_headers = headers.n;
+	rc = cli_remote_finish(cmd.name, &rem, &o.session.remote);
+	if (rc != 0)
+		goto out;
 	o.on_build_done = on_build_done;
 	o.user = &progress;
 
@@ -148,6 +150,6 @@ int cmd_serve(int argc, char **argv)
 out:
 	svc_free(svc);
 	cli_progress_fini(&progress);
-	cli_list_free(&headers);
+	cli_remote_free(&rem);
 	return rc;
 }

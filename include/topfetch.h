@@ -25,6 +25,16 @@ extern "C" {
 #define TF_API
 #endif
 
+/* ---- version -------------------------------------------------------------- */
+
+/* The library's version ("0.1.0"), a static string. Does not block. */
+TF_API const char *tf_version(void);
+
+/* The git commit the library was built from: 12 hex digits, "-dirty" appended
+ * when the tree had uncommitted changes, "unknown" when built outside git.
+ * A static string. Does not block. */
+TF_API const char *tf_version_commit(void);
+
 /* ---- errors ------------------------------------------------------------- */
 
 #define TF_ERROR_MESSAGE_MAX 1024
@@ -200,22 +210,26 @@ TF_API const char *tf_download_mode_name(tf_download_mode m);
 
 typedef struct tf_policy {
 	tf_download_mode mode;
-	/* --remote_download_regex: POSIX extended regexes matched against the
-	 * exec-root-relative path (bazel-out/k8-fastbuild/bin/pkg/a.txt); a match
-	 * on a directory output fetches the whole tree. Fetched whatever the mode. */
+	/* --remote_download_regex: regexes (PCRE2, the closest to Bazel's Java
+	 * ones) that must match the whole exec-root-relative path
+	 * (bazel-out/k8-fastbuild/bin/pkg/a.txt), as Bazel; a match on a directory
+	 * output fetches the whole tree. Fetched whatever the mode, output group
+	 * or filter say. */
 	const char *const *regexes;
 	size_t n_regexes;
 	/* --output_groups: the groups of a completed target whose files are
-	 * wanted; none given means {"default"}. */
+	 * wanted, with Bazel's forms: when every entry starts with + or -, they
+	 * add to and remove from the default set (listed_groups, or {"default"});
+	 * otherwise they name the groups. None given: the default set. */
 	const char *const *output_groups;
 	size_t n_output_groups;
 	/* The requested top-level targets; none given means every target whose
 	 * completion is reported. */
 	const char *const *targets;
 	size_t n_targets;
-	/* Filters (POSIX extended regexes on the exec-root-relative path): when
-	 * given, only files of completed targets that match one are fetched.
-	 * (topfetch collect's --remote_download_regex.) */
+	/* Filters (PCRE2 regexes found anywhere in the exec-root-relative path):
+	 * when given, only files of completed targets that match one are fetched.
+	 * (topfetch collect's --output_filter.) */
 	const char *const *filter_regexes;
 	size_t n_filter_regexes;
 	/* Every output group a completed target lists is wanted (Bazel lists

@@ -9,10 +9,6 @@
 
 #include "proxy/proxy.h"
 
-#ifndef TOPFETCH_VERSION
-#define TOPFETCH_VERSION "unknown"
-#endif
-
 #define PAGE_MAX (64u * 1024)
 
 /* One counter: its name in /status, in /metrics (without topfetch_proxy_ and
@@ -68,7 +64,15 @@ static int status_json(const px_proxy *p, tf__buf *b)
 	int r;
 
 	values(p, v);
-	r = addf(b, "{\"version\": \"%s\", \"upstream\": ", TOPFETCH_VERSION);
+	r = addf(b, "{\"version\": ");
+	if (!r)
+		r = tf__buf_json_string(b, tf_version());
+	if (!r)
+		r = addf(b, ", \"commit\": ");
+	if (!r)
+		r = tf__buf_json_string(b, tf_version_commit());
+	if (!r)
+		r = addf(b, ", \"upstream\": ");
 	if (!r)
 		r = tf__buf_json_string(b, px_upstream(p));
 	if (!r)
@@ -88,14 +92,14 @@ static int metrics_text(const px_proxy *p, tf__buf *b)
 	r = addf(b,
 		 "# HELP topfetch_build_info The topfetch version serving.\n"
 		 "# TYPE topfetch_build_info gauge\n"
-		 "topfetch_build_info{version=\"%s\"} 1\n"
+		 "topfetch_build_info{version=\"%s\",commit=\"%s\"} 1\n"
 		 "# HELP topfetch_proxy_uptime_seconds Seconds since the proxy started.\n"
 		 "# TYPE topfetch_proxy_uptime_seconds gauge\n"
 		 "topfetch_proxy_uptime_seconds %.3f\n"
 		 "# HELP topfetch_proxy_builds_served_total Builds of the followed BEP that ended.\n"
 		 "# TYPE topfetch_proxy_builds_served_total counter\n"
 		 "topfetch_proxy_builds_served_total %llu\n",
-		 TOPFETCH_VERSION, px_uptime_s(p), (unsigned long long)px_builds_served(p));
+		 tf_version(), tf_version_commit(), px_uptime_s(p), (unsigned long long)px_builds_served(p));
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]) && !r; i++)
 		r = addf(b,
 			 "# HELP topfetch_proxy_%s_total %s\n# TYPE topfetch_proxy_%s_total counter\n"

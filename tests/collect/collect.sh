@@ -54,13 +54,14 @@ set -e
 [ "$rc" -eq 0 ] || fail "stdin/keep_path_prefix: exit $rc: $out"
 [ -f "$tf_tmp/o4/bazel-out/k8-fastbuild/bin/pkg/multi/three.bin" ] || fail "--keep_path_prefix ignored"
 run_tf collect --bep="$bep" --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o5" --store="$tf_tmp/store.db" \
-  "${targets[@]}" --remote_download_regex='\.txt$'
-[ "$rc" -eq 0 ] || fail "regex: exit $rc: $out"
+  "${targets[@]}" --output_filter='\.txt$'
+[ "$rc" -eq 0 ] || fail "filter: exit $rc: $out"
 [ -z "$(cd "$tf_tmp/o5" && find . -type f ! -name '*.txt')" ] || fail "the regex filter let other files through"
 [ -f "$tf_tmp/o5/pkg/treeart_dir/sub/b.txt" ] || fail "the regex filter dropped a tree file"
 run_tf collect --bep="$bep" --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o6" --store="$tf_tmp/store.db" \
   "${targets[@]}" --output_groups=debug_files
-[ "$rc" -eq 0 ] || fail "groups: exit $rc: $out"
+[ "$rc" -eq 3 ] || fail "a group no target has: exit $rc, want 3: $out"
+assert_contains "$out" "--output_groups: no collected target has an output group 'debug_files'"
 [ -z "$(ls -A "$tf_tmp/o6")" ] || fail "files of another output group were collected"
 
 # 5. A BEP cut short: what it names is collected, and exit 3 says why.
@@ -93,7 +94,7 @@ run_tf collect --bep="$bep"
 [ "$rc" -eq 2 ] || fail "usage: exit $rc"
 run_tf collect --help
 [ "$rc" -eq 0 ] || fail "--help: exit $rc"
-for f in bep remote_cache output_dir store keep_path_prefix target output_groups remote_download_regex \
+for f in bep remote_cache output_dir store keep_path_prefix target output_groups output_filter remote_download_regex \
          build_event_binary_file build_event_json_file build_event_publish "Exit codes"; do
   assert_contains "$out" "$f" "--help"
 done

@@ -79,14 +79,16 @@ run_tf fetch --remote_cache="$NGINX_URL" --output_dir="$out_dir" --manifest="$ma
 [ "$rc" -eq 0 ] || fail "third run exit $rc: $out"
 [ "$(sha256sum "$out_dir/a/shared.dat" | cut -d' ' -f1)" = "$shared" ] || fail "tampered file not repaired"
 
-# Instance name is a path prefix; headers are sent (nginx ignores them) and never printed.
+# A path prefix goes in the URL; the instance name is not used on HTTP caches
+# (as Bazel); headers are sent (nginx ignores them) and never printed.
 mkdir -p "$NGINX_CACHE/inst/cas"
 cp "$NGINX_CACHE/cas/$exe" "$NGINX_CACHE/inst/cas/$exe"
 echo "$exe $(stat -c %s "$NGINX_CACHE/cas/$exe") x only.sh" >"$tf_tmp/m2"
-run_tf fetch --remote_cache="$NGINX_URL" --remote_instance_name=inst --remote_header=Authorization=Bearer-s3cr3t \
+run_tf fetch --remote_cache="$NGINX_URL/inst" --remote_instance_name=other --remote_header=Authorization=Bearer-s3cr3t \
   --output_dir="$tf_tmp/out2" --manifest="$tf_tmp/m2"
-[ "$rc" -eq 0 ] || fail "instance run exit $rc: $out"
-[ "$(nginx_count "GET /inst/cas/$exe 200")" -eq 1 ] || fail "instance prefix not used"
+[ "$rc" -eq 0 ] || fail "prefix run exit $rc: $out"
+[ "$(nginx_count "GET /inst/cas/$exe 200")" -eq 1 ] || fail "the URL's path prefix was not used"
+[ "$(nginx_count "/other/")" -eq 0 ] || fail "the instance name went into an HTTP URL"
 case "$out" in *s3cr3t*) fail "a header value was printed" ;; esac
 
 # Malformed manifests fetch nothing and exit 3, naming the line.

@@ -44,15 +44,16 @@ case "$(cat "$tf_tmp/p1.log" "$tf_tmp/p2.log" "$tf_tmp/body")" in
 esac
 grep -q "forwarding to http://$hostport\$" "$tf_tmp/p2.log" || fail "the start line should name the upstream without credentials"
 
-# The instance name is a path prefix upstream.
+# The URL's path prefix is used upstream; the instance name is not (as Bazel's HTTP cache client).
 mkdir -p "$NGINX_CACHE/team/cas"
 cp "$tf_tmp/b" "$NGINX_CACHE/team/cas/$h"
 chmod -R a+rX "$NGINX_CACHE/team"
-proxy_start p3.log --remote_cache="$NGINX_URL" --remote_instance_name=team --remote_header=X-Tf-Token=s3cret-token \
-  --output_dir="$tf_tmp/out3"
+proxy_start p3.log --remote_cache="$NGINX_URL/team" --remote_instance_name=other \
+  --remote_header=X-Tf-Token=s3cret-token --output_dir="$tf_tmp/out3"
 req GET "$PROXY_URL/cas/$h"
-[ "$code" = 200 ] || fail "instance GET: HTTP $code"
-[ "$(nginx_count "GET /team/cas/$h 200")" -eq 1 ] || fail "the instance name was not used as a prefix"
+[ "$code" = 200 ] || fail "prefix GET: HTTP $code"
+[ "$(nginx_count "GET /team/cas/$h 200")" -eq 1 ] || fail "the URL's path prefix was not used"
+[ "$(nginx_count "/other/")" -eq 0 ] || fail "the instance name went into an HTTP URL"
 proxy_stop
 
 # Nobody listening upstream: 502 at once, naming the URL, no credentials.

@@ -143,7 +143,7 @@ done
 
 # ---- build 2: same service, same store --------------------------------------------
 subscribe 2
-client --connect="$listen" --actions="$NGINX_CACHE/ac" --regex='intermediate2\.txt$' "${targets[@]}"
+client --connect="$listen" --actions="$NGINX_CACHE/ac" --regex='.*/intermediate2\.txt' "${targets[@]}"
 set +e; wait "$sub_pid"; sub_rc=$?; set -e
 cat "$tf_tmp/sub2.log"
 [ "$rc" -eq 0 ] || fail "second client exit $rc"

@@ -74,7 +74,7 @@ case "$probe" in "no reply: "*) ;; *) fail "serve_probe: $probe" ;; esac
 kill -0 "$serve_pid" 2>/dev/null || fail "the service died on a request over twice the cap"
 # A bad policy opens no build.
 expect "build_started.download_mode: 'sometimes' is not one of toplevel, all, minimal" start sometimes
-expect "build_started.regexes: --remote_download_regex='(' is not a POSIX extended regex" start toplevel '('
+expect "build_started.regexes: --remote_download_regex='(' is not a valid regular expression" start toplevel '('
 
 # Within a build.
 probe "$listen" start

@@ -417,7 +417,7 @@ TEST(action_decisions_reported)
 	const tf_decision *d;
 	out_file files[2];
 
-	setup(TF_DOWNLOAD_TOPLEVEL, "a\\.txt$");
+	setup(TF_DOWNLOAD_TOPLEVEL, ".*/a\\.txt"); /* whole-path match, as Bazel */
 	cache_put("alpha\n", ha);
 	cache_put("bravo\n", hb);
 	files[0] = (out_file){ "pkg/a.txt", ha, 6, true };
