@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "core/core.h"
+#include "proxy/proxy.h"
 #include "topfetch.h"
 
 /* Exit codes, documented in `topfetch --help` and README.md. */
@@ -225,23 +226,71 @@ int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
 	{ "remote_download_minimal", CLI_SETS, (mode), "minimal", "--remote_download_outputs=minimal." }, \
 	{ "remote_download_all", CLI_SETS, (mode), "all", "--remote_download_outputs=all." }
 
+/* The output flags every command takes (--quiet, --color, --summary_json). */
+typedef struct cli_output {
+	bool quiet;
+	const char *color;        /* auto|yes|no; NULL = auto */
+	const char *summary_json; /* FILE: the summary's figures and every file not in place, as JSON */
+} cli_output;
 
+#define CLI_OUTPUT_FLAGS(out)                                                                            \
+	{ "quiet", CLI_BOOL, &(out)->quiet, "",                                                          \
+	  "No progress line and no summary; files not in place and errors are still printed." },        \
+	{ "color", CLI_STRING, &(out)->color, "auto|yes|no",                                              \
+	  "Colour the progress line and the problems: auto (default) on a terminal unless NO_COLOR is " \
+	  "set." },                                                                                      \
+	{ "summary_json", CLI_STRING, &(out)->summary_json, "FILE",                                       \
+	  "Also write the summary's figures and every file not in place (result, path, digest, "         \
+	  "action, target, reason) as one JSON object to FILE, for CI tools." }
 
-/* Progress on stderr: a line redrawn in place on a terminal, a plain line
- * every few seconds otherwise. */
+/* A file that did not make it, kept for --summary_json. */
+typedef struct cli_problem {
+	tf_result result;
+	char *path, *digest, *action, *target, *message;
+} cli_problem;
+
+#define CLI_PROBLEMS_MAX 1000000 /* kept for the JSON summary; past it only counted */
+
+/* Progress and problems on stderr: a line redrawn in place on a terminal, a
+ * plain line every few seconds otherwise (none with --quiet). */
 typedef struct cli_progress {
-	bool tty;
+	const char *command; /* "fetch", ... */
+	bool tty, quiet, color;
+	const char *summary_json;
 	uint64_t start_ns, last_ns;
 	int errors_printed;
+	bool line_shown; /* a terminal line is on the screen */
+	cli_problem *problems;
+	size_t nproblems, problems_alloc;
+	uint64_t problems_dropped;
 } cli_progress;
 
-void cli_progress_init(cli_progress *p);
-/* Shows files done of total and bytes, at most every so often unless force. */
-void cli_progress_update(cli_progress *p, const tf_downloader_stats *s, uint64_t total_files, bool force);
+/* What the progress line shows. */
+typedef struct cli_figures {
+	uint64_t files_done, files_total; /* settled (in place or not) of wanted */
+	uint64_t bytes;                   /* done: files settled plus bytes received by transfers in flight */
+	uint64_t bytes_total;             /* expected in all; 0 = not known (no percent, no ETA) */
+	uint64_t wire_bytes;              /* received from the cache (in flight included): the rate */
+	uint64_t errors;                  /* files not in place so far */
+} cli_figures;
+
+/* Starts the clock; checks --color (EXIT_USAGE after saying what is wrong)
+ * and decides whether stderr is a terminal. o may be NULL (defaults).
+ * Returns CLI_RUN. */
+int cli_progress_init(cli_progress *p, const char *command, const cli_output *o);
+/* Frees the problems kept. */
+void cli_progress_fini(cli_progress *p);
+/* Shows the figures, at most every 100 ms (terminal) or 5 s (otherwise)
+ * unless force. */
+void cli_progress_show(cli_progress *p, const cli_figures *f, bool force);
 /* Clears the progress line (terminal) before other output. */
 void cli_progress_clear(cli_progress *p);
-/* Prints an error line for one file; after 100 of them, only counts. */
+/* Prints an error line; after 100 of them, only counts. */
 void cli_progress_error(cli_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One file not in place: printed as "topfetch: RESULT: PATH (DIGEST)...: MESSAGE" (the result word
+ * coloured with --color) and kept for --summary_json. Any of action, target, tail may be NULL. */
+void cli_progress_problem(cli_progress *p, tf_result result, const char *path, const tf_digest *digest,
+			  const char *action, const char *target, const char *message, const char *tail);
 /* Formats and prints with every control character (other than a tab and a
  * final newline) escaped as \xHH: names from a BEP, a cache or a manifest
  * can carry terminal escapes, and they never reach the terminal raw. */
@@ -250,6 +299,8 @@ void cli_eprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cli_elapsed_s(const cli_progress *p);
 /* "1.5 MiB" */
 void cli_human_bytes(double bytes, char *out, size_t n);
+/* "3 files", "1 file": the count and the word in the right number. */
+const char *cli_plural(uint64_t n, const char *one, const char *many);
 
 /* ---- down.c: a cache that goes down is one message ---- */
 
@@ -269,11 +320,39 @@ int cli_exit_for_error(int code);
  * producing action and target when known, the reason, and (if not NULL and
  * an action is known) what follows from it. */
 void cli_report_lost(cli_progress *p, const tf_lost_output *l, const char *consequence);
-/* The progress line of a session (files wanted, in place, bytes). */
+/* The progress line of a session (files wanted, settled, bytes). */
 void cli_report_session_progress(cli_progress *p, const tf_session_stats *st, bool force);
-/* The summary line of `fetch` and of `collect`, on stdout. */
-void cli_report_fetch_summary(const cli_progress *p, const tf_downloader_stats *st, bool interrupted);
-void cli_report_collect_summary(const cli_progress *p, const tf_session_stats *st);
+
+/* The figures of every command's summary. Files: wanted = in place
+ * (fetched + present + shared + empty) + not in place (lost + corrupt +
+ * failed + local + unknown). */
+typedef struct cli_summary {
+	bool interrupted;
+	uint64_t wanted;
+	uint64_t fetched; /* bytes came over the wire (or from the disk cache) */
+	uint64_t present; /* already on disk with the right digest */
+	uint64_t shared;  /* linked or copied from another file's transfer */
+	uint64_t empty;   /* zero-length: written, never requested */
+	uint64_t lost, corrupt, failed, local;
+	uint64_t unknown; /* no digest anywhere (collect, proxy) */
+	uint64_t bytes;
+	bool has_targets; /* collect, proxy: a targets line */
+	uint64_t targets, targets_failed, conflicts, actions;
+	const px_counters *proxy; /* the proxy's requests line, or NULL */
+	int exit_code;            /* written into the JSON */
+	double seconds;           /* > 0: the run's duration (serve's build); else since the progress began */
+} cli_summary;
+
+/* The summary of fetch, get, collect or a proxy build: lines of at most
+ * 99 columns to out (stdout; stderr for get), unless --quiet; and, with
+ * --summary_json, the same figures and every problem kept as JSON (an
+ * error writing it is printed and turns exit_code 0 into EXIT_USAGE,
+ * returned). Returns the exit code to use. */
+int cli_summary_print(cli_progress *p, FILE *out, const cli_summary *s);
+/* A downloader's counters as a summary (fetch, get). */
+void cli_summary_from_downloader(cli_summary *s, const tf_downloader_stats *st, uint64_t empty);
+/* A session's counters as a summary (collect, proxy). */
+void cli_summary_from_session(cli_summary *s, const tf_session_stats *st);
 
 /* Set by SIGINT/SIGTERM once cli_install_signals ran. */
 extern volatile int cli_interrupted;
@@ -309,5 +388,6 @@ int cmd_fetch(int argc, char **argv);
 int cmd_collect(int argc, char **argv);
 int cmd_proxy(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_get(int argc, char **argv);
 
 #endif

@@ -82,8 +82,7 @@ static void on_lost(const tf_lost_output *l, void *user)
 {
 	run *r = user;
 	r->lost_lines++;
-	if (!cli_cache_down_fold(&r->progress, l->result, l->message))
-		cli_report_lost(&r->progress, l, NULL);
+	cli_report_lost(&r->progress, l, NULL);
 }
 
 int cmd_collect(int argc, char **argv)
@@ -96,6 +95,8 @@ int cmd_collect(int argc, char **argv)
 	tf_session_stats st;
 	tf_error err = { 0 };
 	tf_session *s = NULL;
+	cli_output out = { 0 };
+	cli_summary sum = { 0 };
 	run r = { 0 };
 	int rc, fr;
 
@@ -130,6 +131,7 @@ int cmd_collect(int argc, char **argv)
 		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
 		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
 		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
+		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
 		.name = "collect",
@@ -139,14 +141,17 @@ int cmd_collect(int argc, char **argv)
 			"--output_dir: CI artifact collection after a --remote_download_minimal build. Each file is\n"
 			"found by the digest and length in the BEP (Bazel 7+), by a bytestream:// URI (gRPC caches;\n"
 			"the host is replaced by --remote_cache), or by its path in a --store that 'topfetch proxy'\n"
-			"filled. Files are verified and written atomically; one blob is fetched once.",
+			"filled. Files are verified and written atomically; one blob is fetched once.\n"
+			"Executable bits: a BEP File has no such field, so the BEP alone cannot say whether a file\n"
+			"is executable. A file lands executable (0755) when topfetch knows the bit from the\n"
+			"ActionResult that made it (recorded in --store by a proxy run); otherwise it lands 0644.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
 		.remote = &rem,
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc != CLI_RUN)
+	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "collect", &out)) != CLI_RUN)
 		goto out;
 	if (!bep || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch collect: --bep, --remote_cache (or a .bazelrc naming it) and --output_dir are "
@@ -198,7 +203,7 @@ int cmd_collect(int argc, char **argv)
 		goto out;
 	}
 	cli_install_signals();
-	cli_progress_init(&r.progress);
+	r.progress.start_ns = tf__now_ns();
 	/* The BEP is finished: read it all, fetching as targets complete. */
 	while (!cli_interrupted && !tf_session_bep_complete(s)) {
 		int n = tf_session_dispatch(s, 20, &err);
@@ -218,11 +223,8 @@ int cmd_collect(int argc, char **argv)
 		goto out;
 	}
 	fr = tf_session_finish(s, &st, &err);
-	cli_progress_clear(&r.progress);
 	cli_cache_down_report(&r.progress);
-	cli_report_collect_summary(&r.progress, &st);
 	if (fr < 0) {
-		cli_eprintf("topfetch collect: %s\n", err.message);
 		rc = cli_exit_for_error(fr);
 	} else if (report_no_match(&r, &st, filters.n > 0)) {
 		rc = EXIT_BAD_INPUT;
@@ -233,6 +235,11 @@ int cmd_collect(int argc, char **argv)
 		rc = st.lost || st.failed || st.files_unknown || st.conflicts || st.targets_failed ? EXIT_SOME_FAILED
 													 : EXIT_ALL_OK;
 	}
+	cli_summary_from_session(&sum, &st);
+	sum.exit_code = rc;
+	rc = cli_summary_print(&r.progress, stdout, &sum);
+	if (fr < 0)
+		cli_eprintf("topfetch collect: %s\n", err.message);
 	if (st.files_unknown)
 		fprintf(stderr,
 			"topfetch collect: %llu file%s of completed targets %s no digest and exist%s nowhere: the BEP names "
@@ -255,6 +262,7 @@ int cmd_collect(int argc, char **argv)
 		fprintf(stderr, "topfetch collect: %llu target%s failed (see above); the exit code is %d.\n",
 			(unsigned long long)st.targets_failed, st.targets_failed == 1 ? "" : "s", EXIT_SOME_FAILED);
 out:
+	cli_progress_fini(&r.progress);
 	tf_session_free(s);
 	tf__map_fini(&r.target_index);
 	free(r.target_seen);

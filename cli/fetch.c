@@ -24,15 +24,33 @@ static int read_manifest(const char *name, cli_manifest *m)
 
 typedef struct run {
 	cli_progress progress;
+	uint64_t settled_bytes; /* sizes of the files settled (in place or not) */
+	uint64_t empty;         /* zero-length files written */
 } run;
 
 static void on_done(const tf_fetch_done *d, void *user)
 {
 	run *r = user;
-	if (d->result == TF_RESULT_OK || cli_cache_down_fold(&r->progress, d->result, d->message))
+
+	r->settled_bytes += (uint64_t)d->digest.size;
+	if (d->result == TF_RESULT_OK) {
+		r->empty += d->digest.size == 0;
 		return;
-	cli_progress_error(&r->progress, "topfetch: %s: %s (%s/%lld): %s", tf_result_name(d->result),
-			   d->path, d->digest.hash, (long long)d->digest.size, d->message);
+	}
+	cli_progress_problem(&r->progress, d->result, d->path, &d->digest, NULL, NULL, d->message, NULL);
+}
+
+static void show_progress(run *r, const tf_downloader_stats *st, uint64_t total_bytes, bool force)
+{
+	cli_figures f = {
+		.files_done = st->files_ok + st->lost + st->corrupt + st->failed + st->local,
+		.files_total = st->requests,
+		.bytes = r->settled_bytes + st->bytes_in_flight,
+		.bytes_total = total_bytes,
+		.wire_bytes = st->bytes + st->bytes_in_flight,
+		.errors = st->lost + st->corrupt + st->failed + st->local,
+	};
+	cli_progress_show(&r->progress, &f, force);
 }
 
 int cmd_fetch(int argc, char **argv)
@@ -45,7 +63,10 @@ int cmd_fetch(int argc, char **argv)
 	tf_downloader *d = NULL;
 	tf_error err = { 0 };
 	cli_manifest m = { 0 };
-	run r;
+	cli_output out = { 0 };
+	cli_summary sum = { 0 };
+	uint64_t total_bytes = 0;
+	run r = { 0 };
 	int rc;
 
 	tf_remote_options_init(&opts);
@@ -56,6 +77,7 @@ int cmd_fetch(int argc, char **argv)
 		{ "manifest", CLI_STRING, &manifest_path, "FILE|-",
 		  "Lines 'HASH SIZE [x] PATH' (x = executable; PATH relative to --output_dir; '#' starts a "
 		  "comment). Required." },
+		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
 		.name = "fetch",
@@ -71,7 +93,7 @@ int cmd_fetch(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc != CLI_RUN)
+	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "fetch", &out)) != CLI_RUN)
 		goto out;
 	if (!opts.remote_cache || !output_dir || !manifest_path) {
 		fprintf(stderr, "topfetch fetch: --remote_cache, --output_dir and --manifest are required.\n"
@@ -101,7 +123,10 @@ int cmd_fetch(int argc, char **argv)
 		fprintf(stderr, "topfetch fetch: removed %llu temporary file%s a killed run left behind\n",
 			(unsigned long long)stale, stale == 1 ? "" : "s");
 	cli_install_signals();
-	cli_progress_init(&r.progress);
+	r.progress.start_ns = tf__now_ns();
+	for (size_t i = 0; i < m.n; i++)
+		if (i == 0 || strcmp(m.v[i].path, m.v[i - 1].path))
+			total_bytes += (uint64_t)m.v[i].digest.size;
 	for (size_t i = 0; i < m.n && !cli_interrupted; i++) {
 		cli_manifest_entry *e = &m.v[i];
 		if (i > 0 && !strcmp(e->path, m.v[i - 1].path))
@@ -122,17 +147,19 @@ int cmd_fetch(int argc, char **argv)
 		if (tf_downloader_dispatch(d, 100) > 0)
 			nanosleep(&(struct timespec){ .tv_nsec = 2 * 1000 * 1000 }, NULL);
 		tf_downloader_get_stats(d, &st);
-		cli_progress_update(&r.progress, &st, st.requests, false);
+		show_progress(&r, &st, total_bytes, false);
 	}
 	tf_downloader_get_stats(d, &st);
-	cli_progress_clear(&r.progress);
 	cli_cache_down_report(&r.progress);
-	cli_report_fetch_summary(&r.progress, &st, cli_interrupted != 0);
+	cli_summary_from_downloader(&sum, &st, r.empty);
+	sum.interrupted = cli_interrupted != 0;
 	if (cli_interrupted)
-		rc = EXIT_INTERRUPTED;
+		sum.exit_code = EXIT_INTERRUPTED;
 	else
-		rc = st.files_ok == st.requests ? EXIT_ALL_OK : EXIT_SOME_FAILED;
+		sum.exit_code = st.files_ok == st.requests ? EXIT_ALL_OK : EXIT_SOME_FAILED;
+	rc = cli_summary_print(&r.progress, stdout, &sum);
 out:
+	cli_progress_fini(&r.progress);
 	tf_downloader_free(d);
 	cli_manifest_free(&m);
 	cli_remote_free(&rem);

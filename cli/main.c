@@ -14,6 +14,8 @@ static void usage(FILE *out)
 		"  proxy     sit between Bazel and its HTTP cache; fetch top-level outputs during the build\n"
 		"  serve     a service for other build tools (SCons, Pants style) over nanomsg\n"
 		"  fetch     fetch the blobs a manifest lists into a folder (like 'bb download')\n"
+		"  get       write one verified blob (HASH/SIZE) to a file or standard output, or print an\n"
+		"            ActionResult (--action=HASH) as JSON\n"
 		"  version   print the version\n"
 		"  help      this text\n\n"
 		"Run 'topfetch COMMAND --help' for a command's flags. Flag names follow Bazel's\n"
@@ -43,6 +45,8 @@ int main(int argc, char **argv)
 		return cmd_proxy(argc - 2, argv + 2);
 	if (!strcmp(cmd, "serve"))
 		return cmd_serve(argc - 2, argv + 2);
+	if (!strcmp(cmd, "get"))
+		return cmd_get(argc - 2, argv + 2);
 	fprintf(stderr, "topfetch: unknown command '%s'. Run 'topfetch help' for the commands.\n", cmd);
 	return EXIT_USAGE;
 }

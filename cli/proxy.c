@@ -70,6 +70,7 @@ static void on_build_done(const char *uuid, const tf_session_stats *st, int stat
 	cli_progress_clear(&r->progress);
 	fprintf(stderr, "topfetch proxy: build %s ended\n", uuid);
 	code = report(r, false, status, st, &err);
+	cli_progress_fini(&r->progress); /* the next build's problems are its own */
 	if (code > r->worst)
 		r->worst = code;
 	px_new_build(r->px); /* validation asks about each blob again in the next build */
@@ -85,12 +86,14 @@ static void progress_line(run *r)
 	tf_session_get_stats(r->s, &st);
 	px_get_counters(r->px, &c);
 	sig = c.requests * 1000003u + st.files_fetched * 7919u + st.files_present * 31u + st.lost * 17u +
-	      st.failed * 13u + st.targets_completed * 11u + st.actions;
-	if (now - r->progress.last_ns < (r->progress.tty ? 100000000ull : 5000000000ull) || sig == r->last_sig)
+	      st.failed * 13u + st.targets_completed * 11u + st.actions + st.bytes_in_flight * 3u;
+	if (r->progress.quiet || now - r->progress.last_ns < (r->progress.tty ? 100000000ull : 5000000000ull) ||
+	    sig == r->last_sig)
 		return;
+	r->progress.line_shown = r->progress.tty;
 	r->last_sig = sig;
 	r->progress.last_ns = now;
-	cli_human_bytes((double)st.bytes_fetched, bytes, sizeof(bytes));
+	cli_human_bytes((double)(st.bytes_fetched + st.bytes_in_flight), bytes, sizeof(bytes));
 	fprintf(stderr,
 		"%s[proxy] %llu requests (%llu AC hits, %llu misses, %llu answered lost); %llu actions; %llu of %llu "
 		"files in place, %s fetched%s; %llu targets complete%s",
@@ -143,27 +146,25 @@ static void wait_fetches(run *r)
 
 static int report(run *r, bool forced, int fr, const tf_session_stats *st, const tf_error *err)
 {
-	char bytes[32], down[32], up[32];
+	cli_summary sum = { 0 };
 	px_counters c;
+	int code;
 
 	px_get_counters(r->px, &c);
-	cli_human_bytes((double)st->bytes_fetched, bytes, sizeof(bytes));
-	cli_human_bytes((double)c.bytes_out, down, sizeof(down));
-	cli_human_bytes((double)c.bytes_in, up, sizeof(up));
-	printf("topfetch: %s%llu of %llu files in place (%llu fetched, %llu already present), %s in %.2f s; %llu lost, "
-	       "%llu failed, %llu without a digest; %llu actions recorded, %llu of %llu targets complete; %llu requests "
-	       "(%llu AC hits, %llu AC misses, %llu answered lost, %llu failed validation, %llu uploads, %llu refused, "
-	       "%llu upstream errors; %s to Bazel, %s from it)\n",
-	       forced ? "INTERRUPTED: " : "", (unsigned long long)(st->files_fetched + st->files_present),
-	       (unsigned long long)st->files_wanted, (unsigned long long)st->files_fetched,
-	       (unsigned long long)st->files_present, bytes, cli_elapsed_s(&r->progress), (unsigned long long)st->lost,
-	       (unsigned long long)st->failed, (unsigned long long)st->files_unknown, (unsigned long long)st->actions,
-	       (unsigned long long)(st->targets_completed - st->targets_failed),
-	       (unsigned long long)st->targets_completed, (unsigned long long)c.requests,
-	       (unsigned long long)c.ac_hits, (unsigned long long)c.ac_misses, (unsigned long long)c.ac_lost,
-	       (unsigned long long)c.ac_invalid, (unsigned long long)(c.ac_puts + c.cas_puts),
-	       (unsigned long long)c.refused, (unsigned long long)c.upstream_errors, down, up);
-	fflush(stdout);
+	if (forced)
+		code = EXIT_INTERRUPTED;
+	else if (fr < 0)
+		code = cli_exit_for_error(fr);
+	else
+		code = st->lost || st->failed || st->files_unknown || st->conflicts || st->targets_failed ||
+				       c.record_errors
+			       ? EXIT_SOME_FAILED
+			       : EXIT_ALL_OK;
+	cli_summary_from_session(&sum, st);
+	sum.interrupted = forced;
+	sum.proxy = &c;
+	sum.exit_code = code;
+	code = cli_summary_print(&r->progress, stdout, &sum);
 	if (st->files_unknown)
 		fprintf(stderr,
 			"topfetch proxy: %llu file%s of completed targets had no digest: no ActionResult that passed through "
@@ -171,15 +172,9 @@ static int report(run *r, bool forced, int fr, const tf_session_stats *st, const
 			"not hold %s either (its file:// URI); the failed targets in the BEP name the files.\n",
 			(unsigned long long)st->files_unknown, st->files_unknown == 1 ? "" : "s",
 			st->files_unknown == 1 ? "it" : "them", st->files_unknown == 1 ? "it" : "them");
-	if (forced)
-		return EXIT_INTERRUPTED;
-	if (fr < 0) {
+	if (!forced && fr < 0)
 		cli_eprintf("topfetch proxy: %s\n", err->message);
-		return cli_exit_for_error(fr);
-	}
-	return st->lost || st->failed || st->files_unknown || st->conflicts || st->targets_failed || c.record_errors
-		       ? EXIT_SOME_FAILED
-		       : EXIT_ALL_OK;
+	return code;
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -196,6 +191,7 @@ int cmd_proxy(int argc, char **argv)
 	px_http *http = NULL;
 	tf_session_stats st = { 0 };
 	tf_error err = { 0 };
+	cli_output out = { 0 };
 	run r = { 0 };
 	int rc, fr = 0;
 
@@ -248,6 +244,7 @@ int cmd_proxy(int argc, char **argv)
 		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
 		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
 		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
+		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
 		.name = "proxy",
@@ -278,7 +275,7 @@ int cmd_proxy(int argc, char **argv)
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc != CLI_RUN)
+	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "proxy", &out)) != CLI_RUN)
 		goto out;
 	rc = EXIT_USAGE;
 	if (!listen || !o.remote.remote_cache || !o.output_dir) {
@@ -332,7 +329,7 @@ int cmd_proxy(int argc, char **argv)
 	}
 	px_set_session(r.px, r.s);
 	cli_install_signals();
-	cli_progress_init(&r.progress);
+	r.progress.start_ns = tf__now_ns();
 	http = px_http_start(r.px, &ss, (unsigned)header_timeout);
 	if (!http) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
@@ -402,6 +399,7 @@ out:
 	}
 	px_free(r.px);
 	tf_session_free(r.s);
+	cli_progress_fini(&r.progress);
 	cli_remote_free(&rem);
 	cli_list_free(&regexes);
 	cli_list_free(&groups);

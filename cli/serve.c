@@ -8,24 +8,23 @@
 #include "cli/cli.h"
 #include "service/service.h"
 
+/* Each build: a line naming it, then the summary every command prints (on
+ * stderr: the service's own log). */
 static void on_build_done(const svc_build_report *r, void *user)
 {
-	const tf_session_stats *st = &r->stats;
-	char bytes[32];
+	cli_progress *p = user;
+	cli_summary sum = { 0 };
 
-	(void)user;
-	cli_human_bytes((double)st->bytes_fetched, bytes, sizeof(bytes));
-	cli_eprintf(
-		"topfetch serve: build %llu %s (exit code %d): %llu of %llu targets complete, %llu files in place "
-		"(%llu fetched, %llu already present), %s in %.2f s; %llu lost, %llu failed, %llu without a "
-		"digest%s%s%s\n",
-		(unsigned long long)r->build, r->interrupted ? "ended because the service stopped" : "finished",
-		r->exit_code, (unsigned long long)(st->targets_completed - st->targets_failed),
-		(unsigned long long)st->targets_completed, (unsigned long long)(st->files_fetched + st->files_present),
-		(unsigned long long)st->files_fetched, (unsigned long long)st->files_present, bytes, r->seconds,
-		(unsigned long long)st->lost, (unsigned long long)st->failed, (unsigned long long)st->files_unknown,
-		r->lost_outputs ? "; the client was sent the actions to run again" : "",
-		r->error ? "; error: " : "", r->error ? r->message : "");
+	cli_eprintf("topfetch serve: build %llu %s (exit code %d)%s%s%s\n", (unsigned long long)r->build,
+		    r->interrupted ? "ended because the service stopped" : "finished", r->exit_code,
+		    r->lost_outputs ? "; the client was sent the actions to run again" : "", r->error ? "; error: " : "",
+		    r->error ? r->message : "");
+	cli_summary_from_session(&sum, &r->stats);
+	sum.interrupted = r->interrupted;
+	sum.seconds = r->seconds > 0 ? r->seconds : 1e-9;
+	sum.exit_code = r->exit_code;
+	cli_summary_print(p, stderr, &sum);
+	cli_progress_fini(p); /* the next build's problems are its own */
 	fflush(stderr);
 }
 
@@ -36,6 +35,8 @@ int cmd_serve(int argc, char **argv)
 	int max_request = 0, rc, r;
 	svc_service *svc = NULL;
 	tf_error err = { 0 };
+	cli_output out = { 0 };
+	cli_progress progress = { 0 };
 
 	tf_remote_options_init(&o.session.remote);
 	const cli_flag flags[] = {
@@ -66,6 +67,7 @@ int cmd_serve(int argc, char **argv)
 		  "Accept tcp:// addresses other than 127.0.0.0/8 and [::1] for --listen and "
 		  "--build_event_publish. Anyone who can reach --listen can make topfetch fetch into "
 		  "--output_dir: only on a trusted network." },
+		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
 		.name = "serve",
@@ -85,14 +87,15 @@ int cmd_serve(int argc, char **argv)
 			"ends its event stream; a second signal stops at once, leaving only complete files) and\n"
 			"exits 0 if no build was open, 8 if one was. It exits 2 for bad flags or an address it\n"
 			"refuses, 1 if the service itself fails while running. What happens to each build (lost\n"
-			"files included) is told to its client and in one line on stderr, not in the exit code.",
+			"files included) is told to its client and on stderr (a line and the summary every command\n"
+			"prints), not in the exit code.",
 		.flags = flags,
 		.nflags = sizeof(flags) / sizeof(flags[0]),
 		.remote = &rem,
 	};
 
 	rc = cli_parse(&cmd, argc, argv, NULL);
-	if (rc != CLI_RUN)
+	if (rc != CLI_RUN || (rc = cli_progress_init(&progress, "serve", &out)) != CLI_RUN)
 		goto out;
 	if (!o.listen || !o.session.remote.remote_cache || !o.session.output_dir) {
 		fprintf(stderr, "topfetch serve: --listen, --remote_cache and --output_dir are required.\n"
@@ -110,6 +113,7 @@ int cmd_serve(int argc, char **argv)
 	if (rc != 0)
 		goto out;
 	o.on_build_done = on_build_done;
+	o.user = &progress;
 
 	svc = svc_new(&o, &err);
 	if (!svc) {
@@ -145,6 +149,7 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "topfetch serve: stopped (%s)\n", cli_interrupted == SIGINT ? "SIGINT" : "SIGTERM");
 out:
 	svc_free(svc);
+	cli_progress_fini(&progress);
 	cli_remote_free(&rem);
 	return rc;
 }

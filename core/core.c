@@ -247,3 +247,39 @@ void tf__buf_fini(tf__buf *b)
 	free(b->data);
 	tf__buf_init(b, b->cap);
 }
+
+int tf__buf_json_string(tf__buf *b, const char *s)
+{
+	const unsigned char *c = (const unsigned char *)s;
+	int r;
+
+	if (!s)
+		return tf__buf_append(b, "null", 4);
+	if ((r = tf__buf_append(b, "\"", 1)) < 0)
+		return r;
+	while (*c && r == 0) {
+		int n = *c < 0x80 ? 1 : (*c & 0xe0) == 0xc0 ? 2 : (*c & 0xf0) == 0xe0 ? 3 : (*c & 0xf8) == 0xf0 ? 4 : 0;
+		bool ok = n > 0 && !(n == 2 && *c < 0xc2);
+		char esc[8];
+
+		for (int i = 1; ok && i < n; i++)
+			ok = (c[i] & 0xc0) == 0x80;
+		if (!ok) {
+			r = tf__buf_append(b, "\\ufffd", 6);
+			c++;
+			continue;
+		}
+		if (*c == '"' || *c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*c;
+			r = tf__buf_append(b, esc, 2);
+		} else if (*c < 0x20 || *c == 0x7f) {
+			snprintf(esc, sizeof(esc), "\\u%04x", *c);
+			r = tf__buf_append(b, esc, 6);
+		} else {
+			r = tf__buf_append(b, c, (size_t)n);
+		}
+		c += n;
+	}
+	return r < 0 ? r : tf__buf_append(b, "\"", 1);
+}

@@ -66,6 +66,11 @@ int tf__buf_reserve(tf__buf *b, size_t n);
 int tf__buf_append(tf__buf *b, const void *p, size_t n);
 void tf__buf_reset(tf__buf *b);
 void tf__buf_fini(tf__buf *b);
+/* Appends s as a JSON string (RFC 8259): quotes, backslashes and control
+ * characters escaped, bytes that are not UTF-8 (a path from a BEP may hold
+ * any) as U+FFFD; NULL as null. -E2BIG past the cap, -ENOMEM. (The BEP's
+ * JSON writer escapes as Gson does, in events/.) */
+int tf__buf_json_string(tf__buf *b, const char *s);
 
 /* THE hash map: keys are byte strings (copied; string keys through the
  * plain calls, any bytes through the ...n calls), values are borrowed. */

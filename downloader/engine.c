@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,7 @@ typedef struct dl_xfer {
 	int dirfd, fd;          /* the temporary file and its folder, while running */
 	char tmpname[32];
 	int64_t received;
+	int64_t in_flight; /* bytes of `received` counted in d->bytes_in_flight */
 	int attempts, corrupt_attempts;
 	uint64_t retry_at_ns;
 	tf_result result;       /* meaningful once placed or finished */
@@ -218,6 +220,9 @@ struct tf_downloader {
 	bool signaled; /* evfd holds a count nobody has read yet */
 	bool closing;
 	tf_downloader_stats stats;
+	/* Body bytes of file and memory transfers not settled yet (running or
+	 * verifying): the progress line moves during a large blob. */
+	_Atomic uint64_t bytes_in_flight;
 	dl_stream *add_head, *add_tail;   /* streams to start */
 	dl_stream *poke_head, *poke_tail; /* streams to unpause or cancel */
 
@@ -263,6 +268,15 @@ static void check_transition(const char *key, dl_state from, dl_state to)
 	}
 }
 
+/* The attempt's bytes leave bytes_in_flight: they were verified (and the
+ * caller, holding d->mu, adds them to stats.bytes at once, so the two never
+ * count them twice) or they are thrown away. */
+static void settle_in_flight(dl_xfer *x)
+{
+	atomic_fetch_sub_explicit(&x->d->bytes_in_flight, (uint64_t)x->in_flight, memory_order_relaxed);
+	x->in_flight = 0;
+}
+
 static void set_state(dl_xfer *x, dl_state to)
 {
 	check_transition(x->digest.hash, x->state, to);
@@ -270,6 +284,8 @@ static void set_state(dl_xfer *x, dl_state to)
 		x->d->verifying--;
 	if (to == DL_VERIFYING)
 		x->d->verifying++;
+	if (x->in_flight && to != DL_RUNNING && to != DL_VERIFYING)
+		settle_in_flight(x);
 	if (x->d->trace)
 		fprintf(stderr, "trace: %s %s -> %s\n", x->digest.hash, state_names[x->state],
 			state_names[to]);
@@ -770,6 +786,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 			return 0;
 		}
 		x->received += (int64_t)n;
+		x->in_flight += (int64_t)n;
+		atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
 		return n;
 	}
 	for (size_t w = 0; w < n;) {
@@ -783,6 +801,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		w += (size_t)m;
 	}
 	x->received += (int64_t)n;
+	x->in_flight += (int64_t)n;
+	atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
 	if (x->job)
 		dl_hasher_advance(x->d->hasher, x->job, x->received);
 	return n;
@@ -1064,6 +1084,7 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 		x->dests = NULL;
 		x->mem = NULL;
 		pthread_mutex_lock(&d->mu);
+		settle_in_flight(x);
 		d->stats.transfers++;
 		d->stats.bytes += (uint64_t)x->received;
 		pthread_mutex_unlock(&d->mu);
@@ -1085,6 +1106,7 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 	x->placed_exec = x->dests->executable;
 	x->placed_st = st;
 	pthread_mutex_lock(&d->mu);
+	settle_in_flight(x);
 	d->stats.transfers++;
 	d->stats.bytes += (uint64_t)x->received;
 	pthread_mutex_unlock(&d->mu);
@@ -1986,6 +2008,7 @@ void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats *out)
 {
 	pthread_mutex_lock((pthread_mutex_t *)&d->mu);
 	*out = d->stats;
+	out->bytes_in_flight = atomic_load_explicit(&((tf_downloader *)d)->bytes_in_flight, memory_order_relaxed);
 	pthread_mutex_unlock((pthread_mutex_t *)&d->mu);
 }
 

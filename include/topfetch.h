@@ -148,6 +148,9 @@ typedef struct tf_downloader_stats {
 	uint64_t transfers;       /* blobs transferred (each at most once) */
 	uint64_t attempts;        /* transfer attempts, retries included */
 	uint64_t bytes;           /* verified bytes received */
+	/* Bytes received so far by transfers still running or being verified
+	 * (not in `bytes` yet; a retried attempt's bytes leave it). Added last. */
+	uint64_t bytes_in_flight;
 } tf_downloader_stats;
 
 /* Creates a downloader writing below output_dir (created if missing) and
@@ -205,6 +208,14 @@ TF_API int tf_downloader_remove_dead_temporaries(tf_downloader *d, uint64_t *rem
  * temporary files) and frees everything. Callbacks of unfinished requests
  * are not run. Blocks until the thread has exited. Accepts NULL. */
 TF_API void tf_downloader_free(tf_downloader *d);
+
+/* An action cache entry (a serialized ActionResult of action_key, a SHA-256
+ * hex; untrusted, borrowed) checked as a session checks it (paths relative
+ * and normalised, digests well formed) and written in proto3 JSON form
+ * (lowerCamelCase names, 64-bit integers as strings, bytes as base64) into
+ * *out, a NUL-terminated string the caller frees. -EBADMSG (or the check's
+ * code) with err naming the action and the output otherwise. Does not block. */
+TF_API int tf_action_result_json(const char *action_key, const void *bytes, size_t len, char **out, tf_error *err);
 
 /* ---- download policy (the RemoteOutputChecker's rules) ------------------------ */
 
@@ -374,6 +385,7 @@ typedef struct tf_session_stats {
 	uint64_t recovered;         /* fetches resumed from a previous run, stale temp files removed */
 	uint64_t files_unknown;     /* wanted files with no digest anywhere (BEP, store, bytestream URI) */
 	uint64_t conflicts;         /* different files for one short path (short_paths) */
+	uint64_t bytes_in_flight;   /* received by fetches not settled yet (not in bytes_fetched) */
 } tf_session_stats;
 
 typedef struct tf_session tf_session;

@@ -56,6 +56,8 @@ struct px_proxy {
 	void *user;
 	atomic_bool closing;
 	atomic_uint_least64_t c[12]; /* px_counters, in its field order */
+	atomic_uint_least64_t builds; /* px_new_build calls */
+	uint64_t started_ns;
 	/* the bridge */
 	pthread_mutex_t bq_mu;
 	pthread_cond_t bq_cv;
@@ -127,6 +129,7 @@ px_proxy *px_new(const px_options *o, tf_error *err)
 	pthread_mutex_init(&p->lost_mu, NULL);
 	tf__map_init(&p->lost);
 	tf__map_init(&p->present);
+	p->started_ns = tf__now_ns();
 	p->validate = o->validate;
 	p->on_problem = o->on_problem;
 	p->user = o->user;
@@ -236,8 +239,19 @@ void px_note_lost(px_proxy *p, const char *action_key)
 		lost_add(p, action_key);
 }
 
+uint64_t px_builds_served(const px_proxy *p)
+{
+	return atomic_load(&((px_proxy *)p)->builds);
+}
+
+double px_uptime_s(const px_proxy *p)
+{
+	return (double)(tf__now_ns() - p->started_ns) / 1e9;
+}
+
 void px_new_build(px_proxy *p)
 {
+	atomic_fetch_add(&p->builds, 1);
 	pthread_mutex_lock(&p->lost_mu);
 	tf__map_fini(&p->present);
 	tf__map_init(&p->present);

@@ -124,6 +124,7 @@ typedef struct req {
 	char *sbuf;
 	size_t s_off, s_len;
 	stream_state s_state;
+	px_page page; /* GET /status or /metrics (status.c) */
 } req;
 
 /* ---- the request's line and headers ---------------------------------------------------- */
@@ -336,6 +337,7 @@ static void req_release_locked(req *r)
 	tf__buf_fini(&r->body);
 	free(r->data);
 	free(r->sbuf);
+	free(r->page.body);
 	free(r);
 }
 
@@ -705,6 +707,8 @@ static enum MHD_Result begin(px_http *h, struct MHD_Connection *c, const char *u
 	*con_cls = r;
 	conn_enter(h, c, CONN_BODY);
 	atomic_fetch_add(&h->active, 1);
+	if (!strcmp(method, MHD_HTTP_METHOD_GET) && px_status_page(h->p, url, &r->page) == 0)
+		return MHD_YES; /* not a cache request: not counted */
 	px_count_request(h->p);
 	px_http_read_head(method, url, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH),
 			  MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING), &r->head);
@@ -766,6 +770,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	}
 	/* The request is complete: the decided answer, the worker's, or a job for it. */
 	conn_enter(h, c, CONN_BUSY);
+	if (r->page.body) {
+		struct MHD_Response *resp =
+			MHD_create_response_from_buffer(r->page.len, r->page.body, MHD_RESPMEM_MUST_FREE);
+		if (resp) {
+			r->page.body = NULL; /* MHD frees it */
+			MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->page.content_type);
+		}
+		return respond(r, c, MHD_HTTP_OK, resp);
+	}
 	if (r->head.status)
 		return respond_refused(r, c);
 	if (r->head.method == 'P') {

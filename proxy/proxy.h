@@ -69,6 +69,23 @@ const char *px_upstream(const px_proxy *p);
 
 void px_get_counters(const px_proxy *p, px_counters *out);
 
+/* Builds that ended (px_new_build calls), and seconds since px_new. Any thread. */
+uint64_t px_builds_served(const px_proxy *p);
+double px_uptime_s(const px_proxy *p);
+
+/* ---- status.c: GET /status and GET /metrics ---- */
+
+typedef struct px_page {
+	char *body; /* malloc'd, len bytes; the caller frees it */
+	size_t len;
+	const char *content_type; /* static */
+} px_page;
+
+/* The page for url "/status" (JSON: version, upstream, uptime, builds
+ * served, every counter) or "/metrics" (the same in Prometheus text
+ * format). -ENOENT for any other url, -ENOMEM. Any thread; does not block. */
+int px_status_page(const px_proxy *p, const char *url, px_page *page);
+
 /* ---- the thread that owns the tf_session ---- */
 
 /* The session ActionResults are recorded into; set once, before requests. */

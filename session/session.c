@@ -1660,8 +1660,12 @@ int tf_session_finish(tf_session *s, tf_session_stats *stats, tf_error *err)
 
 void tf_session_get_stats(const tf_session *s, tf_session_stats *out)
 {
+	tf_downloader_stats ds;
+
 	*out = s->stats;
 	ev_gate_target_counts(s->gate, &out->targets_completed, &out->targets_failed);
+	tf_downloader_get_stats(s->dl, &ds);
+	out->bytes_in_flight = ds.bytes_in_flight;
 }
 
 uint64_t tf_session_outstanding(const tf_session *s)

@@ -12,7 +12,8 @@ files() { (cd "$1" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' '); }
 run_tf collect --bep="$bep" --remote_cache="$cache" --output_dir="$tf_tmp/o1" --remote_timeout=1m \
   --remote_max_connections=0 --keep_path_prefix=no --output_groups=+default
 [ "$rc" -eq 0 ] || fail "Bazel's forms: exit $rc: $out"
-assert_contains "$out" "3 of 3 targets complete, 5 files in place"
+assert_contains "$out" "3 of 3 targets complete"
+assert_contains "$out" "topfetch: 5 of 5 files in place"
 [ -f "$tf_tmp/o1/app/bin/hello.sh" ] || fail "short paths expected with --keep_path_prefix=no"
 run_tf collect --bep="$bep" --remote_cache="$cache" --output_dir="$tf_tmp/o1" --remote_timeout=60sec
 [ "$rc" -eq 2 ] || fail "a bad duration: exit $rc: $out"
@@ -88,7 +89,8 @@ export HOME="$tf_tmp/home"
 cd "$ws/sub"
 run_tf collect --bep="$bep" --output_dir="$tf_tmp/o8" --config=ci
 [ "$rc" -eq 0 ] || fail "bazelrc: exit $rc: $out"
-assert_contains "$out" "3 of 3 targets complete, 5 files in place"
+assert_contains "$out" "3 of 3 targets complete"
+assert_contains "$out" "topfetch: 5 of 5 files in place"
 # The command line wins over the rc files.
 run_tf collect --bep="$bep" --output_dir="$tf_tmp/o9" --remote_cache="$cache"
 [ "$rc" -eq 0 ] || fail "command line over bazelrc: exit $rc: $out"

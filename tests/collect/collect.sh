@@ -29,7 +29,8 @@ for t in combined multi exe big treeart empty; do targets+=(--target=//pkg:$t); 
 run_tf collect --bep="$bep" --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o2" --store="$tf_tmp/store.db" \
   "${targets[@]}" --build_event_json_file="$tf_tmp/o2.json"
 [ "$rc" -eq 0 ] || fail "collect: exit $rc: $out"
-assert_contains "$out" "6 of 6 targets complete, 11 files in place"
+assert_contains "$out" "6 of 6 targets complete"
+assert_contains "$out" "topfetch: 11 of 11 files in place (11 fetched, 0 already present)"
 got=$(cd "$tf_tmp/o2" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' ')
 want="pkg/big.dat pkg/combined.txt pkg/empty.txt pkg/hello.sh pkg/multi/one.txt pkg/multi/three.bin pkg/multi/two.txt pkg/treeart_dir/a.txt pkg/treeart_dir/copy_of_input.txt pkg/treeart_dir/sub/b.txt pkg/treeart_dir/sub/empty.txt "
 [ "$got" = "$want" ] || fail "files: $got"
@@ -101,7 +102,8 @@ done
 run_tf collect --bep="$TF_SOURCE_ROOT/examples/bep.bin" --remote_cache="$TF_SOURCE_ROOT/examples/disk-cache" \
   --output_dir="$tf_tmp/ex"
 [ "$rc" -eq 0 ] || fail "bundled example: exit $rc: $out"
-assert_contains "$out" "3 of 3 targets complete, 5 files in place"
+assert_contains "$out" "3 of 3 targets complete"
+assert_contains "$out" "topfetch: 5 of 5 files in place"
 [ "$(sh "$tf_tmp/ex/app/bin/hello.sh")" = "hello from a blob topfetch fetched" ] || fail "example hello.sh"
 cmp -s "$tf_tmp/ex/app/share/greeting.txt" "$tf_tmp/ex/app/share/copy-of-greeting.txt" || fail "example copy"
 # One BEP per run: a second --bep (or --bep_follow for the proxy) is refused,

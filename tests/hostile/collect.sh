@@ -67,7 +67,7 @@ gen cycle; gen undefined; gen deep
 run_tf collect --bep="$tf_tmp/cycle.bep" --remote_cache="$tf_tmp/cache" --output_dir="$tf_tmp/o-cycle"
 [ "$rc" -eq 1 ] || fail "cycle: exit $rc, want 1: $out"
 assert_contains "$out" "topfetch collect: target //p:a failed: 1 output of //p:a could not be fetched: named set '0' (record 2) contains itself: '0' -> '1' -> '0'"
-assert_contains "$out" "0 of 1 targets complete"
+assert_contains "$out" "0 of 1 target complete"
 assert_contains "$out" "topfetch collect: 1 target failed (see above); the exit code is 1."
 run_tf collect --bep="$tf_tmp/undefined.bep" --remote_cache="$tf_tmp/cache" --output_dir="$tf_tmp/o-undef"
 [ "$rc" -eq 1 ] || fail "undefined set: exit $rc, want 1: $out"

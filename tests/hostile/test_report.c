@@ -21,8 +21,9 @@ static void report(const tf_lost_output *l, char *out, size_t n)
 	CHECK(fd >= 0 && saved >= 0);
 	fflush(stderr);
 	dup2(fd, STDERR_FILENO);
-	cli_progress_init(&p);
+	CHECK_INT_EQ(cli_progress_init(&p, "collect", NULL), CLI_RUN);
 	cli_report_lost(&p, l, "the next build runs it again");
+	cli_progress_fini(&p);
 	fflush(stderr);
 	dup2(saved, STDERR_FILENO);
 	close(saved);

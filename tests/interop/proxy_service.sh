@@ -34,7 +34,7 @@ proxy_start service.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out" -
 build "$ws" bazel1.log --build_event_binary_file="$bep" --build_event_json_file="$tf_tmp/bep1.json" //pkg:left
 u1=$(uuid_of "$tf_tmp/bep1.json")
 wait_line "$PROXY_LOG" "^topfetch proxy: build $u1 ended" 60
-wait_line "$PROXY_LOG" "^topfetch: 1 of 1 files in place" 5
+wait_line "$PROXY_LOG" "^topfetch: 1 of 1 file in place" 5
 [ -f "$tf_tmp/out/$bin/left.txt" ] || fail "build 1: left.txt did not arrive"
 [ -s "$tf_tmp/events/$u1.bin" ] && [ -s "$tf_tmp/events/$u1.json" ] || fail "build 1: no events/$u1.bin/.json"
 tail -n 1 "$tf_tmp/events/$u1.json" | grep -q '"lastMessage":true' || fail "build 1: its gated BEP has no last message"

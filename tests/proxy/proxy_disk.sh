@@ -89,7 +89,8 @@ proxy_wait
 cat "$PROXY_LOG"
 # //pkg:tool's file is a local symlink Bazel never caches: exit 1, everything else in place.
 [ "$proxy_rc" -eq 1 ] || fail "build via disk: exit $proxy_rc, want 1 (//pkg:tool has no digest)"
-assert_contains "$(cat "$PROXY_LOG")" "11 of 11 files in place (11 fetched, 0 already present)"
+assert_contains "$(cat "$PROXY_LOG")" "11 of 12 files in place (11 fetched, 0 already present)"
+assert_contains "$(cat "$PROXY_LOG")" "1 without a digest"
 b=bazel-out/k8-fastbuild/bin/pkg
 [ "$(sha256sum "$tf_tmp/out2/$b/big.dat" | cut -c1-8)" = 01ab038e ] || fail "big.dat wrong"
 [ "$(stat -c %a "$tf_tmp/out2/$b/hello.sh")" = 755 ] || fail "hello.sh not executable"

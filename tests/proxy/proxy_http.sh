@@ -64,7 +64,7 @@ req GET "$P/some/instance/cas/$h"
 nginx_sync
 before=$(grep -c . "$NGINX_LOG")
 upper=$(echo "$h" | tr a-f A-F)
-for path in / /status /cas/ "/cas/${h:0:63}" "/cas/${h}0" "/cas/$upper" "/xcas/$h" "/ac$h" "/cas.v2/$h" \
+for path in / /stats /cas/ "/cas/${h:0:63}" "/cas/${h}0" "/cas/$upper" "/xcas/$h" "/ac$h" "/cas.v2/$h" \
   "/ac/$h/" "/cas/$h?x=1" "/blobs/$h"; do
   req GET "$P$path"
   if [ "$path" = "/cas/$h?x=1" ]; then
@@ -165,12 +165,12 @@ tf_track "${pids[@]}"
 wait "${pids[@]}"
 for i in $(seq 24); do cmp -s "$tf_tmp/p$i" "$tf_tmp/g$i" || fail "parallel GET $i: other bytes"; done
 
-# SIGTERM: a clean stop, exit 0 (nothing was wanted, nothing failed), one summary line.
+# SIGTERM: a clean stop, exit 0 (nothing was wanted, nothing failed), one summary.
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 0 ] || fail "exit $proxy_rc after SIGTERM"
-summary=$(grep '^topfetch: .* files in place' "$PROXY_LOG")
-[ "$(echo "$summary" | wc -l)" -eq 1 ] || fail "want one summary line"
+summary=$(grep -A4 '^topfetch: .* files in place' "$PROXY_LOG")
+[ "$(grep -c '^topfetch: .* files in place' "$PROXY_LOG")" -eq 1 ] || fail "want one summary"
 assert_contains "$summary" "2 actions recorded"  # the AC upload and the AC hit
 assert_contains "$summary" "1 AC hits"
 echo "proxy_http: ok"

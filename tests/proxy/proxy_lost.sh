@@ -52,7 +52,7 @@ wait_line "$tf_tmp/gated.json" lastMessage 60
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 1 ] || fail "exit $proxy_rc with a lost output, want 1"
-assert_contains "$(grep '^topfetch: .* files in place' "$PROXY_LOG")" "1 lost" "summary"
+assert_contains "$(grep -A3 '^topfetch: .* files in place' "$PROXY_LOG")" "topfetch: 1 lost" "summary"
 # (The summary is the build's, printed when it ended: the two lookups above
 # came later; their 404s are checked above.)
 python3 - "$tf_tmp/gated.json" "$three" "$multi" <<'PY' || fail "gated BEP check failed"
@@ -123,6 +123,6 @@ req GET "$PROXY_URL/ac/$empty"
 [ "$code" = 200 ] || fail "validation: an empty output: HTTP $code"
 [ "$(nginx_count e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855)" -eq 0 ] || fail "the empty blob was checked"
 proxy_stop
-assert_contains "$(grep '^topfetch: .* files in place' "$PROXY_LOG")" "3 failed validation" "summary"
+assert_contains "$(grep -A4 '^topfetch: .* files in place' "$PROXY_LOG")" "3 failed validation" "summary"
 [ "$(nginx_count "HEAD ")" -gt "$heads" ] || fail "no HEAD requests seen"
 echo "proxy_lost: ok"

@@ -47,9 +47,10 @@ cat "$PROXY_LOG"
 # //pkg:tool's only file is a symlink a local action makes; Bazel never
 # caches it, so no digest is known: that target fails, naming the file.
 [ "$proxy_rc" -eq 1 ] || fail "exit $proxy_rc, want 1"
-summary=$(grep '^topfetch: .* files in place' "$PROXY_LOG")
-assert_contains "$summary" "11 of 11 files in place (11 fetched, 0 already present)" "summary"
-assert_contains "$summary" "0 lost, 0 failed, 1 without a digest; 8 actions recorded, 6 of 7 targets complete" "summary"
+summary=$(grep -A6 '^topfetch: .* files in place' "$PROXY_LOG")
+assert_contains "$summary" "11 of 12 files in place (11 fetched, 0 already present)" "summary"
+assert_contains "$summary" "topfetch: 0 lost, 0 failed, 1 without a digest" "summary"
+assert_contains "$summary" "topfetch: 6 of 7 targets complete (1 failed, 0 conflicting paths); 8 actions recorded" "summary"
 assert_contains "$summary" "8 AC hits" "summary"
 
 expected="$bin/big.dat $bin/combined.txt $bin/empty.txt $bin/hello.sh $bin/multi/one.txt $bin/multi/three.bin

@@ -50,7 +50,7 @@ proxy_wait
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 0 ] || fail "SIGTERM during a fetch: exit $proxy_rc, want 0"
 [ "$(sha256sum "$tf_tmp/out2/$bigdat" | cut -c1-8)" = 01ab038e ] || fail "the fetch in flight did not complete"
-assert_contains "$(cat "$PROXY_LOG")" "1 of 1 files in place (1 fetched"
+assert_contains "$(cat "$PROXY_LOG")" "1 of 1 file in place (1 fetched"
 
 # 3.
 proxy_start p3.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out3" --remote_download_outputs=all \

@@ -83,9 +83,11 @@ dups=$(grep 'GET /cas/' "$NGINX_LOG" | awk '{print $2}' | sort | uniq -d)
 [ -z "$dups" ] || fail "blobs fetched twice: $dups"
 gets1=$(grep -c 'GET /cas/' "$NGINX_LOG")
 
-summary=$(grep "build 1 " "$tf_tmp/serve.log")
-assert_contains "$summary" "topfetch serve: build 1 finished (exit code 0): 3 of 3 targets complete, 8 files in place (8 fetched, 0 already present)" "summary"
-assert_contains "$summary" "0 lost, 0 failed" "summary"
+summary=$(grep -A3 "build 1 " "$tf_tmp/serve.log")
+assert_contains "$summary" "topfetch serve: build 1 finished (exit code 0)" "summary"
+assert_contains "$summary" "topfetch: 8 of 8 files in place (8 fetched, 0 already present)" "summary"
+assert_contains "$summary" "topfetch: 0 lost, 0 failed" "summary"
+assert_contains "$summary" "topfetch: 3 of 3 targets complete" "summary"
 
 # The BEP file: every event announced before it, named sets (with digest and
 # length) before their target, BuildFinished after every TargetComplete,
@@ -157,7 +159,7 @@ assert_contains "$client" "target //pkg:big: wanted, 1 files: 1 already present,
 nginx_sync
 new=$(grep 'GET /cas/' "$NGINX_LOG" | tail -n +$((gets1 + 1)) | grep -v -e 29f5b5b3 -e bb2e91f9 || true)
 [ -z "$new" ] || fail "files already in place were fetched again: $new"
-assert_contains "$(grep "build 2 " "$tf_tmp/serve.log")" "9 files in place (1 fetched, 8 already present)" "summary"
+assert_contains "$(grep -A1 "build 2 " "$tf_tmp/serve.log")" "9 of 9 files in place (1 fetched, 8 already present)" "summary"
 
 # ---- SIGTERM with no build open: exit 0 -------------------------------------------
 serve_stop TERM 0

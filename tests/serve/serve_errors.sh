@@ -128,6 +128,7 @@ expect "build_finished: the build ended with an error: /dev/full: write failed" 
 probe "$listen" status
 assert_contains "$probe" "ok build=0" "Status after the failed build"
 serve_stop TERM 0
-assert_contains "$(cat "$tf_tmp/serve2.log")" "build 1 finished (exit code 0): 1 of 1 targets complete"
+assert_contains "$(cat "$tf_tmp/serve2.log")" "build 1 finished (exit code 0)"
+assert_contains "$(grep -A3 "build 1 finished" "$tf_tmp/serve2.log")" "topfetch: 1 of 1 target complete"
 assert_contains "$(cat "$tf_tmp/serve2.log")" "error: /dev/full: write failed"
 echo "serve_errors: ok"

@@ -49,8 +49,9 @@ assert fin["exitCode"] == {"name": "BUILD_FAILURE", "code": 1}, fin
 assert events[-1].get("lastMessage") is True
 print("BEP ok")
 PY
-assert_contains "$(grep 'build 1 ' "$tf_tmp/serve.log")" "(exit code 1): 1 of 2 targets complete" "summary"
-assert_contains "$(grep 'build 1 ' "$tf_tmp/serve.log")" "1 lost, 0 failed" "summary"
+assert_contains "$(grep -A3 'build 1 ' "$tf_tmp/serve.log")" "(exit code 1)" "summary"
+assert_contains "$(grep -A3 'build 1 ' "$tf_tmp/serve.log")" "topfetch: 1 of 2 targets complete" "summary"
+assert_contains "$(grep -A3 'build 1 ' "$tf_tmp/serve.log")" "topfetch: 1 lost, 0 failed" "summary"
 
 # ---- request by request: the loss comes with the next reply ------------------------
 run_probe() { probe "$listen" "$@"; }
