@@ -33,6 +33,18 @@ typedef struct run {
 
 static int report(run *r, bool forced, int fr, const tf_session_stats *st, const tf_error *err);
 
+static void say_listening(const char *scheme, const struct sockaddr_storage *ss, unsigned port, const char *up)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	bool v6 = ss->ss_family == AF_INET6;
+
+	inet_ntop(ss->ss_family, v6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+				    : (const void *)&((const struct sockaddr_in *)ss)->sin_addr, host, sizeof(host));
+	fprintf(stderr, "topfetch proxy: listening on %s://%s%s%s:%u, forwarding to %s\n", scheme, v6 ? "[" : "", host,
+		v6 ? "]" : "", port, up);
+	fflush(stderr);
+}
+
 /* Now, as Bazel's BuildStarted.start_time_millis counts (a build that started
  * before this is not ours to collect). */
 static int64_t wall_ms(void)
@@ -186,12 +198,13 @@ int cmd_proxy(int argc, char **argv)
 {
 	tf_session_options o = { 0 };
 	px_options po = { .on_problem = on_problem };
-	const char *listen = NULL, *bep = NULL, *mode = NULL, *groups_csv = NULL;
-	cli_list headers = { 0 }, regexes = { 0 }, groups = { 0 };
+	const char *listen = NULL, *glisten = NULL, *bep = NULL, *mode = NULL, *groups_csv = NULL;
+	cli_list headers = { 0 }, regexes = { 0 }, groups = { 0 }, listens = { 0 };
 	char *groups_buf = NULL, why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss, gss;
 	px_http *http = NULL;
+	px_grpc *grpc = NULL;
 	tf_session_stats st = { 0 };
 	tf_error err = { 0 };
 	run r = { 0 };
@@ -200,9 +213,11 @@ int cmd_proxy(int argc, char **argv)
 	tf_remote_options_init(&o.remote);
 	po.validate = true;
 	const cli_flag flags[] = {
-		{ "listen", CLI_STRING, &listen, "HOST:PORT",
-		  "Where Bazel connects (bazel --remote_cache=http://HOST:PORT). Loopback only (127.0.0.1:PORT, "
-		  "[::1]:PORT, localhost:PORT) unless --listen_any; port 0 picks a free one (printed). Required." },
+		{ "listen", CLI_LIST, &listens, "[grpc://]HOST:PORT",
+		  "Where Bazel connects: HOST:PORT or http://HOST:PORT for its HTTP cache protocol (bazel "
+		  "--remote_cache=http://HOST:PORT), grpc://HOST:PORT for REAPI over gRPC (--remote_cache=grpc://"
+		  "HOST:PORT); one of each may be given. Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) "
+		  "unless --listen_any; port 0 picks a free one (printed). Required." },
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
@@ -246,10 +261,12 @@ int cmd_proxy(int argc, char **argv)
 	};
 	const cli_command cmd = {
 		.name = "proxy",
-		.usage = "topfetch proxy --listen=127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR "
+		.usage = "topfetch proxy --listen=[grpc://]127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR "
 			 "[--bep_follow=FILE] [flags]",
 		.summary =
 			"Sits between Bazel and its HTTP cache: bazel build --remote_cache=http://127.0.0.1:PORT ...\n"
+			"(--listen=grpc://127.0.0.1:PORT: its gRPC cache, --remote_cache=grpc://..., served as REAPI\n"
+			"Capabilities, ActionCache, ContentAddressableStorage and ByteStream over the same core.)\n"
 			"GET, HEAD and PUT on [/prefix]/ac/<sha256> and [/prefix]/cas/<sha256> are forwarded to\n"
 			"--remote_cache (an HTTP cache, or a directory in Bazel's --disk_cache layout; the prefix\n"
 			"is ignored, as bazel-remote does), bodies streamed both ways; a CAS upload whose bytes do\n"
@@ -275,7 +292,16 @@ int cmd_proxy(int argc, char **argv)
 	if (rc != CLI_RUN)
 		goto out;
 	rc = EXIT_USAGE;
-	if (!listen || !o.remote.remote_cache || !o.output_dir) {
+	for (size_t i = 0; i < listens.n; i++) {
+		bool g = !strncmp(listens.items[i], "grpc://", 7);
+		const char **slot = g ? &glisten : &listen;
+		if (*slot) {
+			fprintf(stderr, "topfetch proxy: --listen=%s: one HTTP and one grpc:// address at most\n", listens.items[i]);
+			goto out;
+		}
+		*slot = listens.items[i] + (g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
+	}
+	if ((!listen && !glisten) || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch proxy: --listen, --remote_cache and --output_dir are required.\n"
 				"Run 'topfetch proxy --help' for the flags.\n");
 		goto out;
@@ -290,7 +316,8 @@ int cmd_proxy(int argc, char **argv)
 	}
 	if (groups_csv && cli_split_csv(groups_csv, &groups, &groups_buf) < 0)
 		goto out;
-	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0) {
+	if ((listen && px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0) ||
+	    (glisten && px_http_parse_listen(glisten, listen_any, &gss, why, sizeof(why)) < 0)) {
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}
@@ -323,23 +350,15 @@ int cmd_proxy(int argc, char **argv)
 	px_set_session(r.px, r.s);
 	cli_install_signals();
 	cli_progress_init(&r.progress);
-	http = px_http_start(r.px, &ss);
-	if (!http) {
+	if ((listen && !(http = px_http_start(r.px, &ss))) || (glisten && !(grpc = px_grpc_start(r.px, &gss)))) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
-			listen);
+			listen && !http ? listen : glisten);
 		goto out;
 	}
-	{
-		char host[INET6_ADDRSTRLEN] = "?";
-		if (ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-		fprintf(stderr, "topfetch proxy: listening on http://%s%s%s:%u, forwarding to %s\n",
-			ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "",
-			px_http_port(http), px_upstream(r.px));
-		fflush(stderr);
-	}
+	if (http)
+		say_listening("http", &ss, px_http_port(http), px_upstream(r.px));
+	if (grpc)
+		say_listening("grpc", &gss, px_grpc_port(grpc), px_upstream(r.px));
 
 	/* Serve until a signal, or (--exit_after_build) the followed build ended. */
 	while (!cli_interrupted &&
@@ -351,15 +370,21 @@ int cmd_proxy(int argc, char **argv)
 	cli_interrupted = 0;
 
 	/* close: stop accepting, let requests in flight finish. */
-	px_http_quiesce(http);
+	if (http)
+		px_http_quiesce(http);
+	if (grpc)
+		px_grpc_quiesce(grpc);
 	for (uint64_t end = tf__now_ns() + (uint64_t)DRAIN_S * 1000000000ull;
-	     px_http_active(http) > 0 && tf__now_ns() < end && !cli_interrupted;)
+	     ((http && px_http_active(http) > 0) || (grpc && px_grpc_active(grpc) > 0)) && tf__now_ns() < end &&
+	     !cli_interrupted;)
 		main_turn(&r, 20);
 	forced = cli_interrupted != 0;
 	/* stop: requests still waiting wake with an error; connection threads end. */
 	px_close(r.px);
 	px_http_stop(http);
+	px_grpc_stop(grpc);
 	http = NULL;
+	grpc = NULL;
 
 	if (!forced) {
 		wait_fetches(&r);
@@ -386,13 +411,15 @@ int cmd_proxy(int argc, char **argv)
 	} else
 		rc = r.worst;
 out:
-	if (http) {
+	if (http || grpc) {
 		px_close(r.px);
 		px_http_stop(http);
+		px_grpc_stop(grpc);
 	}
 	px_free(r.px);
 	tf_session_free(r.s);
 	cli_list_free(&headers);
+	cli_list_free(&listens);
 	cli_list_free(&regexes);
 	cli_list_free(&groups);
 	free(groups_buf);

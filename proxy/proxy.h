@@ -5,8 +5,8 @@
  * into the tf_session (through a bridge to the one thread that owns the
  * session), answers a miss for actions whose outputs were lost, and with
  * --remote_validate_outputs checks a hit's output blobs first. Front ends
- * adapt a wire to it: http.c (libmicrohttpd, Bazel's HTTP cache protocol);
- * a gRPC front end will be a second one. */
+ * adapt a wire to it: http.c (libmicrohttpd, Bazel's HTTP cache protocol)
+ * and grpc.c (the gRPC C core: REAPI's cache services and ByteStream). */
 #ifndef TF_PROXY_H
 #define TF_PROXY_H
 
@@ -167,5 +167,34 @@ void px_http_quiesce(px_http *h);
 /* stop + free: ends every connection (px_close first, so none waits on the
  * upstream) and joins their threads. */
 void px_http_stop(px_http *h);
+
+/* ---- the gRPC front end (grpc.c): REAPI Capabilities, ActionCache,
+ * ContentAddressableStorage (FindMissingBlobs, BatchReadBlobs,
+ * BatchUpdateBlobs) and ByteStream (Read, Write, QueryWriteStatus) ---- */
+
+typedef struct px_grpc px_grpc;
+
+/* Starts serving at ss (an address px_http_parse_listen accepted): one
+ * acceptor thread, a thread per call. NULL when it cannot listen. */
+px_grpc *px_grpc_start(px_proxy *p, const struct sockaddr_storage *ss);
+
+/* The port it listens on (useful with port 0). */
+unsigned px_grpc_port(const px_grpc *g);
+
+/* Calls between their start and their end. */
+int px_grpc_active(const px_grpc *g);
+
+/* close: stops listening and taking new calls; calls in flight go on.
+ * Does not block. */
+void px_grpc_quiesce(px_grpc *g);
+
+/* stop + free: cancels the calls left (px_close first, so none waits on the
+ * upstream), waits for their threads and frees g. NULL is fine. */
+void px_grpc_stop(px_grpc *g);
+
+/* A ByteStream resource name: [INSTANCE/]blobs/HASH/SIZE (a read) or
+ * [INSTANCE/]uploads/UUID/blobs/HASH/SIZE[/...] (upload): 0 with the hash
+ * and size, -EINVAL for anything else (compressed-blobs included). */
+int px_grpc_parse_resource(const char *name, bool upload, char hash[TF_HASH_HEX_LEN + 1], int64_t *size);
 
 #endif

@@ -7,7 +7,7 @@ pkgs=(
   # build
   meson ninja-build pkg-config gcc
   libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
-  libnanomsg-dev libssl-dev libsqlite3-dev libmicrohttpd-dev
+  libnanomsg-dev libssl-dev libsqlite3-dev libmicrohttpd-dev libgrpc-dev
   # tests: real components and someone else's schema
   nginx protobuf-compiler libprotobuf-dev bazel-bootstrap bazel-bootstrap-source python3
   # the gRPC tests compile Bazel's own remote worker (sources: bazel-bootstrap-source,
