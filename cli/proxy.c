@@ -22,6 +22,7 @@
 
 typedef struct run {
 	px_proxy *px;
+	px_bes *bes; /* BES invocations (with --listen=grpc://) */
 	tf_session *s;
 	cli_progress progress;
 	bool session_failed;
@@ -118,12 +119,14 @@ static void progress_line(run *r)
  * request threads, let the session handle what finished (and read new BEP). */
 static void main_turn(run *r, int timeout_ms)
 {
-	struct pollfd pf[2] = { { .fd = tf_session_fd(r->s), .events = POLLIN },
-				{ .fd = px_fd(r->px), .events = POLLIN } };
+	struct pollfd pf[3] = { { .fd = tf_session_fd(r->s), .events = POLLIN },
+				{ .fd = px_fd(r->px), .events = POLLIN }, { .fd = r->bes ? px_bes_fd(r->bes) : -1, .events = POLLIN } };
 	tf_error err = { 0 };
 
-	poll(pf, 2, timeout_ms);
+	poll(pf, 3, timeout_ms);
 	px_run(r->px);
+	if (r->bes)
+		px_bes_run(r->bes);
 	if (tf_session_foreign_builds(r->s) && !r->foreign_said++)
 		cli_progress_error(&r->progress,
 				   "topfetch proxy: another build uses this proxy (cache requests came while no build was "
@@ -146,8 +149,10 @@ static void wait_fetches(run *r)
 {
 	tf_error err = { 0 };
 
-	while (!cli_interrupted && tf_session_outstanding(r->s) > 0) {
-		if (tf_session_dispatch(r->s, 100, &err) < 0)
+	while (!cli_interrupted && (tf_session_outstanding(r->s) > 0 || (r->bes && px_bes_outstanding(r->bes) > 0))) {
+		if (r->bes)
+			px_bes_run(r->bes);
+		if (tf_session_dispatch(r->s, r->bes ? 20 : 100, &err) < 0)
 			return;
 		progress_line(r);
 	}
@@ -239,7 +244,8 @@ int cmd_proxy(int argc, char **argv)
 		  "BEP reached last_message and every fetch ended (for CI: start the proxy in the background, run "
 		  "bazel, wait for the proxy)." },
 		{ "build_event_dir", CLI_STRING, &o.build_event_dir, "DIR",
-		  "With --bep_follow: write each build's gated BEP as DIR/<invocation id>.bin and .json." },
+		  "With --bep_follow, and for each invocation Bazel streams with --bes_backend=grpc://<--listen>: "
+		  "write each build's gated BEP as DIR/<invocation id>.bin and .json." },
 		{ "remote_download_outputs", CLI_STRING, &mode, "toplevel|all|minimal",
 		  "Which outputs to fetch: of top-level targets (default), of every action, or only what "
 		  "--remote_download_regex asks for." },
@@ -348,9 +354,18 @@ int cmd_proxy(int argc, char **argv)
 		goto out;
 	}
 	px_set_session(r.px, r.s);
+	if (glisten) { /* Bazel's --bes_backend=grpc://: a session per invocation */
+		px_bes_options bo = { .session = &o, .build_event_dir = o.build_event_dir, .on_done = on_build_done,
+				      .on_problem = on_problem, .user = &r };
+		if (!(r.bes = px_bes_new(&bo, &err))) {
+			cli_eprintf("topfetch proxy: %s\n", err.message);
+			goto out;
+		}
+		px_set_bes(r.px, r.bes);
+	}
 	cli_install_signals();
 	cli_progress_init(&r.progress);
-	if ((listen && !(http = px_http_start(r.px, &ss))) || (glisten && !(grpc = px_grpc_start(r.px, &gss)))) {
+	if ((listen && !(http = px_http_start(r.px, &ss))) || (glisten && !(grpc = px_grpc_start(r.px, r.bes, &gss)))) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
 			listen && !http ? listen : glisten);
 		goto out;
@@ -385,6 +400,8 @@ int cmd_proxy(int argc, char **argv)
 	px_grpc_stop(grpc);
 	http = NULL;
 	grpc = NULL;
+	if (r.bes)
+		px_bes_close(r.bes);
 
 	if (!forced) {
 		wait_fetches(&r);
@@ -396,6 +413,8 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: interrupted twice; fetches in flight abandoned (files already in place "
 				"stay, nothing partial is left); held build events dropped\n");
 	} else {
+		if (r.bes)
+			px_bes_finish(r.bes);
 		fr = tf_session_finish(r.s, &st, &err);
 		cli_progress_clear(&r.progress);
 	}
@@ -410,6 +429,8 @@ int cmd_proxy(int argc, char **argv)
 		rc = EXIT_BAD_INPUT;
 	} else
 		rc = r.worst;
+	if (r.bes && r.worst > rc) /* an invocation streamed over BES that failed */
+		rc = r.worst;
 out:
 	if (http || grpc) {
 		px_close(r.px);
@@ -417,6 +438,7 @@ out:
 		px_grpc_stop(grpc);
 	}
 	px_free(r.px);
+	px_bes_free(r.bes);
 	tf_session_free(r.s);
 	cli_list_free(&headers);
 	cli_list_free(&listens);

@@ -45,6 +45,7 @@
 
 struct px_grpc {
 	px_proxy *p;
+	px_bes *bes; /* NULL: no Build Event Service */
 	grpc_server *srv;
 	grpc_completion_queue *cq; /* the server's: new calls and the shutdown notice */
 	pthread_t acceptor;
@@ -850,6 +851,141 @@ out:
 	grpc_slice_unref(raw);
 }
 
+/* ---- the Build Event Service (google.devtools.build.v1.PublishBuildEvent) -----------------
+ * Read with the wire walker: only a few fields of each message are used, and
+ * the StreamId goes back in the acknowledgement as the client sent it. */
+
+#define BES_PKG "/google.devtools.build.v1.PublishBuildEvent/"
+
+/* The last length-delimited field number num of a message: 1 found, 0 none,
+ * -1 the message does not decode. */
+static int len_field(const uint8_t *buf, size_t len, uint32_t num, const uint8_t **out, size_t *out_len)
+{
+	size_t pos = 0;
+	pw_field f;
+	int r, found = 0;
+
+	while ((r = pw_next(buf, len, &pos, &f, NULL)) == 1)
+		if (f.number == num && f.wire_type == PW_LEN) {
+			*out = f.data;
+			*out_len = (size_t)f.value;
+			found = 1;
+		}
+	return r < 0 ? -1 : found;
+}
+
+static int64_t varint_field(const uint8_t *buf, size_t len, uint32_t num)
+{
+	size_t pos = 0;
+	int64_t v = 0;
+	pw_field f;
+
+	while (pw_next(buf, len, &pos, &f, NULL) == 1)
+		if (f.number == num && f.wire_type == PW_VARINT)
+			v = (int64_t)f.value;
+	return v;
+}
+
+static void bes_lifecycle(gcall *c, gstatus *s)
+{
+	grpc_slice raw;
+	const uint8_t *x;
+	size_t xl;
+	int r = recv_msg(c, &raw);
+
+	if (r <= 0) {
+		st_set(s, r == 0 ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_CANCELLED, "no PublishLifecycleEventRequest");
+		return;
+	}
+	/* Lifecycle events (enqueued, attempt started/finished, finished) carry
+	 * nothing the session needs: acknowledged with an Empty. */
+	if (len_field(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), 2, &x, &xl) < 0)
+		st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a valid PublishLifecycleEventRequest");
+	else if (send_msg(c, "", 0))
+		st_set(s, GRPC_STATUS_OK, "%s", "");
+	grpc_slice_unref(raw);
+}
+
+static void bes_stream(gcall *c, gstatus *s)
+{
+	char id[PX_BES_ID_MAX + 1], why[PX_MESSAGE_MAX];
+	grpc_slice raw;
+	int k;
+
+	st_set(s, GRPC_STATUS_OK, "%s", "");
+	while ((k = recv_msg(c, &raw)) == 1) {
+		const uint8_t *m = GRPC_SLICE_START_PTR(raw), *obe = NULL, *sid = NULL, *ev = NULL, *inv = NULL,
+			      *any = NULL, *val = (const uint8_t *)"", *fin = NULL, *type = NULL;
+		size_t ml = GRPC_SLICE_LENGTH(raw), obel = 0, sidl = 0, evl = 0, invl = 0, anyl = 0, vall = 0, finl = 0,
+		       typel = 0;
+		uint8_t ack[16 + 2 * PX_BES_ID_MAX + 1024];
+		size_t n = 0;
+		int64_t seq;
+		int r;
+
+		if (len_field(m, ml, 4, &obe, &obel) != 1 || len_field(obe, obel, 1, &sid, &sidl) != 1 ||
+		    len_field(sid, sidl, 6, &inv, &invl) != 1 || len_field(obe, obel, 3, &ev, &evl) < 0 ||
+		    (ev && (len_field(ev, evl, 60, &any, &anyl) < 0 || len_field(ev, evl, 59, &fin, &finl) < 0)) ||
+		    (any && (len_field(any, anyl, 2, &val, &vall) < 0 || len_field(any, anyl, 1, &type, &typel) < 0))) {
+			st_set(s, GRPC_STATUS_INVALID_ARGUMENT,
+			       "a PublishBuildToolEventStreamRequest without ordered_build_event.stream_id.invocation_id, "
+			       "or one that does not decode");
+			grpc_slice_unref(raw);
+			break;
+		}
+		if (any && (typel < 30 || memcmp(type + typel - 30, "/build_event_stream.BuildEvent", 30) != 0)) {
+			st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "bazel_event of type '%.*s': want build_event_stream.BuildEvent",
+			       (int)(typel > 200 ? 200 : typel), (const char *)type);
+			grpc_slice_unref(raw);
+			break;
+		}
+		seq = varint_field(obe, obel, 2);
+		if (invl > PX_BES_ID_MAX || !px_bes_id_ok((const char *)inv, invl)) {
+			st_set(s, GRPC_STATUS_INVALID_ARGUMENT,
+			       "invocation id '%.*s': want 1 to %d letters, digits, '-', '_' or '.'",
+			       (int)(invl > 80 ? 80 : invl), (const char *)inv, PX_BES_ID_MAX);
+			grpc_slice_unref(raw);
+			break;
+		}
+		memcpy(id, inv, invl);
+		id[invl] = '\0';
+		r = px_bes_post(c->g->bes, id, seq, val, any ? vall : 0, fin != NULL, why, sizeof(why));
+		if (r < 0) {
+			st_set(s, r == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT
+				  : r == -ESHUTDOWN ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
+			grpc_slice_unref(raw);
+			break;
+		}
+		/* PublishBuildToolEventStreamResponse { stream_id = 1; sequence_number = 2; } */
+		if (sidl > sizeof(ack) - 32) {
+			st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "a stream_id of %zu bytes", sidl);
+			grpc_slice_unref(raw);
+			break;
+		}
+		ack[n++] = 0x0a;
+		for (uint64_t v = sidl;; v >>= 7) {
+			ack[n++] = (uint8_t)(v & 0x7f) | (v >= 0x80 ? 0x80 : 0);
+			if (v < 0x80)
+				break;
+		}
+		memcpy(ack + n, sid, sidl);
+		n += sidl;
+		ack[n++] = 0x10;
+		for (uint64_t v = (uint64_t)seq;; v >>= 7) {
+			ack[n++] = (uint8_t)(v & 0x7f) | (v >= 0x80 ? 0x80 : 0);
+			if (v < 0x80)
+				break;
+		}
+		grpc_slice_unref(raw);
+		if (!send_msg(c, ack, n)) {
+			st_set(s, GRPC_STATUS_CANCELLED, "the client went away");
+			return;
+		}
+	}
+	if (k < 0)
+		st_set(s, GRPC_STATUS_CANCELLED, "the stream broke; the events acknowledged so far are kept");
+}
+
 /* ---- dispatch by method name -------------------------------------------------------------- */
 
 static const struct {
@@ -865,6 +1001,8 @@ static const struct {
 	{ "/google.bytestream.ByteStream/Read", bs_read },
 	{ "/google.bytestream.ByteStream/Write", bs_write },
 	{ "/google.bytestream.ByteStream/QueryWriteStatus", bs_query_write_status },
+	{ BES_PKG "PublishLifecycleEvent", bes_lifecycle },
+	{ BES_PKG "PublishBuildToolEventStream", bes_stream },
 };
 
 static void call_free(gcall *c)
@@ -900,7 +1038,7 @@ static void *call_main(void *arg)
 		if (GRPC_SLICE_LENGTH(m) == strlen(methods[i].method) &&
 		    !memcmp(GRPC_SLICE_START_PTR(m), methods[i].method, GRPC_SLICE_LENGTH(m)))
 			break;
-	if (i < sizeof(methods) / sizeof(methods[0])) {
+	if (i < sizeof(methods) / sizeof(methods[0]) && ((methods[i].serve != bes_lifecycle && methods[i].serve != bes_stream) || g->bes)) {
 		methods[i].serve(c, &s);
 	} else {
 		px_count_request(g->p);
@@ -989,7 +1127,7 @@ static void *acceptor_main(void *arg)
 
 /* ---- the server -------------------------------------------------------------------------- */
 
-px_grpc *px_grpc_start(px_proxy *p, const struct sockaddr_storage *ss)
+px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss)
 {
 	px_grpc *g = calloc(1, sizeof(*g));
 	grpc_arg arg = { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH };
@@ -1001,6 +1139,7 @@ px_grpc *px_grpc_start(px_proxy *p, const struct sockaddr_storage *ss)
 	if (!g)
 		return NULL;
 	g->p = p;
+	g->bes = bes;
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
 	if (ss->ss_family == AF_INET6) {
