@@ -37,6 +37,7 @@
  * says); a BatchReadBlobs asking for more is refused. */
 #define BATCH_MAX ((int64_t)4 << 20)
 #define READ_CHUNK ((size_t)256 << 10) /* bytes per ByteStream ReadResponse */
+#define WINDOW (4 << 20)               /* HTTP/2 flow-control window per stream */
 #define MAX_CALLS 4096                 /* calls served at once (one thread each); more wait in the core */
 #define CALL_STACK_BYTES ((size_t)1 << 20)
 #define BLOB_PREFIX_MAX 512            /* an instance name in a resource name */
@@ -1130,8 +1131,15 @@ static void *acceptor_main(void *arg)
 px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss)
 {
 	px_grpc *g = calloc(1, sizeof(*g));
-	grpc_arg arg = { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH };
-	grpc_channel_args args = { .num_args = 1, .args = &arg };
+	/* The receive limit; and a fixed window per stream rather than one that
+	 * grows with the bandwidth-delay product (unbounded: what a fast client
+	 * may send ahead is what the core holds for it). */
+	grpc_arg arg[] = {
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = RECV_MAX },
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_HTTP2_BDP_PROBE, .value.integer = 0 },
+		{ .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, .value.integer = WINDOW },
+	};
+	grpc_channel_args args = { .num_args = sizeof(arg) / sizeof(arg[0]), .args = arg };
 	grpc_server_credentials *creds;
 	char host[INET6_ADDRSTRLEN], addr[INET6_ADDRSTRLEN + 16];
 	int port;
@@ -1152,7 +1160,6 @@ px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *
 		snprintf(addr, sizeof(addr), "%s:%u", host, (unsigned)ntohs(a->sin_port));
 	}
 	grpc_init();
-	arg.value.integer = RECV_MAX;
 	g->srv = grpc_server_create(&args, NULL);
 	g->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(g->srv, g->cq, NULL);
