@@ -238,11 +238,19 @@ static bool digest_ok(const Build__Bazel__Remote__Execution__V2__Digest *d, cons
 	return false;
 }
 
-static void get_capabilities(gcall *c, gstatus *s)
+/* An action cache request: counted, and its digest function and action
+ * digest checked (refused with s set). */
+static bool ac_request_ok(gcall *c, int fn, const Build__Bazel__Remote__Execution__V2__Digest *d, gstatus *s)
 {
-	grpc_slice raw;
-	ProtobufCMessage *req = unary_request(c, &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
-					      &raw, s);
+	px_count_request(c->g->p);
+	if (digest_function_ok(fn, s) && digest_ok(d, "action_digest", s))
+		return true;
+	px_count_refused(c->g->p);
+	return false;
+}
+
+static void get_capabilities(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
+{
 	Build__Bazel__Remote__Execution__V2__ServerCapabilities caps =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__SERVER_CAPABILITIES__INIT;
 	Build__Bazel__Remote__Execution__V2__CacheCapabilities cache =
@@ -254,10 +262,8 @@ static void get_capabilities(gcall *c, gstatus *s)
 	Build__Bazel__Remote__Execution__V2__DigestFunction__Value fn =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
 
-	if (!req)
-		return;
-	protobuf_c_message_free_unpacked(req, NULL);
-	grpc_slice_unref(raw);
+	(void)request;
+	(void)raw;
 	upd.update_enabled = true;
 	cache.n_digest_functions = 1;
 	cache.digest_functions = &fn;
@@ -274,33 +280,23 @@ static void get_capabilities(gcall *c, gstatus *s)
 		st_set(s, GRPC_STATUS_OK, "%s", "");
 }
 
-static void get_action_result(gcall *c, gstatus *s)
+static void get_action_result(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
-	grpc_slice raw;
-	Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req = (void *)unary_request(
-		c, &build__bazel__remote__execution__v2__get_action_result_request__descriptor, &raw, s);
+	const Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req = request;
 	px_result r;
 	tf__buf body;
 
-	if (!req)
+	if (!ac_request_ok(c, req->digest_function, req->action_digest, s))
 		return;
-	px_count_request(c->g->p);
-	if (!digest_function_ok(req->digest_function, s) || !digest_ok(req->action_digest, "action_digest", s)) {
-		px_count_refused(c->g->p);
-		goto out;
-	}
 	px_ac_get(c->g->p, req->action_digest->hash, &body, &r);
 	if (r.status != PX_OK) {
 		st_from(s, &r);
-		goto out;
+		return;
 	}
 	/* The entry is a serialized ActionResult, the response itself. */
 	if (send_msg(c, body.data ? (const void *)body.data : "", body.len))
 		st_set(s, GRPC_STATUS_OK, "%s", "");
 	tf__buf_fini(&body);
-out:
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
 /* One whole upload through the core: PX_OK or why not. */
@@ -316,26 +312,19 @@ static void put_whole(px_proxy *p, tf_area area, const char *key, const void *da
 	px_put_free(u);
 }
 
-static void update_action_result(gcall *c, gstatus *s)
+static void update_action_result(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
-	grpc_slice raw;
-	Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req = (void *)unary_request(
-		c, &build__bazel__remote__execution__v2__update_action_result_request__descriptor, &raw, s);
+	const Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req = request;
 	const uint8_t *ar = (const uint8_t *)"";
 	size_t ar_len = 0, pos = 0;
 	pw_field f;
 	px_result r;
 
-	if (!req)
+	if (!ac_request_ok(c, req->digest_function, req->action_digest, s))
 		return;
-	px_count_request(c->g->p);
-	if (!digest_function_ok(req->digest_function, s) || !digest_ok(req->action_digest, "action_digest", s)) {
-		px_count_refused(c->g->p);
-		goto out;
-	}
 	/* The ActionResult's own bytes (field 3), stored as the client made them:
 	 * unpacked and packed again, unknown fields would move. */
-	while (pw_next(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), &pos, &f, NULL) == 1)
+	while (pw_next(GRPC_SLICE_START_PTR(*raw), GRPC_SLICE_LENGTH(*raw), &pos, &f, NULL) == 1)
 		if (f.number == 3 && f.wire_type == PW_LEN) {
 			ar = f.data;
 			ar_len = (size_t)f.value;
@@ -343,27 +332,20 @@ static void update_action_result(gcall *c, gstatus *s)
 	put_whole(c->g->p, TF_AREA_AC, req->action_digest->hash, ar, ar_len, &r);
 	if (r.status != PX_OK) {
 		st_from(s, &r);
-		goto out;
+		return;
 	}
 	if (send_msg(c, ar, ar_len))
 		st_set(s, GRPC_STATUS_OK, "%s", "");
-out:
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
-static void find_missing_blobs(gcall *c, gstatus *s)
+static void find_missing_blobs(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
-	grpc_slice raw;
-	Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest *req = (void *)unary_request(
-		c, &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor, &raw, s);
+	const Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest *req = request;
 	Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse resp =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_RESPONSE__INIT;
 	px_result r;
 	int64_t length;
 
-	if (!req)
-		return;
 	px_count_request(c->g->p);
 	if (!digest_function_ok(req->digest_function, s))
 		goto out;
@@ -390,8 +372,6 @@ static void find_missing_blobs(gcall *c, gstatus *s)
 		st_set(s, GRPC_STATUS_OK, "%s", "");
 out:
 	free(resp.missing_blob_digests);
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
 /* A CAS blob whole into buf (its expected size): PX_OK or why not. */
@@ -421,11 +401,22 @@ static void read_whole(px_proxy *p, const char *key, int64_t size, uint8_t *buf,
 	}
 }
 
-static void batch_read_blobs(gcall *c, gstatus *s)
+/* A batch response's n per-blob responses (each size bytes), their
+ * statuses and the pointer array; false (s set) out of memory. */
+static bool batch_alloc(size_t n, size_t size, void **rs, Google__Rpc__Status **sts, void ***ptrs, gstatus *s)
 {
-	grpc_slice raw;
-	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest *req = (void *)unary_request(
-		c, &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor, &raw, s);
+	*rs = calloc(n + 1, size);
+	*sts = calloc(n + 1, sizeof(**sts));
+	*ptrs = calloc(n + 1, sizeof(void *));
+	if (*rs && *sts && *ptrs)
+		return true;
+	st_set(s, GRPC_STATUS_INTERNAL, "topfetch proxy: out of memory");
+	return false;
+}
+
+static void batch_read_blobs(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
+{
+	const Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest *req = request;
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse resp =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_RESPONSE__INIT;
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *rs = NULL;
@@ -433,8 +424,6 @@ static void batch_read_blobs(gcall *c, gstatus *s)
 	int64_t total = 0;
 	px_result r;
 
-	if (!req)
-		return;
 	px_count_request(c->g->p);
 	if (!digest_function_ok(req->digest_function, s))
 		goto out;
@@ -449,13 +438,8 @@ static void batch_read_blobs(gcall *c, gstatus *s)
 			goto out;
 		}
 	}
-	rs = calloc(req->n_digests + 1, sizeof(*rs));
-	sts = calloc(req->n_digests + 1, sizeof(*sts));
-	resp.responses = calloc(req->n_digests + 1, sizeof(void *));
-	if (!rs || !sts || !resp.responses) {
-		st_set(s, GRPC_STATUS_INTERNAL, "topfetch proxy: out of memory");
+	if (!batch_alloc(req->n_digests, sizeof(*rs), (void **)&rs, &sts, (void ***)&resp.responses, s))
 		goto out;
-	}
 	for (size_t i = 0; i < req->n_digests; i++) {
 		Build__Bazel__Remote__Execution__V2__Digest *d = req->digests[i];
 		build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&rs[i]);
@@ -489,33 +473,22 @@ out:
 	free(rs);
 	free(sts);
 	free(resp.responses);
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
-static void batch_update_blobs(gcall *c, gstatus *s)
+static void batch_update_blobs(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
-	grpc_slice raw;
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req = (void *)unary_request(
-		c, &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor, &raw, s);
+	const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req = request;
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse resp =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_UPDATE_BLOBS_RESPONSE__INIT;
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response *rs = NULL;
 	Google__Rpc__Status *sts = NULL;
 	px_result r;
 
-	if (!req)
-		return;
 	px_count_request(c->g->p);
 	if (!digest_function_ok(req->digest_function, s))
 		goto out;
-	rs = calloc(req->n_requests + 1, sizeof(*rs));
-	sts = calloc(req->n_requests + 1, sizeof(*sts));
-	resp.responses = calloc(req->n_requests + 1, sizeof(void *));
-	if (!rs || !sts || !resp.responses) {
-		st_set(s, GRPC_STATUS_INTERNAL, "topfetch proxy: out of memory");
+	if (!batch_alloc(req->n_requests, sizeof(*rs), (void **)&rs, &sts, (void ***)&resp.responses, s))
 		goto out;
-	}
 	for (size_t i = 0; i < req->n_requests; i++) {
 		Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *q = req->requests[i];
 		gstatus bs = { .code = GRPC_STATUS_OK };
@@ -549,8 +522,6 @@ out:
 	free(rs);
 	free(sts);
 	free(resp.responses);
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
 /* ---- ByteStream ------------------------------------------------------------------------- */
@@ -597,11 +568,9 @@ int px_grpc_parse_resource(const char *name, bool upload, char hash[TF_HASH_HEX_
 	return 0;
 }
 
-static void bs_read(gcall *c, gstatus *s)
+static void bs_read(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
-	grpc_slice raw;
-	Google__Bytestream__ReadRequest *req =
-		(void *)unary_request(c, &google__bytestream__read_request__descriptor, &raw, s);
+	const Google__Bytestream__ReadRequest *req = request;
 	char hash[TF_HASH_HEX_LEN + 1];
 	int64_t size, length, pos = 0, end;
 	uint8_t *buf = NULL;
@@ -609,8 +578,6 @@ static void bs_read(gcall *c, gstatus *s)
 	px_get *g = NULL;
 	ssize_t n;
 
-	if (!req)
-		return;
 	px_count_request(c->g->p);
 	if (px_grpc_parse_resource(req->resource_name, false, hash, &size) < 0) {
 		px_count_refused(c->g->p);
@@ -683,8 +650,6 @@ static void bs_read(gcall *c, gstatus *s)
 out:
 	free(buf);
 	px_get_free(g);
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
 /* One WriteRequest, read in place (its data is not copied). */
@@ -815,25 +780,21 @@ out:
 	px_put_free(u);
 }
 
-static void bs_query_write_status(gcall *c, gstatus *s)
+static void bs_query_write_status(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
-	grpc_slice raw;
-	Google__Bytestream__QueryWriteStatusRequest *req =
-		(void *)unary_request(c, &google__bytestream__query_write_status_request__descriptor, &raw, s);
+	const Google__Bytestream__QueryWriteStatusRequest *req = request;
 	Google__Bytestream__QueryWriteStatusResponse resp = GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;
 	char hash[TF_HASH_HEX_LEN + 1];
 	int64_t size, length;
 	px_result r;
 
-	if (!req)
-		return;
 	px_count_request(c->g->p);
 	if (px_grpc_parse_resource(req->resource_name, true, hash, &size) < 0) {
 		px_count_refused(c->g->p);
 		st_set(s, GRPC_STATUS_INVALID_ARGUMENT,
 		       "resource_name '%.200s': want [INSTANCE/]uploads/<uuid>/blobs/<64 lowercase hex>/<size>",
 		       req->resource_name);
-		goto out;
+		return;
 	}
 	/* Uploads are not kept half-way: a blob is either stored upstream
 	 * (complete) or not at all (start again at 0). */
@@ -843,13 +804,10 @@ static void bs_query_write_status(gcall *c, gstatus *s)
 		resp.complete = true;
 	} else if (r.status != PX_NOT_FOUND) {
 		st_from(s, &r);
-		goto out;
+		return;
 	}
 	if (send_packed(c, &resp.base, s))
 		st_set(s, GRPC_STATUS_OK, "%s", "");
-out:
-	protobuf_c_message_free_unpacked(&req->base, NULL);
-	grpc_slice_unref(raw);
 }
 
 /* ---- the Build Event Service (google.devtools.build.v1.PublishBuildEvent) -----------------
@@ -989,21 +947,36 @@ static void bes_stream(gcall *c, gstatus *s)
 
 /* ---- dispatch by method name -------------------------------------------------------------- */
 
+/* Unary methods get their request checked and unpacked here (desc); the
+ * others read their stream themselves. */
+typedef void serve_unary(gcall *c, const void *request, const grpc_slice *raw, gstatus *s);
+typedef void serve_stream(gcall *c, gstatus *s);
+
 static const struct {
 	const char *method;
-	void (*serve)(gcall *c, gstatus *s);
+	const ProtobufCMessageDescriptor *desc;
+	serve_unary *unary;
+	serve_stream *stream;
+	bool bes;
 } methods[] = {
-	{ RE_PKG "Capabilities/GetCapabilities", get_capabilities },
-	{ RE_PKG "ActionCache/GetActionResult", get_action_result },
-	{ RE_PKG "ActionCache/UpdateActionResult", update_action_result },
-	{ RE_PKG "ContentAddressableStorage/FindMissingBlobs", find_missing_blobs },
-	{ RE_PKG "ContentAddressableStorage/BatchReadBlobs", batch_read_blobs },
-	{ RE_PKG "ContentAddressableStorage/BatchUpdateBlobs", batch_update_blobs },
-	{ "/google.bytestream.ByteStream/Read", bs_read },
-	{ "/google.bytestream.ByteStream/Write", bs_write },
-	{ "/google.bytestream.ByteStream/QueryWriteStatus", bs_query_write_status },
-	{ BES_PKG "PublishLifecycleEvent", bes_lifecycle },
-	{ BES_PKG "PublishBuildToolEventStream", bes_stream },
+	{ RE_PKG "Capabilities/GetCapabilities", &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
+	  get_capabilities, NULL, false },
+	{ RE_PKG "ActionCache/GetActionResult", &build__bazel__remote__execution__v2__get_action_result_request__descriptor,
+	  get_action_result, NULL, false },
+	{ RE_PKG "ActionCache/UpdateActionResult",
+	  &build__bazel__remote__execution__v2__update_action_result_request__descriptor, update_action_result, NULL, false },
+	{ RE_PKG "ContentAddressableStorage/FindMissingBlobs",
+	  &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor, find_missing_blobs, NULL, false },
+	{ RE_PKG "ContentAddressableStorage/BatchReadBlobs",
+	  &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor, batch_read_blobs, NULL, false },
+	{ RE_PKG "ContentAddressableStorage/BatchUpdateBlobs",
+	  &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor, batch_update_blobs, NULL, false },
+	{ "/google.bytestream.ByteStream/Read", &google__bytestream__read_request__descriptor, bs_read, NULL, false },
+	{ "/google.bytestream.ByteStream/Write", NULL, NULL, bs_write, false },
+	{ "/google.bytestream.ByteStream/QueryWriteStatus", &google__bytestream__query_write_status_request__descriptor,
+	  bs_query_write_status, NULL, false },
+	{ BES_PKG "PublishLifecycleEvent", NULL, NULL, bes_lifecycle, true },
+	{ BES_PKG "PublishBuildToolEventStream", NULL, NULL, bes_stream, true },
 };
 
 static void call_free(gcall *c)
@@ -1039,8 +1012,18 @@ static void *call_main(void *arg)
 		if (GRPC_SLICE_LENGTH(m) == strlen(methods[i].method) &&
 		    !memcmp(GRPC_SLICE_START_PTR(m), methods[i].method, GRPC_SLICE_LENGTH(m)))
 			break;
-	if (i < sizeof(methods) / sizeof(methods[0]) && ((methods[i].serve != bes_lifecycle && methods[i].serve != bes_stream) || g->bes)) {
-		methods[i].serve(c, &s);
+	if (i < sizeof(methods) / sizeof(methods[0]) && (!methods[i].bes || g->bes)) {
+		if (methods[i].stream) {
+			methods[i].stream(c, &s);
+		} else {
+			grpc_slice raw;
+			ProtobufCMessage *req = unary_request(c, methods[i].desc, &raw, &s);
+			if (req) {
+				methods[i].unary(c, req, &raw, &s);
+				protobuf_c_message_free_unpacked(req, NULL);
+				grpc_slice_unref(raw);
+			}
+		}
 	} else {
 		px_count_request(g->p);
 		px_count_refused(g->p);

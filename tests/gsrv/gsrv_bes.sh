@@ -65,16 +65,7 @@ assert len(done) == 3 and all(e["completed"].get("success") for e in done), done
 print(" ".join(sorted(e["id"]["targetCompleted"]["label"] for e in done)), end=";")
 PY
   ) || fail "the gated BEP of $id"
-  python3 - "$ev/$id.bin" "$tf_tmp/rec_$id" <<'PY'
-import sys
-data = open(sys.argv[1], "rb").read(); i = k = 0
-while i < len(data):
-    n = shift = 0
-    while True:
-        b = data[i]; i += 1; n |= (b & 0x7f) << shift; shift += 7
-        if not b & 0x80: break
-    open(f"{sys.argv[2]}.{k}", "wb").write(data[i:i+n]); i += n; k += 1
-PY
+  python3 "$TF_SOURCE_ROOT/tests/gsrv/msgs.py" split "$ev/$id.bin" "$tf_tmp/rec_$id"
   decoded=0
   for f in "$tf_tmp/rec_$id".*; do
     (cd "$S" && protoc -I. -I/usr/include --decode=build_event_stream.BuildEvent \

@@ -5,6 +5,9 @@
 #   gcall NAME METHOD [MSGFILE...]  one call with tests/gsrv/gsrv_call: sets
 #                            gstatus (the code), gmsg (the status message),
 #                            gmsgs (response messages: $tf_tmp/NAME.0, ...)
+#   gtext NAME METHOD REQTYPE RESPTYPE  one unary call of the request written
+#                            as protobuf text on stdin; status 0 wanted; sets resp
+#                            (the response as protobuf text)
 #   enc TYPE                 stdin (protobuf text) -> binary, with our proto/ schemas
 #   dec TYPE FILE            binary -> protobuf text
 #   REAPI, BS                the method prefixes
@@ -42,4 +45,11 @@ dec() { protoc --proto_path="$TF_SOURCE_ROOT/proto" --decode="$1" remote_executi
 # want_status NAME CODE: the last call ended with CODE.
 want_status() {
   [ "$gstatus" = "$2" ] || fail "$1: gRPC status $gstatus ($gmsg), want $2"
+}
+
+gtext() {
+  enc "$3" >"$tf_tmp/$1.req"
+  gcall "$1" "$2" "$tf_tmp/$1.req"
+  want_status "$2" 0
+  resp=$(dec "$4" "$tf_tmp/$1.0")
 }

@@ -10,27 +10,22 @@ proto/ subsets, and a 100 MB upload is not worth protoc's text format).
       PublishBuildToolEventStreamRequests for the events FIRST..LAST (1-based
       sequence numbers) of the length-delimited BEP file; sequence number
       len(events)+1 is component_stream_finished. Prints the file names.
+  msgs.py split BEP OUTPREFIX
+      each record of the length-delimited BEP file into OUTPREFIX.0, ...
 """
 import os
 import sys
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from hostile import field, vfield  # noqa: E402  (the one hand encoder of the tests)
 
 
 def ld(num, payload):
-    return varint(num << 3 | 2) + varint(len(payload)) + payload
+    return field(num, payload)
 
 
 def vi(num, value):
-    return varint(num << 3) + varint(value)
+    return vfield(num, value)
 
 
 def read_bep(path):
@@ -85,7 +80,11 @@ def main():
             open(f"{prefix}.{seq}", "wb").write(ld(4, obe) + ld(6, b"project"))
             print(f"{prefix}.{seq}")
         return
-    sys.exit("usage: msgs.py write|bes ...")
+    if sys.argv[1] == "split":
+        for k, e in enumerate(read_bep(sys.argv[2])):
+            open(f"{sys.argv[3]}.{k}", "wb").write(e)
+        return
+    sys.exit("usage: msgs.py write|bes|split ...")
 
 
 main()
