@@ -221,7 +221,8 @@ int cmd_proxy(int argc, char **argv)
 		{ "listen", CLI_LIST, &listens, "[grpc://]HOST:PORT",
 		  "Where Bazel connects: HOST:PORT or http://HOST:PORT for its HTTP cache protocol (bazel "
 		  "--remote_cache=http://HOST:PORT), grpc://HOST:PORT for REAPI over gRPC (--remote_cache=grpc://"
-		  "HOST:PORT); one of each may be given. Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) "
+		  "HOST:PORT) and the Build Event Service (--bes_backend=grpc://HOST:PORT); one of each may be given "
+		  "(the last of each kind counts). Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) "
 		  "unless --listen_any; port 0 picks a free one (printed). Required." },
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
@@ -298,14 +299,9 @@ int cmd_proxy(int argc, char **argv)
 	if (rc != CLI_RUN)
 		goto out;
 	rc = EXIT_USAGE;
-	for (size_t i = 0; i < listens.n; i++) {
+	for (size_t i = 0; i < listens.n; i++) { /* the last of each kind counts */
 		bool g = !strncmp(listens.items[i], "grpc://", 7);
-		const char **slot = g ? &glisten : &listen;
-		if (*slot) {
-			fprintf(stderr, "topfetch proxy: --listen=%s: one HTTP and one grpc:// address at most\n", listens.items[i]);
-			goto out;
-		}
-		*slot = listens.items[i] + (g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
+		*(g ? &glisten : &listen) = listens.items[i] + (g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
 	}
 	if ((!listen && !glisten) || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch proxy: --listen, --remote_cache and --output_dir are required.\n"
