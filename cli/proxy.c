@@ -390,14 +390,15 @@ int cmd_proxy(int argc, char **argv)
 	     !cli_interrupted;)
 		main_turn(&r, 20);
 	forced = cli_interrupted != 0;
-	/* stop: requests still waiting wake with an error; connection threads end. */
+	/* stop: requests still waiting wake with an error (BES streams waiting
+	 * for queue room too); connection threads end. */
 	px_close(r.px);
+	if (r.bes)
+		px_bes_close(r.bes);
 	px_http_stop(http);
 	px_grpc_stop(grpc);
 	http = NULL;
 	grpc = NULL;
-	if (r.bes)
-		px_bes_close(r.bes);
 
 	if (!forced) {
 		wait_fetches(&r);
@@ -430,6 +431,8 @@ int cmd_proxy(int argc, char **argv)
 out:
 	if (http || grpc) {
 		px_close(r.px);
+		if (r.bes)
+			px_bes_close(r.bes);
 		px_http_stop(http);
 		px_grpc_stop(grpc);
 	}

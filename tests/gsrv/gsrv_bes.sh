@@ -5,7 +5,8 @@
 # at the same time. Each invocation is a session of its own: its gated BEP in
 # --build_event_dir as <invocation id>.bin and .json, complete (last_message),
 # every TargetComplete successful, every record decodable with Bazel's own
-# schema, and both builds' top-level files in --output_dir.
+# schema, and both builds' top-level files in --output_dir. Then a build whose
+# BES connection is cut mid-stream: Bazel retries, every event is taken once.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 . "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
@@ -79,4 +80,33 @@ case "$labels" in
   "//pkg:left //pkg:multi //pkg:right;//pkg:big //pkg:exe //pkg:tree;" | "//pkg:big //pkg:exe //pkg:tree;//pkg:left //pkg:multi //pkg:right;") ;;
   *) fail "the invocations' targets: $labels" ;;
 esac
+echo "1. two builds at once, one session each: ok"
+
+# 2. The BES connection cut once mid-stream (a TCP relay between Bazel's
+# BES client and the proxy; the cache calls go straight): Bazel retries and
+# resends what was not acknowledged; the gated BEP has every event once.
+gsrv_start bes2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --build_event_dir="$tf_tmp/events2"
+python3 "$TF_SOURCE_ROOT/tests/grpc/relay.py" "$GRPC_PORT" "$tf_tmp/relay.port" "$tf_tmp/relay.stats" --cut 2500 \
+  >"$tf_tmp/relay.log" 2>&1 &
+tf_track $!
+wait_file "$tf_tmp/relay.port"
+bz "$ws1" clean >/dev/null 2>&1
+bz "$ws1" build --remote_cache="$GRPC_URL" --remote_download_minimal --bes_backend="grpc://127.0.0.1:$(cat "$tf_tmp/relay.port")" \
+  "${t1[@]}" >"$tf_tmp/b3.log" 2>&1 || { cat "$tf_tmp/b3.log" "$PROXY_LOG"; fail "bazel build 3 failed"; }
+[ "$(awk '{print $4}' "$tf_tmp/relay.stats")" = 1 ] || fail "the relay did not cut the BES connection: $(cat "$tf_tmp/relay.stats")"
+wait_line "$PROXY_LOG" "^topfetch proxy: build .* ended" 120
+proxy_stop
+[ "$proxy_rc" -eq 0 ] || { cat "$PROXY_LOG"; fail "proxy exit $proxy_rc after the cut stream"; }
+j=$(ls "$tf_tmp/events2"/*.json)
+python3 - "$j" <<'PY' || { cat "$tf_tmp/b3.log" "$PROXY_LOG"; fail "the gated BEP of the cut stream"; }
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+ids = [json.dumps(e["id"], sort_keys=True) for e in ev]
+assert len(ids) == len(set(ids)), "an event twice"
+assert ev[-1].get("lastMessage"), "no last_message"
+done = [e for e in ev if "completed" in e]
+assert len(done) == 3 and all(e["completed"].get("success") for e in done), done
+print(f"{len(ev)} events, each once")
+PY
+echo "2. a cut BES stream: ok"
 echo "gsrv_bes: ok"
