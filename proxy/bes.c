@@ -241,6 +241,12 @@ int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_
 	return 1;
 }
 
+void px_bes_broken(px_bes *b, const char *id, int64_t seq)
+{
+	problem(b, "topfetch proxy: invocation %s: its event stream broke after event %lld; the session waits for "
+		   "the client to resend what was not acknowledged", id, (long long)seq);
+}
+
 void px_bes_close(px_bes *b)
 {
 	pthread_mutex_lock(&b->mu);

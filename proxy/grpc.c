@@ -867,7 +867,8 @@ static void bes_lifecycle(gcall *c, gstatus *s)
 
 static void bes_stream(gcall *c, gstatus *s)
 {
-	char id[PX_BES_ID_MAX + 1], why[PX_MESSAGE_MAX];
+	char id[PX_BES_ID_MAX + 1] = "", why[PX_MESSAGE_MAX];
+	int64_t acked = 0;
 	grpc_slice raw;
 	int k;
 
@@ -937,12 +938,16 @@ static void bes_stream(gcall *c, gstatus *s)
 		}
 		grpc_slice_unref(raw);
 		if (!send_msg(c, ack, n)) {
-			st_set(s, GRPC_STATUS_CANCELLED, "the client went away");
-			return;
+			k = -1;
+			break;
 		}
+		acked = seq;
 	}
-	if (k < 0)
+	if (k < 0) {
 		st_set(s, GRPC_STATUS_CANCELLED, "the stream broke; the events acknowledged so far are kept");
+		if (id[0])
+			px_bes_broken(c->g->bes, id, acked);
+	}
 }
 
 /* ---- dispatch by method name -------------------------------------------------------------- */

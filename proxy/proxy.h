@@ -239,6 +239,10 @@ bool px_bes_id_ok(const char *id, size_t len);
 int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_t len, bool finished, char *why,
 		size_t n);
 
+/* Any thread: the stream of invocation id broke after event seq (said
+ * through on_problem; the session stays open for the client's retry). */
+void px_bes_broken(px_bes *b, const char *id, int64_t seq);
+
 /* Refuses further posts (-ESHUTDOWN) and wakes posters waiting for room. */
 void px_bes_close(px_bes *b);
 
