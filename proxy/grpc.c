@@ -869,6 +869,7 @@ static void bes_stream(gcall *c, gstatus *s)
 {
 	char id[PX_BES_ID_MAX + 1] = "", why[PX_MESSAGE_MAX];
 	int64_t acked = 0;
+	bool finished = false;
 	grpc_slice raw;
 	int k;
 
@@ -942,12 +943,14 @@ static void bes_stream(gcall *c, gstatus *s)
 			break;
 		}
 		acked = seq;
+		finished = finished || fin != NULL;
 	}
-	if (k < 0) {
+	if (k < 0)
 		st_set(s, GRPC_STATUS_CANCELLED, "the stream broke; the events acknowledged so far are kept");
-		if (id[0])
-			px_bes_broken(c->g->bes, id, acked);
-	}
+	/* (A connection cut may also look like the end of the client's stream:
+	 * an end before component_stream_finished is a break too.) */
+	if ((k < 0 || !finished) && id[0])
+		px_bes_broken(c->g->bes, id, acked);
 }
 
 /* ---- dispatch by method name -------------------------------------------------------------- */

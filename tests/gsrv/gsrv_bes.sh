@@ -86,7 +86,7 @@ echo "1. two builds at once, one session each: ok"
 # BES client and the proxy; the cache calls go straight): Bazel retries and
 # resends what was not acknowledged; the gated BEP has every event once.
 gsrv_start bes2.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out2" --build_event_dir="$tf_tmp/events2"
-python3 "$TF_SOURCE_ROOT/tests/grpc/relay.py" "$GRPC_PORT" "$tf_tmp/relay.port" "$tf_tmp/relay.stats" --cut 1200 \
+python3 "$TF_SOURCE_ROOT/tests/grpc/relay.py" "$GRPC_PORT" "$tf_tmp/relay.port" "$tf_tmp/relay.stats" --cut 2500 \
   >"$tf_tmp/relay.log" 2>&1 &
 tf_track $!
 wait_file "$tf_tmp/relay.port"
@@ -94,7 +94,8 @@ bz "$ws1" clean >/dev/null 2>&1
 bz "$ws1" build --remote_cache="$GRPC_URL" --remote_download_minimal --bes_backend="grpc://127.0.0.1:$(cat "$tf_tmp/relay.port")" \
   "${t1[@]}" >"$tf_tmp/b3.log" 2>&1 || { cat "$tf_tmp/b3.log" "$PROXY_LOG"; fail "bazel build 3 failed"; }
 [ "$(awk '{print $4}' "$tf_tmp/relay.stats")" = 1 ] || fail "the relay did not cut the BES connection: $(cat "$tf_tmp/relay.stats")"
-grep -q "its event stream broke after event" "$PROXY_LOG" || { cat "$PROXY_LOG"; fail "the cut did not break an event stream"; }
+grep -q "its event stream broke after event" "$PROXY_LOG" ||
+  { cat "$PROXY_LOG" "$tf_tmp/relay.stats"; grep -i 'bes\|build event\|retry' "$tf_tmp/b3.log"; fail "the cut did not break an event stream"; }
 wait_line "$PROXY_LOG" "^topfetch proxy: build .* ended" 120
 proxy_stop
 [ "$proxy_rc" -eq 0 ] || { cat "$PROXY_LOG"; fail "proxy exit $proxy_rc after the cut stream"; }

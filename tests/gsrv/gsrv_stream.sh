@@ -77,6 +77,7 @@ PY
 gcall s1 $BES/PublishBuildToolEventStream $(python3 "$msgs" bes "$fx/bep.bin" "$inv" 1 20 "$tf_tmp/b/e")
 want_status "the first stream" 0
 [ "$(acks s1)" = "$(seq -s ' ' 1 20)" ] || fail "the first stream's acknowledgements: $(acks s1)"
+wait_line "$PROXY_LOG" "invocation $inv: its event stream broke after event 20" 30
 gcall s2 $BES/PublishBuildToolEventStream $(python3 "$msgs" bes "$fx/bep.bin" "$inv" 11 46 "$tf_tmp/b/e")
 want_status "the retried stream" 0
 [ "$(acks s2)" = "$(seq -s ' ' 11 46)" ] || fail "the retried stream's acknowledgements: $(acks s2)"
