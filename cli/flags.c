@@ -407,7 +407,7 @@ int cli_remote_finish(const char *cmdname, cli_remote *r, tf_remote_options *o)
 
 bool cli_loops_back(const char *url, const char *listen, char *why, size_t n)
 {
-	const char *host = url && !strncmp(url, "http://", 7) ? url + 7 : NULL, *at;
+	const char *host = url && (!strncmp(url, "http://", 7) || !strncmp(url, "grpc://", 7)) ? url + 7 : NULL, *at;
 	size_t len = strlen(listen);
 
 	if (!host)

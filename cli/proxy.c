@@ -22,6 +22,7 @@
 
 typedef struct run {
 	px_proxy *px;
+	px_bes *bes; /* BES invocations (with --listen=grpc://) */
 	tf_session *s;
 	cli_progress progress;
 	bool session_failed;
@@ -32,6 +33,18 @@ typedef struct run {
 } run;
 
 static int report(run *r, bool forced, int fr, const tf_session_stats *st, const tf_error *err);
+
+static void say_listening(const char *scheme, const struct sockaddr_storage *ss, unsigned port, const char *up)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	bool v6 = ss->ss_family == AF_INET6;
+
+	inet_ntop(ss->ss_family, v6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+				    : (const void *)&((const struct sockaddr_in *)ss)->sin_addr, host, sizeof(host));
+	fprintf(stderr, "topfetch proxy: listening on %s://%s%s%s:%u, forwarding to %s\n", scheme, v6 ? "[" : "", host,
+		v6 ? "]" : "", port, up);
+	fflush(stderr);
+}
 
 /* Now, as Bazel's BuildStarted.start_time_millis counts (a build that started
  * before this is not ours to collect). */
@@ -109,12 +122,14 @@ static void progress_line(run *r)
  * request threads, let the session handle what finished (and read new BEP). */
 static void main_turn(run *r, int timeout_ms)
 {
-	struct pollfd pf[2] = { { .fd = tf_session_fd(r->s), .events = POLLIN },
-				{ .fd = px_fd(r->px), .events = POLLIN } };
+	struct pollfd pf[3] = { { .fd = tf_session_fd(r->s), .events = POLLIN },
+				{ .fd = px_fd(r->px), .events = POLLIN }, { .fd = r->bes ? px_bes_fd(r->bes) : -1, .events = POLLIN } };
 	tf_error err = { 0 };
 
-	poll(pf, 2, timeout_ms);
+	poll(pf, 3, timeout_ms);
 	px_run(r->px);
+	if (r->bes)
+		px_bes_run(r->bes);
 	if (tf_session_foreign_builds(r->s) && !r->foreign_said++)
 		cli_progress_error(&r->progress,
 				   "topfetch proxy: another build uses this proxy (cache requests came while no build was "
@@ -137,8 +152,10 @@ static void wait_fetches(run *r)
 {
 	tf_error err = { 0 };
 
-	while (!cli_interrupted && tf_session_outstanding(r->s) > 0) {
-		if (tf_session_dispatch(r->s, 100, &err) < 0)
+	while (!cli_interrupted && (tf_session_outstanding(r->s) > 0 || (r->bes && px_bes_outstanding(r->bes) > 0))) {
+		if (r->bes)
+			px_bes_run(r->bes);
+		if (tf_session_dispatch(r->s, r->bes ? 20 : 100, &err) < 0)
 			return;
 		progress_line(r);
 	}
@@ -181,14 +198,15 @@ int cmd_proxy(int argc, char **argv)
 {
 	tf_session_options o = { 0 };
 	px_options po = { .on_problem = on_problem };
-	const char *listen = NULL, *bep = NULL, *mode = NULL;
-	cli_list regexes = { 0 }, groups = { 0 };
+	const char *listen = NULL, *glisten = NULL, *bep = NULL, *mode = NULL;
+	cli_list regexes = { 0 }, groups = { 0 }, listens = { 0 };
 	cli_remote rem = CLI_REMOTE_INIT;
 	char why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
 	int header_timeout = (int)PX_HEADER_TIMEOUT_S;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss, gss;
 	px_http *http = NULL;
+	px_grpc *grpc = NULL;
 	tf_session_stats st = { 0 };
 	tf_error err = { 0 };
 	cli_output out = { 0 };
@@ -198,9 +216,12 @@ int cmd_proxy(int argc, char **argv)
 	tf_remote_options_init(&o.remote);
 	po.validate = true;
 	const cli_flag flags[] = {
-		{ "listen", CLI_STRING, &listen, "HOST:PORT",
-		  "Where Bazel connects (bazel --remote_cache=http://HOST:PORT). Loopback only (127.0.0.1:PORT, "
-		  "[::1]:PORT, localhost:PORT) unless --listen_any; port 0 picks a free one (printed). Required." },
+		{ "listen", CLI_LIST, &listens, "[grpc://]HOST:PORT",
+		  "Where Bazel connects: HOST:PORT or http://HOST:PORT for its HTTP cache protocol (bazel "
+		  "--remote_cache=http://HOST:PORT), grpc://HOST:PORT for REAPI over gRPC (--remote_cache=grpc://"
+		  "HOST:PORT) and the Build Event Service (--bes_backend=grpc://HOST:PORT); one of each may be given "
+		  "(the last of each kind counts). Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) "
+		  "unless --listen_any; port 0 picks a free one (printed). Required." },
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
@@ -225,7 +246,8 @@ int cmd_proxy(int argc, char **argv)
 		  "BEP reached last_message and every fetch ended (for CI: start the proxy in the background, run "
 		  "bazel, wait for the proxy)." },
 		{ "build_event_dir", CLI_STRING, &o.build_event_dir, "DIR",
-		  "With --bep_follow: write each build's gated BEP as DIR/<invocation id>.bin and .json." },
+		  "With --bep_follow, and for each invocation Bazel streams with --bes_backend=grpc://<--listen>: "
+		  "write each build's gated BEP as DIR/<invocation id>.bin and .json." },
 		CLI_DOWNLOAD_MODE_FLAGS(&mode),
 		{ "remote_download_regex", CLI_LIST, &regexes, "REGEX",
 		  "Also fetch every output whose exec-root-relative path the regex matches as a whole "
@@ -248,10 +270,12 @@ int cmd_proxy(int argc, char **argv)
 	};
 	const cli_command cmd = {
 		.name = "proxy",
-		.usage = "topfetch proxy --listen=127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
+		.usage = "topfetch proxy --listen=[grpc://]127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
 			 "       [--bep_follow=FILE] [flags]",
 		.summary =
 			"Sits between Bazel and its HTTP cache: bazel build --remote_cache=http://127.0.0.1:PORT ...\n"
+			"(--listen=grpc://127.0.0.1:PORT: its gRPC cache, --remote_cache=grpc://..., served as REAPI\n"
+			"Capabilities, ActionCache, ContentAddressableStorage and ByteStream over the same core.)\n"
 			"GET, HEAD and PUT on [/prefix]/ac/<sha256> and [/prefix]/cas/<sha256> are forwarded to\n"
 			"--remote_cache (an HTTP cache, or a directory in Bazel's --disk_cache layout; the prefix\n"
 			"is ignored, as bazel-remote does), bodies streamed both ways; a CAS upload whose bytes do\n"
@@ -278,7 +302,11 @@ int cmd_proxy(int argc, char **argv)
 	if (rc != CLI_RUN || (rc = cli_progress_init(&r.progress, "proxy", &out)) != CLI_RUN)
 		goto out;
 	rc = EXIT_USAGE;
-	if (!listen || !o.remote.remote_cache || !o.output_dir) {
+	for (size_t i = 0; i < listens.n; i++) { /* the last of each kind counts */
+		bool g = !strncmp(listens.items[i], "grpc://", 7);
+		*(g ? &glisten : &listen) = listens.items[i] + (g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
+	}
+	if ((!listen && !glisten) || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch proxy: --listen, --remote_cache and --output_dir are required.\n"
 				"Run 'topfetch proxy --help' for the flags.\n");
 		goto out;
@@ -298,8 +326,10 @@ int cmd_proxy(int argc, char **argv)
 	}
 	if (cli_remote_finish(cmd.name, &rem, &o.remote) != 0)
 		goto out;
-	if (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0 ||
-	    cli_loops_back(o.remote.remote_cache, listen, why, sizeof(why))) {
+	if ((listen && (px_http_parse_listen(listen, listen_any, &ss, why, sizeof(why)) < 0 ||
+			cli_loops_back(o.remote.remote_cache, listen, why, sizeof(why)))) ||
+	    (glisten && (px_http_parse_listen(glisten, listen_any, &gss, why, sizeof(why)) < 0 ||
+			 cli_loops_back(o.remote.remote_cache, glisten, why, sizeof(why))))) {
 		fprintf(stderr, "topfetch proxy: %s\n", why);
 		goto out;
 	}
@@ -328,25 +358,27 @@ int cmd_proxy(int argc, char **argv)
 		goto out;
 	}
 	px_set_session(r.px, r.s);
+	if (glisten) { /* Bazel's --bes_backend=grpc://: a session per invocation */
+		px_bes_options bo = { .session = &o, .build_event_dir = o.build_event_dir, .on_done = on_build_done,
+				      .on_problem = on_problem, .user = &r };
+		if (!(r.bes = px_bes_new(&bo, &err))) {
+			cli_eprintf("topfetch proxy: %s\n", err.message);
+			goto out;
+		}
+		px_set_bes(r.px, r.bes);
+	}
 	cli_install_signals();
 	r.progress.start_ns = tf__now_ns();
-	http = px_http_start(r.px, &ss, (unsigned)header_timeout);
-	if (!http) {
+	if ((listen && !(http = px_http_start(r.px, &ss, (unsigned)header_timeout))) ||
+	    (glisten && !(grpc = px_grpc_start(r.px, r.bes, &gss)))) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
-			listen);
+			listen && !http ? listen : glisten);
 		goto out;
 	}
-	{
-		char host[INET6_ADDRSTRLEN] = "?";
-		if (ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-		fprintf(stderr, "topfetch proxy: listening on http://%s%s%s:%u, forwarding to %s\n",
-			ss.ss_family == AF_INET6 ? "[" : "", host, ss.ss_family == AF_INET6 ? "]" : "",
-			px_http_port(http), px_upstream(r.px));
-		fflush(stderr);
-	}
+	if (http)
+		say_listening("http", &ss, px_http_port(http), px_upstream(r.px));
+	if (grpc)
+		say_listening("grpc", &gss, px_grpc_port(grpc), px_upstream(r.px));
 
 	/* Serve until a signal, or (--exit_after_build) the followed build ended. */
 	while (!cli_interrupted &&
@@ -358,15 +390,24 @@ int cmd_proxy(int argc, char **argv)
 	cli_interrupted = 0;
 
 	/* close: stop accepting, let requests in flight finish. */
-	px_http_quiesce(http);
+	if (http)
+		px_http_quiesce(http);
+	if (grpc)
+		px_grpc_quiesce(grpc);
 	for (uint64_t end = tf__now_ns() + (uint64_t)DRAIN_S * 1000000000ull;
-	     px_http_active(http) > 0 && tf__now_ns() < end && !cli_interrupted;)
+	     ((http && px_http_active(http) > 0) || (grpc && px_grpc_active(grpc) > 0)) && tf__now_ns() < end &&
+	     !cli_interrupted;)
 		main_turn(&r, 20);
 	forced = cli_interrupted != 0;
-	/* stop: requests still waiting wake with an error; connection threads end. */
+	/* stop: requests still waiting wake with an error (BES streams waiting
+	 * for queue room too); connection threads end. */
 	px_close(r.px);
+	if (r.bes)
+		px_bes_close(r.bes);
 	px_http_stop(http);
+	px_grpc_stop(grpc);
 	http = NULL;
+	grpc = NULL;
 
 	if (!forced) {
 		wait_fetches(&r);
@@ -378,6 +419,8 @@ int cmd_proxy(int argc, char **argv)
 		fprintf(stderr, "topfetch proxy: interrupted twice; fetches in flight abandoned (files already in place "
 				"stay, nothing partial is left); held build events dropped\n");
 	} else {
+		if (r.bes)
+			px_bes_finish(r.bes);
 		fr = tf_session_finish(r.s, &st, &err);
 		cli_progress_clear(&r.progress);
 	}
@@ -392,15 +435,22 @@ int cmd_proxy(int argc, char **argv)
 		rc = EXIT_BAD_INPUT;
 	} else
 		rc = r.worst;
+	if (r.bes && r.worst > rc) /* an invocation streamed over BES that failed */
+		rc = r.worst;
 out:
-	if (http) {
+	if (http || grpc) {
 		px_close(r.px);
+		if (r.bes)
+			px_bes_close(r.bes);
 		px_http_stop(http);
+		px_grpc_stop(grpc);
 	}
 	px_free(r.px);
+	px_bes_free(r.bes);
 	tf_session_free(r.s);
 	cli_progress_fini(&r.progress);
 	cli_remote_free(&rem);
+	cli_list_free(&listens);
 	cli_list_free(&regexes);
 	cli_list_free(&groups);
 	return rc;

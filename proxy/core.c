@@ -70,6 +70,7 @@ struct px_proxy {
 	/* blobs validation found upstream during this build ("hash/size"; values unused) */
 	tf__map present;
 	tf_session *s; /* the session's thread only */
+	px_bes *bes;   /* BES invocations' sessions (the session's thread only) */
 };
 
 enum { C_REQUESTS, C_AC_HITS, C_AC_MISSES, C_AC_LOST, C_AC_INVALID, C_AC_PUTS, C_CAS_PUTS, C_REFUSED,
@@ -296,6 +297,11 @@ void px_set_session(px_proxy *p, tf_session *s)
 	p->s = s;
 }
 
+void px_set_bes(px_proxy *p, px_bes *b)
+{
+	p->bes = b;
+}
+
 int px_fd(const px_proxy *p)
 {
 	return p->evfd;
@@ -352,6 +358,8 @@ static void record(px_proxy *p, const char *key, const void *data, size_t len)
 		if (p->on_problem)
 			p->on_problem(msg, p->user);
 	}
+	if (p->bes)
+		px_bes_record(p->bes, key, data, len);
 }
 
 int px_run(px_proxy *p)

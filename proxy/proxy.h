@@ -5,8 +5,8 @@
  * into the tf_session (through a bridge to the one thread that owns the
  * session), answers a miss for actions whose outputs were lost, and with
  * --remote_validate_outputs checks a hit's output blobs first. Front ends
- * adapt a wire to it: http.c (libmicrohttpd, Bazel's HTTP cache protocol);
- * a gRPC front end will be a second one. */
+ * adapt a wire to it: http.c (libmicrohttpd, Bazel's HTTP cache protocol)
+ * and grpc.c (the gRPC C core: REAPI's cache services and ByteStream). */
 #ifndef TF_PROXY_H
 #define TF_PROXY_H
 
@@ -209,5 +209,103 @@ void px_http_quiesce(px_http *h);
 /* stop + free: ends every connection (px_close first, so none waits on the
  * upstream) and waits for the request threads. */
 void px_http_stop(px_http *h);
+
+typedef struct px_bes px_bes;
+
+/* ---- the gRPC front end (grpc.c): REAPI Capabilities, ActionCache,
+ * ContentAddressableStorage (FindMissingBlobs, BatchReadBlobs,
+ * BatchUpdateBlobs) and ByteStream (Read, Write, QueryWriteStatus) ---- */
+
+typedef struct px_grpc px_grpc;
+
+/* Starts serving at ss (an address px_http_parse_listen accepted): one
+ * acceptor thread, a thread per call. With bes, also the Build Event
+ * Service (google.devtools.build.v1.PublishBuildEvent). NULL when it cannot
+ * listen. */
+px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss);
+
+/* The port it listens on (useful with port 0). */
+unsigned px_grpc_port(const px_grpc *g);
+
+/* Calls between their start and their end. */
+int px_grpc_active(const px_grpc *g);
+
+/* close: stops listening and taking new calls; calls in flight go on.
+ * Does not block. */
+void px_grpc_quiesce(px_grpc *g);
+
+/* stop + free: cancels the calls left (px_close first, so none waits on the
+ * upstream), waits for their threads and frees g. NULL is fine. */
+void px_grpc_stop(px_grpc *g);
+
+/* A ByteStream resource name: [INSTANCE/]blobs/HASH/SIZE (a read) or
+ * [INSTANCE/]uploads/UUID/blobs/HASH/SIZE[/...] (upload): 0 with the hash
+ * and size, -EINVAL for anything else (compressed-blobs included). */
+int px_grpc_parse_resource(const char *name, bool upload, char hash[TF_HASH_HEX_LEN + 1], int64_t *size);
+
+/* ---- Build Event Service invocations (bes.c): one tf_session each ---- */
+
+#define PX_BES_ID_MAX 128 /* an invocation id, used as a file name */
+
+typedef struct px_bes_options {
+	/* Every invocation's session is made from a copy of it, with its own
+	 * sinks (build_event_dir/<invocation id>.bin and .json), a private store
+	 * (a --store is held by the proxy's own session) and no PUB socket. */
+	const tf_session_options *session;
+	const char *build_event_dir; /* may be NULL: no files */
+	/* An invocation's session ended (its stream finished, its fetches
+	 * settled): its counters; status 0 or the session's error (why). On the
+	 * session thread. */
+	void (*on_done)(const char *invocation, const tf_session_stats *st, int status, const char *why, void *user);
+	void (*on_problem)(const char *message, void *user); /* may be NULL */
+	void *user;
+} px_bes_options;
+
+px_bes *px_bes_new(const px_bes_options *o, tf_error *err);
+
+/* Frees b and every session left (not finished: see px_bes_finish). */
+void px_bes_free(px_bes *b);
+
+/* Readable when events were posted. */
+int px_bes_fd(const px_bes *b);
+
+/* Is id usable as an invocation id (a file name: letters, digits, - _ .)? */
+bool px_bes_id_ok(const char *id, size_t len);
+
+/* Any thread: the event numbered seq of invocation id (a serialized
+ * build_event_stream.BuildEvent, copied; len may be 0 with finished) is
+ * queued for its session; finished: the stream's last. 1 queued; 0 already
+ * had (a retried stream's repeat: acknowledge it again); -EINVAL out of
+ * order or a bad id, -ESHUTDOWN, -ENOMEM, with why. May wait while 64 MiB
+ * of events are queued. */
+int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_t len, bool finished, char *why,
+		size_t n);
+
+/* Any thread: the stream of invocation id broke after event seq (said
+ * through on_problem; the session stays open for the client's retry). */
+void px_bes_broken(px_bes *b, const char *id, int64_t seq);
+
+/* Refuses further posts (-ESHUTDOWN) and wakes posters waiting for room. */
+void px_bes_close(px_bes *b);
+
+/* Session thread: feeds what was posted (making an invocation's session at
+ * its first event), dispatches every open session, and ends those whose
+ * stream finished once nothing is outstanding. Returns events fed. */
+int px_bes_run(px_bes *b);
+
+/* Session thread: an ActionResult that passed, recorded into every open
+ * invocation's session. */
+void px_bes_record(px_bes *b, const char *key, const void *data, size_t len);
+
+/* Session thread: work not finished (queued events, fetches, held events,
+ * finished streams not yet ended). */
+uint64_t px_bes_outstanding(const px_bes *b);
+
+/* Session thread: closes, feeds what is queued and ends every open session
+ * (tf_session_finish: blocks until its fetches are done). */
+void px_bes_finish(px_bes *b);
+
+/* The proxy records every ActionResult that passes into b's sessions too. */
+void px_set_bes(px_proxy *p, px_bes *b);
 
 #endif

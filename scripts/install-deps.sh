@@ -15,6 +15,7 @@ build_pkgs=(
   meson ninja-build pkg-config gcc git python3
   libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler
   libnanomsg-dev libssl-dev libsqlite3-dev libmicrohttpd-dev libpcre2-dev
+  libgrpc-dev
   # the man page is made from --help at build time
   help2man
 )
