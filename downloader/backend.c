@@ -308,6 +308,8 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		}
 		return dl_grpc_prepare(b, h, area, hash, size, offset, display, display_len);
 	}
+	if (op == DL_OP_FIND)
+		return -EOPNOTSUPP; /* gRPC only */
 	if (b->type == DL_BACKEND_HTTP) {
 		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
 		snprintf(display, display_len, "%s", url);

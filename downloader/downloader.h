@@ -13,8 +13,9 @@
 /* Which half of a cache a key lives in: tf_area (TF_AREA_CAS, TF_AREA_AC). */
 const char *dl_area_name(tf_area a); /* "cas" or "ac" */
 
-/* What a request asks a backend for. */
-typedef enum dl_op { DL_OP_GET, DL_OP_HEAD, DL_OP_PUT } dl_op;
+/* What a request asks a backend for. DL_OP_FIND: a gRPC FindMissingBlobs
+ * whose request the caller made (dl_find_missing). */
+typedef enum dl_op { DL_OP_GET, DL_OP_HEAD, DL_OP_PUT, DL_OP_FIND } dl_op;
 
 /* What an attempt's end means, as far as the backend can tell. */
 typedef enum dl_outcome {
@@ -121,10 +122,13 @@ int dl_remove_dead_tmp(int rootfd, uint64_t *removed, tf_error *err);
  * requests are not retried. Every function but dl_stream_open may block. */
 typedef struct dl_stream dl_stream;
 
-/* Starts op on `hash` in `area`. put_size: a PUT's body length. cap: a GET
- * takes at most this many body bytes (0: no cap). Does not block. NULL with
- * err on bad arguments or out of memory. */
-dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t put_size,
+/* Starts op on `hash` in `area`. size: a PUT's body length; for a GET or
+ * HEAD of a CAS blob, its size when the caller knows it (> 0), which a gRPC
+ * cache needs (ByteStream resource names and FindMissingBlobs digests hold
+ * it): without it a gRPC cache's answer is a miss (-ENOENT), saying so.
+ * cap: a GET takes at most this many body bytes (0: no cap). Does not block.
+ * NULL with err on bad arguments or out of memory. */
+dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size,
 			  size_t cap, tf_error *err);
 
 /* The URL or path of the entry, without credentials: for messages. */
@@ -168,7 +172,8 @@ int dl_get_mem(tf_downloader *d, tf_area area, const char *hash, size_t cap, tf_
 int dl_put_mem(tf_downloader *d, tf_area area, const char *hash, const void *data, size_t len, long *status,
 	       char *why, size_t n);
 
-/* Asks (HEAD, 64 at a time) whether each blob is in the cache with its size.
+/* Asks (HEAD, 64 at a time; a gRPC cache: FindMissingBlobs, up to
+ * DL_FIND_GRPC_BATCH digests a call) whether each blob is in the cache with its size.
  * 1 all are; 0 one is missing or has another size (*missing: its index, why
  * names it); negative: the cache could not tell (why). Blocks. */
 int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t count, size_t *missing,
@@ -181,9 +186,9 @@ void dl_downloader_close(tf_downloader *d);
 /* The cache's URL or directory, without credentials. */
 const char *dl_downloader_display(const tf_downloader *d);
 
-/* False for a gRPC cache: streams (dl_stream_*, dl_get_mem, dl_put_mem,
- * dl_find_missing) are not implemented over gRPC yet and end at once. */
-bool dl_downloader_can_stream(const tf_downloader *d);
+/* True for a gRPC cache: a stream's GET or HEAD of a CAS blob needs the
+ * blob's size (dl_stream_open). */
+bool dl_downloader_needs_sizes(const tf_downloader *d);
 
 /* ---- the verifier thread (hasher.c) ---- */
 
@@ -249,6 +254,33 @@ void dl_grpc_note(dl_grpc *g, CURLcode rc);
 int dl_grpc_prepare(const dl_backend *b, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
 		    char *display, size_t display_len);
 
+/* Sets up h for a call made as a stream (dl_stream_*) and appends to req
+ * the bytes the call's body starts with: GET CAS ByteStream.Read, GET or
+ * HEAD AC GetActionResult, HEAD CAS FindMissingBlobs of one digest, PUT CAS
+ * ByteStream.Write (nothing: dl_grpc_write_frame makes its messages), PUT
+ * AC UpdateActionResult (the request up to its action_result field, whose
+ * `size` bytes the body then carries as they are), DL_OP_FIND (nothing: the
+ * caller made the request). display gets what it is. 0, -ENOENT for a GET or
+ * HEAD of a CAS blob of unknown size (size <= 0), or -errno. */
+int dl_grpc_stream_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+			   tf__buf *req, char *display, size_t display_len);
+
+/* Appends one framed ByteStream WriteRequest of n bytes at offset of the
+ * blob hash/size (the resource name, with a new UUID, at offset 0;
+ * finish_write on the message that reaches size). */
+int dl_grpc_write_frame(const dl_backend *b, tf__buf *out, const char *hash, int64_t size, int64_t offset,
+			const void *data, size_t n);
+
+/* The committed_size of a WriteResponse. 0 or -EBADMSG with err. */
+int dl_grpc_committed(const void *p, size_t n, int64_t *committed, tf_error *err);
+
+/* Appends a framed FindMissingBlobsRequest for v[0..count). */
+int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, tf__buf *req);
+
+/* Reads a FindMissingBlobsResponse about v[0..count): 1 none is missing, 0
+ * one is (*missing: the first of v it names), -EBADMSG with err. */
+int dl_grpc_find_answer(const void *p, size_t n, const tf_digest *v, size_t count, size_t *missing, tf_error *err);
+
 /* {instance/}blobs/hash/size (no leading slash without an instance).
  * -ENAMETOOLONG if it does not fit in n. */
 int dl_grpc_resource_name(char *out, size_t n, const char *instance, const char *hash, int64_t size);
@@ -262,6 +294,9 @@ size_t dl_grpc_percent_decode(const char *in, size_t n, char *out, size_t outn);
 
 /* "NOT_FOUND" for 5, and so on. */
 const char *dl_grpc_code_name(int code);
+
+#define DL_GRPC_MAX_MESSAGE ((size_t)64 << 20) /* largest answer message we take */
+#define DL_GRPC_WRITE_CHUNK ((size_t)64 << 10)  /* data bytes per ByteStream WriteRequest */
 
 /* What the messages of an answer carry to the sink. */
 typedef enum dl_grpc_answer {

@@ -100,6 +100,7 @@ struct dl_stream {
 	tf_area area;
 	char hash[TF_HASH_HEX_LEN + 1];
 	int64_t put_size;  /* PUT: the body's length */
+	int64_t size;      /* GET, HEAD of a CAS blob: its size when known (> 0); PUT: put_size */
 	size_t cap;        /* GET: most body bytes accepted (0: no cap) */
 	char *what;        /* the URL or path without credentials, for messages */
 	int refs;          /* under d->mu */
@@ -124,10 +125,15 @@ struct dl_stream {
 	CURLcode result;   /* once finished */
 	char errbuf[CURL_ERROR_SIZE];
 	dl_ring ring;
+	tf__buf over;      /* grpc GET: data past a full ring (one chunk's messages), read after it */
+	size_t over_off;
 	uint64_t moved;    /* body bytes through the ring */
 	bool paused;       /* the curl side waits for the caller (ring full or empty) */
 	bool eof;          /* PUT: every byte is in the ring */
 	bool cancel;       /* the caller gave up */
+	/* grpc: the bytes the call's body starts with (made at start; DL_OP_FIND:
+	 * by the opener), and the answer of a HEAD, PUT or FIND (read once finished) */
+	tf__buf greq, gans;
 };
 
 typedef struct dl_xfer {
@@ -165,6 +171,12 @@ typedef struct dl_xfer {
 	bool resume;
 	int64_t resumed_at; /* this attempt asked from this byte (0: from the start) */
 	bool no_resume;     /* the server sent more than asked: it ignores read_offset */
+	/* a grpc stream: how much of s->greq went; a PUT CAS's WriteRequest being
+	 * sent, its data bytes, and the offset of the next one */
+	size_t greq_off, wmsg_off;
+	tf__buf wmsg;
+	unsigned char *wtmp;
+	int64_t woff;
 	dl_silence silence; /* --remote_timeout of the running attempt */
 } dl_xfer;
 
@@ -380,6 +392,8 @@ static void xfer_free(dl_xfer *x)
 		dl_grpc_rx_fini(x->grpc);
 		free(x->grpc);
 	}
+	tf__buf_fini(&x->wmsg);
+	free(x->wtmp);
 	free(x);
 }
 
@@ -1135,6 +1149,9 @@ static void stream_unref(dl_stream *s)
 	pthread_cond_destroy(&s->cv);
 	EVP_MD_CTX_free(s->md);
 	free(s->ring.b);
+	tf__buf_fini(&s->over);
+	tf__buf_fini(&s->greq);
+	tf__buf_fini(&s->gans);
 	free(s->what);
 	free(s->tmp);
 	free(s);
@@ -1314,6 +1331,300 @@ static void stream_end(tf_downloader *d, dl_xfer *x, CURLcode rc, int err, const
 	stream_unref(s);
 }
 
+/* ---- streams over gRPC ----------------------------------------------------------------- */
+
+/* The bytes waiting for a stream's reader: the ring, then what did not fit in it. */
+static size_t q_len(const dl_stream *s)
+{
+	return s->ring.len + (s->over.len - s->over_off);
+}
+
+/* Moves what waits past the ring into it, as far as it has room. */
+static void q_refill(dl_stream *s)
+{
+	size_t k = s->over.len - s->over_off;
+
+	if (!k)
+		return;
+	s->over_off += ring_put(&s->ring, s->over.data + s->over_off, k);
+	if (s->over_off == s->over.len) {
+		tf__buf_reset(&s->over);
+		s->over_off = 0;
+	}
+}
+
+/* Takes up to n bytes in order; what waited past the ring moves into it, so
+ * that a held-back last byte never waits there behind a paused transfer. */
+static size_t q_get(dl_stream *s, unsigned char *dst, size_t n)
+{
+	size_t g = ring_get(&s->ring, dst, n);
+
+	q_refill(s);
+	if (g < n) {
+		g += ring_get(&s->ring, dst + g, n - g);
+		q_refill(s);
+	}
+	return g;
+}
+
+static size_t grpc_stream_on_header(char *b, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_grpc_rx_header(x->grpc, b, size * nmemb);
+	return size * nmemb;
+}
+
+/* One message's payload: a GET's into the ring (what does not fit after it,
+ * so that a message is never split by a pause), the others' into gans. */
+static int grpc_stream_sink(void *arg, const void *p, size_t n)
+{
+	dl_xfer *x = arg;
+	dl_stream *s = x->s;
+	size_t w = 0;
+	bool first;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->op != DL_OP_GET) {
+		int r = tf__buf_append(&s->gans, p, n);
+		pthread_mutex_unlock(&s->mu);
+		return r;
+	}
+	if (s->cap && s->moved + n > s->cap) {
+		s->err = -EFBIG;
+		pthread_mutex_unlock(&s->mu);
+		return -EFBIG;
+	}
+	if (s->area == TF_AREA_CAS && s->moved + n > (uint64_t)s->size) {
+		s->err = -EIO;
+		snprintf(s->errbuf, sizeof(s->errbuf), "the server sent more than the blob's %lld bytes",
+			 (long long)s->size);
+		pthread_mutex_unlock(&s->mu);
+		return -EIO;
+	}
+	if (s->over.len == s->over_off)
+		w = ring_put(&s->ring, p, n);
+	if (w < n && tf__buf_append(&s->over, (const unsigned char *)p + w, n - w) < 0) {
+		s->err = -ENOMEM;
+		pthread_mutex_unlock(&s->mu);
+		return -ENOMEM;
+	}
+	s->moved += n;
+	first = s->status == 0;
+	if (first) {
+		s->status = 200;
+		s->length = s->area == TF_AREA_CAS ? s->size : -1;
+	}
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	if (first && x->state == DL_RUNNING)
+		set_state(x, DL_ANSWERED);
+	return 0;
+}
+
+/* Answer bytes: whole messages go to grpc_stream_sink. A GET waits while
+ * data is past the ring (curl offers this chunk again once unpaused). */
+static size_t grpc_stream_on_body(char *data, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t n = size * nmemb;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->cancel) {
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	if (s->op == DL_OP_GET && s->over.len > s->over_off) {
+		s->paused = true;
+		pthread_mutex_unlock(&s->mu);
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return dl_grpc_rx_feed(x->grpc, data, n, grpc_stream_sink, x) < 0 ? 0 : n;
+}
+
+static size_t copy_out(char *buf, size_t max, const tf__buf *from, size_t *off)
+{
+	size_t k = from->len - *off < max ? from->len - *off : max;
+	memcpy(buf, from->data + *off, k);
+	*off += k;
+	return k;
+}
+
+static size_t stream_on_read(char *buf, size_t size, size_t nmemb, void *user);
+
+/* The call's body: the prepared start, then (PUT) the caller's bytes: raw
+ * for an ActionResult, as WriteRequests for a CAS blob. */
+static size_t grpc_stream_on_read(char *buf, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t max = size * nmemb, got;
+
+	if (x->greq_off < s->greq.len)
+		return copy_out(buf, max, &s->greq, &x->greq_off);
+	if (s->op != DL_OP_PUT)
+		return 0;
+	if (s->area == TF_AREA_AC)
+		return stream_on_read(buf, size, nmemb, user);
+	if (x->wmsg_off < x->wmsg.len)
+		return copy_out(buf, max, &x->wmsg, &x->wmsg_off);
+	if (x->woff == s->put_size)
+		return 0; /* the finish_write message went */
+	pthread_mutex_lock(&s->mu);
+	if (s->cancel || (s->ring.len == 0 && s->eof)) {
+		pthread_mutex_unlock(&s->mu);
+		return CURL_READFUNC_ABORT;
+	}
+	if (s->ring.len == 0) {
+		s->paused = true;
+		pthread_mutex_unlock(&s->mu);
+		return CURL_READFUNC_PAUSE;
+	}
+	got = ring_get(&s->ring, x->wtmp, DL_GRPC_WRITE_CHUNK);
+	s->moved += got;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	tf__buf_reset(&x->wmsg);
+	x->wmsg_off = 0;
+	if (dl_grpc_write_frame(x->d->backend, &x->wmsg, s->hash, s->put_size, x->woff, x->wtmp, got) < 0)
+		return CURL_READFUNC_ABORT;
+	x->woff += (int64_t)got;
+	return copy_out(buf, max, &x->wmsg, &x->wmsg_off);
+}
+
+static void stream_end(tf_downloader *d, dl_xfer *x, CURLcode rc, int err, const char *why);
+
+static void grpc_stream_start(tf_downloader *d, dl_xfer *x, CURL *h)
+{
+	dl_stream *s = x->s;
+	char why[DL_URL_MAX + 256];
+	int r;
+
+	x->grpc = malloc(sizeof(*x->grpc));
+	x->errbuf = malloc(CURL_ERROR_SIZE);
+	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS)
+		x->wtmp = malloc(DL_GRPC_WRITE_CHUNK);
+	if (!x->grpc || !x->errbuf || (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && !x->wtmp)) {
+		free(x->grpc);
+		x->grpc = NULL;
+		curl_easy_cleanup(h);
+		stream_end(d, x, CURLE_OUT_OF_MEMORY, -ENOMEM, "out of memory starting a transfer");
+		return;
+	}
+	x->errbuf[0] = '\0';
+	dl_grpc_rx_init(x->grpc, s->op == DL_OP_GET && s->area == TF_AREA_CAS ? DL_GRPC_READ_DATA : DL_GRPC_RAW);
+	tf__buf_init(&x->wmsg, DL_GRPC_WRITE_CHUNK + 4096);
+	r = dl_grpc_stream_prepare(d->backend, h, s->op, s->area, s->hash, s->size, &s->greq, x->url, DL_URL_MAX);
+	if (r == -ENOENT) {
+		/* Asked by hash alone: a gRPC cache cannot be asked; a miss. */
+		curl_easy_cleanup(h);
+		snprintf(why, sizeof(why), "%s: the blob's size is not known, and a gRPC cache needs it (answered as a miss)",
+			 x->url);
+		pthread_mutex_lock(&s->mu);
+		s->status = 404;
+		pthread_mutex_unlock(&s->mu);
+		stream_end(d, x, CURLE_OK, 0, why);
+		return;
+	}
+	if (r < 0) {
+		curl_easy_cleanup(h);
+		snprintf(why, sizeof(why), "%s: cannot make the request: %s", x->url, strerror(-r));
+		stream_end(d, x, CURLE_FAILED_INIT, r == -ENOMEM ? -ENOMEM : -EIO, why);
+		return;
+	}
+	dl_backend_watch_silence(d->backend, h, &x->silence, &s->paused);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_stream_on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, grpc_stream_on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, DL_STREAM_BUFFER);
+	curl_easy_setopt(h, CURLOPT_POST, 1L);
+	curl_easy_setopt(h, CURLOPT_READFUNCTION, grpc_stream_on_read);
+	curl_easy_setopt(h, CURLOPT_READDATA, x);
+	curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, DL_STREAM_BUFFER);
+	/* A WriteRequest stream's length depends on how the bytes come. */
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+			 (curl_off_t)(s->op != DL_OP_PUT ? (int64_t)s->greq.len
+				      : s->area == TF_AREA_AC ? (int64_t)s->greq.len + s->put_size : -1));
+	x->easy = h;
+	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
+		x->easy = NULL;
+		curl_easy_cleanup(h);
+		stream_end(d, x, CURLE_FAILED_INIT, -ENOMEM, "cannot add a transfer to libcurl");
+		return;
+	}
+	d->running++;
+	set_state(x, DL_RUNNING);
+}
+
+/* A grpc stream's call ended: what its status and answer mean for the caller. */
+static void grpc_stream_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
+{
+	dl_stream *s = x->s;
+	char why[TF_ERROR_MESSAGE_MAX + CURL_ERROR_SIZE], errbuf[CURL_ERROR_SIZE];
+	tf_error e = { 0 };
+	long status = 0;
+	int err = 0;
+	dl_outcome o;
+
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	snprintf(errbuf, sizeof(errbuf), "%s", x->errbuf);
+	dl_grpc_note(dl_backend_grpc(d->backend), rc);
+	why[0] = '\0';
+	o = dl_grpc_classify(x->grpc, rc, status, errbuf, dl_backend_timeout_s(d->backend), why, sizeof(why));
+	if (o == DL_OUTCOME_BODY && dl_grpc_rx_partial(x->grpc)) {
+		snprintf(why, sizeof(why), "the answer ended inside a message");
+		o = DL_OUTCOME_TRANSIENT;
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->err) {
+		/* The sink stopped it (cap, too many bytes): its reason (in s->errbuf) stands. */
+		err = s->err;
+	} else if (o == DL_OUTCOME_BODY) {
+		if (s->op == DL_OP_HEAD && s->area == TF_AREA_CAS) {
+			tf_digest dg = { .size = s->size };
+			size_t k;
+			int f;
+			memcpy(dg.hash, s->hash, sizeof(dg.hash));
+			f = dl_grpc_find_answer(s->gans.data, s->gans.len, &dg, 1, &k, &e);
+			if (f < 0) {
+				snprintf(why, sizeof(why), "%.*s", (int)sizeof(e.message), e.message);
+				err = -EIO;
+			} else if (f == 0) {
+				snprintf(why, sizeof(why), "FindMissingBlobs names it missing");
+				s->status = 404;
+			} else {
+				s->status = 200;
+				s->length = s->size;
+			}
+		} else if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS) {
+			int64_t committed = -1;
+			if (dl_grpc_committed(s->gans.data, s->gans.len, &committed, &e) < 0) {
+				snprintf(why, sizeof(why), "%s", e.message);
+				err = -EIO;
+			} else if (committed != s->put_size) {
+				snprintf(why, sizeof(why), "the server committed %lld of the blob's %lld bytes",
+					 (long long)committed, (long long)s->put_size);
+				err = -EIO;
+			} else {
+				s->status = 200;
+			}
+		} else {
+			s->status = 200;
+		}
+	} else if (o == DL_OUTCOME_MISS && s->op != DL_OP_PUT && s->op != DL_OP_FIND) {
+		s->status = 404;
+	} else {
+		err = o == DL_OUTCOME_TIMEOUT ? -ETIMEDOUT : -EIO;
+	}
+	pthread_mutex_unlock(&s->mu);
+	stream_end(d, x, err ? (rc != CURLE_OK ? rc : CURLE_RECV_ERROR) : CURLE_OK, err, why[0] ? why : NULL);
+}
+
 static void stream_start(tf_downloader *d, dl_xfer *x)
 {
 	dl_stream *s = x->s;
@@ -1338,13 +1649,7 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	if (dl_backend_grpc(d->backend)) {
-		/* Not yet: a GET by hash alone has no ByteStream resource name, and
-		 * HEAD and uploads need FindMissingBlobs and ByteStream.Write. */
-		char why[DL_URL_MAX + 128];
-		curl_easy_cleanup(h);
-		snprintf(why, sizeof(why), "%s: streams (the proxy's upstream GET, HEAD, PUT) are not supported over gRPC yet",
-			 dl_backend_display(d->backend));
-		stream_end(d, x, CURLE_UNSUPPORTED_PROTOCOL, -EOPNOTSUPP, why);
+		grpc_stream_start(d, x, h);
 		return;
 	}
 	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, -1, 0, x->url, DL_URL_MAX);
@@ -1427,7 +1732,10 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 	dl_outcome o;
 
 	if (x->mode == DL_MODE_STREAM) {
-		stream_end(d, x, rc, 0, NULL);
+		if (x->grpc)
+			grpc_stream_done(d, x, rc);
+		else
+			stream_end(d, x, rc, 0, NULL);
 		return;
 	}
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -2089,11 +2397,12 @@ static void stream_open_disk(dl_stream *s)
 		stream_settle(s, DL_ANSWERED, 200, 0, NULL);
 }
 
-dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t put_size,
-			  size_t cap, tf_error *err)
+/* A stream not yet handed to the engine (stream_submit). */
+static dl_stream *stream_create(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size,
+				size_t cap, tf_error *err)
 {
 	dl_stream *s;
-	bool refused;
+	int64_t put_size = op == DL_OP_PUT ? size : 0;
 
 	if (!tf__is_sha256_hex(hash, strlen(hash)) || (op == DL_OP_PUT && put_size < 0)) {
 		tf__errf(err, -EINVAL, "not a SHA-256 key, or a negative upload size");
@@ -2109,7 +2418,11 @@ dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *
 	s->area = area;
 	memcpy(s->hash, hash, TF_HASH_HEX_LEN + 1);
 	s->put_size = put_size;
+	s->size = size > 0 ? size : 0;
 	s->cap = cap;
+	tf__buf_init(&s->over, DL_GRPC_MAX_MESSAGE + (size_t)DL_STREAM_BUFFER);
+	tf__buf_init(&s->greq, DL_GRPC_MAX_MESSAGE);
+	tf__buf_init(&s->gans, DL_GRPC_MAX_MESSAGE);
 	s->refs = 1;
 	s->fd = -1;
 	s->length = -1;
@@ -2140,9 +2453,18 @@ dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *
 		stream_unref(s);
 		return NULL;
 	}
+	return s;
+}
+
+/* Hands s to the engine (a disk cache's to plain file I/O). Does not block. */
+static void stream_submit(dl_stream *s)
+{
+	tf_downloader *d = s->d;
+	bool refused;
+
 	if (dl_backend_is_disk(d->backend)) {
 		stream_open_disk(s);
-		return s;
+		return;
 	}
 	pthread_mutex_lock(&d->mu);
 	refused = d->closing;
@@ -2160,6 +2482,20 @@ dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *
 		stream_settle(s, DL_FINISHED, 0, -ESHUTDOWN, "the transfer engine is shutting down");
 	else
 		curl_multi_wakeup(d->multi);
+}
+
+dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size, size_t cap,
+			  tf_error *err)
+{
+	dl_stream *s;
+
+	if (op == DL_OP_FIND) {
+		tf__errf(err, -EINVAL, "a FindMissingBlobs stream is made by dl_find_missing");
+		return NULL;
+	}
+	s = stream_create(d, op, area, hash, size, cap, err);
+	if (s)
+		stream_submit(s);
 	return s;
 }
 
@@ -2193,7 +2529,10 @@ static int stream_outcome(dl_stream *s, char *why, size_t n)
 		if (s->op != DL_OP_PUT && s->status < 300 && s->status != 204)
 			return 0;
 		if (s->op != DL_OP_PUT && (s->status == 404 || s->status == 204)) {
-			snprintf(why, n, "%s: not in the cache (HTTP %ld)", s->what, s->status);
+			if (s->errbuf[0])
+				snprintf(why, n, "%s: not in the cache (%s)", s->what, s->errbuf);
+			else
+				snprintf(why, n, "%s: not in the cache (HTTP %ld)", s->what, s->status);
 			return -ENOENT;
 		}
 		o = dl_backend_classify(d->backend, CURLE_OK, s->status, NULL, w, sizeof(w));
@@ -2310,7 +2649,7 @@ ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		bool done = s->state == DL_FINISHED;
-		size_t avail = s->ring.len, got;
+		size_t avail = q_len(s), got;
 		bool poke = false;
 		int r;
 
@@ -2326,12 +2665,12 @@ ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
 		}
 		if (avail > 1 || (avail == 1 && done)) {
 			/* The last byte waits until the transfer ended and the hash matched. */
-			got = ring_get(&s->ring, buf, avail > 1 ? (avail - 1 < max ? avail - 1 : max) : 1);
-			if (s->paused && s->ring.cap - s->ring.len >= s->ring.cap / 2) {
+			got = q_get(s, buf, avail > 1 ? (avail - 1 < max ? avail - 1 : max) : 1);
+			if (s->paused && s->over.len == 0 && s->ring.cap - s->ring.len >= s->ring.cap / 2) {
 				s->paused = false;
 				poke = true;
 			}
-			done = done && s->ring.len == 0;
+			done = done && q_len(s) == 0;
 			pthread_mutex_unlock(&s->mu);
 			if (poke)
 				stream_poke(s);
@@ -2598,11 +2937,56 @@ int dl_put_mem(tf_downloader *d, tf_area area, const char *hash, const void *dat
 }
 
 #define DL_FIND_BATCH 64 /* HEAD requests in flight per dl_find_missing */
+#define DL_FIND_GRPC_BATCH 4096 /* digests per FindMissingBlobs call (about 300 KB, far below 4 MiB) */
+
+/* FindMissingBlobs, one call per DL_FIND_GRPC_BATCH digests, one after another. */
+static int find_missing_grpc(tf_downloader *d, const tf_digest *v, size_t count, size_t *missing, char *why,
+			     size_t n)
+{
+	for (size_t i = 0; i < count; i += DL_FIND_GRPC_BATCH) {
+		size_t m = count - i < DL_FIND_GRPC_BATCH ? count - i : DL_FIND_GRPC_BATCH, k = 0;
+		char w[TF_ERROR_MESSAGE_MAX];
+		tf_error err = { 0 };
+		dl_stream *s = stream_create(d, DL_OP_FIND, TF_AREA_CAS, v[i].hash, 0, 0, &err);
+		int e;
+
+		if (!s) {
+			snprintf(why, n, "%s", err.message);
+			return err.code < 0 ? err.code : -ENOMEM;
+		}
+		if (dl_grpc_find_request(d->backend, v + i, m, &s->greq) < 0) {
+			stream_unref(s);
+			snprintf(why, n, "out of memory");
+			return -ENOMEM;
+		}
+		stream_submit(s);
+		e = dl_stream_wait(s, NULL, w, sizeof(w));
+		if (e == 0)
+			e = dl_grpc_find_answer(s->gans.data, s->gans.len, v + i, m, &k, &err);
+		else
+			snprintf(why, n, "%s", w);
+		if (e == -EBADMSG)
+			snprintf(why, n, "%s: %s", s->what, err.message);
+		dl_stream_free(s);
+		if (e == 0) {
+			*missing = i + k;
+			snprintf(why, n, "%s/%lld is missing from %s", v[i + k].hash, (long long)v[i + k].size,
+				 dl_backend_display(d->backend));
+			return 0;
+		}
+		if (e < 0)
+			return e == -ENOENT ? -EIO : e;
+	}
+	return 1;
+}
 
 int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t count, size_t *missing, char *why,
 		    size_t n)
 {
 	int r = 1;
+
+	if (dl_backend_grpc(d->backend) && area == TF_AREA_CAS)
+		return find_missing_grpc(d, v, count, missing, why, n);
 
 	for (size_t i = 0; i < count && r == 1; i += DL_FIND_BATCH) {
 		size_t m = count - i < DL_FIND_BATCH ? count - i : DL_FIND_BATCH;
@@ -2648,7 +3032,7 @@ const char *dl_downloader_display(const tf_downloader *d)
 	return dl_backend_display(d->backend);
 }
 
-bool dl_downloader_can_stream(const tf_downloader *d)
+bool dl_downloader_needs_sizes(const tf_downloader *d)
 {
-	return !dl_backend_grpc(d->backend);
+	return dl_backend_grpc(d->backend) != NULL;
 }

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,6 @@
 #ifndef TOPFETCH_VERSION
 #define TOPFETCH_VERSION "unknown"
 #endif
-
-#define DL_GRPC_MAX_MESSAGE ((size_t)64 << 20) /* largest answer message we take */
 
 struct dl_grpc {
 	char *base;     /* http(s)://host[:port], for libcurl */
@@ -634,4 +633,213 @@ out:
 	tf__buf_fini(&c.answer);
 	curl_easy_cleanup(h);
 	return r;
+}
+
+/* ---- calls made as streams (the proxy's upstream) ------------------------------------- */
+
+/* A framed message into out (appended). */
+static int frame_into(tf__buf *out, const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m), at = out->len;
+	unsigned char pre[5];
+	int r;
+
+	if (len > UINT32_MAX)
+		return -EMSGSIZE;
+	frame_prefix(pre, len);
+	if ((r = tf__buf_append(out, pre, sizeof(pre))) < 0 || (r = tf__buf_reserve(out, len)) < 0) {
+		out->len = at;
+		return r;
+	}
+	protobuf_c_message_pack(m, out->data + out->len);
+	out->len += len;
+	return 0;
+}
+
+static size_t varint_put(unsigned char *p, uint64_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		p[n++] = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (unsigned char)v;
+	return n;
+}
+
+int dl_grpc_stream_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+			   tf__buf *req, char *display, size_t display_len)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__Digest dg = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest *dgp = &dg;
+	char name[1024];
+	int r;
+
+	dg.hash = (char *)hash;
+	dg.size_bytes = size > 0 ? size : 0;
+	if (area == TF_AREA_CAS && (op == DL_OP_GET || op == DL_OP_HEAD) && size <= 0) {
+		/* A ByteStream resource name and a FindMissingBlobs digest both hold
+		 * the size, which a request by hash alone does not know. */
+		snprintf(display, display_len, "%s cas/%s", g->display, hash);
+		return -ENOENT;
+	}
+	if (op == DL_OP_GET && area == TF_AREA_CAS) {
+		Google__Bytestream__ReadRequest q = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
+		if ((r = dl_grpc_resource_name(name, sizeof(name), g->instance, hash, size)) < 0)
+			return r;
+		q.resource_name = name;
+		snprintf(display, display_len, "%s ByteStream.Read %s", g->display, name);
+		call_setup(b, h, "/google.bytestream.ByteStream/Read");
+		return frame_into(req, &q.base);
+	}
+	if (op == DL_OP_HEAD && area == TF_AREA_CAS) {
+		Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest q =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
+		q.instance_name = g->instance;
+		q.n_blob_digests = 1;
+		q.blob_digests = &dgp;
+		snprintf(display, display_len, "%s FindMissingBlobs %s/%lld", g->display, hash, (long long)size);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs");
+		return frame_into(req, &q.base);
+	}
+	if (op == DL_OP_FIND) {
+		snprintf(display, display_len, "%s FindMissingBlobs", g->display);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs");
+		return 0; /* the request is the caller's */
+	}
+	if (op == DL_OP_PUT && area == TF_AREA_CAS) {
+		snprintf(display, display_len, "%s ByteStream.Write %s/%lld", g->display, hash, (long long)size);
+		call_setup(b, h, "/google.bytestream.ByteStream/Write");
+		return 0; /* messages are made as the bytes come (dl_grpc_write_frame) */
+	}
+	if (op == DL_OP_PUT) {
+		/* UpdateActionResult: the request without its action_result, then
+		 * that field's tag and length; the ActionResult's bytes follow as
+		 * they come, unparsed. */
+		Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest q =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__UPDATE_ACTION_RESULT_REQUEST__INIT;
+		unsigned char pre[5], tag[11];
+		size_t head, tl;
+		q.instance_name = g->instance;
+		q.action_digest = &dg;
+		dg.size_bytes = 0; /* the action's size is not known; caches key it by hash */
+		head = protobuf_c_message_get_packed_size(&q.base);
+		tag[0] = 3 << 3 | 2;
+		tl = 1 + varint_put(tag + 1, (uint64_t)size);
+		if (head + tl + (uint64_t)size > UINT32_MAX)
+			return -EMSGSIZE;
+		frame_prefix(pre, head + tl + (size_t)size);
+		if ((r = tf__buf_append(req, pre, sizeof(pre))) < 0 || (r = tf__buf_reserve(req, head)) < 0)
+			return r;
+		protobuf_c_message_pack(&q.base, req->data + req->len);
+		req->len += head;
+		snprintf(display, display_len, "%s UpdateActionResult %s", g->display, hash);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
+		return tf__buf_append(req, tag, tl);
+	}
+	{
+		/* GET or HEAD of an action cache entry. */
+		Build__Bazel__Remote__Execution__V2__GetActionResultRequest q =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_ACTION_RESULT_REQUEST__INIT;
+		q.instance_name = g->instance;
+		q.action_digest = &dg;
+		snprintf(display, display_len, "%s GetActionResult %s", g->display, hash);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
+		return frame_into(req, &q.base);
+	}
+}
+
+int dl_grpc_write_frame(const dl_backend *b, tf__buf *out, const char *hash, int64_t size, int64_t offset,
+			const void *data, size_t n)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Google__Bytestream__WriteRequest q = GOOGLE__BYTESTREAM__WRITE_REQUEST__INIT;
+	char name[1024];
+
+	if (offset == 0) {
+		/* {instance/}uploads/UUID/blobs/HASH/SIZE: a fresh UUID per upload. */
+		unsigned char u[16];
+		char uuid[37];
+		if (RAND_bytes(u, sizeof(u)) != 1)
+			return -EIO;
+		u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+		u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+		snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+			 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+		if (snprintf(name, sizeof(name), "%s%suploads/%s/blobs/%s/%lld", g->instance, *g->instance ? "/" : "",
+			     uuid, hash, (long long)size) >= (int)sizeof(name))
+			return -ENAMETOOLONG;
+		q.resource_name = name;
+	}
+	q.write_offset = offset;
+	q.finish_write = offset + (int64_t)n == size;
+	q.data.data = (uint8_t *)data;
+	q.data.len = n;
+	return frame_into(out, &q.base);
+}
+
+int dl_grpc_committed(const void *p, size_t n, int64_t *committed, tf_error *err)
+{
+	Google__Bytestream__WriteResponse *m;
+
+	if (pw_check(&google__bytestream__write_response__descriptor, p, n, NULL, err) < 0 ||
+	    !(m = google__bytestream__write_response__unpack(NULL, n, p)))
+		return tf__errf(err, -EBADMSG, "its WriteResponse does not decode");
+	*committed = m->committed_size;
+	google__bytestream__write_response__free_unpacked(m, NULL);
+	return 0;
+}
+
+int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, tf__buf *req)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest q =
+		BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest *dg = calloc(count ? count : 1, sizeof(*dg));
+	Build__Bazel__Remote__Execution__V2__Digest **dp = calloc(count ? count : 1, sizeof(*dp));
+	int r;
+
+	if (!dg || !dp) {
+		free(dg);
+		free(dp);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < count; i++) {
+		Build__Bazel__Remote__Execution__V2__Digest init = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+		dg[i] = init;
+		dg[i].hash = (char *)v[i].hash;
+		dg[i].size_bytes = v[i].size;
+		dp[i] = &dg[i];
+	}
+	q.instance_name = g->instance;
+	q.n_blob_digests = count;
+	q.blob_digests = dp;
+	r = frame_into(req, &q.base);
+	free(dg);
+	free(dp);
+	return r;
+}
+
+int dl_grpc_find_answer(const void *p, size_t n, const tf_digest *v, size_t count, size_t *missing, tf_error *err)
+{
+	Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse *m;
+	size_t first = count;
+
+	if (pw_check(&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor, p, n, NULL, err) <
+		    0 ||
+	    !(m = build__bazel__remote__execution__v2__find_missing_blobs_response__unpack(NULL, n, p)))
+		return tf__errf(err, -EBADMSG, "its FindMissingBlobsResponse does not decode");
+	/* The first of ours that it names (its order need not be ours). */
+	for (size_t k = 0; k < m->n_missing_blob_digests; k++) {
+		const Build__Bazel__Remote__Execution__V2__Digest *d = m->missing_blob_digests[k];
+		for (size_t i = 0; d && d->hash && i < first; i++)
+			if (v[i].size == d->size_bytes && !strcmp(v[i].hash, d->hash))
+				first = i;
+	}
+	build__bazel__remote__execution__v2__find_missing_blobs_response__free_unpacked(m, NULL);
+	if (first == count)
+		return 1;
+	*missing = first;
+	return 0;
 }
