@@ -281,6 +281,24 @@ int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, 
  * one is (*missing: the first of v it names), -EBADMSG with err. */
 int dl_grpc_find_answer(const void *p, size_t n, const tf_digest *v, size_t count, size_t *missing, tf_error *err);
 
+/* BatchReadBlobs: whether to ask it (false once the server answered
+ * UNIMPLEMENTED: dl_grpc_batch_off), and the most bytes of blobs one call
+ * may ask for (the server's max_batch_total_size_bytes, else 4 MiB). */
+bool dl_grpc_batch_ok(const dl_grpc *g);
+void dl_grpc_batch_off(dl_grpc *g);
+int64_t dl_grpc_batch_limit(const dl_grpc *g);
+
+/* Sets up h for one BatchReadBlobs of v[0..n). 0 or -ENOMEM. */
+int dl_grpc_batch_prepare(const dl_backend *b, CURL *h, const tf_digest *v, size_t n, char *display,
+			  size_t display_len);
+
+/* Each blob of a BatchReadBlobsResponse: its digest, its status code (0 OK)
+ * and message, and its bytes (valid during the call). */
+typedef void (*dl_grpc_batch_cb)(void *arg, const char *hash, int64_t size, int code, const char *message,
+				 const void *data, size_t len);
+/* Reads a BatchReadBlobsResponse (checked with pw_check). 0 or -EBADMSG. */
+int dl_grpc_batch_answer(const void *p, size_t n, dl_grpc_batch_cb cb, void *arg, tf_error *err);
+
 /* {instance/}blobs/hash/size (no leading slash without an instance).
  * -ENAMETOOLONG if it does not fit in n. */
 int dl_grpc_resource_name(char *out, size_t n, const char *instance, const char *hash, int64_t size);

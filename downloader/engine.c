@@ -49,6 +49,9 @@
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 #define DL_RING_BYTES ((size_t)512 << 10) /* a stream's ring, each way */
 #define DL_STREAM_BUFFER (128L << 10)      /* curl's receive and upload buffers for streams */
+#define DL_BATCH_BLOB_MAX ((int64_t)1 << 20) /* blobs up to this size go in BatchReadBlobs calls... */
+#define DL_BATCH_MAX_BLOBS 1000              /* ...at most this many a call */
+#define DL_BATCH_OVERHEAD 100                /* answer bytes per blob besides its data */
 
 typedef enum dl_state {
 	DL_NEW,      /* created, not yet scheduled */
@@ -71,6 +74,7 @@ typedef enum dl_mode {
 	DL_MODE_FILE,   /* into a verified file at its destinations */
 	DL_MODE_MEM,    /* into capped memory */
 	DL_MODE_STREAM, /* a dl_stream: GET to a reader, HEAD, or PUT from a writer */
+	DL_MODE_BATCH,  /* a gRPC BatchReadBlobs for several file transfers (its members) */
 } dl_mode;
 
 struct dl_completion;
@@ -177,6 +181,9 @@ typedef struct dl_xfer {
 	tf__buf wmsg;
 	unsigned char *wtmp;
 	int64_t woff;
+	/* a batch: the file transfers it reads (DL_RUNNING without a handle of their own) */
+	struct dl_xfer **members;
+	size_t nmembers;
 	dl_silence silence; /* --remote_timeout of the running attempt */
 } dl_xfer;
 
@@ -394,6 +401,7 @@ static void xfer_free(dl_xfer *x)
 	}
 	tf__buf_fini(&x->wmsg);
 	free(x->wtmp);
+	free(x->members);
 	free(x);
 }
 
@@ -863,10 +871,45 @@ static void finish_failed(tf_downloader *d, dl_xfer *x, tf_result r, const char 
  * an attempt. */
 static void stream_start(tf_downloader *d, dl_xfer *x);
 
+/* Opens the temporary file of x in the folder of its first destination that
+ * can be written (the others are completed as local errors). false: none
+ * can, x has finished. */
+static bool open_tmp(tf_downloader *d, dl_xfer *x)
+{
+	for (;;) {
+		tf_error err = { 0 };
+		const char *leaf;
+		dl_dest *t;
+
+		x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
+		if (x->dirfd >= 0)
+			break;
+		/* This destination cannot be written; the others may. */
+		t = x->dests;
+		x->dests = t->next;
+		t->next = NULL;
+		complete(d, t, &x->digest, TF_RESULT_LOCAL, false, false, false, x->attempts, err.message);
+		x->dirfd = -1;
+		if (!x->dests) {
+			set_state(x, DL_FINISHED);
+			return false;
+		}
+	}
+	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
+	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, x->dests->executable ? 0755 : 0644);
+	if (x->fd < 0) {
+		char msg[TF_ERROR_MESSAGE_MAX];
+		snprintf(msg, sizeof(msg), "cannot create a temporary file beside '%s': %s", x->dests->path,
+			 strerror(errno));
+		close_tmp(x, false);
+		finish_failed(d, x, TF_RESULT_LOCAL, msg);
+		return false;
+	}
+	return true;
+}
+
 static void start(tf_downloader *d, dl_xfer *x)
 {
-	tf_error err = { 0 };
-	const char *leaf;
 	CURL *h;
 
 	if (x->mode == DL_MODE_STREAM) {
@@ -880,32 +923,8 @@ static void start(tf_downloader *d, dl_xfer *x)
 	if (x->resume && x->fd >= 0)
 		goto open_handle; /* the temporary file, its hash so far and `received` stay */
 	x->resume = false;
-	x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
-	if (x->dirfd < 0) {
-		/* This destination cannot be written; the others may. */
-		dl_dest *t = x->dests;
-		x->dests = t->next;
-		t->next = NULL;
-		complete(d, t, &x->digest, TF_RESULT_LOCAL, false, false, false, x->attempts, err.message);
-		x->dirfd = -1;
-		if (!x->dests) {
-			set_state(x, DL_FINISHED);
-			return;
-		}
-		start(d, x);
+	if (!open_tmp(d, x))
 		return;
-	}
-	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
-	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-		       x->dests->executable ? 0755 : 0644);
-	if (x->fd < 0) {
-		char msg[TF_ERROR_MESSAGE_MAX];
-		snprintf(msg, sizeof(msg), "cannot create a temporary file beside '%s': %s",
-			 x->dests->path, strerror(errno));
-		close_tmp(x, false);
-		finish_failed(d, x, TF_RESULT_LOCAL, msg);
-		return;
-	}
 open_handle:
 	if (!x->md)
 		x->md = EVP_MD_CTX_new();
@@ -1725,12 +1744,274 @@ static void streams_take(tf_downloader *d, dl_stream *add, dl_stream *poke, bool
 		stream_end(d, d->streams, CURLE_ABORTED_BY_CALLBACK, -ESHUTDOWN, "the transfer engine is shutting down");
 }
 
+/* ---- BatchReadBlobs: small blobs, many a call ------------------------------------------ */
+
+static bool batchable(tf_downloader *d, const dl_xfer *x)
+{
+	const dl_grpc *g = dl_backend_grpc(d->backend);
+
+	/* A first attempt only: a retry is one ByteStream.Read of its own. */
+	return g && x->mode == DL_MODE_FILE && x->area == TF_AREA_CAS && x->attempts == 0 && !x->resume &&
+	       x->digest.size > 0 && x->digest.size <= DL_BATCH_BLOB_MAX && dl_grpc_batch_ok(g);
+}
+
+static size_t batch_on_body(char *ptr, size_t size, size_t nmemb, void *userdata);
+
+static int batch_sink(void *arg, const void *p, size_t n)
+{
+	dl_xfer *b = arg;
+	return tf__buf_append(b->mem, p, n) < 0 ? -EFBIG : 0;
+}
+
+static size_t batch_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	dl_xfer *b = userdata;
+	return dl_grpc_rx_feed(b->grpc, ptr, size * nmemb, batch_sink, b) < 0 ? 0 : size * nmemb;
+}
+
+/* A member's read did not happen: another try (its own ByteStream.Read), or failed. */
+static void member_retry(tf_downloader *d, dl_xfer *m, dl_outcome o, const char *why)
+{
+	char msg[TF_ERROR_MESSAGE_MAX];
+
+	close_tmp(m, true);
+	if (o != DL_OUTCOME_FATAL && m->attempts <= d->retries) {
+		backoff(d, m);
+		return;
+	}
+	if (o == DL_OUTCOME_FATAL)
+		snprintf(msg, sizeof(msg), "GET %s failed: %s", m->url, why);
+	else
+		snprintf(msg, sizeof(msg), "GET %s failed after %d attempt%s (--remote_retries=%d): %s", m->url,
+			 m->attempts, m->attempts == 1 ? "" : "s", d->retries, why);
+	finish_failed(d, m, TF_RESULT_FAILED, msg);
+}
+
+/* Starts one BatchReadBlobs call for `first` and the batchable transfers
+ * queued after it, within the server's batch size. */
+static void batch_start(tf_downloader *d, dl_xfer *first)
+{
+	int64_t limit = dl_grpc_batch_limit(dl_backend_grpc(d->backend)), total = 0;
+	dl_xfer *b = calloc(1, sizeof(*b));
+	tf_digest *v = NULL;
+	CURL *h = NULL;
+	size_t n = 0;
+
+	if (b) {
+		b->members = calloc(DL_BATCH_MAX_BLOBS, sizeof(*b->members));
+		b->mem = malloc(sizeof(*b->mem));
+		b->grpc = malloc(sizeof(*b->grpc));
+		b->url = malloc(DL_URL_MAX);
+		b->errbuf = malloc(CURL_ERROR_SIZE);
+	}
+	if (!b || !b->members || !b->mem || !b->grpc || !b->url || !b->errbuf) {
+		if (b) {
+			free(b->grpc);
+			b->grpc = NULL;
+		}
+		xfer_free(b);
+		start(d, first); /* on its own */
+		return;
+	}
+	b->d = d;
+	b->mode = DL_MODE_BATCH;
+	b->state = DL_NEW;
+	b->fd = b->dirfd = -1;
+	memcpy(b->digest.hash, first->digest.hash, sizeof(b->digest.hash)); /* for the trace */
+	b->digest.size = -1;
+	tf__buf_init(b->mem, DL_GRPC_MAX_MESSAGE);
+	dl_grpc_rx_init(b->grpc, DL_GRPC_RAW);
+	b->members[b->nmembers++] = first;
+	total = first->digest.size + DL_BATCH_OVERHEAD;
+	for (dl_xfer **pp = &d->queue_head, *prev = NULL; *pp && b->nmembers < DL_BATCH_MAX_BLOBS;) {
+		dl_xfer *y = *pp;
+		if (!batchable(d, y) || total + y->digest.size + DL_BATCH_OVERHEAD > limit) {
+			prev = y;
+			pp = &y->qnext;
+			continue;
+		}
+		*pp = y->qnext;
+		if (d->queue_tail == y)
+			d->queue_tail = prev;
+		b->members[b->nmembers++] = y;
+		total += y->digest.size + DL_BATCH_OVERHEAD;
+	}
+	/* Each member's temporary file; one that cannot be made has finished. */
+	for (size_t i = 0; i < b->nmembers; i++) {
+		dl_xfer *m = b->members[i];
+		if (!m->md)
+			m->md = EVP_MD_CTX_new();
+		if (!m->url)
+			m->url = malloc(DL_URL_MAX);
+		if (!m->md || !m->url || !EVP_DigestInit_ex(m->md, EVP_sha256(), NULL)) {
+			finish_failed(d, m, TF_RESULT_LOCAL, "out of memory starting a transfer");
+			continue;
+		}
+		if (!open_tmp(d, m))
+			continue;
+		m->received = 0;
+		m->local_errno = 0;
+		m->attempts++;
+		snprintf(m->url, DL_URL_MAX, "%s BatchReadBlobs blobs/%s/%lld",
+			 dl_grpc_display(dl_backend_grpc(d->backend)), m->digest.hash, (long long)m->digest.size);
+		set_state(m, DL_RUNNING);
+		b->members[n++] = m;
+	}
+	b->nmembers = n;
+	if (n == 0) {
+		xfer_free(b);
+		return;
+	}
+	v = malloc(n * sizeof(*v));
+	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
+	if (v)
+		for (size_t i = 0; i < n; i++)
+			v[i] = b->members[i]->digest;
+	if (!v || !h || dl_grpc_batch_prepare(d->backend, h, v, n, b->url, DL_URL_MAX) < 0) {
+		free(v);
+		if (h)
+			curl_easy_cleanup(h);
+		for (size_t i = 0; i < n; i++)
+			member_retry(d, b->members[i], DL_OUTCOME_FATAL, "out of memory starting a transfer");
+		xfer_free(b);
+		return;
+	}
+	free(v);
+	b->errbuf[0] = '\0';
+	dl_backend_watch_silence(d->backend, h, &b->silence, NULL);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, b);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, batch_on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, b);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, b->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)DL_BUFFER_SIZE_LARGE);
+	b->easy = h;
+	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
+		b->easy = NULL;
+		curl_easy_cleanup(h);
+		for (size_t i = 0; i < n; i++)
+			member_retry(d, b->members[i], DL_OUTCOME_FATAL, "cannot add a transfer to libcurl");
+		xfer_free(b);
+		return;
+	}
+	d->running++;
+	pthread_mutex_lock(&d->mu);
+	d->stats.attempts++;
+	pthread_mutex_unlock(&d->mu);
+	set_state(b, DL_RUNNING);
+	b->lnext = d->reads; /* freed by schedule() once finished, or at teardown */
+	d->reads = b;
+}
+
+typedef struct batch_seen {
+	tf_downloader *d;
+	dl_xfer *b;
+	bool *done;
+} batch_seen;
+
+/* One blob of the answer: its bytes through the member's usual path. */
+static void batch_blob(void *arg, const char *hash, int64_t size, int code, const char *message, const void *data,
+		       size_t len)
+{
+	batch_seen *bs = arg;
+	char msg[TF_ERROR_MESSAGE_MAX], why[600];
+	dl_xfer *m = NULL;
+	size_t i;
+
+	for (i = 0; i < bs->b->nmembers; i++) {
+		dl_xfer *y = bs->b->members[i];
+		if (!bs->done[i] && y->digest.size == size && !strcmp(y->digest.hash, hash)) {
+			m = y;
+			break;
+		}
+	}
+	if (!m)
+		return; /* not asked for, or named twice */
+	bs->done[i] = true;
+	snprintf(why, sizeof(why), "%s%s%.512s", dl_grpc_code_name(code), *message ? ": " : "", message);
+	if (code == 5) { /* NOT_FOUND */
+		snprintf(msg, sizeof(msg), "GET %.300s: %s; the blob is not in the cache", m->url, why);
+		finish_failed(bs->d, m, TF_RESULT_LOST, msg);
+		return;
+	}
+	if (code != 0) {
+		member_retry(bs->d, m, DL_OUTCOME_TRANSIENT, why);
+		return;
+	}
+	if (on_body((char *)data, 1, len, m) != len) {
+		if (m->local_errno) {
+			snprintf(msg, sizeof(msg), "cannot write '%s': %s", m->dests->path, strerror(m->local_errno));
+			finish_failed(bs->d, m, TF_RESULT_LOCAL, msg);
+		} else {
+			snprintf(msg, sizeof(msg), "GET %s: the body is longer than the expected %lld bytes", m->url,
+				 (long long)m->digest.size);
+			on_corrupt(bs->d, m, msg, sizeof(msg));
+		}
+		return;
+	}
+	on_body_done(bs->d, m);
+}
+
+/* A BatchReadBlobs call ended: each member placed, lost, retried or failed;
+ * all of them queued again, as ByteStream reads, if the server has no
+ * BatchReadBlobs. */
+static void batch_done(tf_downloader *d, dl_xfer *b, CURLcode rc)
+{
+	char why[CURL_ERROR_SIZE + 256];
+	tf_error err = { 0 };
+	long status = 0;
+	dl_outcome o;
+
+	curl_easy_getinfo(b->easy, CURLINFO_RESPONSE_CODE, &status);
+	release_easy(d, b);
+	dl_grpc_note(dl_backend_grpc(d->backend), rc);
+	o = dl_grpc_classify(b->grpc, rc, status, b->errbuf, dl_backend_timeout_s(d->backend), why, sizeof(why));
+	if (o == DL_OUTCOME_BODY && dl_grpc_rx_partial(b->grpc)) {
+		snprintf(why, sizeof(why), "the answer ended inside a message");
+		o = DL_OUTCOME_TRANSIENT;
+	}
+	set_state(b, DL_FINISHED);
+	if (b->grpc->status == 12) { /* UNIMPLEMENTED: a server without BatchReadBlobs */
+		dl_grpc_batch_off(dl_backend_grpc(d->backend));
+		for (size_t i = 0; i < b->nmembers; i++) {
+			dl_xfer *m = b->members[i];
+			close_tmp(m, true);
+			m->attempts--; /* not an attempt at the blob */
+			enqueue(d, m);
+		}
+		shrink(b);
+		return;
+	}
+	if (o == DL_OUTCOME_BODY) {
+		bool *done = calloc(b->nmembers, sizeof(*done));
+		batch_seen bs = { d, b, done };
+		int r = done ? dl_grpc_batch_answer(b->mem->data, b->mem->len, batch_blob, &bs, &err) : -ENOMEM;
+		for (size_t i = 0; i < b->nmembers; i++)
+			if (!done || !done[i])
+				member_retry(d, b->members[i], DL_OUTCOME_TRANSIENT,
+					     r < 0 ? (err.message[0] ? err.message : "out of memory")
+						   : "the BatchReadBlobs answer did not name it");
+		free(done);
+	} else {
+		for (size_t i = 0; i < b->nmembers; i++)
+			member_retry(d, b->members[i], o == DL_OUTCOME_FATAL ? DL_OUTCOME_FATAL : DL_OUTCOME_TRANSIENT,
+				     why);
+	}
+	shrink(b);
+}
+
 static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 {
 	char why[CURL_ERROR_SIZE + 256], msg[TF_ERROR_MESSAGE_MAX];
 	long status = 0;
 	dl_outcome o;
 
+	if (x->mode == DL_MODE_BATCH) {
+		batch_done(d, x, rc);
+		return;
+	}
 	if (x->mode == DL_MODE_STREAM) {
 		if (x->grpc)
 			grpc_stream_done(d, x, rc);
@@ -1955,7 +2236,10 @@ static void schedule(tf_downloader *d)
 		d->queue_head = x->qnext;
 		if (!d->queue_head)
 			d->queue_tail = NULL;
-		start(d, x);
+		if (batchable(d, x))
+			batch_start(d, x);
+		else
+			start(d, x);
 	}
 }
 

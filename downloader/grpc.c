@@ -38,6 +38,7 @@ struct dl_grpc {
 	bool tls;
 	int64_t max_batch; /* the server's max_batch_total_size_bytes; 0 unknown */
 	atomic_bool h2_up; /* cleartext: a call succeeded on a connection that stays open */
+	atomic_bool no_batch; /* the server answered BatchReadBlobs with UNIMPLEMENTED */
 };
 
 static const char *const code_names[] = {
@@ -841,5 +842,77 @@ int dl_grpc_find_answer(const void *p, size_t n, const tf_digest *v, size_t coun
 	if (first == count)
 		return 1;
 	*missing = first;
+	return 0;
+}
+
+/* ---- BatchReadBlobs ---------------------------------------------------------------------- */
+
+bool dl_grpc_batch_ok(const dl_grpc *g)
+{
+	return !atomic_load(&((dl_grpc *)g)->no_batch);
+}
+
+void dl_grpc_batch_off(dl_grpc *g)
+{
+	atomic_store(&g->no_batch, true);
+}
+
+int64_t dl_grpc_batch_limit(const dl_grpc *g)
+{
+	/* gRPC's default message limit when the server names none. */
+	return g->max_batch > 0 ? g->max_batch : (int64_t)4 << 20;
+}
+
+int dl_grpc_batch_prepare(const dl_backend *b, CURL *h, const tf_digest *v, size_t n, char *display, size_t display_len)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest q =
+		BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest *dg = calloc(n ? n : 1, sizeof(*dg));
+	Build__Bazel__Remote__Execution__V2__Digest **dp = calloc(n ? n : 1, sizeof(*dp));
+	int r = -ENOMEM;
+
+	if (dg && dp) {
+		for (size_t i = 0; i < n; i++) {
+			Build__Bazel__Remote__Execution__V2__Digest init = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+			dg[i] = init;
+			dg[i].hash = (char *)v[i].hash;
+			dg[i].size_bytes = v[i].size;
+			dp[i] = &dg[i];
+		}
+		q.instance_name = g->instance;
+		q.n_digests = n;
+		q.digests = dp;
+		snprintf(display, display_len, "%s BatchReadBlobs (%zu blobs)", g->display, n);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs");
+		r = set_body(h, &q.base);
+	}
+	free(dg);
+	free(dp);
+	return r;
+}
+
+int dl_grpc_batch_answer(const void *p, size_t n, dl_grpc_batch_cb cb, void *arg, tf_error *err)
+{
+	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse *m;
+
+	if (pw_check(&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor, p, n, NULL, err) < 0 ||
+	    !(m = build__bazel__remote__execution__v2__batch_read_blobs_response__unpack(NULL, n, p)))
+		return tf__errf(err, -EBADMSG, "its BatchReadBlobsResponse does not decode");
+	for (size_t i = 0; i < m->n_responses; i++) {
+		const Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *r = m->responses[i];
+		char msg[512] = "";
+		if (!r->digest || !r->digest->hash)
+			continue;
+		if (r->status && r->status->message) {
+			snprintf(msg, sizeof(msg), "%s", r->status->message);
+			for (char *c = msg; *c; c++)
+				if ((unsigned char)*c < 0x20)
+					*c = ' '; /* no line breaks in our messages */
+		}
+		cb(arg, r->digest->hash, r->digest->size_bytes, r->status ? r->status->code : 0, msg, r->data.data,
+		   r->data.len);
+	}
+	build__bazel__remote__execution__v2__batch_read_blobs_response__free_unpacked(m, NULL);
 	return 0;
 }
