@@ -58,6 +58,12 @@ assert_contains "$out" "505 of 505 files in place" "summary"
 assert_contains "$out" "0 lost, 0 corrupt, 0 failed, 0 local errors" "summary"
 check_files "$out_dir" "$manifest"
 [ -z "$(find "$out_dir" -name '.tftmp.*')" ] || fail "temporary files left behind"
+# The worker has no BatchReadBlobs (as 4.2.3): asked once, then every blob
+# is a ByteStream.Read of its own.
+[ "$(grep -c 'tf-worker: BatchReadBlobs UNIMPLEMENTED' "$WORKER_LOG")" -ge 1 ] ||
+  fail "BatchReadBlobs was not tried: $(grep -c tf-worker "$WORKER_LOG") calls logged"
+reads=$(grep -c 'tf-worker: ByteStream.Read' "$WORKER_LOG")
+[ "$reads" -eq 503 ] || fail "$reads ByteStream reads for 503 blobs after the fallback (want one each)"
 
 # The same through a counting TCP relay: the calls share a few HTTP/2
 # connections (cleartext, libcurl 7.88.1 included), not one each.
