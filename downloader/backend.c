@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,12 @@ struct dl_backend {
 	char *base;    /* http: scheme://host[:port][/prefix][/instance], no credentials, no
 			  trailing '/'; disk: absolute directory */
 	char *user, *password; /* http: decoded, for CURLOPT_USERNAME/PASSWORD; NULL if none */
-	struct curl_slist *headers;
+	/* Every request's; swapped whole by dl_backend_set_invocation, the lists
+	 * it replaced kept (requests in flight use them) until the backend goes. */
+	struct curl_slist *_Atomic headers;
+	pthread_mutex_t headers_mu;
+	struct curl_slist **retired;
+	size_t nretired;
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
 	atomic_ulong tmp_seq; /* disk: temporary file names */
@@ -185,6 +191,7 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		return NULL;
 	}
 	b->timeout_s = opts->remote_timeout_s > 0 ? opts->remote_timeout_s : 60;
+	pthread_mutex_init(&b->headers_mu, NULL);
 
 	if (!strncmp(rc, "http://", 7) || !strncmp(rc, "https://", 8)) {
 		b->type = DL_BACKEND_HTTP;
@@ -211,7 +218,11 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		}
 		b->base = strdup(dl_grpc_display(b->grpc));
 		/* --remote_header as gRPC metadata (libcurl lowercases names for HTTP/2). */
-		r = dl_grpc_headers(&b->headers, err);
+		{
+			struct curl_slist *l = NULL;
+			r = dl_grpc_headers(&l, err);
+			b->headers = l;
+		}
 		for (size_t i = 0; i < opts->n_remote_headers && r == 0; i++)
 			r = add_header(b, opts->remote_headers[i], err);
 		if (r < 0)
@@ -260,6 +271,10 @@ void dl_backend_free(dl_backend *b)
 	if (!b)
 		return;
 	curl_slist_free_all(b->headers);
+	for (size_t i = 0; i < b->nretired; i++)
+		curl_slist_free_all(b->retired[i]);
+	free(b->retired);
+	pthread_mutex_destroy(&b->headers_mu);
 	dl_grpc_free(b->grpc);
 	free(b->base);
 	curl_free(b->user);
@@ -288,6 +303,48 @@ const char *dl_backend_display(const dl_backend *b)
 const char *dl_area_name(tf_area a)
 {
 	return a == TF_AREA_AC ? "ac" : "cas";
+}
+
+#define DL_HEADER_LISTS_MAX 4096
+
+int dl_backend_set_invocation(dl_backend *b, const char *id)
+{
+	struct curl_slist *n = NULL, *old, **rv;
+	char line[1024];
+	int r = 0;
+
+	if (b->type != DL_BACKEND_GRPC)
+		return 0;
+	if (dl_grpc_metadata_line(line, sizeof(line), id) < 0)
+		return -EMSGSIZE;
+	pthread_mutex_lock(&b->headers_mu);
+	if (b->nretired >= DL_HEADER_LISTS_MAX) {
+		r = -ENOSPC;
+		goto out;
+	}
+	old = b->headers;
+	for (const struct curl_slist *l = old; l; l = l->next) {
+		bool md = !strncmp(l->data, DL_GRPC_METADATA_HEADER ":", sizeof(DL_GRPC_METADATA_HEADER));
+		struct curl_slist *t = curl_slist_append(n, md ? line : l->data);
+		if (!t) {
+			curl_slist_free_all(n);
+			r = -ENOMEM;
+			goto out;
+		}
+		n = t;
+	}
+	rv = realloc(b->retired, (b->nretired + 1) * sizeof(*rv));
+	if (!rv) {
+		curl_slist_free_all(n);
+		r = -ENOMEM;
+		goto out;
+	}
+	b->retired = rv;
+	b->retired[b->nretired++] = old;
+	b->headers = n;
+out:
+	pthread_mutex_unlock(&b->headers_mu);
+	return r;
 }
 
 dl_grpc *dl_backend_grpc(const dl_backend *b)

@@ -57,6 +57,12 @@ long dl_backend_timeout_s(const dl_backend *b);
 int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
 		       int64_t offset, char *display, size_t display_len);
 
+/* gRPC: the RequestMetadata of the calls that start from now on names this
+ * invocation (a build's BEP uuid). Calls in flight keep theirs. 0, -ENOMEM,
+ * or -ENOSPC past 4096 changes (the last one stays). Not for http or disk
+ * (0, nothing done). Does not block beyond a mutex. */
+int dl_backend_set_invocation(dl_backend *b, const char *id);
+
 /* The grpc side of a grpc backend; NULL for http and disk. */
 dl_grpc *dl_backend_grpc(const dl_backend *b);
 
@@ -186,6 +192,12 @@ void dl_downloader_close(tf_downloader *d);
 /* The cache's URL or directory, without credentials. */
 const char *dl_downloader_display(const tf_downloader *d);
 
+/* dl_grpc_adopt_instance of d's backend (0 for http and disk). */
+int dl_downloader_adopt_instance(tf_downloader *d, const char *uri);
+
+/* dl_backend_set_invocation of d's backend. */
+int dl_downloader_set_invocation(tf_downloader *d, const char *id);
+
 /* True for a gRPC cache: a stream's GET or HEAD of a CAS blob needs the
  * blob's size (dl_stream_open). */
 bool dl_downloader_needs_sizes(const tf_downloader *d);
@@ -237,9 +249,21 @@ const char *dl_grpc_display(const dl_grpc *g);
  * call was refused, with the server's message). */
 int dl_grpc_capabilities(const dl_backend *b, tf_error *err);
 
+#define DL_GRPC_METADATA_HEADER "build.bazel.remote.execution.v2.requestmetadata-bin"
+
+/* The RequestMetadata header line (tool topfetch and its version, and the
+ * invocation id when not NULL) into line. 0 or -EMSGSIZE. */
+int dl_grpc_metadata_line(char *line, size_t n, const char *invocation);
+
 /* Appends the header lines of every call (content-type, te: trailers, the
  * RequestMetadata) to *l. */
 int dl_grpc_headers(struct curl_slist **l, tf_error *err);
+
+/* The instance of a bytestream://HOST[:PORT]/INSTANCE/blobs/HASH/SIZE URI
+ * (a Bazel BEP's) becomes the instance of the calls that start from now on,
+ * unless there is one already (--remote_instance_name, or an earlier URI's).
+ * 1 adopted, 0 nothing to do, -EINVAL (not a path), -ENOMEM. */
+int dl_grpc_adopt_instance(dl_grpc *g, const char *uri);
 
 /* The server's max_batch_total_size_bytes (0: not known). */
 int64_t dl_grpc_max_batch(const dl_grpc *g);

@@ -3316,6 +3316,17 @@ const char *dl_downloader_display(const tf_downloader *d)
 	return dl_backend_display(d->backend);
 }
 
+int dl_downloader_adopt_instance(tf_downloader *d, const char *uri)
+{
+	dl_grpc *g = dl_backend_grpc(d->backend);
+	return g ? dl_grpc_adopt_instance(g, uri) : 0;
+}
+
+int dl_downloader_set_invocation(tf_downloader *d, const char *id)
+{
+	return dl_backend_set_invocation(d->backend, id);
+}
+
 bool dl_downloader_needs_sizes(const tf_downloader *d)
 {
 	return dl_backend_grpc(d->backend) != NULL;

@@ -34,7 +34,9 @@
 struct dl_grpc {
 	char *base;     /* http(s)://host[:port], for libcurl */
 	char *display;  /* grpc(s)://host[:port][/instance], for messages */
-	char *instance; /* "" when none */
+	char *_Atomic instance; /* "" when none; set once more by dl_grpc_adopt_instance */
+	char *first_instance;    /* the one it replaced (calls in flight may still use it) */
+	atomic_bool adopted;
 	bool tls;
 	int64_t max_batch; /* the server's max_batch_total_size_bytes; 0 unknown */
 	atomic_bool h2_up; /* cleartext: a call succeeded on a connection that stays open */
@@ -316,27 +318,27 @@ static int add_line(struct curl_slist **l, const char *line, tf_error *err)
 	return 0;
 }
 
-/* The RequestMetadata every call carries, as its -bin header line. */
-static int metadata_line(struct curl_slist **l, tf_error *err)
+int dl_grpc_metadata_line(char *line, size_t n, const char *invocation)
 {
 	Build__Bazel__Remote__Execution__V2__ToolDetails tool = BUILD__BAZEL__REMOTE__EXECUTION__V2__TOOL_DETAILS__INIT;
 	Build__Bazel__Remote__Execution__V2__RequestMetadata md =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__REQUEST_METADATA__INIT;
 	unsigned char buf[512];
-	char line[1024];
 	int off;
 	size_t len;
 
 	tool.tool_name = (char *)"topfetch";
 	tool.tool_version = (char *)TOPFETCH_VERSION;
 	md.tool_details = &tool;
+	if (invocation && *invocation)
+		md.tool_invocation_id = (char *)invocation;
 	len = build__bazel__remote__execution__v2__request_metadata__get_packed_size(&md);
-	if (len > sizeof(buf))
-		return tf__errf(err, -EMSGSIZE, "RequestMetadata too large");
+	if (len > sizeof(buf) || n < sizeof(DL_GRPC_METADATA_HEADER) + 2 + 4 * (len + 2) / 3 + 1)
+		return -EMSGSIZE;
 	build__bazel__remote__execution__v2__request_metadata__pack(&md, buf);
-	off = snprintf(line, sizeof(line), "build.bazel.remote.execution.v2.requestmetadata-bin: ");
+	off = snprintf(line, n, DL_GRPC_METADATA_HEADER ": ");
 	EVP_EncodeBlock((unsigned char *)line + off, buf, (int)len);
-	return add_line(l, line, err);
+	return 0;
 }
 
 dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
@@ -405,6 +407,7 @@ void dl_grpc_free(dl_grpc *g)
 	free(g->base);
 	free(g->display);
 	free(g->instance);
+	free(g->first_instance);
 	free(g);
 }
 
@@ -419,9 +422,13 @@ int dl_grpc_headers(struct curl_slist **l, tf_error *err)
 					     ("user-agent: topfetch/" TOPFETCH_VERSION), "Expect:", "Accept:" };
 	int r = 0;
 
+	char line[1024];
+
 	for (size_t i = 0; i < sizeof(lines) / sizeof(*lines) && r == 0; i++)
 		r = add_line(l, lines[i], err);
-	return r < 0 ? r : metadata_line(l, err);
+	if (r == 0 && dl_grpc_metadata_line(line, sizeof(line), NULL) < 0)
+		r = tf__errf(err, -EMSGSIZE, "RequestMetadata too large");
+	return r < 0 ? r : add_line(l, line, err);
 }
 
 int64_t dl_grpc_max_batch(const dl_grpc *g)
@@ -915,4 +922,25 @@ int dl_grpc_batch_answer(const void *p, size_t n, dl_grpc_batch_cb cb, void *arg
 	}
 	build__bazel__remote__execution__v2__batch_read_blobs_response__free_unpacked(m, NULL);
 	return 0;
+}
+
+int dl_grpc_adopt_instance(dl_grpc *g, const char *uri)
+{
+	const char *p, *b;
+	char *inst;
+
+	if (strncmp(uri, "bytestream://", 13) || !(p = strchr(uri + 13, '/')) || !(b = strstr(p, "/blobs/")) || b == p)
+		return 0; /* not a URI with an instance */
+	if (*g->instance || atomic_exchange(&g->adopted, true))
+		return 0; /* --remote_instance_name, or one adopted before */
+	inst = strndup(p + 1, (size_t)(b - p - 1));
+	if (!inst)
+		return -ENOMEM;
+	if (tf__path_check(inst, "the instance of a bytestream:// URI", NULL) < 0) {
+		free(inst);
+		return -EINVAL;
+	}
+	g->first_instance = g->instance;
+	g->instance = inst;
+	return 1;
 }

@@ -23,10 +23,18 @@ assert_contains "$(cat "$tf_tmp/b2.log")" "remote cache hit" "the minimal build"
 grep -q "\"uri\":\"bytestream://127.0.0.1:$WORKER_PORT/blobs/" "$tf_tmp/bep.json" ||
   fail "Bazel's BEP has no bytestream:// URIs of the worker"
 
+logged=$(wc -l <"$WORKER_LOG")
 run_tf collect --bep="$tf_tmp/bep.bin" --remote_cache="$WORKER_URL" --output_dir="$tf_tmp/out"
 [ "$rc" -eq 0 ] || fail "collect: exit $rc: $out"
 assert_contains "$out" "5 of 5 targets complete" "collect"
 assert_contains "$out" "0 lost, 0 failed, 0 without a digest" "collect"
+# Every read names the build (RequestMetadata.tool_invocation_id: the BEP's uuid).
+uuid=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["started"]["uuid"])' "$tf_tmp/bep.json")
+tail -n +"$((logged + 1))" "$WORKER_LOG" | grep 'tf-worker: ByteStream.Read' >"$tf_tmp/reads" ||
+  fail "collect made no ByteStream reads at the worker"
+! grep -v "invocation=$uuid\$" "$tf_tmp/reads" ||
+  fail "reads of collect without the build's invocation id $uuid"
+echo "collect: $(wc -l <"$tf_tmp/reads") reads, each naming invocation $uuid"
 
 # 3. Bazel's own download of the top-level outputs, for comparison.
 bazel_run clean >/dev/null 2>&1

@@ -8,7 +8,8 @@
 #   reapi_worker_stop   stops it by its pid
 # Test patches (besides loopback only and a temporary folder per worker):
 # ByteStream.Read from read_offset; every ByteStream.Read and BatchReadBlobs
-# call logged ("tf-worker: <method> ..." in WORKER_LOG), to count them;
+# call logged ("tf-worker: <method> ..." in WORKER_LOG, a read with the
+# invocation id of its RequestMetadata), to count them;
 # BatchReadBlobs answered UNIMPLEMENTED as in 4.2.3, or served with
 # REAPI_JAVA_OPTS=-Dtf.worker.batch_read=true.
 # The compiled classes are kept in the build directory ($TF_BUILD_ROOT), so
@@ -18,7 +19,7 @@ REAPI_SRC=/usr/src/bazel-bootstrap/src/tools/remote/src/main/java/com/google/dev
 REAPI_JAR=/usr/share/bazel/A-server.jar
 
 reapi_worker_classes() {
-  local dir="${TF_BUILD_ROOT:-$tf_tmp}/reapi-worker-3" src
+  local dir="${TF_BUILD_ROOT:-$tf_tmp}/reapi-worker-4" src
   [ -d "$REAPI_SRC" ] || fail "Bazel's remote worker sources are missing ($REAPI_SRC); install bazel-bootstrap-source (scripts/install-deps.sh)"
   [ -f "$REAPI_JAR" ] || fail "$REAPI_JAR is missing; install bazel-bootstrap-data (scripts/install-deps.sh)"
   need javac
@@ -46,7 +47,8 @@ p = d + "/ByteStreamServer.java"
 s = open(p).read()
 a = "Digest digest = parseDigestFromResourceName(request.getResourceName());"
 assert s.count(a) == 1
-s = s.replace(a, a + '\n    System.err.println("tf-worker: ByteStream.Read " + request.getResourceName());')
+s = s.replace(a, a + '\n    System.err.println("tf-worker: ByteStream.Read " + request.getResourceName()'
+            + ' + " invocation=" + meta.getToolInvocationId());')
 open(p, "w").write(s)
 p = d + "/CasServer.java"
 s = open(p).read()
