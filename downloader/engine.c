@@ -1599,6 +1599,9 @@ static void grpc_stream_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		snprintf(why, sizeof(why), "the answer ended inside a message");
 		o = DL_OUTCOME_TRANSIENT;
 	}
+	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && x->grpc->status == 0 && !x->grpc->why[0] &&
+	    !dl_grpc_rx_partial(x->grpc))
+		o = DL_OUTCOME_BODY; /* answered (perhaps before the body went: it had the blob); committed_size decides */
 	pthread_mutex_lock(&s->mu);
 	if (s->err) {
 		/* The sink stopped it (cap, too many bytes): its reason (in s->errbuf) stands. */
@@ -3076,8 +3079,12 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 1;
 		/* A body without a held last byte (AC, no hash to check) may all
 		 * have gone, and been answered, before finish was called. */
-		if (r == 0 && s->result == CURLE_OK && !s->held && s->moved == (uint64_t)s->put_size &&
-		    s->done_bytes == (uint64_t)s->put_size) {
+		/* A gRPC cache that has the blob commits it at the first message:
+		 * the committed size was checked (grpc_stream_done). */
+		bool committed = r == 0 && s->result == CURLE_OK && s->area == TF_AREA_CAS &&
+				 dl_backend_grpc(s->d->backend) && s->status == 200;
+		if (committed || (r == 0 && s->result == CURLE_OK && !s->held && s->moved == (uint64_t)s->put_size &&
+				  s->done_bytes == (uint64_t)s->put_size)) {
 			if (status)
 				*status = s->status;
 			pthread_mutex_unlock(&s->mu);

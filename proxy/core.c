@@ -841,7 +841,8 @@ void px_put_data(px_put *u, const void *data, size_t n)
 	if (e == -EPIPE) {
 		/* The upstream ended first: its answer says why. */
 		e = dl_stream_finish(u->s, NULL, why, sizeof(why));
-		put_fail(u, e == -ENOENT || e == 0 ? -EIO : e, why);
+		if (e != 0) /* 0: a gRPC cache had the blob and said so before the body went */
+			put_fail(u, e == -ENOENT ? -EIO : e, why);
 	} else if (e < 0) {
 		put_fail(u, e, strerror(-e));
 	}

@@ -5,6 +5,10 @@
 #    offset it reached (ByteStream read_offset), not from the start;
 #  - the worker stopped in the middle of a run: failed after the retries,
 #    naming the attempts, and no partial file anywhere.
+# The other faults: BatchReadBlobs answered UNIMPLEMENTED (the
+# fallback) in grpc_fetch.sh, lost and corrupt inside a batch in
+# grpc_batch.sh, a wrong CA for grpcs:// and a call refused for missing
+# metadata in grpc_tls.sh.
 # The cut and the slow link come from a small TCP relay (tests/grpc/relay.py):
 # the real server cannot make those on demand.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
