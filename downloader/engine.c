@@ -181,6 +181,7 @@ typedef struct dl_xfer {
 	tf__buf wmsg;
 	unsigned char *wtmp;
 	int64_t woff;
+	bool put_answered; /* a PUT's answer came (it may come before the body went) */
 	/* a batch: the file transfers it reads (DL_RUNNING without a handle of their own) */
 	struct dl_xfer **members;
 	size_t nmembers;
@@ -1405,6 +1406,7 @@ static int grpc_stream_sink(void *arg, const void *p, size_t n)
 	pthread_mutex_lock(&s->mu);
 	if (s->op != DL_OP_GET) {
 		int r = tf__buf_append(&s->gans, p, n);
+		x->put_answered = s->op == DL_OP_PUT;
 		pthread_mutex_unlock(&s->mu);
 		return r;
 	}
@@ -1459,7 +1461,14 @@ static size_t grpc_stream_on_body(char *data, size_t size, size_t nmemb, void *u
 		return CURL_WRITEFUNC_PAUSE;
 	}
 	pthread_mutex_unlock(&s->mu);
-	return dl_grpc_rx_feed(x->grpc, data, n, grpc_stream_sink, x) < 0 ? 0 : n;
+	if (dl_grpc_rx_feed(x->grpc, data, n, grpc_stream_sink, x) < 0)
+		return 0;
+	/* A WriteResponse before the whole body went (the cache had the blob):
+	 * the server reads no more, and the upload may wait on flow control
+	 * for ever; end the call here (grpc_stream_done reads the answer). */
+	if (x->put_answered && s->area == TF_AREA_CAS && (x->woff < s->put_size || x->wmsg_off < x->wmsg.len))
+		return 0;
+	return n;
 }
 
 static size_t copy_out(char *buf, size_t max, const tf__buf *from, size_t *off)
@@ -1480,6 +1489,8 @@ static size_t grpc_stream_on_read(char *buf, size_t size, size_t nmemb, void *us
 	dl_stream *s = x->s;
 	size_t max = size * nmemb, got;
 
+	if (x->put_answered)
+		return CURL_READFUNC_ABORT; /* the server answered: nothing more to send */
 	if (x->greq_off < s->greq.len)
 		return copy_out(buf, max, &s->greq, &x->greq_off);
 	if (s->op != DL_OP_PUT)
@@ -1599,8 +1610,8 @@ static void grpc_stream_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		snprintf(why, sizeof(why), "the answer ended inside a message");
 		o = DL_OUTCOME_TRANSIENT;
 	}
-	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && x->grpc->status == 0 && !x->grpc->why[0] &&
-	    !dl_grpc_rx_partial(x->grpc))
+	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && x->put_answered && x->grpc->status <= 0 &&
+	    !x->grpc->why[0] && !dl_grpc_rx_partial(x->grpc))
 		o = DL_OUTCOME_BODY; /* answered (perhaps before the body went: it had the blob); committed_size decides */
 	pthread_mutex_lock(&s->mu);
 	if (s->err) {
