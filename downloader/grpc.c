@@ -799,32 +799,40 @@ int dl_grpc_committed(const void *p, size_t n, int64_t *committed, tf_error *err
 	return 0;
 }
 
-int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, tf__buf *req)
+/* The protobuf digests of v[0..n): an array of pointers, each to a digest
+ * in the same allocation (one free()); NULL out of memory. */
+static Build__Bazel__Remote__Execution__V2__Digest **digest_list(const tf_digest *v, size_t n)
 {
-	const dl_grpc *g = dl_backend_grpc(b);
-	Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest q =
-		BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
-	Build__Bazel__Remote__Execution__V2__Digest *dg = calloc(count ? count : 1, sizeof(*dg));
-	Build__Bazel__Remote__Execution__V2__Digest **dp = calloc(count ? count : 1, sizeof(*dp));
-	int r;
+	size_t k = n ? n : 1;
+	Build__Bazel__Remote__Execution__V2__Digest **dp = malloc(k * (sizeof(*dp) + sizeof(**dp)));
+	Build__Bazel__Remote__Execution__V2__Digest *dg = (Build__Bazel__Remote__Execution__V2__Digest *)(dp + k);
 
-	if (!dg || !dp) {
-		free(dg);
-		free(dp);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < count; i++) {
+	if (!dp)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
 		Build__Bazel__Remote__Execution__V2__Digest init = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
 		dg[i] = init;
 		dg[i].hash = (char *)v[i].hash;
 		dg[i].size_bytes = v[i].size;
 		dp[i] = &dg[i];
 	}
+	return dp;
+}
+
+int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, tf__buf *req)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest q =
+		BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest **dp = digest_list(v, count);
+	int r;
+
+	if (!dp)
+		return -ENOMEM;
 	q.instance_name = g->instance;
 	q.n_blob_digests = count;
 	q.blob_digests = dp;
 	r = frame_into(req, &q.base);
-	free(dg);
 	free(dp);
 	return r;
 }
@@ -875,18 +883,10 @@ int dl_grpc_batch_prepare(const dl_backend *b, CURL *h, const tf_digest *v, size
 	const dl_grpc *g = dl_backend_grpc(b);
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest q =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
-	Build__Bazel__Remote__Execution__V2__Digest *dg = calloc(n ? n : 1, sizeof(*dg));
-	Build__Bazel__Remote__Execution__V2__Digest **dp = calloc(n ? n : 1, sizeof(*dp));
+	Build__Bazel__Remote__Execution__V2__Digest **dp = digest_list(v, n);
 	int r = -ENOMEM;
 
-	if (dg && dp) {
-		for (size_t i = 0; i < n; i++) {
-			Build__Bazel__Remote__Execution__V2__Digest init = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
-			dg[i] = init;
-			dg[i].hash = (char *)v[i].hash;
-			dg[i].size_bytes = v[i].size;
-			dp[i] = &dg[i];
-		}
+	if (dp) {
 		q.instance_name = g->instance;
 		q.n_digests = n;
 		q.digests = dp;
@@ -894,7 +894,6 @@ int dl_grpc_batch_prepare(const dl_backend *b, CURL *h, const tf_digest *v, size
 		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs");
 		r = set_body(h, &q.base);
 	}
-	free(dg);
 	free(dp);
 	return r;
 }
