@@ -1813,7 +1813,7 @@ static void batch_start(tf_downloader *d, dl_xfer *first)
 
 	if (b) {
 		b->members = calloc(DL_BATCH_MAX_BLOBS, sizeof(*b->members));
-		b->mem = malloc(sizeof(*b->mem));
+		b->mem = calloc(1, sizeof(*b->mem)); /* zeroed: tf__buf_fini may see it unused */
 		b->grpc = malloc(sizeof(*b->grpc));
 		b->url = malloc(DL_URL_MAX);
 		b->errbuf = malloc(CURL_ERROR_SIZE);
