@@ -8,9 +8,13 @@
 #       (after a clean; wall time of the build command, server warm) against
 #       topfetch collect of the same files from its --remote_download_minimal
 #       BEP (bytestream:// URIs), one run each.
+#   The blobs are read from two workers over one storage: one as Bazel 4.2.3
+#   has it (no BatchReadBlobs: each blob one ByteStream.Read, after one
+#   UNIMPLEMENTED), one with BatchReadBlobs served (a test patch).
 # Prints one table: median wall time of RUNS runs, rate, peak RSS of
-# topfetch, requests nginx saw per run (the worker logs no calls), and the
-# ratio grpc/http (or topfetch/Bazel).
+# topfetch, requests per run at nginx or at the worker (its ByteStream.Read
+# and BatchReadBlobs calls, logged by the test patch), and the ratio
+# grpc/http (or topfetch/Bazel).
 # Usage: bench/grpc_vs_http.sh [build-dir]
 #   env: RUNS=3 SMALL_N=20000 BIG_MIB=1024 TREE_N=20000 SCENARIOS="small big tree"
 set -euo pipefail
@@ -26,6 +30,10 @@ OUT_BASE=${OUT_BASE:-/dev/shm} # as bench/fetch_vs_curl.sh: measure the tools, n
 [ -x /usr/bin/time ] || fail "GNU time is missing: apt-get install time"
 nginx_start
 reapi_worker_start
+PLAIN_URL=$WORKER_URL PLAIN_LOG=$WORKER_LOG PLAIN_CAS=$WORKER_CAS PLAIN_PORT=$WORKER_PORT
+REAPI_JAVA_OPTS=-Dtf.worker.batch_read=true reapi_worker_start --cas_path="$PLAIN_CAS"
+BATCH_URL=$WORKER_URL BATCH_LOG=$WORKER_LOG
+WORKER_URL=$PLAIN_URL WORKER_LOG=$PLAIN_LOG WORKER_CAS=$PLAIN_CAS WORKER_PORT=$PLAIN_PORT
 
 case " $SCENARIOS " in *" small "* | *" big "*) ;; *) SMALL_N=0 BIG_MIB=0 ;; esac
 echo "preparing $SMALL_N x 4 KiB blobs and one $BIG_MIB MiB blob in both caches..." >&2
@@ -53,21 +61,25 @@ find "$NGINX_CACHE/cas" "$WORKER_CAS/cas" -type f -exec cat {} + >/dev/null
 # measure URL SCENARIO -> "wall rss requests" (median wall of RUNS runs; one
 # unmeasured run first warms the JVM).
 measure() {
-  local url=$1 sc=$2 out walls=() rss=0 reqs=0 before
+  local url=$1 sc=$2 log=${3:-} out walls=() rss=0 reqs=0 before
   out=$(mktemp -d "$OUT_BASE/tf-bench-out.XXXXXX")
   "$TOPFETCH" fetch --remote_cache="$url" --output_dir="$out" --manifest="$tf_tmp/$sc.manifest" >/dev/null 2>&1 || true
   rm -rf "$out"
   for _ in $(seq "$RUNS"); do
     out=$(mktemp -d "$OUT_BASE/tf-bench-out.XXXXXX")
     nginx_sync
-    before=$(wc -l <"$NGINX_LOG")
+    before=$(wc -l <"${log:-$NGINX_LOG}")
     /usr/bin/time -o "$tf_tmp/time" -f "%e %M" "$TOPFETCH" fetch --remote_cache="$url" \
       --output_dir="$out" --manifest="$tf_tmp/$sc.manifest" --remote_max_connections=100 >"$tf_tmp/fetch.log" 2>&1 ||
       { cat "$tf_tmp/fetch.log" >&2; fail "fetch from $url failed"; }
     read -r w r <"$tf_tmp/time"
     walls+=("$w"); [ "$r" -gt "$rss" ] && rss=$r
     nginx_sync
-    reqs=$(( $(wc -l <"$NGINX_LOG") - before ))
+    if [ -n "$log" ]; then
+      reqs=$(tail -n +"$((before + 1))" "$log" | grep -c 'tf-worker: \(ByteStream.Read\|BatchReadBlobs\)' || true)
+    else
+      reqs=$(( $(wc -l <"$NGINX_LOG") - before ))
+    fi
     rm -rf "$out"
   done
   echo "$(printf '%s\n' "${walls[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p") $rss $reqs"
@@ -75,20 +87,23 @@ measure() {
 
 printf '\nBazel remote worker (Bazel 4.2.3 sources, %s) vs nginx %s, loopback, outputs in %s, %s cores\n' \
   "$(java -version 2>&1 | head -1)" "$(nginx -v 2>&1 | sed 's/.*\///')" "$OUT_BASE" "$(nproc)"
-printf '\n| scenario | path | wall s (median of %d) | rate MiB/s | topfetch peak RSS MiB | requests at nginx | grpc/http wall |\n' "$RUNS"
+printf '\n| scenario | path | wall s (median of %d) | rate MiB/s | topfetch peak RSS MiB | requests (nginx or worker) | grpc/http wall |\n' "$RUNS"
 printf '|---|---|---|---|---|---|---|\n'
 for sc in small big; do
   case " $SCENARIOS " in *" $sc "*) ;; *) continue ;; esac
   if [ $sc = small ]; then label="$SMALL_N x 4 KiB"; mib=$(python3 -c "print($SMALL_N*4096/1048576)"); else label="1 x $BIG_MIB MiB"; mib=$BIG_MIB; fi
-  read -r gw gr gq < <(measure "$WORKER_URL" $sc)
+  read -r gw gr gq < <(measure "$WORKER_URL" $sc "$WORKER_LOG")
+  read -r bw br bq < <(measure "$BATCH_URL" $sc "$BATCH_LOG")
   read -r hw hr hq < <(measure "$NGINX_URL" $sc)
-  python3 - "$label" "$mib" "$gw" "$gr" "$gq" "$hw" "$hr" "$hq" <<'PY'
+  python3 - "$label" "$mib" "$gw" "$gr" "$gq" "$hw" "$hr" "$hq" "$bw" "$br" "$bq" <<'PY'
 import sys
-label, mib, gw, gr, gq, hw, hr, hq = sys.argv[1:]
-mib, gw, hw = float(mib), float(gw), float(hw)
+label, mib, gw, gr, gq, hw, hr, hq, bw, br, bq = sys.argv[1:]
+mib, gw, hw, bw = float(mib), float(gw), float(hw), float(bw)
 rate = lambda w: mib / w if w > 0 else float("inf")
-print(f"| {label} | grpc:// (ByteStream.Read) from the worker | {gw:.2f} | {rate(gw):.0f} | {int(gr)/1024:.1f} | {gq} (not nginx) | {gw/hw if hw else float('nan'):.2f} |")
-print(f"| {label} | http:// from nginx | {hw:.2f} | {rate(hw):.0f} | {int(hr)/1024:.1f} | {hq} | |")
+ratio = lambda w: f"{w/hw:.2f}" if hw else "nan"
+print(f"| {label} | grpc:// from the worker as 4.2.3 (ByteStream.Read each) | {gw:.2f} | {rate(gw):.0f} | {int(gr)/1024:.1f} | {gq} at the worker | {ratio(gw)} |")
+print(f"| {label} | grpc:// from the worker with BatchReadBlobs | {bw:.2f} | {rate(bw):.0f} | {int(br)/1024:.1f} | {bq} at the worker | {ratio(bw)} |")
+print(f"| {label} | http:// from nginx | {hw:.2f} | {rate(hw):.0f} | {int(hr)/1024:.1f} | {hq} at nginx | |")
 PY
 done
 
@@ -111,17 +126,19 @@ bazel_run build "${flags[@]}" --remote_download_minimal --build_event_binary_fil
   >"$tf_tmp/b3.log" 2>&1 || { cat "$tf_tmp/b3.log" >&2; fail "bazel build (minimal) failed"; }
 bmw=$(grep -o "Elapsed time: [0-9.]*s" "$tf_tmp/b3.log" | grep -o "[0-9.]*" | head -1)
 out=$(mktemp -d "$OUT_BASE/tf-bench-out.XXXXXX")
+logged=$(wc -l <"$WORKER_LOG")
 /usr/bin/time -o "$tf_tmp/time" -f "%e %M" "$TOPFETCH" collect --bep="$tf_tmp/bep.bin" --remote_cache="$WORKER_URL" \
   --output_dir="$out" >"$tf_tmp/collect.log" 2>&1 || { cat "$tf_tmp/collect.log" >&2; fail "collect failed"; }
 read -r cw cr <"$tf_tmp/time"
+cq=$(tail -n +"$((logged + 1))" "$WORKER_LOG" | grep -c 'tf-worker: \(ByteStream.Read\|BatchReadBlobs\)' || true)
 n=$(find "$out" -type f | wc -l)
 rm -rf "$out"
 [ "$n" -eq "$TREE_N" ] || fail "collect wrote $n files, want $TREE_N"
-python3 - "$TREE_N" "$bw" "$cw" "$cr" "${bmw:-?}" <<'PY'
+python3 - "$TREE_N" "$bw" "$cw" "$cr" "${bmw:-?}" "$cq" <<'PY'
 import sys
-n, bw, cw, cr, bmw = sys.argv[1:]
+n, bw, cw, cr, bmw, cq = sys.argv[1:]
 n, bw, cw = int(n), float(bw), float(cw)
 mib = n * 4096 / 1048576
-print(f"| tree of {n} x 4 KiB (Bazel build) | Bazel --remote_download_toplevel (clean build, 1 run) | {bw:.2f} | {mib/bw:.0f} | JVM (not measured) | 0 (not nginx) | |")
-print(f"| tree of {n} x 4 KiB (Bazel build) | topfetch collect of its minimal BEP (1 run; the minimal build itself: {bmw} s) | {cw:.2f} | {mib/cw:.0f} | {int(cr)/1024:.1f} | 0 (not nginx) | {cw/bw:.2f} |")
+print(f"| tree of {n} x 4 KiB (Bazel build) | Bazel --remote_download_toplevel (clean build, 1 run) | {bw:.2f} | {mib/bw:.0f} | JVM (not measured) | (Bazel's own) | |")
+print(f"| tree of {n} x 4 KiB (Bazel build) | topfetch collect of its minimal BEP (1 run; the minimal build itself: {bmw} s) | {cw:.2f} | {mib/cw:.0f} | {int(cr)/1024:.1f} | {cq} at the worker | {cw/bw:.2f} |")
 PY

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,10 @@ struct dl_backend {
 	 * end, changed in place by dl_creds_refresh (engine thread). */
 	struct curl_slist *headers;
 	dl_creds *creds;       /* http, grpc: netrc and credential helpers */
+	/* grpc: the RequestMetadata line dl_backend_set_invocation made (any
+	 * thread), put in place by dl_backend_refresh (engine thread). */
+	pthread_mutex_t invocation_mu;
+	char *invocation_line;
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
 	atomic_ulong tmp_seq; /* disk: temporary file names */
@@ -229,6 +234,7 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		return NULL;
 	}
 	b->timeout_s = opts->remote_timeout_s > 0 ? opts->remote_timeout_s : 60;
+	pthread_mutex_init(&b->invocation_mu, NULL);
 
 	if (!strncmp(rc, "http://", 7) || !strncmp(rc, "https://", 8)) {
 		b->type = DL_BACKEND_HTTP;
@@ -255,7 +261,11 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 		}
 		b->base = strdup(dl_grpc_display(b->grpc));
 		/* --remote_header as gRPC metadata (libcurl lowercases names for HTTP/2). */
-		r = dl_grpc_headers(&b->headers, err);
+		{
+			struct curl_slist *l = NULL;
+			r = dl_grpc_headers(&l, err);
+			b->headers = l;
+		}
 		for (size_t i = 0; i < opts->n_remote_headers && r == 0; i++)
 			r = add_header(b, opts->remote_headers[i], err);
 		if (r < 0)
@@ -329,6 +339,8 @@ void dl_backend_free(dl_backend *b)
 		explicit_bzero(n->data, strlen(n->data));
 	curl_slist_free_all(b->headers);
 	dl_creds_free(b->creds);
+	free(b->invocation_line);
+	pthread_mutex_destroy(&b->invocation_mu);
 	dl_grpc_free(b->grpc);
 	free(b->base);
 	curl_free(b->user);
@@ -359,6 +371,51 @@ const char *dl_area_name(tf_area a)
 	return a == TF_AREA_AC ? "ac" : "cas";
 }
 
+int dl_backend_set_invocation(dl_backend *b, const char *id)
+{
+	char line[1024], *dup;
+
+	if (b->type != DL_BACKEND_GRPC)
+		return 0;
+	if (dl_grpc_metadata_line(line, sizeof(line), id) < 0)
+		return -EMSGSIZE;
+	if (!(dup = strdup(line)))
+		return -ENOMEM;
+	pthread_mutex_lock(&b->invocation_mu);
+	free(b->invocation_line);
+	b->invocation_line = dup;
+	pthread_mutex_unlock(&b->invocation_mu);
+	return 0;
+}
+
+int dl_backend_refresh(const dl_backend *b, char *display, size_t display_len)
+{
+	/* The backend is shared, but its header list is only ever changed and
+	 * read in the engine thread (see dl_creds_refresh). */
+	dl_backend *mb = (dl_backend *)b;
+	char *line;
+
+	if (b->type == DL_BACKEND_DISK)
+		return 0;
+	pthread_mutex_lock(&mb->invocation_mu);
+	line = mb->invocation_line;
+	mb->invocation_line = NULL;
+	pthread_mutex_unlock(&mb->invocation_mu);
+	if (line) {
+		for (struct curl_slist *l = mb->headers; l; l = l->next)
+			if (!strncmp(l->data, DL_GRPC_METADATA_HEADER ":", sizeof(DL_GRPC_METADATA_HEADER))) {
+				free(l->data); /* libcurl's lists hold malloc'ed strings */
+				l->data = line;
+				line = NULL;
+				break;
+			}
+		free(line);
+	}
+	if (dl_creds_has_helper(b->creds) && dl_creds_refresh(mb->creds, &mb->headers, display, display_len) < 0)
+		return -EACCES;
+	return 0;
+}
+
 dl_grpc *dl_backend_grpc(const dl_backend *b)
 {
 	return b->grpc;
@@ -369,13 +426,8 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 {
 	char url[PATH_MAX + 256];
 
-	if (b->type != DL_BACKEND_DISK && dl_creds_has_helper(b->creds)) {
-		/* The backend is shared, but its header list is only ever changed
-		 * and read in the engine thread (see dl_creds_refresh). */
-		dl_backend *mb = (dl_backend *)b;
-		if (dl_creds_refresh(mb->creds, &mb->headers, display, display_len) < 0)
-			return -EACCES;
-	}
+	if (dl_backend_refresh(b, display, display_len) < 0)
+		return -EACCES;
 	if (b->type == DL_BACKEND_GRPC) {
 		/* A CAS blob's resource name holds its size. */
 		if (op != DL_OP_GET || (area == TF_AREA_CAS && size < 0)) {
@@ -384,6 +436,8 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		}
 		return dl_grpc_prepare(b, h, area, hash, size, offset, display, display_len);
 	}
+	if (op == DL_OP_FIND)
+		return -EOPNOTSUPP; /* gRPC only */
 	if (b->type == DL_BACKEND_HTTP) {
 		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
 		snprintf(display, display_len, "%s", url);

@@ -14,8 +14,9 @@
 /* Which half of a cache a key lives in: tf_area (TF_AREA_CAS, TF_AREA_AC). */
 const char *dl_area_name(tf_area a); /* "cas" or "ac" */
 
-/* What a request asks a backend for. */
-typedef enum dl_op { DL_OP_GET, DL_OP_HEAD, DL_OP_PUT } dl_op;
+/* What a request asks a backend for. DL_OP_FIND: a gRPC FindMissingBlobs
+ * whose request the caller made (dl_find_missing). */
+typedef enum dl_op { DL_OP_GET, DL_OP_HEAD, DL_OP_PUT, DL_OP_FIND } dl_op;
 
 /* What an attempt's end means, as far as the backend can tell. */
 typedef enum dl_outcome {
@@ -56,6 +57,16 @@ long dl_backend_timeout_s(const dl_backend *b);
  * nothing in b but b itself. */
 int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
 		       int64_t offset, char *display, size_t display_len);
+
+/* RequestMetadata of every later gRPC call names this tool_invocation_id
+ * (a build's BEP uuid); the line is put in place by the engine thread's next
+ * dl_backend_refresh, calls in flight keep theirs. Any thread; 0, -ENOMEM or
+ * -EMSGSIZE. Not for http or disk (0, nothing done). */
+int dl_backend_set_invocation(dl_backend *b, const char *id);
+/* Engine thread, before a call is set up: the pending invocation line and
+ * the credential helpers' answers put in the shared header list. -EACCES
+ * (display says why) when a helper fails. */
+int dl_backend_refresh(const dl_backend *b, char *display, size_t display_len);
 
 /* The grpc side of a grpc backend; NULL for http and disk. */
 dl_grpc *dl_backend_grpc(const dl_backend *b);
@@ -122,10 +133,13 @@ int dl_remove_dead_tmp(int rootfd, uint64_t *removed, tf_error *err);
  * requests are not retried. Every function but dl_stream_open may block. */
 typedef struct dl_stream dl_stream;
 
-/* Starts op on `hash` in `area`. put_size: a PUT's body length. cap: a GET
- * takes at most this many body bytes (0: no cap). Does not block. NULL with
- * err on bad arguments or out of memory. */
-dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t put_size,
+/* Starts op on `hash` in `area`. size: a PUT's body length; for a GET or
+ * HEAD of a CAS blob, its size when the caller knows it (> 0), which a gRPC
+ * cache needs (ByteStream resource names and FindMissingBlobs digests hold
+ * it): without it a gRPC cache's answer is a miss (-ENOENT), saying so.
+ * cap: a GET takes at most this many body bytes (0: no cap). Does not block.
+ * NULL with err on bad arguments or out of memory. */
+dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size,
 			  size_t cap, tf_error *err);
 
 /* The URL or path of the entry, without credentials: for messages. */
@@ -169,7 +183,8 @@ int dl_get_mem(tf_downloader *d, tf_area area, const char *hash, size_t cap, tf_
 int dl_put_mem(tf_downloader *d, tf_area area, const char *hash, const void *data, size_t len, long *status,
 	       char *why, size_t n);
 
-/* Asks (HEAD, 64 at a time) whether each blob is in the cache with its size.
+/* Asks (HEAD, 64 at a time; a gRPC cache: FindMissingBlobs, up to
+ * DL_FIND_GRPC_BATCH digests a call) whether each blob is in the cache with its size.
  * 1 all are; 0 one is missing or has another size (*missing: its index, why
  * names it); negative: the cache could not tell (why). Blocks. */
 int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t count, size_t *missing,
@@ -182,9 +197,15 @@ void dl_downloader_close(tf_downloader *d);
 /* The cache's URL or directory, without credentials. */
 const char *dl_downloader_display(const tf_downloader *d);
 
-/* False for a gRPC cache: streams (dl_stream_*, dl_get_mem, dl_put_mem,
- * dl_find_missing) are not implemented over gRPC yet and end at once. */
-bool dl_downloader_can_stream(const tf_downloader *d);
+/* dl_grpc_adopt_instance of d's backend (0 for http and disk). */
+int dl_downloader_adopt_instance(tf_downloader *d, const char *uri);
+
+/* dl_backend_set_invocation of d's backend. */
+int dl_downloader_set_invocation(tf_downloader *d, const char *id);
+
+/* True for a gRPC cache: a stream's GET or HEAD of a CAS blob needs the
+ * blob's size (dl_stream_open). */
+bool dl_downloader_needs_sizes(const tf_downloader *d);
 
 /* ---- the verifier thread (hasher.c) ---- */
 
@@ -233,9 +254,21 @@ const char *dl_grpc_display(const dl_grpc *g);
  * call was refused, with the server's message). */
 int dl_grpc_capabilities(const dl_backend *b, tf_error *err);
 
+#define DL_GRPC_METADATA_HEADER "build.bazel.remote.execution.v2.requestmetadata-bin"
+
+/* The RequestMetadata header line (tool topfetch and its version, and the
+ * invocation id when not NULL) into line. 0 or -EMSGSIZE. */
+int dl_grpc_metadata_line(char *line, size_t n, const char *invocation);
+
 /* Appends the header lines of every call (content-type, te: trailers, the
  * RequestMetadata) to *l. */
 int dl_grpc_headers(struct curl_slist **l, tf_error *err);
+
+/* The instance of a bytestream://HOST[:PORT]/INSTANCE/blobs/HASH/SIZE URI
+ * (a Bazel BEP's) becomes the instance of the calls that start from now on,
+ * unless there is one already (--remote_instance_name, or an earlier URI's).
+ * 1 adopted, 0 nothing to do, -EINVAL (not a path), -ENOMEM. */
+int dl_grpc_adopt_instance(dl_grpc *g, const char *uri);
 
 /* The server's max_batch_total_size_bytes (0: not known). */
 int64_t dl_grpc_max_batch(const dl_grpc *g);
@@ -250,6 +283,51 @@ void dl_grpc_note(dl_grpc *g, CURLcode rc);
 int dl_grpc_prepare(const dl_backend *b, CURL *h, tf_area area, const char *hash, int64_t size, int64_t offset,
 		    char *display, size_t display_len);
 
+/* Sets up h for a call made as a stream (dl_stream_*) and appends to req
+ * the bytes the call's body starts with: GET CAS ByteStream.Read, GET or
+ * HEAD AC GetActionResult, HEAD CAS FindMissingBlobs of one digest, PUT CAS
+ * ByteStream.Write (nothing: dl_grpc_write_frame makes its messages), PUT
+ * AC UpdateActionResult (the request up to its action_result field, whose
+ * `size` bytes the body then carries as they are), DL_OP_FIND (nothing: the
+ * caller made the request). display gets what it is. 0, -ENOENT for a GET or
+ * HEAD of a CAS blob of unknown size (size <= 0), or -errno. */
+int dl_grpc_stream_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+			   tf__buf *req, char *display, size_t display_len);
+
+/* Appends one framed ByteStream WriteRequest of n bytes at offset of the
+ * blob hash/size (the resource name, with a new UUID, at offset 0;
+ * finish_write on the message that reaches size). */
+int dl_grpc_write_frame(const dl_backend *b, tf__buf *out, const char *hash, int64_t size, int64_t offset,
+			const void *data, size_t n);
+
+/* The committed_size of a WriteResponse. 0 or -EBADMSG with err. */
+int dl_grpc_committed(const void *p, size_t n, int64_t *committed, tf_error *err);
+
+/* Appends a framed FindMissingBlobsRequest for v[0..count). */
+int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, tf__buf *req);
+
+/* Reads a FindMissingBlobsResponse about v[0..count): 1 none is missing, 0
+ * one is (*missing: the first of v it names), -EBADMSG with err. */
+int dl_grpc_find_answer(const void *p, size_t n, const tf_digest *v, size_t count, size_t *missing, tf_error *err);
+
+/* BatchReadBlobs: whether to ask it (false once the server answered
+ * UNIMPLEMENTED: dl_grpc_batch_off), and the most bytes of blobs one call
+ * may ask for (the server's max_batch_total_size_bytes, else 4 MiB). */
+bool dl_grpc_batch_ok(const dl_grpc *g);
+void dl_grpc_batch_off(dl_grpc *g);
+int64_t dl_grpc_batch_limit(const dl_grpc *g);
+
+/* Sets up h for one BatchReadBlobs of v[0..n). 0 or -ENOMEM. */
+int dl_grpc_batch_prepare(const dl_backend *b, CURL *h, const tf_digest *v, size_t n, char *display,
+			  size_t display_len);
+
+/* Each blob of a BatchReadBlobsResponse: its digest, its status code (0 OK)
+ * and message, and its bytes (valid during the call). */
+typedef void (*dl_grpc_batch_cb)(void *arg, const char *hash, int64_t size, int code, const char *message,
+				 const void *data, size_t len);
+/* Reads a BatchReadBlobsResponse (checked with pw_check). 0 or -EBADMSG. */
+int dl_grpc_batch_answer(const void *p, size_t n, dl_grpc_batch_cb cb, void *arg, tf_error *err);
+
 /* {instance/}blobs/hash/size (no leading slash without an instance).
  * -ENAMETOOLONG if it does not fit in n. */
 int dl_grpc_resource_name(char *out, size_t n, const char *instance, const char *hash, int64_t size);
@@ -263,6 +341,9 @@ size_t dl_grpc_percent_decode(const char *in, size_t n, char *out, size_t outn);
 
 /* "NOT_FOUND" for 5, and so on. */
 const char *dl_grpc_code_name(int code);
+
+#define DL_GRPC_MAX_MESSAGE ((size_t)64 << 20) /* largest answer message we take */
+#define DL_GRPC_WRITE_CHUNK ((size_t)64 << 10)  /* data bytes per ByteStream WriteRequest */
 
 /* What the messages of an answer carry to the sink. */
 typedef enum dl_grpc_answer {

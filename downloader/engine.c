@@ -50,6 +50,9 @@
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 #define DL_RING_BYTES ((size_t)512 << 10) /* a stream's ring, each way */
 #define DL_STREAM_BUFFER (128L << 10)      /* curl's receive and upload buffers for streams */
+#define DL_BATCH_BLOB_MAX ((int64_t)1 << 20) /* blobs up to this size go in BatchReadBlobs calls... */
+#define DL_BATCH_MAX_BLOBS 1000              /* ...at most this many a call */
+#define DL_BATCH_OVERHEAD 100                /* answer bytes per blob besides its data */
 
 typedef enum dl_state {
 	DL_NEW,      /* created, not yet scheduled */
@@ -72,6 +75,7 @@ typedef enum dl_mode {
 	DL_MODE_FILE,   /* into a verified file at its destinations */
 	DL_MODE_MEM,    /* into capped memory */
 	DL_MODE_STREAM, /* a dl_stream: GET to a reader, HEAD, or PUT from a writer */
+	DL_MODE_BATCH,  /* a gRPC BatchReadBlobs for several file transfers (its members) */
 } dl_mode;
 
 struct dl_completion;
@@ -101,6 +105,7 @@ struct dl_stream {
 	tf_area area;
 	char hash[TF_HASH_HEX_LEN + 1];
 	int64_t put_size;  /* PUT: the body's length */
+	int64_t size;      /* GET, HEAD of a CAS blob: its size when known (> 0); PUT: put_size */
 	size_t cap;        /* GET: most body bytes accepted (0: no cap) */
 	char *what;        /* the URL or path without credentials, for messages */
 	int refs;          /* under d->mu */
@@ -125,10 +130,15 @@ struct dl_stream {
 	CURLcode result;   /* once finished */
 	char errbuf[CURL_ERROR_SIZE];
 	dl_ring ring;
+	tf__buf over;      /* grpc GET: data past a full ring (one chunk's messages), read after it */
+	size_t over_off;
 	uint64_t moved;    /* body bytes through the ring */
 	bool paused;       /* the curl side waits for the caller (ring full or empty) */
 	bool eof;          /* PUT: every byte is in the ring */
 	bool cancel;       /* the caller gave up */
+	/* grpc: the bytes the call's body starts with (made at start; DL_OP_FIND:
+	 * by the opener), and the answer of a HEAD, PUT or FIND (read once finished) */
+	tf__buf greq, gans;
 };
 
 typedef struct dl_xfer {
@@ -167,6 +177,16 @@ typedef struct dl_xfer {
 	bool resume;
 	int64_t resumed_at; /* this attempt asked from this byte (0: from the start) */
 	bool no_resume;     /* the server sent more than asked: it ignores read_offset */
+	/* a grpc stream: how much of s->greq went; a PUT CAS's WriteRequest being
+	 * sent, its data bytes, and the offset of the next one */
+	size_t greq_off, wmsg_off;
+	tf__buf wmsg;
+	unsigned char *wtmp;
+	int64_t woff;
+	bool put_answered; /* a PUT's answer came (it may come before the body went) */
+	/* a batch: the file transfers it reads (DL_RUNNING without a handle of their own) */
+	struct dl_xfer **members;
+	size_t nmembers;
 	dl_silence silence; /* --remote_timeout of the running attempt */
 } dl_xfer;
 
@@ -396,6 +416,9 @@ static void xfer_free(dl_xfer *x)
 		dl_grpc_rx_fini(x->grpc);
 		free(x->grpc);
 	}
+	tf__buf_fini(&x->wmsg);
+	free(x->wtmp);
+	free(x->members);
 	free(x);
 }
 
@@ -869,10 +892,45 @@ static void finish_failed(tf_downloader *d, dl_xfer *x, tf_result r, const char 
  * an attempt. */
 static void stream_start(tf_downloader *d, dl_xfer *x);
 
+/* Opens the temporary file of x in the folder of its first destination that
+ * can be written (the others are completed as local errors). false: none
+ * can, x has finished. */
+static bool open_tmp(tf_downloader *d, dl_xfer *x)
+{
+	for (;;) {
+		tf_error err = { 0 };
+		const char *leaf;
+		dl_dest *t;
+
+		x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
+		if (x->dirfd >= 0)
+			break;
+		/* This destination cannot be written; the others may. */
+		t = x->dests;
+		x->dests = t->next;
+		t->next = NULL;
+		complete(d, t, &x->digest, TF_RESULT_LOCAL, false, false, false, x->attempts, err.message);
+		x->dirfd = -1;
+		if (!x->dests) {
+			set_state(x, DL_FINISHED);
+			return false;
+		}
+	}
+	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
+	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, x->dests->executable ? 0755 : 0644);
+	if (x->fd < 0) {
+		char msg[TF_ERROR_MESSAGE_MAX];
+		snprintf(msg, sizeof(msg), "cannot create a temporary file beside '%s': %s", x->dests->path,
+			 strerror(errno));
+		close_tmp(x, false);
+		finish_failed(d, x, TF_RESULT_LOCAL, msg);
+		return false;
+	}
+	return true;
+}
+
 static void start(tf_downloader *d, dl_xfer *x)
 {
-	tf_error err = { 0 };
-	const char *leaf;
 	CURL *h;
 	int r;
 
@@ -887,32 +945,8 @@ static void start(tf_downloader *d, dl_xfer *x)
 	if (x->resume && x->fd >= 0)
 		goto open_handle; /* the temporary file, its hash so far and `received` stay */
 	x->resume = false;
-	x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
-	if (x->dirfd < 0) {
-		/* This destination cannot be written; the others may. */
-		dl_dest *t = x->dests;
-		x->dests = t->next;
-		t->next = NULL;
-		complete(d, t, &x->digest, TF_RESULT_LOCAL, false, false, false, x->attempts, err.message);
-		x->dirfd = -1;
-		if (!x->dests) {
-			set_state(x, DL_FINISHED);
-			return;
-		}
-		start(d, x);
+	if (!open_tmp(d, x))
 		return;
-	}
-	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
-	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-		       x->dests->executable ? 0755 : 0644);
-	if (x->fd < 0) {
-		char msg[TF_ERROR_MESSAGE_MAX];
-		snprintf(msg, sizeof(msg), "cannot create a temporary file beside '%s': %s",
-			 x->dests->path, strerror(errno));
-		close_tmp(x, false);
-		finish_failed(d, x, TF_RESULT_LOCAL, msg);
-		return;
-	}
 open_handle:
 	if (!x->md)
 		x->md = EVP_MD_CTX_new();
@@ -1159,6 +1193,9 @@ static void stream_unref(dl_stream *s)
 	pthread_cond_destroy(&s->cv);
 	EVP_MD_CTX_free(s->md);
 	free(s->ring.b);
+	tf__buf_fini(&s->over);
+	tf__buf_fini(&s->greq);
+	tf__buf_fini(&s->gans);
 	free(s->what);
 	free(s->tmp);
 	free(s);
@@ -1338,6 +1375,316 @@ static void stream_end(tf_downloader *d, dl_xfer *x, CURLcode rc, int err, const
 	stream_unref(s);
 }
 
+/* ---- streams over gRPC ----------------------------------------------------------------- */
+
+/* The bytes waiting for a stream's reader: the ring, then what did not fit in it. */
+static size_t q_len(const dl_stream *s)
+{
+	return s->ring.len + (s->over.len - s->over_off);
+}
+
+/* Moves what waits past the ring into it, as far as it has room. */
+static void q_refill(dl_stream *s)
+{
+	size_t k = s->over.len - s->over_off;
+
+	if (!k)
+		return;
+	s->over_off += ring_put(&s->ring, s->over.data + s->over_off, k);
+	if (s->over_off == s->over.len) {
+		tf__buf_reset(&s->over);
+		s->over_off = 0;
+	}
+}
+
+/* Takes up to n bytes in order; what waited past the ring moves into it, so
+ * that a held-back last byte never waits there behind a paused transfer. */
+static size_t q_get(dl_stream *s, unsigned char *dst, size_t n)
+{
+	size_t g = ring_get(&s->ring, dst, n);
+
+	q_refill(s);
+	if (g < n) {
+		g += ring_get(&s->ring, dst + g, n - g);
+		q_refill(s);
+	}
+	return g;
+}
+
+static size_t grpc_stream_on_header(char *b, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_grpc_rx_header(x->grpc, b, size * nmemb);
+	return size * nmemb;
+}
+
+/* One message's payload: a GET's into the ring (what does not fit after it,
+ * so that a message is never split by a pause), the others' into gans. */
+static int grpc_stream_sink(void *arg, const void *p, size_t n)
+{
+	dl_xfer *x = arg;
+	dl_stream *s = x->s;
+	size_t w = 0;
+	bool first;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->op != DL_OP_GET) {
+		int r = tf__buf_append(&s->gans, p, n);
+		x->put_answered = s->op == DL_OP_PUT;
+		pthread_mutex_unlock(&s->mu);
+		return r;
+	}
+	if (s->cap && s->moved + n > s->cap) {
+		s->err = -EFBIG;
+		pthread_mutex_unlock(&s->mu);
+		return -EFBIG;
+	}
+	if (s->area == TF_AREA_CAS && s->moved + n > (uint64_t)s->size) {
+		s->err = -EIO;
+		snprintf(s->errbuf, sizeof(s->errbuf), "the server sent more than the blob's %lld bytes",
+			 (long long)s->size);
+		pthread_mutex_unlock(&s->mu);
+		return -EIO;
+	}
+	if (s->over.len == s->over_off)
+		w = ring_put(&s->ring, p, n);
+	if (w < n && tf__buf_append(&s->over, (const unsigned char *)p + w, n - w) < 0) {
+		s->err = -ENOMEM;
+		pthread_mutex_unlock(&s->mu);
+		return -ENOMEM;
+	}
+	s->moved += n;
+	first = s->status == 0;
+	if (first) {
+		s->status = 200;
+		s->length = s->area == TF_AREA_CAS ? s->size : -1;
+	}
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	if (first && x->state == DL_RUNNING)
+		set_state(x, DL_ANSWERED);
+	return 0;
+}
+
+/* Answer bytes: whole messages go to grpc_stream_sink. A GET waits while
+ * data is past the ring (curl offers this chunk again once unpaused). */
+static size_t grpc_stream_on_body(char *data, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t n = size * nmemb;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->cancel) {
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	if (s->op == DL_OP_GET && s->over.len > s->over_off) {
+		s->paused = true;
+		pthread_mutex_unlock(&s->mu);
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (dl_grpc_rx_feed(x->grpc, data, n, grpc_stream_sink, x) < 0)
+		return 0;
+	/* A WriteResponse before the whole body went (the cache had the blob):
+	 * the server reads no more, and the upload may wait on flow control
+	 * for ever; end the call here (grpc_stream_done reads the answer). */
+	if (x->put_answered && s->area == TF_AREA_CAS && (x->woff < s->put_size || x->wmsg_off < x->wmsg.len))
+		return 0;
+	return n;
+}
+
+static size_t copy_out(char *buf, size_t max, const tf__buf *from, size_t *off)
+{
+	size_t k = from->len - *off < max ? from->len - *off : max;
+	memcpy(buf, from->data + *off, k);
+	*off += k;
+	return k;
+}
+
+static size_t stream_on_read(char *buf, size_t size, size_t nmemb, void *user);
+
+/* The call's body: the prepared start, then (PUT) the caller's bytes: raw
+ * for an ActionResult, as WriteRequests for a CAS blob. */
+static size_t grpc_stream_on_read(char *buf, size_t size, size_t nmemb, void *user)
+{
+	dl_xfer *x = user;
+	dl_stream *s = x->s;
+	size_t max = size * nmemb, got;
+
+	if (x->put_answered)
+		return CURL_READFUNC_ABORT; /* the server answered: nothing more to send */
+	if (x->greq_off < s->greq.len)
+		return copy_out(buf, max, &s->greq, &x->greq_off);
+	if (s->op != DL_OP_PUT)
+		return 0;
+	if (s->area == TF_AREA_AC)
+		return stream_on_read(buf, size, nmemb, user);
+	if (x->wmsg_off < x->wmsg.len)
+		return copy_out(buf, max, &x->wmsg, &x->wmsg_off);
+	if (x->woff == s->put_size)
+		return 0; /* the finish_write message went */
+	pthread_mutex_lock(&s->mu);
+	if (s->cancel || (s->ring.len == 0 && s->eof)) {
+		pthread_mutex_unlock(&s->mu);
+		return CURL_READFUNC_ABORT;
+	}
+	if (s->ring.len == 0) {
+		s->paused = true;
+		pthread_mutex_unlock(&s->mu);
+		return CURL_READFUNC_PAUSE;
+	}
+	got = ring_get(&s->ring, x->wtmp, DL_GRPC_WRITE_CHUNK);
+	s->moved += got;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	tf__buf_reset(&x->wmsg);
+	x->wmsg_off = 0;
+	if (dl_grpc_write_frame(x->d->backend, &x->wmsg, s->hash, s->put_size, x->woff, x->wtmp, got) < 0)
+		return CURL_READFUNC_ABORT;
+	x->woff += (int64_t)got;
+	return copy_out(buf, max, &x->wmsg, &x->wmsg_off);
+}
+
+static void stream_end(tf_downloader *d, dl_xfer *x, CURLcode rc, int err, const char *why);
+
+static void grpc_stream_start(tf_downloader *d, dl_xfer *x, CURL *h)
+{
+	dl_stream *s = x->s;
+	char why[DL_URL_MAX + 256];
+	int r;
+
+	x->grpc = malloc(sizeof(*x->grpc));
+	x->errbuf = malloc(CURL_ERROR_SIZE);
+	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS)
+		x->wtmp = malloc(DL_GRPC_WRITE_CHUNK);
+	if (!x->grpc || !x->errbuf || (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && !x->wtmp)) {
+		free(x->grpc);
+		x->grpc = NULL;
+		curl_easy_cleanup(h);
+		stream_end(d, x, CURLE_OUT_OF_MEMORY, -ENOMEM, "out of memory starting a transfer");
+		return;
+	}
+	x->errbuf[0] = '\0';
+	dl_grpc_rx_init(x->grpc, s->op == DL_OP_GET && s->area == TF_AREA_CAS ? DL_GRPC_READ_DATA : DL_GRPC_RAW);
+	tf__buf_init(&x->wmsg, DL_GRPC_WRITE_CHUNK + 4096);
+	r = dl_grpc_stream_prepare(d->backend, h, s->op, s->area, s->hash, s->size, &s->greq, x->url, DL_URL_MAX);
+	if (r == -ENOENT) {
+		/* Asked by hash alone: a gRPC cache cannot be asked; a miss. */
+		curl_easy_cleanup(h);
+		snprintf(why, sizeof(why), "%s: the blob's size is not known, and a gRPC cache needs it (answered as a miss)",
+			 x->url);
+		pthread_mutex_lock(&s->mu);
+		s->status = 404;
+		pthread_mutex_unlock(&s->mu);
+		stream_end(d, x, CURLE_OK, 0, why);
+		return;
+	}
+	if (r < 0) {
+		curl_easy_cleanup(h);
+		if (r == -EACCES) /* a credential helper failed; x->url says how */
+			snprintf(why, sizeof(why), "%s", x->url);
+		else
+			snprintf(why, sizeof(why), "%s: cannot make the request: %s", x->url, strerror(-r));
+		stream_end(d, x, CURLE_FAILED_INIT, r == -ENOMEM ? -ENOMEM : -EIO, why);
+		return;
+	}
+	dl_backend_watch_silence(d->backend, h, &x->silence, &s->paused);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_stream_on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, grpc_stream_on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, DL_STREAM_BUFFER);
+	curl_easy_setopt(h, CURLOPT_POST, 1L);
+	curl_easy_setopt(h, CURLOPT_READFUNCTION, grpc_stream_on_read);
+	curl_easy_setopt(h, CURLOPT_READDATA, x);
+	curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, DL_STREAM_BUFFER);
+	/* A WriteRequest stream's length depends on how the bytes come. */
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+			 (curl_off_t)(s->op != DL_OP_PUT ? (int64_t)s->greq.len
+				      : s->area == TF_AREA_AC ? (int64_t)s->greq.len + s->put_size : -1));
+	x->easy = h;
+	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
+		x->easy = NULL;
+		curl_easy_cleanup(h);
+		stream_end(d, x, CURLE_FAILED_INIT, -ENOMEM, "cannot add a transfer to libcurl");
+		return;
+	}
+	d->running++;
+	set_state(x, DL_RUNNING);
+}
+
+/* A grpc stream's call ended: what its status and answer mean for the caller. */
+static void grpc_stream_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
+{
+	dl_stream *s = x->s;
+	char why[TF_ERROR_MESSAGE_MAX + CURL_ERROR_SIZE], errbuf[CURL_ERROR_SIZE];
+	tf_error e = { 0 };
+	long status = 0;
+	int err = 0;
+	dl_outcome o;
+
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	snprintf(errbuf, sizeof(errbuf), "%s", x->errbuf);
+	dl_grpc_note(dl_backend_grpc(d->backend), rc);
+	why[0] = '\0';
+	o = dl_grpc_classify(x->grpc, rc, status, errbuf, dl_backend_timeout_s(d->backend), why, sizeof(why));
+	if (o == DL_OUTCOME_BODY && dl_grpc_rx_partial(x->grpc)) {
+		snprintf(why, sizeof(why), "the answer ended inside a message");
+		o = DL_OUTCOME_TRANSIENT;
+	}
+	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && x->put_answered && x->grpc->status <= 0 &&
+	    !x->grpc->why[0] && !dl_grpc_rx_partial(x->grpc))
+		o = DL_OUTCOME_BODY; /* answered (perhaps before the body went: it had the blob); committed_size decides */
+	pthread_mutex_lock(&s->mu);
+	if (s->err) {
+		/* The sink stopped it (cap, too many bytes): its reason (in s->errbuf) stands. */
+		err = s->err;
+	} else if (o == DL_OUTCOME_BODY) {
+		if (s->op == DL_OP_HEAD && s->area == TF_AREA_CAS) {
+			tf_digest dg = { .size = s->size };
+			size_t k;
+			int f;
+			memcpy(dg.hash, s->hash, sizeof(dg.hash));
+			f = dl_grpc_find_answer(s->gans.data, s->gans.len, &dg, 1, &k, &e);
+			if (f < 0) {
+				snprintf(why, sizeof(why), "%.*s", (int)sizeof(e.message), e.message);
+				err = -EIO;
+			} else if (f == 0) {
+				snprintf(why, sizeof(why), "FindMissingBlobs names it missing");
+				s->status = 404;
+			} else {
+				s->status = 200;
+				s->length = s->size;
+			}
+		} else if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS) {
+			int64_t committed = -1;
+			if (dl_grpc_committed(s->gans.data, s->gans.len, &committed, &e) < 0) {
+				snprintf(why, sizeof(why), "%s", e.message);
+				err = -EIO;
+			} else if (committed != s->put_size) {
+				snprintf(why, sizeof(why), "the server committed %lld of the blob's %lld bytes",
+					 (long long)committed, (long long)s->put_size);
+				err = -EIO;
+			} else {
+				s->status = 200;
+			}
+		} else {
+			s->status = 200;
+		}
+	} else if (o == DL_OUTCOME_MISS && s->op != DL_OP_PUT && s->op != DL_OP_FIND) {
+		s->status = 404;
+	} else {
+		err = o == DL_OUTCOME_TIMEOUT ? -ETIMEDOUT : -EIO;
+	}
+	pthread_mutex_unlock(&s->mu);
+	stream_end(d, x, err ? (rc != CURLE_OK ? rc : CURLE_RECV_ERROR) : CURLE_OK, err, why[0] ? why : NULL);
+}
+
 static void stream_start(tf_downloader *d, dl_xfer *x)
 {
 	dl_stream *s = x->s;
@@ -1362,13 +1709,7 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	if (dl_backend_grpc(d->backend)) {
-		/* Not yet: a GET by hash alone has no ByteStream resource name, and
-		 * HEAD and uploads need FindMissingBlobs and ByteStream.Write. */
-		char why[DL_URL_MAX + 128];
-		curl_easy_cleanup(h);
-		snprintf(why, sizeof(why), "%s: streams (the proxy's upstream GET, HEAD, PUT) are not supported over gRPC yet",
-			 dl_backend_display(d->backend));
-		stream_end(d, x, CURLE_UNSUPPORTED_PROTOCOL, -EOPNOTSUPP, why);
+		grpc_stream_start(d, x, h);
 		return;
 	}
 	r = dl_backend_prepare(d->backend, h, s->op, s->area, s->hash, -1, 0, x->url, DL_URL_MAX);
@@ -1446,14 +1787,281 @@ static void streams_take(tf_downloader *d, dl_stream *add, dl_stream *poke, bool
 		stream_end(d, d->streams, CURLE_ABORTED_BY_CALLBACK, -ESHUTDOWN, "the transfer engine is shutting down");
 }
 
+/* ---- BatchReadBlobs: small blobs, many a call ------------------------------------------ */
+
+static bool batchable(tf_downloader *d, const dl_xfer *x)
+{
+	const dl_grpc *g = dl_backend_grpc(d->backend);
+
+	/* A first attempt only: a retry is one ByteStream.Read of its own. */
+	return g && x->mode == DL_MODE_FILE && x->area == TF_AREA_CAS && x->attempts == 0 && !x->resume &&
+	       x->digest.size > 0 && x->digest.size <= DL_BATCH_BLOB_MAX && dl_grpc_batch_ok(g);
+}
+
+static size_t batch_on_body(char *ptr, size_t size, size_t nmemb, void *userdata);
+
+static int batch_sink(void *arg, const void *p, size_t n)
+{
+	dl_xfer *b = arg;
+	return tf__buf_append(b->mem, p, n) < 0 ? -EFBIG : 0;
+}
+
+static size_t batch_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	dl_xfer *b = userdata;
+	return dl_grpc_rx_feed(b->grpc, ptr, size * nmemb, batch_sink, b) < 0 ? 0 : size * nmemb;
+}
+
+/* A member's read did not happen: another try (its own ByteStream.Read), or failed. */
+static void member_retry(tf_downloader *d, dl_xfer *m, dl_outcome o, const char *why)
+{
+	char msg[TF_ERROR_MESSAGE_MAX];
+
+	close_tmp(m, true);
+	if (o != DL_OUTCOME_FATAL && m->attempts <= d->retries) {
+		backoff(d, m);
+		return;
+	}
+	if (o == DL_OUTCOME_FATAL)
+		snprintf(msg, sizeof(msg), "GET %s failed: %s", m->url, why);
+	else
+		snprintf(msg, sizeof(msg), "GET %s failed after %d attempt%s (--remote_retries=%d): %s", m->url,
+			 m->attempts, m->attempts == 1 ? "" : "s", d->retries, why);
+	finish_failed(d, m, TF_RESULT_FAILED, msg);
+}
+
+/* Starts one BatchReadBlobs call for `first` and the batchable transfers
+ * queued after it, within the server's batch size. */
+static void batch_start(tf_downloader *d, dl_xfer *first)
+{
+	int64_t limit = dl_grpc_batch_limit(dl_backend_grpc(d->backend)), total = 0;
+	dl_xfer *b = calloc(1, sizeof(*b));
+	tf_digest *v = NULL;
+	CURL *h = NULL;
+	size_t n = 0;
+	int r = -ENOMEM;
+
+	if (b) {
+		b->members = calloc(DL_BATCH_MAX_BLOBS, sizeof(*b->members));
+		b->mem = calloc(1, sizeof(*b->mem)); /* zeroed: tf__buf_fini may see it unused */
+		b->grpc = malloc(sizeof(*b->grpc));
+		b->url = malloc(DL_URL_MAX);
+		b->errbuf = malloc(CURL_ERROR_SIZE);
+	}
+	if (!b || !b->members || !b->mem || !b->grpc || !b->url || !b->errbuf) {
+		if (b) {
+			free(b->grpc);
+			b->grpc = NULL;
+		}
+		xfer_free(b);
+		start(d, first); /* on its own */
+		return;
+	}
+	b->d = d;
+	b->mode = DL_MODE_BATCH;
+	b->state = DL_NEW;
+	b->fd = b->dirfd = -1;
+	memcpy(b->digest.hash, first->digest.hash, sizeof(b->digest.hash)); /* for the trace */
+	b->digest.size = -1;
+	tf__buf_init(b->mem, DL_GRPC_MAX_MESSAGE);
+	dl_grpc_rx_init(b->grpc, DL_GRPC_RAW);
+	b->members[b->nmembers++] = first;
+	total = first->digest.size + DL_BATCH_OVERHEAD;
+	for (dl_xfer **pp = &d->queue_head, *prev = NULL; *pp && b->nmembers < DL_BATCH_MAX_BLOBS;) {
+		dl_xfer *y = *pp;
+		if (!batchable(d, y) || total + y->digest.size + DL_BATCH_OVERHEAD > limit) {
+			prev = y;
+			pp = &y->qnext;
+			continue;
+		}
+		*pp = y->qnext;
+		if (d->queue_tail == y)
+			d->queue_tail = prev;
+		b->members[b->nmembers++] = y;
+		total += y->digest.size + DL_BATCH_OVERHEAD;
+	}
+	/* Each member's temporary file; one that cannot be made has finished. */
+	for (size_t i = 0; i < b->nmembers; i++) {
+		dl_xfer *m = b->members[i];
+		if (!m->md)
+			m->md = EVP_MD_CTX_new();
+		if (!m->url)
+			m->url = malloc(DL_URL_MAX);
+		if (!m->md || !m->url || !EVP_DigestInit_ex(m->md, EVP_sha256(), NULL)) {
+			finish_failed(d, m, TF_RESULT_LOCAL, "out of memory starting a transfer");
+			continue;
+		}
+		if (!open_tmp(d, m))
+			continue;
+		m->received = 0;
+		m->local_errno = 0;
+		m->attempts++;
+		snprintf(m->url, DL_URL_MAX, "%s BatchReadBlobs blobs/%s/%lld",
+			 dl_grpc_display(dl_backend_grpc(d->backend)), m->digest.hash, (long long)m->digest.size);
+		set_state(m, DL_RUNNING);
+		b->members[n++] = m;
+	}
+	b->nmembers = n;
+	if (n == 0) {
+		xfer_free(b);
+		return;
+	}
+	v = malloc(n * sizeof(*v));
+	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
+	if (v)
+		for (size_t i = 0; i < n; i++)
+			v[i] = b->members[i]->digest;
+	if (!v || !h || (r = dl_grpc_batch_prepare(d->backend, h, v, n, b->url, DL_URL_MAX)) < 0) {
+		free(v);
+		if (h)
+			curl_easy_cleanup(h);
+		for (size_t i = 0; i < n; i++)
+			member_retry(d, b->members[i], DL_OUTCOME_FATAL,
+				     r == -EACCES ? b->url : "out of memory starting a transfer");
+		xfer_free(b);
+		return;
+	}
+	free(v);
+	b->errbuf[0] = '\0';
+	dl_backend_watch_silence(d->backend, h, &b->silence, NULL);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, b);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, batch_on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, b);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, b->errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)DL_BUFFER_SIZE_LARGE);
+	b->easy = h;
+	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
+		b->easy = NULL;
+		curl_easy_cleanup(h);
+		for (size_t i = 0; i < n; i++)
+			member_retry(d, b->members[i], DL_OUTCOME_FATAL, "cannot add a transfer to libcurl");
+		xfer_free(b);
+		return;
+	}
+	d->running++;
+	pthread_mutex_lock(&d->mu);
+	d->stats.attempts++;
+	pthread_mutex_unlock(&d->mu);
+	set_state(b, DL_RUNNING);
+	b->lnext = d->reads; /* freed by schedule() once finished, or at teardown */
+	d->reads = b;
+}
+
+typedef struct batch_seen {
+	tf_downloader *d;
+	dl_xfer *b;
+	bool *done;
+} batch_seen;
+
+/* One blob of the answer: its bytes through the member's usual path. */
+static void batch_blob(void *arg, const char *hash, int64_t size, int code, const char *message, const void *data,
+		       size_t len)
+{
+	batch_seen *bs = arg;
+	char msg[TF_ERROR_MESSAGE_MAX], why[600];
+	dl_xfer *m = NULL;
+	size_t i;
+
+	for (i = 0; i < bs->b->nmembers; i++) {
+		dl_xfer *y = bs->b->members[i];
+		if (!bs->done[i] && y->digest.size == size && !strcmp(y->digest.hash, hash)) {
+			m = y;
+			break;
+		}
+	}
+	if (!m)
+		return; /* not asked for, or named twice */
+	bs->done[i] = true;
+	snprintf(why, sizeof(why), "%s%s%.512s", dl_grpc_code_name(code), *message ? ": " : "", message);
+	if (code == 5) { /* NOT_FOUND */
+		snprintf(msg, sizeof(msg), "GET %.300s: %s; the blob is not in the cache", m->url, why);
+		finish_failed(bs->d, m, TF_RESULT_LOST, msg);
+		return;
+	}
+	if (code != 0) {
+		member_retry(bs->d, m, DL_OUTCOME_TRANSIENT, why);
+		return;
+	}
+	if (on_body((char *)data, 1, len, m) != len) {
+		if (m->local_errno) {
+			snprintf(msg, sizeof(msg), "cannot write '%s': %s", m->dests->path, strerror(m->local_errno));
+			finish_failed(bs->d, m, TF_RESULT_LOCAL, msg);
+		} else {
+			snprintf(msg, sizeof(msg), "GET %s: the body is longer than the expected %lld bytes", m->url,
+				 (long long)m->digest.size);
+			on_corrupt(bs->d, m, msg, sizeof(msg));
+		}
+		return;
+	}
+	on_body_done(bs->d, m);
+}
+
+/* A BatchReadBlobs call ended: each member placed, lost, retried or failed;
+ * all of them queued again, as ByteStream reads, if the server has no
+ * BatchReadBlobs. */
+static void batch_done(tf_downloader *d, dl_xfer *b, CURLcode rc)
+{
+	char why[CURL_ERROR_SIZE + 256];
+	tf_error err = { 0 };
+	long status = 0;
+	dl_outcome o;
+
+	curl_easy_getinfo(b->easy, CURLINFO_RESPONSE_CODE, &status);
+	release_easy(d, b);
+	dl_grpc_note(dl_backend_grpc(d->backend), rc);
+	o = dl_grpc_classify(b->grpc, rc, status, b->errbuf, dl_backend_timeout_s(d->backend), why, sizeof(why));
+	if (o == DL_OUTCOME_BODY && dl_grpc_rx_partial(b->grpc)) {
+		snprintf(why, sizeof(why), "the answer ended inside a message");
+		o = DL_OUTCOME_TRANSIENT;
+	}
+	set_state(b, DL_FINISHED);
+	if (b->grpc->status == 12) { /* UNIMPLEMENTED: a server without BatchReadBlobs */
+		dl_grpc_batch_off(dl_backend_grpc(d->backend));
+		for (size_t i = 0; i < b->nmembers; i++) {
+			dl_xfer *m = b->members[i];
+			close_tmp(m, true);
+			m->attempts--; /* not an attempt at the blob */
+			enqueue(d, m);
+		}
+		shrink(b);
+		return;
+	}
+	if (o == DL_OUTCOME_BODY) {
+		bool *done = calloc(b->nmembers, sizeof(*done));
+		batch_seen bs = { d, b, done };
+		int r = done ? dl_grpc_batch_answer(b->mem->data, b->mem->len, batch_blob, &bs, &err) : -ENOMEM;
+		for (size_t i = 0; i < b->nmembers; i++)
+			if (!done || !done[i])
+				member_retry(d, b->members[i], DL_OUTCOME_TRANSIENT,
+					     r < 0 ? (err.message[0] ? err.message : "out of memory")
+						   : "the BatchReadBlobs answer did not name it");
+		free(done);
+	} else {
+		for (size_t i = 0; i < b->nmembers; i++)
+			member_retry(d, b->members[i], o == DL_OUTCOME_FATAL ? DL_OUTCOME_FATAL : DL_OUTCOME_TRANSIENT,
+				     why);
+	}
+	shrink(b);
+}
+
 static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 {
 	char why[CURL_ERROR_SIZE + 256], msg[TF_ERROR_MESSAGE_MAX];
 	long status = 0;
 	dl_outcome o;
 
+	if (x->mode == DL_MODE_BATCH) {
+		batch_done(d, x, rc);
+		return;
+	}
 	if (x->mode == DL_MODE_STREAM) {
-		stream_end(d, x, rc, 0, NULL);
+		if (x->grpc)
+			grpc_stream_done(d, x, rc);
+		else
+			stream_end(d, x, rc, 0, NULL);
 		return;
 	}
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -1673,7 +2281,10 @@ static void schedule(tf_downloader *d)
 		d->queue_head = x->qnext;
 		if (!d->queue_head)
 			d->queue_tail = NULL;
-		start(d, x);
+		if (batchable(d, x))
+			batch_start(d, x);
+		else
+			start(d, x);
 	}
 }
 
@@ -2118,11 +2729,12 @@ static void stream_open_disk(dl_stream *s)
 		stream_settle(s, DL_ANSWERED, 200, 0, NULL);
 }
 
-dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t put_size,
-			  size_t cap, tf_error *err)
+/* A stream not yet handed to the engine (stream_submit). */
+static dl_stream *stream_create(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size,
+				size_t cap, tf_error *err)
 {
 	dl_stream *s;
-	bool refused;
+	int64_t put_size = op == DL_OP_PUT ? size : 0;
 
 	if (!tf__is_sha256_hex(hash, strlen(hash)) || (op == DL_OP_PUT && put_size < 0)) {
 		tf__errf(err, -EINVAL, "not a SHA-256 key, or a negative upload size");
@@ -2138,7 +2750,11 @@ dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *
 	s->area = area;
 	memcpy(s->hash, hash, TF_HASH_HEX_LEN + 1);
 	s->put_size = put_size;
+	s->size = size > 0 ? size : 0;
 	s->cap = cap;
+	tf__buf_init(&s->over, DL_GRPC_MAX_MESSAGE + (size_t)DL_STREAM_BUFFER);
+	tf__buf_init(&s->greq, DL_GRPC_MAX_MESSAGE);
+	tf__buf_init(&s->gans, DL_GRPC_MAX_MESSAGE);
 	s->refs = 1;
 	s->fd = -1;
 	s->length = -1;
@@ -2169,9 +2785,18 @@ dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *
 		stream_unref(s);
 		return NULL;
 	}
+	return s;
+}
+
+/* Hands s to the engine (a disk cache's to plain file I/O). Does not block. */
+static void stream_submit(dl_stream *s)
+{
+	tf_downloader *d = s->d;
+	bool refused;
+
 	if (dl_backend_is_disk(d->backend)) {
 		stream_open_disk(s);
-		return s;
+		return;
 	}
 	pthread_mutex_lock(&d->mu);
 	refused = d->closing;
@@ -2189,6 +2814,20 @@ dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *
 		stream_settle(s, DL_FINISHED, 0, -ESHUTDOWN, "the transfer engine is shutting down");
 	else
 		curl_multi_wakeup(d->multi);
+}
+
+dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size, size_t cap,
+			  tf_error *err)
+{
+	dl_stream *s;
+
+	if (op == DL_OP_FIND) {
+		tf__errf(err, -EINVAL, "a FindMissingBlobs stream is made by dl_find_missing");
+		return NULL;
+	}
+	s = stream_create(d, op, area, hash, size, cap, err);
+	if (s)
+		stream_submit(s);
 	return s;
 }
 
@@ -2222,7 +2861,10 @@ static int stream_outcome(dl_stream *s, char *why, size_t n)
 		if (s->op != DL_OP_PUT && s->status < 300 && s->status != 204)
 			return 0;
 		if (s->op != DL_OP_PUT && (s->status == 404 || s->status == 204)) {
-			snprintf(why, n, "%s: not in the cache (HTTP %ld)", s->what, s->status);
+			if (s->errbuf[0])
+				snprintf(why, n, "%s: not in the cache (%s)", s->what, s->errbuf);
+			else
+				snprintf(why, n, "%s: not in the cache (HTTP %ld)", s->what, s->status);
 			return -ENOENT;
 		}
 		o = dl_backend_classify(d->backend, CURLE_OK, s->status, NULL, w, sizeof(w));
@@ -2339,7 +2981,7 @@ ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		bool done = s->state == DL_FINISHED;
-		size_t avail = s->ring.len, got;
+		size_t avail = q_len(s), got;
 		bool poke = false;
 		int r;
 
@@ -2355,12 +2997,12 @@ ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
 		}
 		if (avail > 1 || (avail == 1 && done)) {
 			/* The last byte waits until the transfer ended and the hash matched. */
-			got = ring_get(&s->ring, buf, avail > 1 ? (avail - 1 < max ? avail - 1 : max) : 1);
-			if (s->paused && s->ring.cap - s->ring.len >= s->ring.cap / 2) {
+			got = q_get(s, buf, avail > 1 ? (avail - 1 < max ? avail - 1 : max) : 1);
+			if (s->paused && s->over.len == 0 && s->ring.cap - s->ring.len >= s->ring.cap / 2) {
 				s->paused = false;
 				poke = true;
 			}
-			done = done && s->ring.len == 0;
+			done = done && q_len(s) == 0;
 			pthread_mutex_unlock(&s->mu);
 			if (poke)
 				stream_poke(s);
@@ -2482,8 +3124,12 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 1;
 		/* A body without a held last byte (AC, no hash to check) may all
 		 * have gone, and been answered, before finish was called. */
-		if (r == 0 && s->result == CURLE_OK && !s->held && s->moved == (uint64_t)s->put_size &&
-		    s->done_bytes == (uint64_t)s->put_size) {
+		/* A gRPC cache that has the blob commits it at the first message:
+		 * the committed size was checked (grpc_stream_done). */
+		bool committed = r == 0 && s->result == CURLE_OK && s->area == TF_AREA_CAS &&
+				 dl_backend_grpc(s->d->backend) && s->status == 200;
+		if (committed || (r == 0 && s->result == CURLE_OK && !s->held && s->moved == (uint64_t)s->put_size &&
+				  s->done_bytes == (uint64_t)s->put_size)) {
 			if (status)
 				*status = s->status;
 			pthread_mutex_unlock(&s->mu);
@@ -2627,11 +3273,56 @@ int dl_put_mem(tf_downloader *d, tf_area area, const char *hash, const void *dat
 }
 
 #define DL_FIND_BATCH 64 /* HEAD requests in flight per dl_find_missing */
+#define DL_FIND_GRPC_BATCH 4096 /* digests per FindMissingBlobs call (about 300 KB, far below 4 MiB) */
+
+/* FindMissingBlobs, one call per DL_FIND_GRPC_BATCH digests, one after another. */
+static int find_missing_grpc(tf_downloader *d, const tf_digest *v, size_t count, size_t *missing, char *why,
+			     size_t n)
+{
+	for (size_t i = 0; i < count; i += DL_FIND_GRPC_BATCH) {
+		size_t m = count - i < DL_FIND_GRPC_BATCH ? count - i : DL_FIND_GRPC_BATCH, k = 0;
+		char w[TF_ERROR_MESSAGE_MAX];
+		tf_error err = { 0 };
+		dl_stream *s = stream_create(d, DL_OP_FIND, TF_AREA_CAS, v[i].hash, 0, 0, &err);
+		int e;
+
+		if (!s) {
+			snprintf(why, n, "%s", err.message);
+			return err.code < 0 ? err.code : -ENOMEM;
+		}
+		if (dl_grpc_find_request(d->backend, v + i, m, &s->greq) < 0) {
+			stream_unref(s);
+			snprintf(why, n, "out of memory");
+			return -ENOMEM;
+		}
+		stream_submit(s);
+		e = dl_stream_wait(s, NULL, w, sizeof(w));
+		if (e == 0)
+			e = dl_grpc_find_answer(s->gans.data, s->gans.len, v + i, m, &k, &err);
+		else
+			snprintf(why, n, "%s", w);
+		if (e == -EBADMSG)
+			snprintf(why, n, "%s: %s", s->what, err.message);
+		dl_stream_free(s);
+		if (e == 0) {
+			*missing = i + k;
+			snprintf(why, n, "%s/%lld is missing from %s", v[i + k].hash, (long long)v[i + k].size,
+				 dl_backend_display(d->backend));
+			return 0;
+		}
+		if (e < 0)
+			return e == -ENOENT ? -EIO : e;
+	}
+	return 1;
+}
 
 int dl_find_missing(tf_downloader *d, tf_area area, const tf_digest *v, size_t count, size_t *missing, char *why,
 		    size_t n)
 {
 	int r = 1;
+
+	if (dl_backend_grpc(d->backend) && area == TF_AREA_CAS)
+		return find_missing_grpc(d, v, count, missing, why, n);
 
 	for (size_t i = 0; i < count && r == 1; i += DL_FIND_BATCH) {
 		size_t m = count - i < DL_FIND_BATCH ? count - i : DL_FIND_BATCH;
@@ -2677,7 +3368,18 @@ const char *dl_downloader_display(const tf_downloader *d)
 	return dl_backend_display(d->backend);
 }
 
-bool dl_downloader_can_stream(const tf_downloader *d)
+int dl_downloader_adopt_instance(tf_downloader *d, const char *uri)
 {
-	return !dl_backend_grpc(d->backend);
+	dl_grpc *g = dl_backend_grpc(d->backend);
+	return g ? dl_grpc_adopt_instance(g, uri) : 0;
+}
+
+int dl_downloader_set_invocation(tf_downloader *d, const char *id)
+{
+	return dl_backend_set_invocation(d->backend, id);
+}
+
+bool dl_downloader_needs_sizes(const tf_downloader *d)
+{
+	return dl_backend_grpc(d->backend) != NULL;
 }

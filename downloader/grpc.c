@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,15 +31,16 @@
 #define TOPFETCH_VERSION "unknown"
 #endif
 
-#define DL_GRPC_MAX_MESSAGE ((size_t)64 << 20) /* largest answer message we take */
-
 struct dl_grpc {
 	char *base;     /* http(s)://host[:port], for libcurl */
 	char *display;  /* grpc(s)://host[:port][/instance], for messages */
-	char *instance; /* "" when none */
+	char *_Atomic instance; /* "" when none; set once more by dl_grpc_adopt_instance */
+	char *first_instance;    /* the one it replaced (calls in flight may still use it) */
+	atomic_bool adopted;
 	bool tls;
 	int64_t max_batch; /* the server's max_batch_total_size_bytes; 0 unknown */
 	atomic_bool h2_up; /* cleartext: a call succeeded on a connection that stays open */
+	atomic_bool no_batch; /* the server answered BatchReadBlobs with UNIMPLEMENTED */
 };
 
 static const char *const code_names[] = {
@@ -316,27 +318,27 @@ static int add_line(struct curl_slist **l, const char *line, tf_error *err)
 	return 0;
 }
 
-/* The RequestMetadata every call carries, as its -bin header line. */
-static int metadata_line(struct curl_slist **l, tf_error *err)
+int dl_grpc_metadata_line(char *line, size_t n, const char *invocation)
 {
 	Build__Bazel__Remote__Execution__V2__ToolDetails tool = BUILD__BAZEL__REMOTE__EXECUTION__V2__TOOL_DETAILS__INIT;
 	Build__Bazel__Remote__Execution__V2__RequestMetadata md =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__REQUEST_METADATA__INIT;
 	unsigned char buf[512];
-	char line[1024];
 	int off;
 	size_t len;
 
 	tool.tool_name = (char *)"topfetch";
 	tool.tool_version = (char *)TOPFETCH_VERSION;
 	md.tool_details = &tool;
+	if (invocation && *invocation)
+		md.tool_invocation_id = (char *)invocation;
 	len = build__bazel__remote__execution__v2__request_metadata__get_packed_size(&md);
-	if (len > sizeof(buf))
-		return tf__errf(err, -EMSGSIZE, "RequestMetadata too large");
+	if (len > sizeof(buf) || n < sizeof(DL_GRPC_METADATA_HEADER) + 2 + 4 * (len + 2) / 3 + 1)
+		return -EMSGSIZE;
 	build__bazel__remote__execution__v2__request_metadata__pack(&md, buf);
-	off = snprintf(line, sizeof(line), "build.bazel.remote.execution.v2.requestmetadata-bin: ");
+	off = snprintf(line, n, DL_GRPC_METADATA_HEADER ": ");
 	EVP_EncodeBlock((unsigned char *)line + off, buf, (int)len);
-	return add_line(l, line, err);
+	return 0;
 }
 
 dl_grpc *dl_grpc_new(const tf_remote_options *opts, tf_error *err)
@@ -405,6 +407,7 @@ void dl_grpc_free(dl_grpc *g)
 	free(g->base);
 	free(g->display);
 	free(g->instance);
+	free(g->first_instance);
 	free(g);
 }
 
@@ -419,9 +422,13 @@ int dl_grpc_headers(struct curl_slist **l, tf_error *err)
 					     ("user-agent: topfetch/" TOPFETCH_VERSION), "Expect:", "Accept:" };
 	int r = 0;
 
+	char line[1024];
+
 	for (size_t i = 0; i < sizeof(lines) / sizeof(*lines) && r == 0; i++)
 		r = add_line(l, lines[i], err);
-	return r < 0 ? r : metadata_line(l, err);
+	if (r == 0 && dl_grpc_metadata_line(line, sizeof(line), NULL) < 0)
+		r = tf__errf(err, -EMSGSIZE, "RequestMetadata too large");
+	return r < 0 ? r : add_line(l, line, err);
 }
 
 int64_t dl_grpc_max_batch(const dl_grpc *g)
@@ -634,4 +641,311 @@ out:
 	tf__buf_fini(&c.answer);
 	curl_easy_cleanup(h);
 	return r;
+}
+
+/* ---- calls made as streams (the proxy's upstream) ------------------------------------- */
+
+/* A framed message into out (appended). */
+static int frame_into(tf__buf *out, const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m), at = out->len;
+	unsigned char pre[5];
+	int r;
+
+	if (len > UINT32_MAX)
+		return -EMSGSIZE;
+	frame_prefix(pre, len);
+	if ((r = tf__buf_append(out, pre, sizeof(pre))) < 0 || (r = tf__buf_reserve(out, len)) < 0) {
+		out->len = at;
+		return r;
+	}
+	protobuf_c_message_pack(m, out->data + out->len);
+	out->len += len;
+	return 0;
+}
+
+static size_t varint_put(unsigned char *p, uint64_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		p[n++] = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (unsigned char)v;
+	return n;
+}
+
+int dl_grpc_stream_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
+			   tf__buf *req, char *display, size_t display_len)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__Digest dg = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest *dgp = &dg;
+	char name[1024];
+	int r;
+
+	if (dl_backend_refresh(b, display, display_len) < 0)
+		return -EACCES;
+	dg.hash = (char *)hash;
+	dg.size_bytes = size > 0 ? size : 0;
+	if (area == TF_AREA_CAS && (op == DL_OP_GET || op == DL_OP_HEAD) && size <= 0) {
+		/* A ByteStream resource name and a FindMissingBlobs digest both hold
+		 * the size, which a request by hash alone does not know. */
+		snprintf(display, display_len, "%s cas/%s", g->display, hash);
+		return -ENOENT;
+	}
+	if (op == DL_OP_GET && area == TF_AREA_CAS) {
+		Google__Bytestream__ReadRequest q = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
+		if ((r = dl_grpc_resource_name(name, sizeof(name), g->instance, hash, size)) < 0)
+			return r;
+		q.resource_name = name;
+		snprintf(display, display_len, "%s ByteStream.Read %s", g->display, name);
+		call_setup(b, h, "/google.bytestream.ByteStream/Read");
+		return frame_into(req, &q.base);
+	}
+	if (op == DL_OP_HEAD && area == TF_AREA_CAS) {
+		Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest q =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
+		q.instance_name = g->instance;
+		q.n_blob_digests = 1;
+		q.blob_digests = &dgp;
+		snprintf(display, display_len, "%s FindMissingBlobs %s/%lld", g->display, hash, (long long)size);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs");
+		return frame_into(req, &q.base);
+	}
+	if (op == DL_OP_FIND) {
+		snprintf(display, display_len, "%s FindMissingBlobs", g->display);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs");
+		return 0; /* the request is the caller's */
+	}
+	if (op == DL_OP_PUT && area == TF_AREA_CAS) {
+		snprintf(display, display_len, "%s ByteStream.Write %s/%lld", g->display, hash, (long long)size);
+		call_setup(b, h, "/google.bytestream.ByteStream/Write");
+		return 0; /* messages are made as the bytes come (dl_grpc_write_frame) */
+	}
+	if (op == DL_OP_PUT) {
+		/* UpdateActionResult: the request without its action_result, then
+		 * that field's tag and length; the ActionResult's bytes follow as
+		 * they come, unparsed. */
+		Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest q =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__UPDATE_ACTION_RESULT_REQUEST__INIT;
+		unsigned char pre[5], tag[11];
+		size_t head, tl;
+		q.instance_name = g->instance;
+		q.action_digest = &dg;
+		dg.size_bytes = 0; /* the action's size is not known; caches key it by hash */
+		head = protobuf_c_message_get_packed_size(&q.base);
+		tag[0] = 3 << 3 | 2;
+		tl = 1 + varint_put(tag + 1, (uint64_t)size);
+		if (head + tl + (uint64_t)size > UINT32_MAX)
+			return -EMSGSIZE;
+		frame_prefix(pre, head + tl + (size_t)size);
+		if ((r = tf__buf_append(req, pre, sizeof(pre))) < 0 || (r = tf__buf_reserve(req, head)) < 0)
+			return r;
+		protobuf_c_message_pack(&q.base, req->data + req->len);
+		req->len += head;
+		snprintf(display, display_len, "%s UpdateActionResult %s", g->display, hash);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
+		return tf__buf_append(req, tag, tl);
+	}
+	{
+		/* GET or HEAD of an action cache entry. */
+		Build__Bazel__Remote__Execution__V2__GetActionResultRequest q =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_ACTION_RESULT_REQUEST__INIT;
+		q.instance_name = g->instance;
+		q.action_digest = &dg;
+		snprintf(display, display_len, "%s GetActionResult %s", g->display, hash);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult");
+		return frame_into(req, &q.base);
+	}
+}
+
+int dl_grpc_write_frame(const dl_backend *b, tf__buf *out, const char *hash, int64_t size, int64_t offset,
+			const void *data, size_t n)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Google__Bytestream__WriteRequest q = GOOGLE__BYTESTREAM__WRITE_REQUEST__INIT;
+	char name[1024];
+
+	if (offset == 0) {
+		/* {instance/}uploads/UUID/blobs/HASH/SIZE: a fresh UUID per upload. */
+		unsigned char u[16];
+		char uuid[37];
+		if (RAND_bytes(u, sizeof(u)) != 1)
+			return -EIO;
+		u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+		u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+		snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+			 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+		if (snprintf(name, sizeof(name), "%s%suploads/%s/blobs/%s/%lld", g->instance, *g->instance ? "/" : "",
+			     uuid, hash, (long long)size) >= (int)sizeof(name))
+			return -ENAMETOOLONG;
+		q.resource_name = name;
+	}
+	q.write_offset = offset;
+	q.finish_write = offset + (int64_t)n == size;
+	q.data.data = (uint8_t *)data;
+	q.data.len = n;
+	return frame_into(out, &q.base);
+}
+
+int dl_grpc_committed(const void *p, size_t n, int64_t *committed, tf_error *err)
+{
+	Google__Bytestream__WriteResponse *m;
+
+	if (pw_check(&google__bytestream__write_response__descriptor, p, n, NULL, err) < 0 ||
+	    !(m = google__bytestream__write_response__unpack(NULL, n, p)))
+		return tf__errf(err, -EBADMSG, "its WriteResponse does not decode");
+	*committed = m->committed_size;
+	google__bytestream__write_response__free_unpacked(m, NULL);
+	return 0;
+}
+
+/* The protobuf digests of v[0..n): an array of pointers, each to a digest
+ * in the same allocation (one free()); NULL out of memory. */
+static Build__Bazel__Remote__Execution__V2__Digest **digest_list(const tf_digest *v, size_t n)
+{
+	size_t k = n ? n : 1;
+	Build__Bazel__Remote__Execution__V2__Digest **dp = malloc(k * (sizeof(*dp) + sizeof(**dp)));
+	Build__Bazel__Remote__Execution__V2__Digest *dg = (Build__Bazel__Remote__Execution__V2__Digest *)(dp + k);
+
+	if (!dp)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		Build__Bazel__Remote__Execution__V2__Digest init = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST__INIT;
+		dg[i] = init;
+		dg[i].hash = (char *)v[i].hash;
+		dg[i].size_bytes = v[i].size;
+		dp[i] = &dg[i];
+	}
+	return dp;
+}
+
+int dl_grpc_find_request(const dl_backend *b, const tf_digest *v, size_t count, tf__buf *req)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest q =
+		BUILD__BAZEL__REMOTE__EXECUTION__V2__FIND_MISSING_BLOBS_REQUEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest **dp = digest_list(v, count);
+	int r;
+
+	if (!dp)
+		return -ENOMEM;
+	q.instance_name = g->instance;
+	q.n_blob_digests = count;
+	q.blob_digests = dp;
+	r = frame_into(req, &q.base);
+	free(dp);
+	return r;
+}
+
+int dl_grpc_find_answer(const void *p, size_t n, const tf_digest *v, size_t count, size_t *missing, tf_error *err)
+{
+	Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse *m;
+	size_t first = count;
+
+	if (pw_check(&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor, p, n, NULL, err) <
+		    0 ||
+	    !(m = build__bazel__remote__execution__v2__find_missing_blobs_response__unpack(NULL, n, p)))
+		return tf__errf(err, -EBADMSG, "its FindMissingBlobsResponse does not decode");
+	/* The first of ours that it names (its order need not be ours). */
+	for (size_t k = 0; k < m->n_missing_blob_digests; k++) {
+		const Build__Bazel__Remote__Execution__V2__Digest *d = m->missing_blob_digests[k];
+		for (size_t i = 0; d && d->hash && i < first; i++)
+			if (v[i].size == d->size_bytes && !strcmp(v[i].hash, d->hash))
+				first = i;
+	}
+	build__bazel__remote__execution__v2__find_missing_blobs_response__free_unpacked(m, NULL);
+	if (first == count)
+		return 1;
+	*missing = first;
+	return 0;
+}
+
+/* ---- BatchReadBlobs ---------------------------------------------------------------------- */
+
+bool dl_grpc_batch_ok(const dl_grpc *g)
+{
+	return !atomic_load(&((dl_grpc *)g)->no_batch);
+}
+
+void dl_grpc_batch_off(dl_grpc *g)
+{
+	atomic_store(&g->no_batch, true);
+}
+
+int64_t dl_grpc_batch_limit(const dl_grpc *g)
+{
+	/* gRPC's default message limit when the server names none. */
+	return g->max_batch > 0 ? g->max_batch : (int64_t)4 << 20;
+}
+
+int dl_grpc_batch_prepare(const dl_backend *b, CURL *h, const tf_digest *v, size_t n, char *display, size_t display_len)
+{
+	const dl_grpc *g = dl_backend_grpc(b);
+	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest q =
+		BUILD__BAZEL__REMOTE__EXECUTION__V2__BATCH_READ_BLOBS_REQUEST__INIT;
+	Build__Bazel__Remote__Execution__V2__Digest **dp = digest_list(v, n);
+	int r = -ENOMEM;
+
+	if (dl_backend_refresh(b, display, display_len) < 0) {
+		free(dp);
+		return -EACCES;
+	}
+	if (dp) {
+		q.instance_name = g->instance;
+		q.n_digests = n;
+		q.digests = dp;
+		snprintf(display, display_len, "%s BatchReadBlobs (%zu blobs)", g->display, n);
+		call_setup(b, h, "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs");
+		r = set_body(h, &q.base);
+	}
+	free(dp);
+	return r;
+}
+
+int dl_grpc_batch_answer(const void *p, size_t n, dl_grpc_batch_cb cb, void *arg, tf_error *err)
+{
+	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse *m;
+
+	if (pw_check(&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor, p, n, NULL, err) < 0 ||
+	    !(m = build__bazel__remote__execution__v2__batch_read_blobs_response__unpack(NULL, n, p)))
+		return tf__errf(err, -EBADMSG, "its BatchReadBlobsResponse does not decode");
+	for (size_t i = 0; i < m->n_responses; i++) {
+		const Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *r = m->responses[i];
+		char msg[512] = "";
+		if (!r->digest || !r->digest->hash)
+			continue;
+		if (r->status && r->status->message) {
+			snprintf(msg, sizeof(msg), "%s", r->status->message);
+			for (char *c = msg; *c; c++)
+				if ((unsigned char)*c < 0x20)
+					*c = ' '; /* no line breaks in our messages */
+		}
+		cb(arg, r->digest->hash, r->digest->size_bytes, r->status ? r->status->code : 0, msg, r->data.data,
+		   r->data.len);
+	}
+	build__bazel__remote__execution__v2__batch_read_blobs_response__free_unpacked(m, NULL);
+	return 0;
+}
+
+int dl_grpc_adopt_instance(dl_grpc *g, const char *uri)
+{
+	const char *p, *b;
+	char *inst;
+
+	if (strncmp(uri, "bytestream://", 13) || !(p = strchr(uri + 13, '/')) || !(b = strstr(p, "/blobs/")) || b == p)
+		return 0; /* not a URI with an instance */
+	if (*g->instance || atomic_exchange(&g->adopted, true))
+		return 0; /* --remote_instance_name, or one adopted before */
+	inst = strndup(p + 1, (size_t)(b - p - 1));
+	if (!inst)
+		return -ENOMEM;
+	if (tf__path_check(inst, "the instance of a bytestream:// URI", NULL) < 0) {
+		free(inst);
+		return -EINVAL;
+	}
+	g->first_instance = g->instance;
+	g->instance = inst;
+	return 1;
 }

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +27,14 @@
 #include <unistd.h>
 
 #include "downloader/downloader.h"
+#include "proto/wire.h"
 #include "remote_execution.pb-c.h"
 
 #define PX_LOST_MAX ((size_t)1 << 20)  /* remembered lost actions (the store has them all) */
 #define PX_VALIDATE_MAX_BLOBS 100000   /* output blobs checked per ActionResult */
 #define PX_PRESENT_MAX ((size_t)1 << 22) /* blobs known present in this build (validation) */
+#define PX_SIZES_MAX ((size_t)1 << 22)   /* blob sizes remembered for a gRPC upstream */
+#define PX_TREE_MAX ((size_t)64 << 20)   /* a Tree read whole to learn its files' sizes */
 
 typedef enum px_ask {
 	PX_ASK_HIT,     /* a lookup found this result: record it unless the action is lost */
@@ -69,6 +73,12 @@ struct px_proxy {
 	tf__map lost;
 	/* blobs validation found upstream during this build ("hash/size"; values unused) */
 	tf__map present;
+	/* A gRPC upstream reads a CAS blob by hash and size, and Bazel's GET
+	 * /cas/HASH names no size: the sizes of the blobs the ActionResults,
+	 * their Trees and the uploads that passed named ("hash" -> size_value()). */
+	bool need_sizes;
+	pthread_mutex_t size_mu;
+	tf__map sizes;
 	tf_session *s; /* the session's thread only */
 	px_bes *bes;   /* BES invocations' sessions (the session's thread only) */
 };
@@ -128,6 +138,8 @@ px_proxy *px_new(const px_options *o, tf_error *err)
 	pthread_mutex_init(&p->bq_mu, NULL);
 	pthread_cond_init(&p->bq_cv, NULL);
 	pthread_mutex_init(&p->lost_mu, NULL);
+	pthread_mutex_init(&p->size_mu, NULL);
+	tf__map_init(&p->sizes);
 	tf__map_init(&p->lost);
 	tf__map_init(&p->present);
 	p->started_ns = tf__now_ns();
@@ -149,12 +161,7 @@ px_proxy *px_new(const px_options *o, tf_error *err)
 	p->up = tf_downloader_new(&ro, NULL, err);
 	if (!p->up)
 		goto fail;
-	if (!dl_downloader_can_stream(p->up)) {
-		tf__errf(err, -EPROTONOSUPPORT,
-			 "--remote_cache=%s: a gRPC cache cannot be the proxy's upstream yet (Bazel's GET /cas/HASH names no size, which a ByteStream read needs); use the cache's HTTP endpoint",
-			 dl_downloader_display(p->up));
-		goto fail;
-	}
+	p->need_sizes = dl_downloader_needs_sizes(p->up);
 	p->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (p->evfd < 0) {
 		tf__errf(err, -errno, "eventfd: %s", strerror(errno));
@@ -178,6 +185,8 @@ void px_free(px_proxy *p)
 	pthread_mutex_destroy(&p->bq_mu);
 	pthread_cond_destroy(&p->bq_cv);
 	pthread_mutex_destroy(&p->lost_mu);
+	pthread_mutex_destroy(&p->size_mu);
+	tf__map_fini(&p->sizes);
 	tf__map_fini(&p->lost);
 	tf__map_fini(&p->present);
 	free(p);
@@ -205,6 +214,88 @@ void px_count_request(px_proxy *p)
 void px_count_refused(px_proxy *p)
 {
 	count(p, C_REFUSED, 1);
+}
+
+/* ---- blob sizes (a gRPC upstream) ------------------------------------------------------ */
+
+/* A map value: never NULL; the size, and whether the blob is a Tree. */
+#define SIZE_VALUE(size, tree) ((void *)(uintptr_t)((uint64_t)(size) << 2 | (tree) << 1 | 1u))
+
+static void size_note(px_proxy *p, const char *hash, int64_t size, bool tree)
+{
+	if (!p->need_sizes || !hash || size <= 0 || !tf__is_sha256_hex(hash, strlen(hash)))
+		return;
+	pthread_mutex_lock(&p->size_mu);
+	if (p->sizes.n >= PX_SIZES_MAX) { /* bounded: start over (a forgotten blob reads as a miss) */
+		tf__map_fini(&p->sizes);
+		tf__map_init(&p->sizes);
+	}
+	/* A Tree stays known as one when an upload names the same hash. */
+	if (!tree) {
+		uintptr_t old = (uintptr_t)tf__map_get(&p->sizes, hash);
+		tree = old & 2u;
+	}
+	tf__map_put(&p->sizes, hash, SIZE_VALUE(size, tree ? 1u : 0u)); /* out of memory: a later miss */
+	pthread_mutex_unlock(&p->size_mu);
+}
+
+/* The size of a blob seen before (0: unknown); *tree: it is a Tree. */
+static int64_t size_find(px_proxy *p, const char *hash, bool *tree)
+{
+	uintptr_t v;
+
+	*tree = false;
+	if (!p->need_sizes)
+		return 0;
+	pthread_mutex_lock(&p->size_mu);
+	v = (uintptr_t)tf__map_get(&p->sizes, hash);
+	pthread_mutex_unlock(&p->size_mu);
+	*tree = v & 2u;
+	return (int64_t)(v >> 2);
+}
+
+static void size_note_digest(px_proxy *p, const Build__Bazel__Remote__Execution__V2__Digest *d, bool tree)
+{
+	if (d)
+		size_note(p, d->hash, d->size_bytes, tree);
+}
+
+/* The blobs an ActionResult names. */
+static void sizes_from_result(px_proxy *p, const void *data, size_t len)
+{
+	Build__Bazel__Remote__Execution__V2__ActionResult *m;
+
+	if (!p->need_sizes ||
+	    pw_check(&build__bazel__remote__execution__v2__action_result__descriptor, data, len, NULL, NULL) < 0 ||
+	    !(m = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, data)))
+		return;
+	for (size_t i = 0; i < m->n_output_files; i++)
+		size_note_digest(p, m->output_files[i]->digest, false);
+	for (size_t i = 0; i < m->n_output_directories; i++)
+		size_note_digest(p, m->output_directories[i]->tree_digest, true);
+	size_note_digest(p, m->stdout_digest, false);
+	size_note_digest(p, m->stderr_digest, false);
+	build__bazel__remote__execution__v2__action_result__free_unpacked(m, NULL);
+}
+
+static void sizes_from_dir(px_proxy *p, const Build__Bazel__Remote__Execution__V2__Directory *d)
+{
+	for (size_t i = 0; d && i < d->n_files; i++)
+		size_note_digest(p, d->files[i]->digest, false);
+}
+
+/* The files a Tree (an output directory) holds. */
+static void sizes_from_tree(px_proxy *p, const void *data, size_t len)
+{
+	Build__Bazel__Remote__Execution__V2__Tree *t;
+
+	if (pw_check(&build__bazel__remote__execution__v2__tree__descriptor, data, len, NULL, NULL) < 0 ||
+	    !(t = build__bazel__remote__execution__v2__tree__unpack(NULL, len, data)))
+		return;
+	sizes_from_dir(p, t->root);
+	for (size_t i = 0; i < t->n_children; i++)
+		sizes_from_dir(p, t->children[i]);
+	build__bazel__remote__execution__v2__tree__free_unpacked(t, NULL);
 }
 
 /* ---- the lost set and the bridge ------------------------------------------------------ */
@@ -549,6 +640,7 @@ void px_ac_get(px_proxy *p, const char *key, tf__buf *body, px_result *r)
 		answer_lost(p, key, r);
 		return;
 	}
+	sizes_from_result(p, body->data, body->len);
 	count(p, C_AC_HITS, 1);
 	count(p, C_BYTES_OUT, body->len);
 	set(r, PX_OK, "%s", "");
@@ -584,7 +676,11 @@ void px_head(px_proxy *p, tf_area area, const char *key, int64_t *length, px_res
 			return;
 		}
 	}
-	s = dl_stream_open(p->up, DL_OP_HEAD, area, key, 0, 0, &err);
+	{
+		bool tree;
+		int64_t size = area == TF_AREA_CAS ? size_find(p, key, &tree) : 0;
+		s = dl_stream_open(p->up, DL_OP_HEAD, area, key, size, 0, &err);
+	}
 	if (!s) {
 		set(r, PX_INTERNAL, "topfetch proxy: %s", err.message);
 		return;
@@ -601,6 +697,8 @@ void px_head(px_proxy *p, tf_area area, const char *key, int64_t *length, px_res
 struct px_get {
 	px_proxy *p;
 	dl_stream *s; /* NULL: the empty blob */
+	bool tree;    /* a Tree of a gRPC upstream: read whole (capped) to learn its files' sizes */
+	tf__buf body;
 };
 
 px_get *px_cas_get(px_proxy *p, const char *key, int64_t *length, px_result *r)
@@ -619,12 +717,13 @@ px_get *px_cas_get(px_proxy *p, const char *key, int64_t *length, px_result *r)
 		return NULL;
 	}
 	g->p = p;
+	tf__buf_init(&g->body, PX_TREE_MAX);
 	set(r, PX_OK, "%s", "");
 	if (!strcmp(key, TF_EMPTY_SHA256)) { /* the empty blob always exists */
 		*length = 0;
 		return g;
 	}
-	g->s = dl_stream_open(p->up, DL_OP_GET, TF_AREA_CAS, key, 0, 0, &err);
+	g->s = dl_stream_open(p->up, DL_OP_GET, TF_AREA_CAS, key, size_find(p, key, &g->tree), 0, &err);
 	if (!g->s) {
 		free(g);
 		set(r, PX_INTERNAL, "topfetch proxy: %s", err.message);
@@ -649,8 +748,12 @@ ssize_t px_get_read(px_get *g, void *buf, size_t max)
 	n = dl_stream_read(g->s, buf, max, why, sizeof(why));
 	if (n > 0) {
 		count(g->p, C_BYTES_OUT, (uint64_t)n);
+		if (g->tree && tf__buf_append(&g->body, buf, (size_t)n) < 0)
+			g->tree = false; /* past the cap: its files' sizes stay unknown */
 		return n;
 	}
+	if (n == 0 && g->tree) /* verified whole */
+		sizes_from_tree(g->p, g->body.data, g->body.len);
 	if (n < 0 && n != -ECANCELED) {
 		count(g->p, C_UPSTREAM_ERRORS, 1);
 		snprintf(msg, sizeof(msg), "topfetch proxy: %s: %s; the client's transfer was cut short",
@@ -667,6 +770,7 @@ void px_get_free(px_get *g)
 	if (!g)
 		return;
 	dl_stream_free(g->s);
+	tf__buf_fini(&g->body);
 	free(g);
 }
 
@@ -759,7 +863,8 @@ void px_put_data(px_put *u, const void *data, size_t n)
 	if (e == -EPIPE) {
 		/* The upstream ended first: its answer says why. */
 		e = dl_stream_finish(u->s, NULL, why, sizeof(why));
-		put_fail(u, e == -ENOENT || e == 0 ? -EIO : e, why);
+		if (e != 0) /* 0: a gRPC cache had the blob and said so before the body went */
+			put_fail(u, e == -ENOENT ? -EIO : e, why);
 	} else if (e < 0) {
 		put_fail(u, e, strerror(-e));
 	}
@@ -791,6 +896,7 @@ void px_put_end(px_put *u, px_result *r)
 			set_upstream(p, r, e == -ENOENT ? -EIO : e, why);
 			return;
 		}
+		sizes_from_result(p, it.data, it.len);
 		if (bridge_call(p, &it) < 0) {
 			set(r, PX_UNAVAILABLE, "the proxy is shutting down");
 			return;
@@ -809,6 +915,7 @@ void px_put_end(px_put *u, px_result *r)
 		set_upstream(p, r, e == -ENOENT ? -EIO : e, why);
 		return;
 	}
+	size_note(p, u->key, u->size, false);
 	set(r, PX_OK, "%s", "");
 	r->upstream_code = code;
 }

@@ -836,6 +836,8 @@ static void target_file(tf_session *s, uint64_t t, const char *label, bool targe
 		known_digest = tf_digest_parse(f->digest, f->length, &dg, &bad) == 0;
 	else if (!found && f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI)
 		known_digest = parse_bytestream(f->uri, &dg);
+	if (!found && f->file_case == BUILD_EVENT_STREAM__FILE__FILE_URI)
+		dl_downloader_adopt_instance(s->dl, f->uri); /* a gRPC cache's instance, kept */
 	if (known_digest)
 		d.digest = dg;
 	if (found) {
@@ -1160,6 +1162,11 @@ static int post_event(tf_session *s, ev_event *ev, tf_error *err)
 					(unsigned long long)ev->record);
 		r = ev_sets_add(s->sets, ev, err);
 		return r < 0 ? r : ev_gate_named_set(s->gate, ev, err);
+	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_STARTED:
+		/* A gRPC cache's calls name the build (RequestMetadata); best effort. */
+		if (m->started && m->started->uuid && *m->started->uuid)
+			dl_downloader_set_invocation(s->dl, m->started->uuid);
+		return ev_gate_submit(s->gate, ev, false, NULL, err);
 	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED:
 		return on_target_complete(s, ev, err);
 	case BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_TEST_RESULT:

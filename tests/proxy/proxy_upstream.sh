@@ -105,8 +105,6 @@ run_tf proxy --listen=127.0.0.1:0 --output_dir="$tf_tmp/o"
 [ "$rc" -eq 2 ] || fail "no --remote_cache: exit $rc"
 run_tf proxy --listen=127.0.0.1:0 --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o" --exit_after_build
 [ "$rc" -eq 2 ] || fail "--exit_after_build without --bep_follow: exit $rc"
-run_tf proxy --listen=127.0.0.1:0 --remote_cache=grpc://127.0.0.1:1 --output_dir="$tf_tmp/o"
-[ "$rc" -eq 2 ] || fail "grpc upstream: exit $rc"
 run_tf proxy --listen=127.0.0.1:0 --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o" --remote_download_outputs=some
 [ "$rc" -eq 2 ] || fail "bad --remote_download_outputs: exit $rc"
 run_tf proxy --listen=127.0.0.1:99999 --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/o"
