@@ -59,7 +59,9 @@ req GET "$PROXY_URL/cas/$absent"
 [ "$code" = 404 ] || fail "GET of a blob of unknown size: HTTP $code (want 404)"
 proxy_stop
 [ "$proxy_rc" -eq 0 ] || { cat "$PROXY_LOG"; fail "proxy exit $proxy_rc"; }
-summary=$(grep '^topfetch: ' "$PROXY_LOG" | tail -n 1)
+# The proxy's requests figures: from "topfetch: N requests (" to the ")" that
+# ends them, however the summary wraps them.
+summary=$(sed -n '/^topfetch: [0-9]* requests (/,/)/p' "$PROXY_LOG" | tr '\n' ' ' | tr -s ' ')
 echo "$summary"
 assert_contains "$summary" " 0 upstream errors" "the proxy's summary"
 case "$summary" in *"(0 AC hits"*) fail "no AC hits: $summary" ;; esac
