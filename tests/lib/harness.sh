@@ -54,7 +54,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+  echo "FAIL: $*" >&2
+  # A failure that follows from the test's own folder vanishing is not the
+  # product's: say so (something outside the test removed /tmp/tf-test.*).
+  [ -d "$tf_tmp" ] || echo "FAIL: note: this test's folder $tf_tmp no longer exists" >&2
+  exit 1
+}
 need() { command -v "$1" >/dev/null 2>&1 || fail "'$1' is not installed; run scripts/install-deps.sh"; }
 
 assert_contains() { # haystack needle [what]
