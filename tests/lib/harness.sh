@@ -23,21 +23,27 @@ chmod 755 "$tf_tmp"
 NGINX_PID_FILE=""
 tf_bg_pids=()
 
-tf_track() { tf_bg_pids+=("$@"); }
+# A process's start time (clock ticks since boot), empty once it is gone:
+# with the pid it names the process, so a pid the kernel gave to another
+# process since (pids wrap at 32768 here, fast under Bazel) is never signalled.
+tf_start_time() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0; s=${s##*) }; set -- $s; echo "${20}"; }
+tf_track() { local p; for p; do tf_bg_pids+=("$p:$(tf_start_time "$p")"); done; }
+# Is the tracked process (PID:START) still that process?
+tf_same() { [ -n "${1#*:}" ] && [ "$(tf_start_time "${1%%:*}")" = "${1#*:}" ]; }
 
 # Stops every tracked helper still running: SIGTERM, up to 5 s, then SIGKILL.
 tf_stop_tracked() {
-  local p alive=() i
-  for p in "${tf_bg_pids[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -TERM "$p" 2>/dev/null || true
-      alive+=("$p")
+  local e alive=()
+  for e in "${tf_bg_pids[@]}"; do
+    if tf_same "$e"; then
+      kill -TERM "${e%%:*}" 2>/dev/null || true
+      alive+=("$e")
     fi
   done
-  for p in "${alive[@]}"; do
-    poll_until 5 pid_gone "$p" || true
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+  for e in "${alive[@]}"; do
+    poll_until 5 tf_gone "$e" || true
+    ! tf_same "$e" || kill -KILL "${e%%:*}" 2>/dev/null || true
+    wait "${e%%:*}" 2>/dev/null || true
   done
   tf_bg_pids=()
 }
@@ -89,6 +95,7 @@ poll_until() { # SECONDS CMD...  -> 0 once CMD succeeded, 1 when the time ran ou
   done
 }
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+tf_gone() { ! tf_same "$1"; }
 wait_for() { # SECONDS WHAT CMD...
   local limit=$1 what=$2
   shift 2
