@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Real Bazel 4.2.3 with --remote_cache=grpc://<topfetch proxy> and
 # --remote_download_minimal, the proxy forwarding to UPSTREAM ($1: nginx, a
-# real HTTP cache, or disk, a --disk_cache directory), on tests/e2e/workspace:
+# real HTTP cache, worker, Bazel's own remote worker over grpc://, or disk, a
+# --disk_cache directory), on tests/e2e/workspace:
 #  1. Empty cache: every action runs, its outputs and result go up through
 #     the gRPC front end (ByteStream Write, UpdateActionResult) into the
 #     upstream; the proxy follows the BEP and fetches the top-level files.
 #  2. bazel clean, the same build: every action a cache hit through
 #     GetActionResult; the proxy puts exactly the top-level files in
 #     --output_dir, byte-identical to what Bazel's own
-#     --remote_download_toplevel (3.) writes, and (nginx) no intermediate's
-#     blob is read from the upstream.
+#     --remote_download_toplevel (3.) writes, and (nginx, worker: their own
+#     logs) no intermediate's blob is read from the upstream.
 #  4. The upstream loses left.txt's blob; bazel clean; build: the lookup of
 #     left's action is answered NOT_FOUND (validation), Bazel runs exactly that
 #     action again and uploads it; everything exits 0.
@@ -17,15 +18,27 @@
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 . "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
 . "$TF_SOURCE_ROOT/tests/interop/bazel_lib.sh"
-upstream=${1:?nginx or disk}
+. "$TF_SOURCE_ROOT/tests/lib/reapi_worker.sh"
+upstream=${1:?nginx, worker or disk}
 case "$upstream" in
   nginx) nginx_start; UP="$NGINX_URL" ;;
+  worker) reapi_worker_start; UP="$WORKER_URL" ;;
   disk) UP="$tf_tmp/disk"; mkdir -p "$UP" ;;
   *) fail "unknown upstream $upstream" ;;
 esac
-cas_path() { if [ "$upstream" = nginx ]; then echo "$NGINX_CACHE/cas/$1"; else echo "$UP/cas/${1:0:2}/$1"; fi; }
-lines() { if [ "$upstream" = nginx ]; then nginx_sync; wc -l <"$NGINX_LOG"; else echo 0; fi; }
-since() { nginx_sync; tail -n +"$(($1 + 1))" "$NGINX_LOG"; }
+cas_path() {
+  case "$upstream" in
+    nginx) echo "$NGINX_CACHE/cas/$1" ;;
+    worker) echo "$WORKER_CAS/cas/${1:0:2}/$1" ;;
+    *) echo "$UP/cas/${1:0:2}/$1" ;;
+  esac
+}
+# The upstream's own log of what it was asked (the worker logs each
+# ByteStream.Read as "tf-worker: ByteStream.Read <resource name> ...").
+upstream_log() { if [ "$upstream" = nginx ]; then nginx_sync; echo "$NGINX_LOG"; else echo "$WORKER_LOG"; fi; }
+lines() { if [ "$upstream" = disk ]; then echo 0; else wc -l <"$(upstream_log)"; fi; }
+since() { tail -n +"$(($1 + 1))" "$(upstream_log)"; }
+read_of() { if [ "$upstream" = nginx ]; then echo "GET /cas/$1"; else echo "ByteStream.Read [^ ]*blobs/$1/"; fi; }
 ws=$(bazel_ws ws)
 targets=(//pkg:left //pkg:right //pkg:multi //pkg:exe //pkg:big //pkg:tree)
 bin=bazel-out/k8-fastbuild/bin/pkg
@@ -75,10 +88,10 @@ l2=$(lines)
 build 2
 grep -q 'processes: .*remote cache hit' "$tf_tmp/bazel2.log" || fail "build 2 was not served from the cache"
 ! grep -q 'processwrapper-sandbox' "$tf_tmp/bazel2.log" || fail "build 2 ran actions"
-if [ "$upstream" = nginx ]; then
+if [ "$upstream" != disk ]; then
   since "$l2" >"$tf_tmp/log2"
-  ! grep -q "GET /cas/$h_shared" "$tf_tmp/log2" || fail "the blob of the intermediate shared.txt was read upstream"
-  ! grep -q "GET /cas/$h_stage" "$tf_tmp/log2" || fail "the blob of the intermediate stage.txt was read upstream"
+  ! grep -q "$(read_of "$h_shared")" "$tf_tmp/log2" || fail "the blob of the intermediate shared.txt was read upstream"
+  ! grep -q "$(read_of "$h_stage")" "$tf_tmp/log2" || fail "the blob of the intermediate stage.txt was read upstream"
 fi
 
 # 3. What Bazel itself downloads, through the same gRPC front end.
