@@ -145,3 +145,47 @@ for name, raw in [
     ("head-split", f"PUT\0{K}\0" + "6"),
 ]:
     put("proxy_http", name, raw.encode())
+
+# ---- grpc_request: what a client sends the proxy's gRPC front end; the first
+# byte picks the decoder (0: ByteStream WriteRequest, 1: BES stream request,
+# 2 + i: the i-th unary method in proxy/grpc.c's table) ----
+def any_event(payload):
+    return field(1, b"type.googleapis.com/build_event_stream.BuildEvent") + field(2, payload)
+
+
+bes_stream_id = field(1, s(1, "build-1") + s(6, "0c4a5e1e-9c2c-4f0b-8a0e-2f1d7b0e6a11"))
+first_event = open(os.path.join(fixtures, "run1_populate", "bep.bin"), "rb").read()
+ln, pos = 0, 0
+for shift in range(0, 35, 7):  # the first BEP record's varint length
+    b = first_event[pos]
+    ln |= (b & 0x7F) << shift
+    pos += 1
+    if b < 0x80:
+        break
+first_event = first_event[pos:pos + ln]
+for name, payload in [
+        ("write-first", bytes([0]) + s(1, f"uploads/6b1d0c1e-0000-4000-8000-000000000001/blobs/{H}/6") +
+         vfield(2, 0) + field(10, b"hel")),
+        ("write-last", bytes([0]) + vfield(2, 3) + vfield(3, 1) + field(10, b"lo\n")),
+        ("write-instance", bytes([0]) + s(1, f"team/ci/uploads/u/blobs/{H}/6/extra") + vfield(3, 1) +
+         field(10, b"hello\n")),
+        ("write-wrong-type", bytes([0]) + vfield(1, 7)),
+        ("bes-event", bytes([1]) + field(4, bes_stream_id + vfield(2, 1) + field(3, field(60, any_event(first_event))))),
+        ("bes-finished", bytes([1]) + field(4, bes_stream_id + vfield(2, 2) + field(3, field(59, b"")))),
+        ("bes-bad-id", bytes([1]) + field(4, field(1, s(6, "../../etc")) + vfield(2, 1))),
+        ("bes-wrong-any", bytes([1]) + field(4, bes_stream_id + vfield(2, 1) +
+                                             field(3, field(60, field(1, b"type.googleapis.com/x.Y")))))]:
+    put("grpc_request", name, payload)
+# Unary requests: GetCapabilities, GetActionResult, UpdateActionResult,
+# FindMissingBlobs, BatchReadBlobs, BatchUpdateBlobs, ByteStream.Read,
+# QueryWriteStatus (the table's order).
+unary = [s(1, "team/ci"),
+         s(1, "") + field(2, digest(H, 6)),
+         field(2, digest(G, 142)) + field(3, action_result([("pkg/a.txt", H, 6, False)])),
+         field(2, digest(H, 6)) + field(2, digest(G, 6)),
+         field(2, digest(H, 6)),
+         field(2, field(1, digest(H, 6)) + field(2, b"hello\n")),
+         s(1, f"blobs/{H}/6") + vfield(2, 1) + vfield(3, 4),
+         s(1, f"uploads/u/blobs/{H}/6")]
+for i, payload in enumerate(unary):
+    put("grpc_request", f"unary{i}", bytes([2 + i]) + payload)

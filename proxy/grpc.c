@@ -191,11 +191,27 @@ static bool send_packed(gcall *c, const ProtobufCMessage *m, gstatus *s)
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+/* A request message of type d: checked with the one wire reader (pw_check),
+ * then unpacked; NULL with why. */
+static ProtobufCMessage *decode_unary(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, char *why,
+				      size_t n)
+{
+	tf_error err = { 0 };
+	ProtobufCMessage *m;
+
+	if (pw_check(d, buf, len, NULL, &err) < 0) {
+		snprintf(why, n, "the request is not a valid %s: %s", d->name, err.message);
+		return NULL;
+	}
+	if (!(m = protobuf_c_message_unpack(d, NULL, len, buf)))
+		snprintf(why, n, "the request is not a valid %s", d->name);
+	return m;
+}
+
 /* The one request message of a unary call, checked against its schema and
  * unpacked; NULL with s set. */
 static ProtobufCMessage *unary_request(gcall *c, const ProtobufCMessageDescriptor *d, grpc_slice *raw, gstatus *s)
 {
-	tf_error err = { 0 };
 	ProtobufCMessage *m;
 	int r = recv_msg(c, raw);
 
@@ -205,14 +221,9 @@ static ProtobufCMessage *unary_request(gcall *c, const ProtobufCMessageDescripto
 		       d->name);
 		return NULL;
 	}
-	if (pw_check(d, GRPC_SLICE_START_PTR(*raw), GRPC_SLICE_LENGTH(*raw), NULL, &err) < 0) {
-		st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a valid %s: %s", d->name, err.message);
-		grpc_slice_unref(*raw);
-		return NULL;
-	}
-	m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(*raw), GRPC_SLICE_START_PTR(*raw));
+	m = decode_unary(d, GRPC_SLICE_START_PTR(*raw), GRPC_SLICE_LENGTH(*raw), s->message, sizeof(s->message));
 	if (!m) {
-		st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "the request is not a valid %s", d->name);
+		s->code = GRPC_STATUS_INVALID_ARGUMENT;
 		grpc_slice_unref(*raw);
 	}
 	return m;
@@ -652,17 +663,7 @@ out:
 	px_get_free(g);
 }
 
-/* One WriteRequest, read in place (its data is not copied). */
-typedef struct wreq {
-	const char *name; /* not terminated: name_len */
-	size_t name_len;
-	int64_t offset;
-	bool finish;
-	const uint8_t *data;
-	size_t len;
-} wreq;
-
-static int parse_write(const uint8_t *buf, size_t len, wreq *w, const char **why)
+int px_grpc_parse_write(const uint8_t *buf, size_t len, px_grpc_write *w, const char **why)
 {
 	size_t pos = 0;
 	pw_field f;
@@ -685,7 +686,7 @@ static int parse_write(const uint8_t *buf, size_t len, wreq *w, const char **why
 			return -EBADMSG;
 		}
 	}
-	return r;
+	return r < 0 ? -EBADMSG : 0;
 }
 
 static void bs_write(gcall *c, gstatus *s)
@@ -697,12 +698,12 @@ static void bs_write(gcall *c, gstatus *s)
 	bool finished = false;
 	const char *why = "";
 	px_result r;
-	wreq w;
+	px_grpc_write w;
 	int k;
 
 	px_count_request(c->g->p);
 	while ((k = recv_msg(c, &raw)) == 1) {
-		if (parse_write(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), &w, &why) < 0) {
+		if (px_grpc_parse_write(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), &w, &why) < 0) {
 			st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "a WriteRequest does not decode: %s", why);
 			goto bad;
 		}
@@ -845,6 +846,42 @@ static int64_t varint_field(const uint8_t *buf, size_t len, uint32_t num)
 	return v;
 }
 
+int px_grpc_parse_bes(const uint8_t *m, size_t ml, px_grpc_bes_event *e, char *why, size_t n)
+{
+	const uint8_t *obe = NULL, *sid = NULL, *ev = NULL, *inv = NULL, *any = NULL, *val = (const uint8_t *)"",
+		      *fin = NULL, *type = NULL;
+	size_t obel = 0, sidl = 0, evl = 0, invl = 0, anyl = 0, vall = 0, finl = 0, typel = 0;
+
+	memset(e, 0, sizeof(*e));
+	if (len_field(m, ml, 4, &obe, &obel) != 1 || len_field(obe, obel, 1, &sid, &sidl) != 1 ||
+	    len_field(sid, sidl, 6, &inv, &invl) != 1 || len_field(obe, obel, 3, &ev, &evl) < 0 ||
+	    (ev && (len_field(ev, evl, 60, &any, &anyl) < 0 || len_field(ev, evl, 59, &fin, &finl) < 0)) ||
+	    (any && (len_field(any, anyl, 2, &val, &vall) < 0 || len_field(any, anyl, 1, &type, &typel) < 0))) {
+		snprintf(why, n, "a PublishBuildToolEventStreamRequest without "
+				 "ordered_build_event.stream_id.invocation_id, or one that does not decode");
+		return -EINVAL;
+	}
+	if (any && (typel < 30 || memcmp(type + typel - 30, "/build_event_stream.BuildEvent", 30) != 0)) {
+		snprintf(why, n, "bazel_event of type '%.*s': want build_event_stream.BuildEvent",
+			 (int)(typel > 200 ? 200 : typel), type ? (const char *)type : "");
+		return -EINVAL;
+	}
+	if (invl > PX_BES_ID_MAX || !px_bes_id_ok((const char *)inv, invl)) {
+		snprintf(why, n, "invocation id '%.*s': want 1 to %d letters, digits, '-', '_' or '.'",
+			 (int)(invl > 80 ? 80 : invl), (const char *)inv, PX_BES_ID_MAX);
+		return -EINVAL;
+	}
+	memcpy(e->id, inv, invl);
+	e->id[invl] = '\0';
+	e->stream_id = sid;
+	e->stream_id_len = sidl;
+	e->seq = varint_field(obe, obel, 2);
+	e->event = any ? val : (const uint8_t *)"";
+	e->event_len = any ? vall : 0;
+	e->finished = fin != NULL;
+	return 0;
+}
+
 static void bes_lifecycle(gcall *c, gstatus *s)
 {
 	grpc_slice raw;
@@ -875,42 +912,21 @@ static void bes_stream(gcall *c, gstatus *s)
 
 	st_set(s, GRPC_STATUS_OK, "%s", "");
 	while ((k = recv_msg(c, &raw)) == 1) {
-		const uint8_t *m = GRPC_SLICE_START_PTR(raw), *obe = NULL, *sid = NULL, *ev = NULL, *inv = NULL,
-			      *any = NULL, *val = (const uint8_t *)"", *fin = NULL, *type = NULL;
-		size_t ml = GRPC_SLICE_LENGTH(raw), obel = 0, sidl = 0, evl = 0, invl = 0, anyl = 0, vall = 0, finl = 0,
-		       typel = 0;
 		uint8_t ack[16 + 2 * PX_BES_ID_MAX + 1024];
-		size_t n = 0;
+		px_grpc_bes_event e;
+		size_t n = 0, sidl;
 		int64_t seq;
 		int r;
 
-		if (len_field(m, ml, 4, &obe, &obel) != 1 || len_field(obe, obel, 1, &sid, &sidl) != 1 ||
-		    len_field(sid, sidl, 6, &inv, &invl) != 1 || len_field(obe, obel, 3, &ev, &evl) < 0 ||
-		    (ev && (len_field(ev, evl, 60, &any, &anyl) < 0 || len_field(ev, evl, 59, &fin, &finl) < 0)) ||
-		    (any && (len_field(any, anyl, 2, &val, &vall) < 0 || len_field(any, anyl, 1, &type, &typel) < 0))) {
-			st_set(s, GRPC_STATUS_INVALID_ARGUMENT,
-			       "a PublishBuildToolEventStreamRequest without ordered_build_event.stream_id.invocation_id, "
-			       "or one that does not decode");
+		if (px_grpc_parse_bes(GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), &e, why, sizeof(why)) < 0) {
+			st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
 			grpc_slice_unref(raw);
 			break;
 		}
-		if (any && (typel < 30 || memcmp(type + typel - 30, "/build_event_stream.BuildEvent", 30) != 0)) {
-			st_set(s, GRPC_STATUS_INVALID_ARGUMENT, "bazel_event of type '%.*s': want build_event_stream.BuildEvent",
-			       (int)(typel > 200 ? 200 : typel), (const char *)type);
-			grpc_slice_unref(raw);
-			break;
-		}
-		seq = varint_field(obe, obel, 2);
-		if (invl > PX_BES_ID_MAX || !px_bes_id_ok((const char *)inv, invl)) {
-			st_set(s, GRPC_STATUS_INVALID_ARGUMENT,
-			       "invocation id '%.*s': want 1 to %d letters, digits, '-', '_' or '.'",
-			       (int)(invl > 80 ? 80 : invl), (const char *)inv, PX_BES_ID_MAX);
-			grpc_slice_unref(raw);
-			break;
-		}
-		memcpy(id, inv, invl);
-		id[invl] = '\0';
-		r = px_bes_post(c->g->bes, id, seq, val, any ? vall : 0, fin != NULL, why, sizeof(why));
+		sidl = e.stream_id_len;
+		seq = e.seq;
+		memcpy(id, e.id, sizeof(id));
+		r = px_bes_post(c->g->bes, id, seq, e.event, e.event_len, e.finished, why, sizeof(why));
 		if (r < 0) {
 			st_set(s, r == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT
 				  : r == -ESHUTDOWN ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
@@ -929,7 +945,7 @@ static void bes_stream(gcall *c, gstatus *s)
 			if (v < 0x80)
 				break;
 		}
-		memcpy(ack + n, sid, sidl);
+		memcpy(ack + n, e.stream_id, sidl);
 		n += sidl;
 		ack[n++] = 0x10;
 		for (uint64_t v = (uint64_t)seq;; v >>= 7) {
@@ -943,7 +959,7 @@ static void bes_stream(gcall *c, gstatus *s)
 			break;
 		}
 		acked = seq;
-		finished = finished || fin != NULL;
+		finished = finished || e.finished;
 	}
 	if (k < 0)
 		st_set(s, GRPC_STATUS_CANCELLED, "the stream broke; the events acknowledged so far are kept");
@@ -986,6 +1002,30 @@ static const struct {
 	{ BES_PKG "PublishLifecycleEvent", NULL, NULL, bes_lifecycle, true },
 	{ BES_PKG "PublishBuildToolEventStream", NULL, NULL, bes_stream, true },
 };
+
+int px_grpc_check_unary(const char *method, const uint8_t *buf, size_t len, char *why, size_t n)
+{
+	ProtobufCMessage *m;
+
+	for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {
+		if (!methods[i].desc || strcmp(methods[i].method, method))
+			continue;
+		if (!(m = decode_unary(methods[i].desc, buf, len, why, n)))
+			return -EINVAL;
+		protobuf_c_message_free_unpacked(m, NULL);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* The unary methods' names, for the fuzz harness: NULL past the last. */
+const char *px_grpc_unary_method(size_t i)
+{
+	for (size_t k = 0; k < sizeof(methods) / sizeof(*methods); k++)
+		if (methods[k].desc && i-- == 0)
+			return methods[k].method;
+	return NULL;
+}
 
 static void call_free(gcall *c)
 {

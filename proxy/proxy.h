@@ -243,9 +243,46 @@ void px_grpc_stop(px_grpc *g);
  * and size, -EINVAL for anything else (compressed-blobs included). */
 int px_grpc_parse_resource(const char *name, bool upload, char hash[TF_HASH_HEX_LEN + 1], int64_t *size);
 
-/* ---- Build Event Service invocations (bes.c): one tf_session each ---- */
+#define PX_BES_ID_MAX 128 /* a BES invocation id, used as a file name */
 
-#define PX_BES_ID_MAX 128 /* an invocation id, used as a file name */
+/* The request decoders of the gRPC front end, pure (fuzzed: fuzz_grpc_request). */
+
+/* One ByteStream WriteRequest, read in place (data is not copied). */
+typedef struct px_grpc_write {
+	const char *name; /* not terminated: name_len; NULL if absent */
+	size_t name_len;
+	int64_t offset;
+	bool finish;
+	const uint8_t *data;
+	size_t len;
+} px_grpc_write;
+
+/* 0 (1 is never returned), or -EBADMSG with why (static text). */
+int px_grpc_parse_write(const uint8_t *buf, size_t len, px_grpc_write *w, const char **why);
+
+/* One PublishBuildToolEventStreamRequest, read in place. */
+typedef struct px_grpc_bes_event {
+	char id[PX_BES_ID_MAX + 1]; /* ordered_build_event.stream_id.invocation_id */
+	const uint8_t *stream_id;   /* sent back in the acknowledgement as it came */
+	size_t stream_id_len;
+	int64_t seq;
+	const uint8_t *event; /* the bazel_event Any's value (a BuildEvent); len 0 if none */
+	size_t event_len;
+	bool finished; /* component_stream_finished */
+} px_grpc_bes_event;
+
+/* 0, or -EINVAL with why (names what is wrong; untrusted text escaped by
+ * the caller's printing). */
+int px_grpc_parse_bes(const uint8_t *m, size_t ml, px_grpc_bes_event *e, char *why, size_t n);
+
+/* Checks a unary request as the server does before serving it (its method's
+ * message, pw_check, then protobuf-c): 0, -ENOENT for a method the front
+ * end does not serve as unary, -EINVAL with why. */
+int px_grpc_check_unary(const char *method, const uint8_t *buf, size_t len, char *why, size_t n);
+/* The i-th unary method's full name ("/package.Service/Method"); NULL past the last. */
+const char *px_grpc_unary_method(size_t i);
+
+/* ---- Build Event Service invocations (bes.c): one tf_session each ---- */
 
 typedef struct px_bes_options {
 	/* Every invocation's session is made from a copy of it, with its own

@@ -12,7 +12,7 @@ seconds=${1:-20}
 shift || true
 build=${TF_FUZZ_BUILD:-build-fuzz}
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(bep action tree manifest service proxy_path proxy_http grpc credjson)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(bep action tree manifest service proxy_path proxy_http grpc grpc_request credjson)
 
 command -v clang >/dev/null || { echo "fuzz.sh: clang is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
 [ -f "$build/build.ninja" ] || CC=clang meson setup "$build" --buildtype=debug -Dfuzz=true -Dtests=false \
