@@ -33,7 +33,7 @@ genrule(
 genrule(name = "last", srcs = [":held"], outs = ["last.txt"], cmd = "cat \$< > \$@; echo last >> \$@")
 BUILD
 
-gsrv_start proxy.log --remote_cache="$NGINX_URL"
+gsrv_start proxy.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out"
 
 # 1. Bazel in the background; stop nginx while `held` runs.
 bz "$ws" build --remote_cache="$GRPC_URL" --remote_download_minimal //down:last >"$tf_tmp/bazel1.log" 2>&1 &
