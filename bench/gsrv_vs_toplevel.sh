@@ -53,11 +53,17 @@ stop_proxy() {
 trap 'stop_proxy; bz shutdown >/dev/null 2>&1 || true; tf_cleanup' EXIT
 now() { date +%s.%N; }
 log_lines() { nginx_sync; wc -l <"$NGINX_LOG"; }
-# nginx's requests and bytes for log lines after $1: "requests bytes"
-served() { nginx_sync; tail -n +"$(($1 + 1))" "$NGINX_LOG" | awk '{n++; b += $4} END {printf "%d %d\n", n, b}'; }
+# nginx's requests and bytes for log lines after $1: "requests bytes"; the
+# requests by method and status go to $tf_tmp/methods.
+served() {
+  nginx_sync
+  tail -n +"$(($1 + 1))" "$NGINX_LOG" | awk '{print $1, $3}' | sort | uniq -c | awk '{printf "%s %s:%s ", $2, $3, $1}' >"$tf_tmp/methods"
+  tail -n +"$(($1 + 1))" "$NGINX_LOG" | awk '{n++; b += $4} END {printf "%d %d\n", n, b}'
+}
 median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 grpc_port() { sed -n 's|^topfetch proxy: listening on grpc://[^ ,]*:\([0-9]*\),.*|\1|p' "$tf_tmp/proxy.log"; }
+have_port() { [ -n "$(grpc_port)" ]; }
 ended() { grep -q '^topfetch proxy: build .* ended' "$tf_tmp/proxy.log"; }
 # check_files DIR: N files of MB*1000000 bytes.
 check_files() {
@@ -80,7 +86,7 @@ for r in $(seq 1 "$RUNS"); do
   "$TOPFETCH" proxy --listen=grpc://127.0.0.1:0 --remote_cache="$NGINX_URL" --output_dir="$out" \
     --build_event_dir="$tf_tmp/events" >"$tf_tmp/proxy.log" 2>&1 &
   proxy_pid=$!
-  wait_for 30 "the proxy's grpc:// line ($(cat "$tf_tmp/proxy.log"))" test -n "$(grpc_port)"
+  wait_for 30 "the proxy's grpc:// line ($(cat "$tf_tmp/proxy.log"))" have_port
   url="grpc://127.0.0.1:$(grpc_port)"
   l0=$(log_lines)
   t0=$(now)
@@ -97,6 +103,7 @@ for r in $(seq 1 "$RUNS"); do
   a_t+=("$(secs "$t0" "$t1")")
   read -r q b < <(served "$l0")
   a_req+=("$q") a_bytes+=("$b")
+  a_methods=$(cat "$tf_tmp/methods")
   # (b)
   bz clean >/dev/null 2>&1
   l0=$(log_lines)
@@ -109,6 +116,7 @@ for r in $(seq 1 "$RUNS"); do
   b_t+=("$(secs "$t0" "$t1")")
   read -r q b < <(served "$l0")
   b_req+=("$q") b_bytes+=("$b")
+  b_methods=$(cat "$tf_tmp/methods")
   echo "run $r: (a) ${a_t[-1]} s, (b) ${b_t[-1]} s" >&2
 done
 
@@ -120,4 +128,5 @@ printf '| (a) bazel minimal -> topfetch proxy grpc:// (+BES) -> nginx | %.2f | %
   "$am" "$(median "${a_req[@]}")" "$(mib "${a_bytes[@]}")" "$((rss / 1024))"
 printf '| (b) bazel --remote_download_toplevel -> nginx | %.2f | %.0f | %s | - |\n' \
   "$bm" "$(median "${b_req[@]}")" "$(mib "${b_bytes[@]}")"
+printf 'nginx requests of the last run, method status:count: (a) %s  (b) %s\n' "$a_methods" "$b_methods"
 printf 'ratio (a)/(b): %s   (a) runs: %s   (b) runs: %s\n' "$(python3 -c "print(f'{$am / $bm:.2f}')")" "${a_t[*]}" "${b_t[*]}"
