@@ -92,4 +92,6 @@ h_last=$(printf 'first\nheld\nlast\n' | sha256sum | cut -d' ' -f1)
 grep -q "^GET /ac/[0-9a-f]* 200 " "$tf_tmp/log2" || fail "build 2: no action result read from nginx"
 grep -q "^PUT /cas/$h_last " "$tf_tmp/log2" || fail "build 2: last.txt was not uploaded to nginx"
 [ -f "$NGINX_CACHE/cas/$h_first" ] || fail "first.txt is not in nginx"
+proxy_stop
+[ "$proxy_rc" -eq 0 ] || { cat "$PROXY_LOG"; fail "the proxy exited $proxy_rc on SIGTERM"; }
 echo "gsrv_upstream_down: ok"
