@@ -3,8 +3,8 @@
 # --remote_download_minimal, the proxy forwarding to a loopback nginx that is
 # stopped in the middle of the build:
 #  1. A chain of three actions: first -> held -> last. `held` writes a marker
-#     and waits for a go file. The test waits for the marker (first's result is
-#     up in nginx by then), stops nginx, then writes the go file: held's
+#     and waits for "go" on a fifo. The test waits for the marker (first's result is
+#     up in nginx by then), stops nginx, then writes go: held's
 #     upload and last's lookup and upload go through the proxy to a stopped
 #     upstream. The proxy answers UNAVAILABLE; Bazel 4.2.3 warns about the
 #     remote cache, runs the rest locally and the build succeeds.
@@ -26,13 +26,18 @@ genrule(
     name = "held",
     srcs = [":first"],
     outs = ["held.txt"],
-    cmd = "touch $tf_tmp/held.started; n=0; " +
-          "while [ ! -e $tf_tmp/go ] && [ \$\$n -lt 6000 ]; do sleep 0.1; n=\$\$((n + 1)); done; " +
-          "[ -e $tf_tmp/go ] && cat \$< > \$@ && echo held >> \$@",
+    cmd = "touch $tf_tmp/held.started; g=\$\$(timeout 600 cat $tf_tmp/go); " +
+          "[ \"\$\$g\" = go ] && cat \$< > \$@ && echo held >> \$@",
 )
 genrule(name = "last", srcs = [":held"], outs = ["last.txt"], cmd = "cat \$< > \$@; echo last >> \$@")
 BUILD
 
+# held reads the fifo go: its open waits for the test's writer. Ended on every
+# exit path, so that no action waits on it (an open for writing that does not
+# block; its close is the reader's end of file).
+mkfifo "$tf_tmp/go"
+release() { if [ -p "$tf_tmp/go" ]; then : 1<>"$tf_tmp/go"; fi; bazel_cleanup; }
+trap release EXIT
 gsrv_start proxy.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out"
 
 # 1. Bazel in the background; stop nginx while `held` runs.
@@ -43,7 +48,7 @@ wait_for 300 "the action 'held' did not start (bazel: $(tail -n 5 "$tf_tmp/bazel
 nginx_sync
 grep -q '^PUT /ac/' "$NGINX_LOG" || fail "first's result was not uploaded before nginx stopped"
 nginx_stop
-touch "$tf_tmp/go"
+echo go >"$tf_tmp/go"
 set +e
 wait "$bazel_pid"
 rc=$?
@@ -77,6 +82,8 @@ nginx_restart() {
   wait_file "$NGINX_PID_FILE" 30
 }
 nginx_restart
+rm "$tf_tmp/go"
+echo go >"$tf_tmp/go" # a plain file now: held runs again in build 2 (never uploaded)
 l0=$(wc -l <"$NGINX_LOG")
 bz "$ws" clean >/dev/null 2>&1
 bz "$ws" build --remote_cache="$GRPC_URL" --remote_download_minimal //down:last >"$tf_tmp/bazel2.log" 2>&1 \
