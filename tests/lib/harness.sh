@@ -199,11 +199,18 @@ CONF
 
 nginx_stop() {
   if [ -n "$NGINX_PID_FILE" ] && [ -s "$NGINX_PID_FILE" ]; then
-    local pid
+    local pid w workers=()
     pid=$(cat "$NGINX_PID_FILE")
+    # The workers too: one left behind would keep the listening socket open,
+    # and a client would connect and wait for an answer that never comes.
+    for w in $(pgrep -P "$pid" 2>/dev/null); do workers+=("$w:$(tf_start_time "$w")"); done
     kill "$pid" 2>/dev/null || true
     poll_until 10 pid_gone "$pid" || true
     kill -KILL "$pid" 2>/dev/null || true
+    for w in "${workers[@]}"; do
+      poll_until 10 tf_gone "$w" || true
+      ! tf_same "$w" || kill -KILL "${w%%:*}" 2>/dev/null || true
+    done
   fi
   NGINX_PID_FILE=""
 }
