@@ -135,6 +135,7 @@ reapi_worker_stop() {
     kill -TERM "$WORKER_PID" 2>/dev/null || true
     wait_for 30 "the remote worker (pid $WORKER_PID) to stop" reapi_worker_gone
   fi
+  WORKER_PID="" # its pid may be another process's from now on
 }
 reapi_worker_gone() {
   kill -0 "$WORKER_PID" 2>/dev/null && return 1
