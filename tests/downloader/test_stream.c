@@ -17,27 +17,9 @@
 
 #include "downloader/downloader.h"
 #include "tf_test.h"
+#include "lib/stream_util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static void sha256_hex(const void *p, size_t n, char out[TF_HASH_HEX_LEN + 1])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned len = 0;
-	EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
-	tf__hex(md, len, out);
-}
-
-static unsigned char *pattern(size_t n, unsigned seed)
-{
-	unsigned char *b = malloc(n ? n : 1);
-	CHECK(b);
-	for (size_t i = 0; i < n; i++) {
-		seed = seed * 1103515245u + 12345u;
-		b[i] = (unsigned char)(seed >> 16);
-	}
-	return b;
-}
 
 static char *tmpdir(void)
 {
@@ -97,19 +79,6 @@ static tf_downloader *disk_downloader(const char *dir)
 		fprintf(stderr, "%s\n", err.message);
 	CHECK(d);
 	return d;
-}
-
-static long vmhwm_kib(void)
-{
-	char line[256];
-	long v = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-	CHECK(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %ld kB", &v) == 1)
-			break;
-	fclose(f);
-	return v;
 }
 
 /* Temporary files below dir: how many, and the size of the last one seen. */

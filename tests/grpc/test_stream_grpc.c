@@ -14,38 +14,7 @@
 
 #include "downloader/downloader.h"
 #include "tf_test.h"
-
-static void sha256_hex(const void *p, size_t n, char out[TF_HASH_HEX_LEN + 1])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned len = 0;
-	EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
-	tf__hex(md, len, out);
-}
-
-static unsigned char *pattern(size_t n, unsigned seed)
-{
-	unsigned char *b = malloc(n);
-	CHECK(b);
-	for (size_t i = 0; i < n; i++) {
-		seed = seed * 1103515245u + 12345u;
-		b[i] = (unsigned char)(seed >> 16);
-	}
-	return b;
-}
-
-static long vmhwm_kib(void)
-{
-	char line[256];
-	long v = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-	CHECK(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %ld kB", &v) == 1)
-			break;
-	fclose(f);
-	return v;
-}
+#include "lib/stream_util.h"
 
 static tf_downloader *worker(void)
 {
@@ -73,21 +42,6 @@ static bool in_worker(const char *area, const char *hash, off_t *size)
 		return false;
 	*size = st.st_size;
 	return true;
-}
-
-static ssize_t drain(dl_stream *s, uint64_t *total, bool slow, char *why, size_t n)
-{
-	unsigned char buf[64 * 1024];
-	struct timespec pace = { 0, 200000 }; /* 0.2 ms per 64 KiB: a reader slower than the loopback */
-	ssize_t r;
-
-	*total = 0;
-	while ((r = dl_stream_read(s, buf, sizeof(buf), why, n)) > 0) {
-		*total += (uint64_t)r;
-		if (slow)
-			nanosleep(&pace, NULL);
-	}
-	return r;
 }
 
 TEST(grpc_large_write_and_slow_read_in_bounded_memory)
