@@ -184,6 +184,11 @@ int cli_rc_apply(const cli_command *cmd, const struct cli_remote *r);
 	  "caches, as Bazel does (put a path prefix in the --remote_cache URL instead)." },             \
 	{ "remote_max_connections", CLI_INT, &(opts)->remote_max_connections, "N",                     \
 	  "Transfers in flight at once (default 100; 0: no limit, 10000 at most)." },                   \
+	{ "remote_http_version", CLI_STRING, &(opts)->remote_http_version, "2|2-prior-knowledge|1.1",       \
+	  "HTTP version for http(s) caches (not a Bazel flag): 2 (default) is HTTP/2 when the server "  \
+	  "offers it by ALPN over TLS, else HTTP/1.1; 2-prior-knowledge also speaks HTTP/2 on cleartext " \
+	  "http:// (h2c, as curl --http2-prior-knowledge); 1.1 never HTTP/2. With HTTP/2 the transfers " \
+	  "share one connection as streams." },                                                         \
 	{ "remote_timeout", CLI_DURATION, &(opts)->remote_timeout_s, "DURATION",                      \
 	  "Limit for connecting and for silence while reading, not a deadline for a whole transfer: "  \
 	  "60s, 1m, 500ms (rounded up to whole seconds), or bare seconds (default 60s; 0: no limit)." }, \

@@ -27,6 +27,12 @@
 
 typedef enum dl_backend_type { DL_BACKEND_HTTP, DL_BACKEND_DISK, DL_BACKEND_GRPC } dl_backend_type;
 
+/* --remote_http_version. */
+typedef enum dl_http_version { DL_HTTP_2, DL_HTTP_2_PRIOR_KNOWLEDGE, DL_HTTP_1_1 } dl_http_version;
+
+/* The cleartext HTTP/2 connection of an old libcurl (dl_backend_h2c). */
+enum { H2C_DOWN, H2C_CONNECTING, H2C_UP };
+
 struct dl_backend {
 	dl_backend_type type;
 	char *base;    /* http: scheme://host[:port][/prefix][/instance], no credentials, no
@@ -43,6 +49,11 @@ struct dl_backend {
 	char *tls_certificate, *tls_client_certificate, *tls_client_key;
 	long timeout_s;
 	atomic_ulong tmp_seq; /* disk: temporary file names */
+	dl_http_version http_version; /* http */
+	/* http, 2-prior-knowledge on http:// with libcurl before 8.0.0: is a
+	 * connection of ours up (H2C_*)? See http_version(). */
+	bool h2c_leader;
+	atomic_int h2c;
 	dl_grpc *grpc;        /* grpc: everything of that backend (grpc.c) */
 };
 
@@ -218,6 +229,26 @@ static int check_tls_files(const tf_remote_options *opts, tf_error *err)
 	return 0;
 }
 
+static int parse_http_version(dl_backend *b, const tf_remote_options *opts, tf_error *err)
+{
+	const char *v = opts->remote_http_version;
+	const char *rc = opts->remote_cache;
+
+	if (!v || !strcmp(v, "2"))
+		b->http_version = DL_HTTP_2;
+	else if (!strcmp(v, "2-prior-knowledge"))
+		b->http_version = DL_HTTP_2_PRIOR_KNOWLEDGE;
+	else if (!strcmp(v, "1.1"))
+		b->http_version = DL_HTTP_1_1;
+	else
+		return tf__errf(err, -EINVAL, "--remote_http_version=%s: expected 2, 2-prior-knowledge or 1.1", v);
+	if (b->http_version == DL_HTTP_1_1 && (!strncmp(rc, "grpc://", 7) || !strncmp(rc, "grpcs://", 8)))
+		return tf__errf(err, -EINVAL,
+				"--remote_http_version=1.1 with a gRPC cache: gRPC needs HTTP/2; drop the flag or "
+				"use an http(s) cache");
+	return 0;
+}
+
 dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 {
 	const char *rc = opts->remote_cache;
@@ -236,8 +267,13 @@ dl_backend *dl_backend_new(const tf_remote_options *opts, tf_error *err)
 	b->timeout_s = opts->remote_timeout_s > 0 ? opts->remote_timeout_s : 60;
 	pthread_mutex_init(&b->invocation_mu, NULL);
 
+	r = parse_http_version(b, opts, err);
+	if (r < 0)
+		goto out;
 	if (!strncmp(rc, "http://", 7) || !strncmp(rc, "https://", 8)) {
 		b->type = DL_BACKEND_HTTP;
+		b->h2c_leader = b->http_version == DL_HTTP_2_PRIOR_KNOWLEDGE && !strncmp(rc, "http://", 7) &&
+				curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 		if (strpbrk(rc, " \r\n\t")) {
 			r = tf__errf(err, -EINVAL, "--remote_cache URL contains white space");
 			goto out;
@@ -421,6 +457,88 @@ dl_grpc *dl_backend_grpc(const dl_backend *b)
 	return b->grpc;
 }
 
+/* The cleartext connection a leader opened is gone (closed by either side,
+ * or never made): the next transfer leads again. */
+static int h2c_closed(void *user, curl_socket_t fd)
+{
+	dl_backend *b = user;
+
+	atomic_store(&b->h2c, H2C_DOWN);
+	return close(fd);
+}
+
+/* --remote_http_version on an http(s) transfer. With HTTP/2 every transfer
+ * waits for a connection being opened rather than opening its own
+ * (CURLOPT_PIPEWAIT), so they become streams of few connections (the multi
+ * handle multiplexes, engine.c).
+ *
+ * libcurl before 8.0.0 (Debian 12 has 7.88.1) fails a transfer made with
+ * prior knowledge that reuses a cleartext HTTP/2 connection ("Error in the
+ * HTTP2 framing layer", curl pull request 10643). There one transfer, the
+ * leader, opens the connection with prior knowledge; the others ask for
+ * plain HTTP/2, which waits for that connection and multiplexes on it. When
+ * it closes (h2c_closed: a server's GOAWAY after its keepalive_requests, a
+ * failure), the next transfer leads again; a transfer that asked for plain
+ * HTTP/2 and found no connection fails with CURLE_UNSUPPORTED_PROTOCOL (the
+ * server answered its HTTP/1.1 Upgrade request in HTTP/2) and is asked again
+ * at once (dl_backend_h2c_note). */
+static void http_version(const dl_backend *b, CURL *h)
+{
+	dl_backend *mb = (dl_backend *)b; /* only the atomic h2c changes */
+	int down = H2C_DOWN;
+
+	switch (b->http_version) {
+	case DL_HTTP_1_1:
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+		return;
+	case DL_HTTP_2:
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+		break;
+	case DL_HTTP_2_PRIOR_KNOWLEDGE:
+		if (!b->h2c_leader) {
+			/* Over TLS ALPN says h2 anyway. */
+			curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		} else if (atomic_compare_exchange_strong(&mb->h2c, &down, H2C_CONNECTING)) {
+			curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+			curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+			curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, h2c_closed);
+			curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, mb);
+		} else {
+			curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+		}
+		break;
+	}
+	curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+}
+
+bool dl_backend_h2c_note(const dl_backend *b, CURLcode rc)
+{
+	dl_backend *mb = (dl_backend *)b;
+	int connecting = H2C_CONNECTING;
+
+	if (b->type != DL_BACKEND_HTTP || !b->h2c_leader)
+		return false;
+	switch (rc) {
+	case CURLE_OK:
+	case CURLE_HTTP_RETURNED_ERROR: /* an answer: the connection works */
+		atomic_compare_exchange_strong(&mb->h2c, &connecting, H2C_UP);
+		return false;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_GOT_NOTHING:
+	case CURLE_HTTP2:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+		atomic_store(&mb->h2c, H2C_DOWN);
+		return rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_WEIRD_SERVER_REPLY;
+	case CURLE_COULDNT_CONNECT:
+		atomic_store(&mb->h2c, H2C_DOWN);
+		return false;
+	default:
+		return false;
+	}
+}
+
 int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
 		       int64_t offset, char *display, size_t display_len)
 {
@@ -443,10 +561,7 @@ int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, con
 		snprintf(display, display_len, "%s", url);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 		dl_backend_common(b, h);
-		/* HTTP/2 when the server offers it over TLS; plain HTTP/1.1 otherwise
-		 * (nginx and bazel-remote do not upgrade cleartext connections). */
-		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-		curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
+		http_version(b, h);
 		curl_easy_setopt(h, CURLOPT_FAILONERROR, op == DL_OP_GET ? 1L : 0L);
 		if (op == DL_OP_HEAD)
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -587,11 +702,24 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 	case CURLE_COULDNT_RESOLVE_HOST:
 		snprintf(why, why_len, TF_CACHE_DOWN " (%s)", detail);
 		return DL_OUTCOME_TRANSIENT;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_WEIRD_SERVER_REPLY:
+		snprintf(why, why_len, "%s", detail);
+		/* The cleartext HTTP/2 connection went away under a transfer that
+		 * waited for it (http_version). */
+		return b->h2c_leader ? DL_OUTCOME_TRANSIENT : DL_OUTCOME_FATAL;
+	case CURLE_HTTP2:
+		if (b->http_version == DL_HTTP_2_PRIOR_KNOWLEDGE && !strncmp(b->base, "http://", 7)) {
+			snprintf(why, why_len, "%s (--remote_http_version=2-prior-knowledge needs a server that "
+					       "speaks HTTP/2 on cleartext connections)", detail);
+			return DL_OUTCOME_TRANSIENT;
+		}
+		snprintf(why, why_len, "%s", detail);
+		return DL_OUTCOME_TRANSIENT;
 	case CURLE_PARTIAL_FILE:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
 	case CURLE_GOT_NOTHING:
-	case CURLE_HTTP2:
 	case CURLE_HTTP2_STREAM:
 	case CURLE_SSL_CONNECT_ERROR:
 		snprintf(why, why_len, "%s", detail);
@@ -651,6 +779,9 @@ int dl_backend_probe(dl_backend *b, int retries, tf_error *err)
 		rc = curl_easy_perform(h);
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 		curl_easy_cleanup(h);
+		/* Its connection was its own (closed with the handle): the engine's
+		 * first transfer leads (http_version). */
+		atomic_store(&b->h2c, H2C_DOWN);
 		if (b->type == DL_BACKEND_GRPC && rc == CURLE_OK)
 			return 0;
 		o = dl_backend_classify(b, rc, status, errbuf, why, sizeof(why));

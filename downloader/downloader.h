@@ -94,6 +94,13 @@ void dl_backend_watch_silence(const dl_backend *b, CURL *h, dl_silence *w, const
 dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, const char *errbuf,
 			       char *why, size_t why_len);
 
+/* Engine thread, when an http transfer ended with rc: keeps the state of
+ * --remote_http_version=2-prior-knowledge on libcurl before 8.0.0 (see
+ * http_version in backend.c). True when the transfer found its cleartext
+ * HTTP/2 connection gone and is worth asking again at once, not counted as
+ * an attempt. False for every other backend and version. */
+bool dl_backend_h2c_note(const dl_backend *b, CURLcode rc);
+
 /* ---- the disk layout (disk backend only) ---- */
 
 /* Where hash lives: the sharded path if it exists, else the flat one if that

@@ -157,6 +157,7 @@ typedef struct dl_xfer {
 	int64_t received;
 	int64_t in_flight; /* bytes of `received` counted in d->bytes_in_flight */
 	int attempts, corrupt_attempts;
+	bool h2c_again; /* asked again once after its cleartext HTTP/2 connection went (dl_backend_h2c_note) */
 	uint64_t retry_at_ns;
 	tf_result result;       /* meaningful once placed or finished */
 	int local_errno;        /* set by the write callback when the disk refuses */
@@ -2060,12 +2061,21 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 	if (x->mode == DL_MODE_STREAM) {
 		if (x->grpc)
 			grpc_stream_done(d, x, rc);
-		else
+		else {
+			dl_backend_h2c_note(d->backend, rc);
 			stream_end(d, x, rc, 0, NULL);
+		}
 		return;
 	}
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 	release_easy(d, x);
+	if (!x->grpc && dl_backend_h2c_note(d->backend, rc) && !x->h2c_again) {
+		x->h2c_again = true;
+		x->attempts--; /* not an attempt at the blob: its connection had gone */
+		close_tmp(x, true);
+		enqueue(d, x);
+		return;
+	}
 
 	if (rc == CURLE_WRITE_ERROR && x->mem && x->local_errno) {
 		snprintf(msg, sizeof(msg), "GET %s: the body is larger than the %zu bytes allowed for it",
@@ -2469,6 +2479,8 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)d->max_conn);
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)d->max_conn);
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)d->max_conn);
+	/* HTTP/2: every transfer in flight may be a stream of one connection. */
+	curl_multi_setopt(d->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)d->max_conn);
 	if (pthread_create(&d->thread, NULL, engine_main, d) != 0) {
 		tf__errf(err, -EAGAIN, "cannot start the transfer thread");
 		goto fail;

@@ -97,6 +97,14 @@ typedef struct tf_remote_options {
 	 * nobody stores, or a connection) and fails when it cannot be reached or
 	 * refuses the credentials. Default false. */
 	bool check_at_start;
+	/* --remote_http_version: the HTTP version for http(s) caches (topfetch's
+	 * own flag; Bazel's HTTP cache client speaks HTTP/1.1 only). NULL or
+	 * "2": HTTP/2 when a TLS server offers it by ALPN, HTTP/1.1 otherwise;
+	 * "2-prior-knowledge": HTTP/2 from the first byte on cleartext too (h2c),
+	 * ALPN over TLS; "1.1": HTTP/1.1 only. Many transfers share one HTTP/2
+	 * connection as streams. grpc caches always speak HTTP/2 ("1.1" is
+	 * refused there); disk caches ignore it. */
+	const char *remote_http_version;
 } tf_remote_options;
 
 /* Fills *o with Bazel's defaults. Does not block. */
