@@ -709,17 +709,17 @@ dl_outcome dl_backend_classify(const dl_backend *b, CURLcode rc, long status, co
 		 * waited for it (http_version). */
 		return b->h2c_leader ? DL_OUTCOME_TRANSIENT : DL_OUTCOME_FATAL;
 	case CURLE_HTTP2:
-		if (b->http_version == DL_HTTP_2_PRIOR_KNOWLEDGE && !strncmp(b->base, "http://", 7)) {
-			snprintf(why, why_len, "%s (--remote_http_version=2-prior-knowledge needs a server that "
-					       "speaks HTTP/2 on cleartext connections)", detail);
-			return DL_OUTCOME_TRANSIENT;
-		}
-		snprintf(why, why_len, "%s", detail);
+	case CURLE_GOT_NOTHING:
+		/* What an HTTP/1.1 server makes of HTTP/2's first bytes. */
+		snprintf(why, why_len, "%s%s", detail,
+			 b->http_version == DL_HTTP_2_PRIOR_KNOWLEDGE && !strncmp(b->base, "http://", 7)
+				 ? " (--remote_http_version=2-prior-knowledge needs a server that speaks HTTP/2 on "
+				   "cleartext connections)"
+				 : "");
 		return DL_OUTCOME_TRANSIENT;
 	case CURLE_PARTIAL_FILE:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-	case CURLE_GOT_NOTHING:
 	case CURLE_HTTP2_STREAM:
 	case CURLE_SSL_CONNECT_ERROR:
 		snprintf(why, why_len, "%s", detail);
