@@ -3,7 +3,8 @@
 # Completes the commands and each command's flags. Both are read from the
 # binary being completed (`topfetch --help`, `topfetch COMMAND --help`), once
 # per shell and command, so the lists are always the ones that binary accepts.
-# Values of flags whose placeholder names a FILE or DIR complete as paths.
+# Values of flags whose placeholder names a FILE or DIR complete as paths;
+# a placeholder of words (2|2-prior-knowledge|1.1) completes as those words.
 
 declare -gA _topfetch_help_cache 2>/dev/null || true
 
@@ -81,10 +82,15 @@ _topfetch()
 		case $placeholder in
 		*DIR*) kind=-d ;;
 		*FILE*) kind=-f ;;
+		*[a-z0-9]\|[a-z0-9]*) kind=-W ;; # a choice of words: auto|yes|no
 		*) return 0 ;;
 		esac
-		mapfile -t COMPREPLY < <(compgen "$kind" -- "$value")
-		compopt -o filenames 2>/dev/null
+		if [[ $kind == -W ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "${placeholder//|/ }" -- "$value")
+		else
+			mapfile -t COMPREPLY < <(compgen "$kind" -- "$value")
+			compopt -o filenames 2>/dev/null
+		fi
 		# Bash replaces only the text after '=' when '=' breaks words.
 		[[ $COMP_WORDBREAKS == *=* ]] || COMPREPLY=("${COMPREPLY[@]/#/$name=}")
 		return 0

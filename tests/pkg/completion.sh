@@ -2,7 +2,7 @@
 # The bash completion, sourced in a bash without any other completion loaded:
 # it registers itself for `topfetch`, completes `topfetch col<TAB>` to collect,
 # `topfetch collect --remote_c<TAB>` to --remote_cache= and --remote_cache_header=, --[no] flags both
-# ways, FILE/DIR values as paths, and offers exactly the commands of
+# ways, FILE/DIR values as paths, choices (2|2-prior-knowledge|1.1) as words, and offers exactly the commands of
 # `topfetch --help` and the flags of each `topfetch CMD --help`.
 source "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 need bash
@@ -44,6 +44,9 @@ expect "--bep_follow=" topfetch proxy --bep_f
 expect "$tf_tmp/files/bep.bin" topfetch collect --bep = "$tf_tmp/files/b"
 expect "$tf_tmp/files/subdir" topfetch collect --output_dir = "$tf_tmp/files/s"
 expect "" topfetch collect --remote_cache = htt
+expect "$(printf -- "2\n2-prior-knowledge")" topfetch fetch --remote_http_version = 2
+expect "1.1" topfetch fetch --remote_http_version = 1
+expect "$(printf -- "auto\nyes\nno")" topfetch fetch --color = ""
 expect "--version" topfetch --vers
 
 # Commands: exactly those of `topfetch --help`.
