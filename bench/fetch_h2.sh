@@ -39,19 +39,7 @@ nginx_start "" "http2" "listen 127.0.0.1:$tls_port ssl http2; listen 127.0.0.1:$
 H2C_URL=$NGINX_URL TLS_URL=https://127.0.0.1:$tls_port H1_URL=http://127.0.0.1:$h1_port
 
 echo "preparing $SMALL_N x 4 KiB blobs and one $BIG_MIB MiB blob..." >&2
-python3 - "$NGINX_CACHE/cas" "$tf_tmp" "$SMALL_N" <<'PY'
-import hashlib, os, sys
-cas, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with open(f"{tmp}/small.manifest", "w") as m, open(f"{tmp}/small.curl", "w") as c:
-    for i in range(n):
-        data = os.urandom(4096)
-        h = hashlib.sha256(data).hexdigest()
-        with open(f"{cas}/{h}", "wb") as f:
-            f.write(data)
-        p = f"d{i % 100}/f{i}.bin"
-        m.write(f"{h} 4096 {p}\n")
-        c.write(f'url = "BASE/cas/{h}"\noutput = "OUT/{p}"\n')
-PY
+python3 "$here/bench/make_blobs.py" "$NGINX_CACHE/cas" "$tf_tmp/small" "$SMALL_N" 4096
 head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$tf_tmp/big"
 bigh=$(sha256sum "$tf_tmp/big" | cut -d' ' -f1)
 mv "$tf_tmp/big" "$NGINX_CACHE/cas/$bigh"

@@ -514,7 +514,7 @@ static void http_version(const dl_backend *b, CURL *h)
 bool dl_backend_h2c_note(const dl_backend *b, CURLcode rc)
 {
 	dl_backend *mb = (dl_backend *)b;
-	int connecting = H2C_CONNECTING;
+	int connecting = H2C_CONNECTING, up = H2C_UP;
 
 	if (b->type != DL_BACKEND_HTTP || !b->h2c_leader)
 		return false;
@@ -525,13 +525,19 @@ bool dl_backend_h2c_note(const dl_backend *b, CURLcode rc)
 		return false;
 	case CURLE_UNSUPPORTED_PROTOCOL:
 	case CURLE_WEIRD_SERVER_REPLY:
+		/* A follower that found no connection. While a new leader is
+		 * connecting, it was the old one's: that leader stays. */
+		atomic_compare_exchange_strong(&mb->h2c, &up, H2C_DOWN);
+		return true;
 	case CURLE_GOT_NOTHING:
 	case CURLE_HTTP2:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-		atomic_store(&mb->h2c, H2C_DOWN);
-		return rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_WEIRD_SERVER_REPLY;
 	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_OPERATION_TIMEDOUT:
+		/* A broken connection, or none made (a leader that had no socket
+		 * to close): the next transfer leads. */
 		atomic_store(&mb->h2c, H2C_DOWN);
 		return false;
 	default:
