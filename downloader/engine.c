@@ -2059,9 +2059,9 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		return;
 	}
 	if (x->mode == DL_MODE_STREAM) {
-		if (x->grpc)
+		if (x->grpc) {
 			grpc_stream_done(d, x, rc);
-		else {
+		} else {
 			dl_backend_h2c_note(d->backend, rc);
 			stream_end(d, x, rc, 0, NULL);
 		}
