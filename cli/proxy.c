@@ -19,10 +19,12 @@
 #include "proxy/proxy.h"
 
 #define DRAIN_S 30     /* wait for requests in flight at shutdown */
+#define BES_IDLE_S 600 /* --bes_idle_timeout's default: past Bazel's retries of a broken stream */
 
 typedef struct run {
 	px_proxy *px;
 	px_bes *bes; /* BES invocations (with --listen=grpc://) */
+	px_pub *pub; /* --build_event_publish: the proxy's session and every BES invocation */
 	tf_session *s;
 	cli_progress progress;
 	bool session_failed;
@@ -70,6 +72,14 @@ static void on_lost(const tf_lost_output *l, void *user)
 	cli_report_lost(&r->progress, l,
 			"lookups of that action now answer a cache miss, so the next build runs it again (a Bazel "
 			"before 6.1 that holds the action in memory never asks: run `bazel shutdown` first)");
+}
+
+/* A gated event of the followed BEP, for the shared PUB socket. */
+static void on_event(const void *event, size_t len, void *user)
+{
+	run *r = user;
+
+	px_pub_followed(r->pub, event, len);
 }
 
 /* A build of the followed file ended: its summary, as one run's. */
@@ -203,7 +213,8 @@ int cmd_proxy(int argc, char **argv)
 	cli_remote rem = CLI_REMOTE_INIT;
 	char why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
-	int header_timeout = (int)PX_HEADER_TIMEOUT_S;
+	int header_timeout = (int)PX_HEADER_TIMEOUT_S, bes_idle = BES_IDLE_S;
+	const char *publish = NULL;
 	struct sockaddr_storage ss, gss;
 	px_http *http = NULL;
 	px_grpc *grpc = NULL;
@@ -264,8 +275,16 @@ int cmd_proxy(int argc, char **argv)
 		  "Write the followed BEP again, each TargetComplete only once its files are in place, with digest "
 		  "and length filled in (each new build rewrites it)." },
 		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
-		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
-		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
+		{ "build_event_publish", CLI_STRING, &publish, "URL",
+		  "Publish every build's gated events on one nanomsg PUB socket (ipc://PATH or "
+		  "tcp://127.0.0.1:PORT): the followed build's and each BES invocation's. Each message is the "
+		  "build's invocation id (BuildStarted uuid), one space, then the serialized BuildEvent; "
+		  "subscribe to \"<id> \" for one build, to \"\" for all." },
+		{ "bes_idle_timeout", CLI_DURATION, &bes_idle, "DURATION",
+		  "A BES invocation whose stream never finished, with no stream open and no event for this long, "
+		  "is ended: its session finishes with what completed (its gated BEP without last_message; the "
+		  "exit code says 3) and a later event of it is refused. 0 never ends one (default 10m, longer "
+		  "than Bazel's retries of a broken stream)." },
 		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
@@ -316,6 +335,10 @@ int cmd_proxy(int argc, char **argv)
 			header_timeout);
 		goto out;
 	}
+	if (bes_idle < 0) {
+		fprintf(stderr, "topfetch proxy: --bes_idle_timeout=%ds: want a duration, 0 for none.\n", bes_idle);
+		goto out;
+	}
 	if (exit_after_build && !bep) {
 		fprintf(stderr, "topfetch proxy: --exit_after_build needs --bep_follow (the build whose end it waits for).\n");
 		goto out;
@@ -351,6 +374,13 @@ int cmd_proxy(int argc, char **argv)
 		cli_eprintf("topfetch proxy: %s\n", err.message);
 		goto out;
 	}
+	if (publish) { /* one socket for every session: the followed build's and each BES invocation's */
+		if (!(r.pub = px_pub_new(publish, on_problem, &r, &err))) {
+			cli_eprintf("topfetch proxy: %s\n", err.message);
+			goto out;
+		}
+		o.on_event = on_event;
+	}
 	r.s = tf_session_new(&o, &err);
 	if (!r.s || (series && tf_session_follow_builds(r.s, bep, wall_ms(), &err) < 0) ||
 	    (bep && !series && tf_session_add_bep_file(r.s, bep, &err) < 0)) {
@@ -359,7 +389,8 @@ int cmd_proxy(int argc, char **argv)
 	}
 	px_set_session(r.px, r.s);
 	if (glisten) { /* Bazel's --bes_backend=grpc://: a session per invocation */
-		px_bes_options bo = { .session = &o, .build_event_dir = o.build_event_dir, .on_done = on_build_done,
+		px_bes_options bo = { .session = &o, .build_event_dir = o.build_event_dir, .pub = r.pub,
+				      .idle_timeout_ms = (int64_t)bes_idle * 1000, .on_done = on_build_done,
 				      .on_problem = on_problem, .user = &r };
 		if (!(r.bes = px_bes_new(&bo, &err))) {
 			cli_eprintf("topfetch proxy: %s\n", err.message);
@@ -448,6 +479,7 @@ out:
 	px_free(r.px);
 	px_bes_free(r.bes);
 	tf_session_free(r.s);
+	px_pub_free(r.pub); /* after every session that publishes on it */
 	cli_progress_fini(&r.progress);
 	cli_remote_free(&rem);
 	cli_list_free(&listens);

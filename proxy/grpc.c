@@ -291,15 +291,43 @@ static void get_capabilities(gcall *c, const void *request, const grpc_slice *ra
 		st_set(s, GRPC_STATUS_OK, "%s", "");
 }
 
+/* The call's RequestMetadata (REAPI: Bazel sends it with every cache call,
+ * binary, the core decodes it): its tool_invocation_id (field 3), Bazel's
+ * invocation id, as the BES stream names the same build; "" when there is
+ * none or it is no usable id. */
+static void call_invocation(const gcall *c, char id[PX_BES_ID_MAX + 1])
+{
+	static const char key[] = "build.bazel.remote.execution.v2.requestmetadata-bin";
+
+	id[0] = '\0';
+	for (size_t i = 0; i < c->md.count; i++) {
+		const grpc_metadata *m = &c->md.metadata[i];
+		const uint8_t *v = GRPC_SLICE_START_PTR(m->value);
+		size_t pos = 0, vl = GRPC_SLICE_LENGTH(m->value);
+		pw_field f;
+
+		if (GRPC_SLICE_LENGTH(m->key) != sizeof(key) - 1 || memcmp(GRPC_SLICE_START_PTR(m->key), key, sizeof(key) - 1))
+			continue;
+		while (pw_next(v, vl, &pos, &f, NULL) == 1)
+			if (f.number == 3 && f.wire_type == PW_LEN && px_bes_id_ok((const char *)f.data, (size_t)f.value)) {
+				memcpy(id, f.data, (size_t)f.value);
+				id[f.value] = '\0';
+			}
+		return;
+	}
+}
+
 static void get_action_result(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
 	const Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req = request;
+	char inv[PX_BES_ID_MAX + 1];
 	px_result r;
 	tf__buf body;
 
 	if (!ac_request_ok(c, req->digest_function, req->action_digest, s))
 		return;
-	px_ac_get(c->g->p, req->action_digest->hash, &body, &r);
+	call_invocation(c, inv);
+	px_ac_get_for(c->g->p, req->action_digest->hash, inv[0] ? inv : NULL, &body, &r);
 	if (r.status != PX_OK) {
 		st_from(s, &r);
 		return;
@@ -310,13 +338,15 @@ static void get_action_result(gcall *c, const void *request, const grpc_slice *r
 	tf__buf_fini(&body);
 }
 
-/* One whole upload through the core: PX_OK or why not. */
-static void put_whole(px_proxy *p, tf_area area, const char *key, const void *data, size_t len, px_result *r)
+/* One whole upload through the core (on behalf of invocation, may be NULL): PX_OK or why not. */
+static void put_whole(px_proxy *p, tf_area area, const char *key, const char *invocation, const void *data,
+		      size_t len, px_result *r)
 {
 	px_put *u = px_put_begin(p, area, key, (int64_t)len, r);
 
 	if (!u)
 		return;
+	px_put_set_invocation(u, invocation);
 	if (len)
 		px_put_data(u, data, len);
 	px_put_end(u, r);
@@ -327,6 +357,7 @@ static void update_action_result(gcall *c, const void *request, const grpc_slice
 {
 	const Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req = request;
 	const uint8_t *ar = (const uint8_t *)"";
+	char inv[PX_BES_ID_MAX + 1];
 	size_t ar_len = 0, pos = 0;
 	pw_field f;
 	px_result r;
@@ -340,7 +371,8 @@ static void update_action_result(gcall *c, const void *request, const grpc_slice
 			ar = f.data;
 			ar_len = (size_t)f.value;
 		}
-	put_whole(c->g->p, TF_AREA_AC, req->action_digest->hash, ar, ar_len, &r);
+	call_invocation(c, inv);
+	put_whole(c->g->p, TF_AREA_AC, req->action_digest->hash, inv, ar, ar_len, &r);
 	if (r.status != PX_OK) {
 		st_from(s, &r);
 		return;
@@ -516,7 +548,7 @@ static void batch_update_blobs(gcall *c, const void *request, const grpc_slice *
 			st_set(&bs, GRPC_STATUS_INVALID_ARGUMENT, "cas/%s: %zu bytes of data for a digest of %lld bytes; not stored",
 			       q->digest->hash, q->data.len, (long long)q->digest->size_bytes);
 		} else {
-			put_whole(c->g->p, TF_AREA_CAS, q->digest->hash, q->data.data, q->data.len, &r);
+			put_whole(c->g->p, TF_AREA_CAS, q->digest->hash, NULL, q->data.data, q->data.len, &r);
 			if (r.status != PX_OK)
 				st_from(&bs, &r);
 		}
@@ -906,6 +938,7 @@ static void bes_stream(gcall *c, gstatus *s)
 {
 	char id[PX_BES_ID_MAX + 1] = "", why[PX_MESSAGE_MAX];
 	int64_t acked = 0;
+	char attached[PX_BES_ID_MAX + 1] = ""; /* the invocation of its first event */
 	bool finished = false;
 	grpc_slice raw;
 	int k;
@@ -929,9 +962,14 @@ static void bes_stream(gcall *c, gstatus *s)
 		r = px_bes_post(c->g->bes, id, seq, e.event, e.event_len, e.finished, why, sizeof(why));
 		if (r < 0) {
 			st_set(s, r == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT
-				  : r == -ESHUTDOWN ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
+				  : r == -ESHUTDOWN ? GRPC_STATUS_UNAVAILABLE
+				  : r == -ESTALE ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
 			grpc_slice_unref(raw);
 			break;
+		}
+		if (!attached[0]) { /* while this stream is open, its invocation is not idle */
+			memcpy(attached, id, sizeof(attached));
+			px_bes_stream(c->g->bes, attached, 1);
 		}
 		/* PublishBuildToolEventStreamResponse { stream_id = 1; sequence_number = 2; } */
 		if (sidl > sizeof(ack) - 32) {
@@ -967,6 +1005,8 @@ static void bes_stream(gcall *c, gstatus *s)
 	 * an end before component_stream_finished is a break too.) */
 	if ((k < 0 || !finished) && id[0])
 		px_bes_broken(c->g->bes, id, acked);
+	if (attached[0])
+		px_bes_stream(c->g->bes, attached, -1);
 }
 
 /* ---- dispatch by method name -------------------------------------------------------------- */
