@@ -373,10 +373,10 @@ static void open_session(px_bes *b, inv *v)
 	}
 }
 
-static void idle_why(px_bes *b, char *why, size_t n)
+static void idle_why(px_bes *b, const inv *v, char *why, size_t n)
 {
-	snprintf(why, n, "its event stream sent nothing for %llu s (--bes_idle_timeout) and never finished: its "
-		 "session ended with what completed, and its gated BEP has no last_message",
+	snprintf(why, n, "invocation %s: its event stream sent nothing for %llu s (--bes_idle_timeout) and never "
+		 "finished: its session ended with what completed, and its gated BEP has no last_message", v->id,
 		 (unsigned long long)(b->idle_ns / 1000000000u));
 }
 
@@ -388,7 +388,7 @@ static void end_session(px_bes *b, inv *v)
 
 	if (r == 0 && v->cut) {
 		r = -ENODATA;
-		idle_why(b, err.message, sizeof(err.message));
+		idle_why(b, v, err.message, sizeof(err.message));
 	}
 	if (b->on_done)
 		b->on_done(v->id, &st, r, r < 0 ? err.message : NULL, b->user);
@@ -424,7 +424,7 @@ static void cut_idle(px_bes *b, size_t n)
 			tf_session_stats none = { 0 };
 			char why[PX_MESSAGE_MAX];
 			v->ended = true;
-			idle_why(b, why, sizeof(why));
+			idle_why(b, v, why, sizeof(why));
 			if (b->on_done)
 				b->on_done(v->id, &none, -ENODATA, why, b->user);
 		}

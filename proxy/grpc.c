@@ -1003,8 +1003,8 @@ static void bes_stream(gcall *c, gstatus *s)
 		st_set(s, GRPC_STATUS_CANCELLED, "the stream broke; the events acknowledged so far are kept");
 	/* (A connection cut may also look like the end of the client's stream:
 	 * an end before component_stream_finished is a break too.) */
-	if ((k < 0 || !finished) && id[0])
-		px_bes_broken(c->g->bes, id, acked);
+	if ((k < 0 || !finished) && attached[0]) /* (a stream refused at its first event broke nothing) */
+		px_bes_broken(c->g->bes, attached, acked);
 	if (attached[0])
 		px_bes_stream(c->g->bes, attached, -1);
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# --bes_idle_timeout: a BES invocation whose client stops mid-stream (its
+# stream closes after event 20 of a real Bazel 4.2.3 BEP, never finished, no
+# retry) is ended once it was idle that long: a log line says so, its session
+# ends with what came (the gated BEP in --build_event_dir holds those 20
+# events once, no last_message), a later event of it is refused
+# (FAILED_PRECONDITION), and another invocation streamed meanwhile ends
+# normally. The proxy's exit code says an input was incomplete (3). Every
+# gated event of both invocations went to the PUB socket too, each message
+# named by its invocation: a subscriber of the complete one gets its stream
+# from BuildStarted to last_message.
+. "$TF_SOURCE_ROOT/tests/lib/harness.sh"
+. "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
+. "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
+fx="${TF_FIXTURES:?}/run2_minimal_hits"
+msgs="$TF_SOURCE_ROOT/tests/gsrv/msgs.py"
+BES=/google.devtools.build.v1.PublishBuildEvent
+nginx_start
+ev="$tf_tmp/events"
+pub="ipc://$tf_tmp/bep.ipc"
+gsrv_start p.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out" --build_event_dir="$ev" \
+  --bes_idle_timeout=2s --build_event_publish="$pub"
+cut=0f0e0d0c-idle-4d1e-8c0b-000000000001
+whole=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1])][0]["started"]["uuid"])' "$fx/bep.json")
+"$TF_SUBSCRIBER" "$pub" "$tf_tmp/out" 120 "$whole" >"$tf_tmp/sub.out" 2>&1 &
+sub=$!
+tf_track "$sub"
+wait_line "$tf_tmp/sub.out" "^connected" 30
+mkdir "$tf_tmp/b"
+
+# The client stops after event 20: the stream ends without component_stream_finished.
+gcall s1 $BES/PublishBuildToolEventStream $(python3 "$msgs" bes "$fx/bep.bin" "$cut" 1 20 "$tf_tmp/b/c")
+want_status "the stream that stops" 0
+wait_line "$PROXY_LOG" "invocation $cut: its event stream broke after event 20" 30
+# Meanwhile another invocation streams all of its events.
+gcall s2 $BES/PublishBuildToolEventStream $(python3 "$msgs" bes "$fx/bep.bin" "$whole" 1 46 "$tf_tmp/b/w")
+want_status "the whole stream" 0
+wait_line "$PROXY_LOG" "^topfetch proxy: invocation $cut: no event for 2 s \(--bes_idle_timeout\) and its stream never finished: ending its session with what completed" 60
+wait_line "$PROXY_LOG" "^topfetch proxy: build $cut ended" 60
+wait_line "$PROXY_LOG" "^topfetch proxy: build $whole ended" 60
+python3 - "$ev/$cut.json" "$fx/bep.json" <<'PY' || { cat "$PROXY_LOG"; fail "the gated BEP of the idle invocation"; }
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1])]
+theirs = [json.loads(l) for l in open(sys.argv[2])][:20]
+ids = [json.dumps(e["id"], sort_keys=True) for e in ours]
+assert len(ids) == len(set(ids)) == 20, (len(ids), len(set(ids)))
+assert sorted(ids) == sorted(json.dumps(e["id"], sort_keys=True) for e in theirs)
+assert not any(e.get("lastMessage") for e in ours), "last_message in a stream that never finished"
+PY
+python3 - "$ev/$whole.json" <<'PY' || fail "the gated BEP of the whole invocation"
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1])]
+assert len(ours) == 45 and ours[-1].get("lastMessage"), len(ours)
+PY
+# The client comes back: its invocation's session is over.
+gcall s3 $BES/PublishBuildToolEventStream $(python3 "$msgs" bes "$fx/bep.bin" "$cut" 21 46 "$tf_tmp/b/c")
+want_status "an event after the idle cut" 9
+assert_contains "$gmsg" "--bes_idle_timeout" "the refusal"
+wait "$sub" || { cat "$tf_tmp/sub.out"; fail "the subscriber of the whole invocation"; }
+grep -q "^subscriber: " "$tf_tmp/sub.out" || fail "subscriber: $(cat "$tf_tmp/sub.out")"
+proxy_stop
+[ "$proxy_rc" -eq 3 ] || { cat "$PROXY_LOG"; fail "proxy exit $proxy_rc, want 3 (an invocation ended incomplete)"; }
+cat "$PROXY_LOG"
+echo "gsrv_bes_idle: ok"
