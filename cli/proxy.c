@@ -214,7 +214,9 @@ int cmd_proxy(int argc, char **argv)
 	char why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
 	int header_timeout = (int)PX_HEADER_TIMEOUT_S, bes_idle = BES_IDLE_S;
-	const char *publish = NULL;
+	const char *publish = NULL, *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+	px_grpc_tls tls = { 0 };
+	bool grpcs = false;
 	struct sockaddr_storage ss, gss;
 	px_http *http = NULL;
 	px_grpc *grpc = NULL;
@@ -227,12 +229,21 @@ int cmd_proxy(int argc, char **argv)
 	tf_remote_options_init(&o.remote);
 	po.validate = true;
 	const cli_flag flags[] = {
-		{ "listen", CLI_LIST, &listens, "[grpc://]HOST:PORT",
+		{ "listen", CLI_LIST, &listens, "[grpc[s]://]HOST:PORT",
 		  "Where Bazel connects: HOST:PORT or http://HOST:PORT for its HTTP cache protocol (bazel "
 		  "--remote_cache=http://HOST:PORT), grpc://HOST:PORT for REAPI over gRPC (--remote_cache=grpc://"
-		  "HOST:PORT) and the Build Event Service (--bes_backend=grpc://HOST:PORT); one of each may be given "
-		  "(the last of each kind counts). Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) "
-		  "unless --listen_any; port 0 picks a free one (printed). Required." },
+		  "HOST:PORT) and the Build Event Service (--bes_backend=grpc://HOST:PORT), grpcs://HOST:PORT for "
+		  "the same over TLS (--tls_cert_file, --tls_key_file; Bazel's --remote_cache=grpcs://... with "
+		  "--tls_certificate=CA); one HTTP and one gRPC listener may be given (the last of each kind "
+		  "counts). Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) unless --listen_any; port 0 "
+		  "picks a free one (printed). Required." },
+		{ "tls_cert_file", CLI_STRING, &tls_cert, "FILE",
+		  "With --listen=grpcs://: the server's certificate chain (PEM), as bazel-remote's flag." },
+		{ "tls_key_file", CLI_STRING, &tls_key, "FILE",
+		  "With --listen=grpcs://: the certificate's private key (PEM, unencrypted)." },
+		{ "tls_ca_file", CLI_STRING, &tls_ca, "FILE",
+		  "With --listen=grpcs://: require a client certificate signed by this CA (PEM) on every "
+		  "connection (Bazel's --tls_client_certificate and --tls_client_key)." },
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
@@ -289,7 +300,7 @@ int cmd_proxy(int argc, char **argv)
 	};
 	const cli_command cmd = {
 		.name = "proxy",
-		.usage = "topfetch proxy --listen=[grpc://]127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
+		.usage = "topfetch proxy --listen=[grpc[s]://]127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
 			 "       [--bep_follow=FILE] [flags]",
 		.summary =
 			"Sits between Bazel and its HTTP cache: bazel build --remote_cache=http://127.0.0.1:PORT ...\n"
@@ -322,8 +333,11 @@ int cmd_proxy(int argc, char **argv)
 		goto out;
 	rc = EXIT_USAGE;
 	for (size_t i = 0; i < listens.n; i++) { /* the last of each kind counts */
-		bool g = !strncmp(listens.items[i], "grpc://", 7);
-		*(g ? &glisten : &listen) = listens.items[i] + (g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
+		bool g = !strncmp(listens.items[i], "grpc://", 7), gs = !strncmp(listens.items[i], "grpcs://", 8);
+		if (g || gs)
+			grpcs = gs;
+		*(g || gs ? &glisten : &listen) =
+			listens.items[i] + (gs ? 8 : g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
 	}
 	if ((!listen && !glisten) || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch proxy: --listen, --remote_cache and --output_dir are required.\n"
@@ -333,6 +347,17 @@ int cmd_proxy(int argc, char **argv)
 	if (header_timeout <= 0 || header_timeout > 86400) {
 		fprintf(stderr, "topfetch proxy: --header_timeout=%ds: want a duration from 1s to 1d.\n",
 			header_timeout);
+		goto out;
+	}
+	if (grpcs != (tls_cert || tls_key) || (tls_ca && !grpcs) || (grpcs && (!tls_cert || !tls_key))) {
+		fprintf(stderr, "topfetch proxy: %s\n",
+			grpcs ? "--listen=grpcs:// needs --tls_cert_file and --tls_key_file (the server's certificate and key)."
+			      : "--tls_cert_file, --tls_key_file and --tls_ca_file are for a --listen=grpcs://HOST:PORT listener; "
+				"there is none.");
+		goto out;
+	}
+	if (grpcs && px_grpc_tls_load(&tls, tls_cert, tls_key, tls_ca, why, sizeof(why)) < 0) {
+		cli_eprintf("topfetch proxy: %s\n", why);
 		goto out;
 	}
 	if (bes_idle < 0) {
@@ -401,7 +426,7 @@ int cmd_proxy(int argc, char **argv)
 	cli_install_signals();
 	r.progress.start_ns = tf__now_ns();
 	if ((listen && !(http = px_http_start(r.px, &ss, (unsigned)header_timeout))) ||
-	    (glisten && !(grpc = px_grpc_start(r.px, r.bes, &gss)))) {
+	    (glisten && !(grpc = px_grpc_start(r.px, r.bes, &gss, grpcs ? &tls : NULL)))) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
 			listen && !http ? listen : glisten);
 		goto out;
@@ -409,7 +434,7 @@ int cmd_proxy(int argc, char **argv)
 	if (http)
 		say_listening("http", &ss, px_http_port(http), px_upstream(r.px));
 	if (grpc)
-		say_listening("grpc", &gss, px_grpc_port(grpc), px_upstream(r.px));
+		say_listening(grpcs ? "grpcs" : "grpc", &gss, px_grpc_port(grpc), px_upstream(r.px));
 
 	/* Serve until a signal, or (--exit_after_build) the followed build ended. */
 	while (!cli_interrupted &&
@@ -480,6 +505,7 @@ out:
 	px_bes_free(r.bes);
 	tf_session_free(r.s);
 	px_pub_free(r.pub); /* after every session that publishes on it */
+	px_grpc_tls_fini(&tls);
 	cli_progress_fini(&r.progress);
 	cli_remote_free(&rem);
 	cli_list_free(&listens);

@@ -23,6 +23,9 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "proto/wire.h"
 #include "proxy/proxy.h"
@@ -1199,7 +1202,112 @@ static void *acceptor_main(void *arg)
 
 /* ---- the server -------------------------------------------------------------------------- */
 
-px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss)
+/* ---- TLS (--listen=grpcs://) ---------------------------------------------------------------- */
+
+#define PEM_MAX ((long)1 << 20) /* a certificate chain, a key or a CA bundle */
+
+/* The file's text (malloc'd), or NULL with why. */
+static char *read_pem(const char *flag, const char *path, char *why, size_t n)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long len = -1;
+
+	if (!f) {
+		snprintf(why, n, "%s=%s: cannot read it: %s", flag, path, strerror(errno));
+		return NULL;
+	}
+	if (fseek(f, 0, SEEK_END) == 0)
+		len = ftell(f);
+	if (len <= 0 || len > PEM_MAX || fseek(f, 0, SEEK_SET) != 0 || !(buf = malloc((size_t)len + 1)) ||
+	    fread(buf, 1, (size_t)len, f) != (size_t)len) {
+		snprintf(why, n, "%s=%s: %s", flag, path,
+			 len == 0 ? "the file is empty" : len > PEM_MAX ? "over 1 MiB: not a PEM file" : "cannot read it");
+		free(buf);
+		fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	return buf;
+}
+
+static void ssl_why(char *why, size_t n, const char *flag, const char *path, const char *what)
+{
+	char e[256] = "";
+	unsigned long code = ERR_peek_last_error();
+
+	if (code)
+		ERR_error_string_n(code, e, sizeof(e));
+	ERR_clear_error();
+	snprintf(why, n, "%s=%s: %s%s%s", flag, path, what, e[0] ? " (" : "", e[0] ? e : "");
+	if (e[0])
+		strncat(why, ")", n - strlen(why) - 1);
+}
+
+int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file, const char *ca_file, char *why,
+		     size_t n)
+{
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+	int r = -EINVAL;
+
+	memset(t, 0, sizeof(*t));
+	if (!(t->cert = read_pem("--tls_cert_file", cert_file, why, n)) ||
+	    !(t->key = read_pem("--tls_key_file", key_file, why, n)) ||
+	    (ca_file && !(t->ca = read_pem("--tls_ca_file", ca_file, why, n))))
+		goto out;
+	if ((bio = BIO_new_mem_buf(t->cert, -1))) {
+		cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+	}
+	if (!cert) {
+		ssl_why(why, n, "--tls_cert_file", cert_file, "no PEM certificate in it");
+		goto out;
+	}
+	if ((bio = BIO_new_mem_buf(t->key, -1))) {
+		key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+	}
+	if (!key) {
+		ssl_why(why, n, "--tls_key_file", key_file, "no unencrypted PEM private key in it");
+		goto out;
+	}
+	if (X509_check_private_key(cert, key) != 1) {
+		ssl_why(why, n, "--tls_key_file", key_file, "this key does not belong to the --tls_cert_file certificate");
+		goto out;
+	}
+	if (t->ca) {
+		X509 *ca = NULL;
+		if ((bio = BIO_new_mem_buf(t->ca, -1))) {
+			ca = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+			BIO_free(bio);
+		}
+		if (!ca) {
+			ssl_why(why, n, "--tls_ca_file", ca_file, "no PEM certificate in it");
+			goto out;
+		}
+		X509_free(ca);
+	}
+	r = 0;
+out:
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	if (r < 0)
+		px_grpc_tls_fini(t);
+	return r;
+}
+
+void px_grpc_tls_fini(px_grpc_tls *t)
+{
+	free(t->cert);
+	free(t->key);
+	free(t->ca);
+	memset(t, 0, sizeof(*t));
+}
+
+px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss, const px_grpc_tls *tls)
 {
 	px_grpc *g = calloc(1, sizeof(*g));
 	/* The receive limit; and a fixed window per stream rather than one that
@@ -1234,7 +1342,15 @@ px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *
 	g->srv = grpc_server_create(&args, NULL);
 	g->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(g->srv, g->cq, NULL);
-	creds = grpc_insecure_server_credentials_create();
+	if (tls) {
+		grpc_ssl_pem_key_cert_pair pair = { .private_key = tls->key, .cert_chain = tls->cert };
+		creds = grpc_ssl_server_credentials_create_ex(
+			tls->ca, &pair, 1,
+			tls->ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+			NULL);
+	} else {
+		creds = grpc_insecure_server_credentials_create();
+	}
 	port = grpc_server_add_http2_port(g->srv, addr, creds);
 	grpc_server_credentials_release(creds);
 	if (port <= 0) {

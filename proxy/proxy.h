@@ -228,11 +228,26 @@ typedef struct px_bes px_bes;
 
 typedef struct px_grpc px_grpc;
 
+/* TLS for the listener (--listen=grpcs://): PEM text, malloc'd. */
+typedef struct px_grpc_tls {
+	char *cert; /* the server's certificate chain */
+	char *key;  /* its private key */
+	char *ca;   /* NULL: no client certificate asked; else one is required and verified against it */
+} px_grpc_tls;
+
+/* Reads --tls_cert_file, --tls_key_file and (may be NULL) --tls_ca_file and
+ * checks them with OpenSSL (PEM, the key matches the certificate): 0, or a
+ * negative code with why naming the flag and the file. Blocks on disk. */
+int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file, const char *ca_file, char *why,
+		     size_t n);
+void px_grpc_tls_fini(px_grpc_tls *t);
+
 /* Starts serving at ss (an address px_http_parse_listen accepted): one
  * acceptor thread, a thread per call. With bes, also the Build Event
- * Service (google.devtools.build.v1.PublishBuildEvent). NULL when it cannot
- * listen. */
-px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss);
+ * Service (google.devtools.build.v1.PublishBuildEvent). With tls (may be
+ * NULL: plaintext), TLS only (HTTP/2 over TLS, as Bazel's grpcs://). NULL
+ * when it cannot listen. */
+px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss, const px_grpc_tls *tls);
 
 /* The port it listens on (useful with port 0). */
 unsigned px_grpc_port(const px_grpc *g);
