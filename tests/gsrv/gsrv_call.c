@@ -64,7 +64,7 @@ static grpc_slice read_file(const char *path)
 	return s;
 }
 
-/* A PEM file as a string (leaked: the process is short). */
+/* A PEM file as a string (malloc'd). */
 static char *pem(const char *path)
 {
 	grpc_slice s = read_file(path);
@@ -115,13 +115,17 @@ int main(int argc, char **argv)
 	grpc_init();
 	cq = grpc_completion_queue_create_for_pluck(NULL);
 	if (getenv("TF_GSRV_CA")) {
-		grpc_ssl_pem_key_cert_pair pair = { 0 };
+		char *ca = pem(getenv("TF_GSRV_CA")), *cert = NULL, *key = NULL;
 		bool mine = getenv("TF_GSRV_CERT") && getenv("TF_GSRV_KEY");
 		if (mine) {
-			pair.cert_chain = pem(getenv("TF_GSRV_CERT"));
-			pair.private_key = pem(getenv("TF_GSRV_KEY"));
+			cert = pem(getenv("TF_GSRV_CERT"));
+			key = pem(getenv("TF_GSRV_KEY"));
 		}
-		creds = grpc_ssl_credentials_create(pem(getenv("TF_GSRV_CA")), mine ? &pair : NULL, NULL, NULL);
+		grpc_ssl_pem_key_cert_pair pair = { .private_key = key, .cert_chain = cert };
+		creds = grpc_ssl_credentials_create(ca, mine ? &pair : NULL, NULL, NULL); /* copies them */
+		free(ca);
+		free(cert);
+		free(key);
 	} else {
 		creds = grpc_insecure_credentials_create();
 	}

@@ -181,6 +181,9 @@ TEST(bad_url_refused)
 {
 	tf_error err = { 0 };
 
-	CHECK(px_pub_new("ipc:///nonexistent-dir-of-topfetch/x.ipc", NULL, NULL, &err) == NULL);
-	CHECK_CONTAINS(err.message, "ipc:///nonexistent-dir-of-topfetch/x.ipc");
+	/* (A URL nanomsg refuses before it allocates: its ipc transport leaks
+	 * what a failed bind allocated.) */
+	CHECK(px_pub_new("bogus://nowhere", NULL, NULL, &err) == NULL);
+	CHECK(err.code < 0);
+	CHECK_CONTAINS(err.message, "bogus://nowhere: cannot bind the PUB socket");
 }
