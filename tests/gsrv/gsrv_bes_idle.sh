@@ -8,7 +8,8 @@
 # normally. The proxy's exit code says an input was incomplete (3). Every
 # gated event of both invocations went to the PUB socket too, each message
 # named by its invocation: a subscriber of the complete one gets its stream
-# from BuildStarted to last_message.
+# from BuildStarted to last_message. So does a subscriber of a build the
+# proxy follows as a BEP file (--bep_follow), named by its BuildStarted uuid.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 . "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
@@ -18,14 +19,27 @@ BES=/google.devtools.build.v1.PublishBuildEvent
 nginx_start
 ev="$tf_tmp/events"
 pub="ipc://$tf_tmp/bep.ipc"
+bep="$tf_tmp/bep.bin"
 gsrv_start p.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out" --build_event_dir="$ev" \
-  --bes_idle_timeout=2s --build_event_publish="$pub"
+  --bes_idle_timeout=2s --build_event_publish="$pub" --bep_follow="$bep"
 cut=0f0e0d0c-idle-4d1e-8c0b-000000000001
 whole=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1])][0]["started"]["uuid"])' "$fx/bep.json")
+followed=44444444-4444-4444-8444-444444444444
 "$TF_SUBSCRIBER" "$pub" "$tf_tmp/out" 120 "$whole" >"$tf_tmp/sub.out" 2>&1 &
 sub=$!
 tf_track "$sub"
+"$TF_SUBSCRIBER" "$pub" "$tf_tmp/out" 120 "$followed" >"$tf_tmp/subf.out" 2>&1 &
+subf=$!
+tf_track "$subf"
 wait_line "$tf_tmp/sub.out" "^connected" 30
+wait_line "$tf_tmp/subf.out" "^connected" 30
+# The followed build: the fixture's BEP under another uuid, written at once.
+python3 - "$fx/bep.bin" "$whole" "$followed" "$tf_tmp/f.bin" <<'PY'
+import sys
+open(sys.argv[4], "wb").write(open(sys.argv[1], "rb").read().replace(sys.argv[2].encode(), sys.argv[3].encode()))
+PY
+mv "$tf_tmp/f.bin" "$bep"
+wait_line "$PROXY_LOG" "^topfetch proxy: build $followed ended" 60
 mkdir "$tf_tmp/b"
 
 # The client stops after event 20: the stream ends without component_stream_finished.
@@ -58,6 +72,8 @@ want_status "an event after the idle cut" 9
 assert_contains "$gmsg" "--bes_idle_timeout" "the refusal"
 wait "$sub" || { cat "$tf_tmp/sub.out"; fail "the subscriber of the whole invocation"; }
 grep -q "^subscriber: " "$tf_tmp/sub.out" || fail "subscriber: $(cat "$tf_tmp/sub.out")"
+wait "$subf" || { cat "$tf_tmp/subf.out"; fail "the subscriber of the followed build"; }
+grep -q "^subscriber: " "$tf_tmp/subf.out" || fail "subscriber: $(cat "$tf_tmp/subf.out")"
 proxy_stop
 [ "$proxy_rc" -eq 3 ] || { cat "$PROXY_LOG"; fail "proxy exit $proxy_rc, want 3 (an invocation ended incomplete)"; }
 cat "$PROXY_LOG"
