@@ -1245,6 +1245,16 @@ static void ssl_why(char *why, size_t n, const char *flag, const char *path, con
 		strncat(why, ")", n - strlen(why) - 1);
 }
 
+/* The first certificate in PEM text, or NULL. */
+static X509 *pem_cert(const char *text)
+{
+	BIO *bio = BIO_new_mem_buf(text, -1);
+	X509 *c = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+
+	BIO_free(bio);
+	return c;
+}
+
 int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file, const char *ca_file, char *why,
 		     size_t n)
 {
@@ -1258,11 +1268,7 @@ int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file
 	    !(t->key = read_pem("--tls_key_file", key_file, why, n)) ||
 	    (ca_file && !(t->ca = read_pem("--tls_ca_file", ca_file, why, n))))
 		goto out;
-	if ((bio = BIO_new_mem_buf(t->cert, -1))) {
-		cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-		BIO_free(bio);
-	}
-	if (!cert) {
+	if (!(cert = pem_cert(t->cert))) {
 		ssl_why(why, n, "--tls_cert_file", cert_file, "no PEM certificate in it");
 		goto out;
 	}
@@ -1279,11 +1285,7 @@ int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file
 		goto out;
 	}
 	if (t->ca) {
-		X509 *ca = NULL;
-		if ((bio = BIO_new_mem_buf(t->ca, -1))) {
-			ca = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-			BIO_free(bio);
-		}
+		X509 *ca = pem_cert(t->ca);
 		if (!ca) {
 			ssl_why(why, n, "--tls_ca_file", ca_file, "no PEM certificate in it");
 			goto out;

@@ -14,8 +14,6 @@
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 . "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
 fx="${TF_FIXTURES:?}/run2_minimal_hits"
-msgs="$TF_SOURCE_ROOT/tests/gsrv/msgs.py"
-BES=/google.devtools.build.v1.PublishBuildEvent
 nginx_start
 ev="$tf_tmp/events"
 pub="ipc://$tf_tmp/bep.ipc"
@@ -23,7 +21,7 @@ bep="$tf_tmp/bep.bin"
 gsrv_start p.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out" --build_event_dir="$ev" \
   --bes_idle_timeout=2s --build_event_publish="$pub" --bep_follow="$bep"
 cut=0f0e0d0c-idle-4d1e-8c0b-000000000001
-whole=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1])][0]["started"]["uuid"])' "$fx/bep.json")
+whole=$(bep_uuid "$fx/bep.json")
 followed=44444444-4444-4444-8444-444444444444
 "$TF_SUBSCRIBER" "$pub" "$tf_tmp/out" 120 "$whole" >"$tf_tmp/sub.out" 2>&1 &
 sub=$!

@@ -18,14 +18,12 @@
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 . "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
 fx="${TF_FIXTURES:?}/run2_minimal_hits"
-msgs="$TF_SOURCE_ROOT/tests/gsrv/msgs.py"
-BES=/google.devtools.build.v1.PublishBuildEvent
 make_pki
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=other" \
   -keyout "$tf_tmp/other.key" -out "$tf_tmp/other.pem" 2>/dev/null
 nginx_start
 blob=$(head -c 300000 /dev/urandom | tee "$tf_tmp/blob" | cas_put_stdin)
-inv=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1])][0]["started"]["uuid"])' "$fx/bep.json")
+inv=$(bep_uuid "$fx/bep.json")
 enc build.bazel.remote.execution.v2.GetCapabilitiesRequest </dev/null >"$tf_tmp/capreq"
 mkdir "$tf_tmp/b"
 python3 "$msgs" bes "$fx/bep.bin" "$inv" 1 46 "$tf_tmp/b/e" >"$tf_tmp/b/list"
