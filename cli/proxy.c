@@ -19,10 +19,12 @@
 #include "proxy/proxy.h"
 
 #define DRAIN_S 30     /* wait for requests in flight at shutdown */
+#define BES_IDLE_S 600 /* --bes_idle_timeout's default: past Bazel's retries of a broken stream */
 
 typedef struct run {
 	px_proxy *px;
 	px_bes *bes; /* BES invocations (with --listen=grpc://) */
+	px_pub *pub; /* --build_event_publish: the proxy's session and every BES invocation */
 	tf_session *s;
 	cli_progress progress;
 	bool session_failed;
@@ -70,6 +72,14 @@ static void on_lost(const tf_lost_output *l, void *user)
 	cli_report_lost(&r->progress, l,
 			"lookups of that action now answer a cache miss, so the next build runs it again (a Bazel "
 			"before 6.1 that holds the action in memory never asks: run `bazel shutdown` first)");
+}
+
+/* A gated event of the followed BEP, for the shared PUB socket. */
+static void on_event(const void *event, size_t len, void *user)
+{
+	run *r = user;
+
+	px_pub_followed(r->pub, event, len);
 }
 
 /* A build of the followed file ended: its summary, as one run's. */
@@ -203,7 +213,10 @@ int cmd_proxy(int argc, char **argv)
 	cli_remote rem = CLI_REMOTE_INIT;
 	char why[PX_MESSAGE_MAX];
 	bool listen_any = false, exit_after_build = false, forced = false, series;
-	int header_timeout = (int)PX_HEADER_TIMEOUT_S;
+	int header_timeout = (int)PX_HEADER_TIMEOUT_S, bes_idle = BES_IDLE_S;
+	const char *publish = NULL, *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+	px_grpc_tls tls = { 0 };
+	bool grpcs = false;
 	struct sockaddr_storage ss, gss;
 	px_http *http = NULL;
 	px_grpc *grpc = NULL;
@@ -216,12 +229,21 @@ int cmd_proxy(int argc, char **argv)
 	tf_remote_options_init(&o.remote);
 	po.validate = true;
 	const cli_flag flags[] = {
-		{ "listen", CLI_LIST, &listens, "[grpc://]HOST:PORT",
+		{ "listen", CLI_LIST, &listens, "[grpc[s]://]HOST:PORT",
 		  "Where Bazel connects: HOST:PORT or http://HOST:PORT for its HTTP cache protocol (bazel "
 		  "--remote_cache=http://HOST:PORT), grpc://HOST:PORT for REAPI over gRPC (--remote_cache=grpc://"
-		  "HOST:PORT) and the Build Event Service (--bes_backend=grpc://HOST:PORT); one of each may be given "
-		  "(the last of each kind counts). Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) "
-		  "unless --listen_any; port 0 picks a free one (printed). Required." },
+		  "HOST:PORT) and the Build Event Service (--bes_backend=grpc://HOST:PORT), grpcs://HOST:PORT for "
+		  "the same over TLS (--tls_cert_file, --tls_key_file; Bazel's --remote_cache=grpcs://... with "
+		  "--tls_certificate=CA); one HTTP and one gRPC listener may be given (the last of each kind "
+		  "counts). Loopback only (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) unless --listen_any; port 0 "
+		  "picks a free one (printed). Required." },
+		{ "tls_cert_file", CLI_STRING, &tls_cert, "FILE",
+		  "With --listen=grpcs://: the server's certificate chain (PEM), as bazel-remote's flag." },
+		{ "tls_key_file", CLI_STRING, &tls_key, "FILE",
+		  "With --listen=grpcs://: the certificate's private key (PEM, unencrypted)." },
+		{ "tls_ca_file", CLI_STRING, &tls_ca, "FILE",
+		  "With --listen=grpcs://: require a client certificate signed by this CA (PEM) on every "
+		  "connection (Bazel's --tls_client_certificate and --tls_client_key)." },
 		{ "listen_any", CLI_BOOL, &listen_any, "",
 		  "Allow a non-loopback --listen address. Whoever reaches it reads and writes the cache with your "
 		  "credentials." },
@@ -264,13 +286,21 @@ int cmd_proxy(int argc, char **argv)
 		  "Write the followed BEP again, each TargetComplete only once its files are in place, with digest "
 		  "and length filled in (each new build rewrites it)." },
 		{ "build_event_json_file", CLI_STRING, &o.build_event_json_file, "FILE", "The same as JSON lines." },
-		{ "build_event_publish", CLI_STRING, &o.build_event_publish, "URL",
-		  "Publish the same events on a nanomsg PUB socket (ipc://PATH or tcp://127.0.0.1:PORT)." },
+		{ "build_event_publish", CLI_STRING, &publish, "URL",
+		  "Publish every build's gated events on one nanomsg PUB socket (ipc://PATH or "
+		  "tcp://127.0.0.1:PORT): the followed build's and each BES invocation's. Each message is the "
+		  "build's invocation id (BuildStarted uuid), one space, then the serialized BuildEvent; "
+		  "subscribe to \"<id> \" for one build, to \"\" for all." },
+		{ "bes_idle_timeout", CLI_DURATION, &bes_idle, "DURATION",
+		  "A BES invocation whose stream never finished, with no stream open and no event for this long, "
+		  "is ended: its session finishes with what completed (its gated BEP without last_message; the "
+		  "exit code says 3) and a later event of it is refused. 0 never ends one (default 10m, longer "
+		  "than Bazel's retries of a broken stream)." },
 		CLI_OUTPUT_FLAGS(&out),
 	};
 	const cli_command cmd = {
 		.name = "proxy",
-		.usage = "topfetch proxy --listen=[grpc://]127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
+		.usage = "topfetch proxy --listen=[grpc[s]://]127.0.0.1:PORT --remote_cache=URL|DIR --output_dir=DIR\n"
 			 "       [--bep_follow=FILE] [flags]",
 		.summary =
 			"Sits between Bazel and its HTTP cache: bazel build --remote_cache=http://127.0.0.1:PORT ...\n"
@@ -303,8 +333,11 @@ int cmd_proxy(int argc, char **argv)
 		goto out;
 	rc = EXIT_USAGE;
 	for (size_t i = 0; i < listens.n; i++) { /* the last of each kind counts */
-		bool g = !strncmp(listens.items[i], "grpc://", 7);
-		*(g ? &glisten : &listen) = listens.items[i] + (g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
+		bool g = !strncmp(listens.items[i], "grpc://", 7), gs = !strncmp(listens.items[i], "grpcs://", 8);
+		if (g || gs)
+			grpcs = gs;
+		*(g || gs ? &glisten : &listen) =
+			listens.items[i] + (gs ? 8 : g || !strncmp(listens.items[i], "http://", 7) ? 7 : 0);
 	}
 	if ((!listen && !glisten) || !o.remote.remote_cache || !o.output_dir) {
 		fprintf(stderr, "topfetch proxy: --listen, --remote_cache and --output_dir are required.\n"
@@ -314,6 +347,21 @@ int cmd_proxy(int argc, char **argv)
 	if (header_timeout <= 0 || header_timeout > 86400) {
 		fprintf(stderr, "topfetch proxy: --header_timeout=%ds: want a duration from 1s to 1d.\n",
 			header_timeout);
+		goto out;
+	}
+	if (grpcs != (tls_cert || tls_key) || (tls_ca && !grpcs) || (grpcs && (!tls_cert || !tls_key))) {
+		fprintf(stderr, "topfetch proxy: %s\n",
+			grpcs ? "--listen=grpcs:// needs --tls_cert_file and --tls_key_file (the server's certificate and key)."
+			      : "--tls_cert_file, --tls_key_file and --tls_ca_file are for a --listen=grpcs://HOST:PORT listener; "
+				"there is none.");
+		goto out;
+	}
+	if (grpcs && px_grpc_tls_load(&tls, tls_cert, tls_key, tls_ca, why, sizeof(why)) < 0) {
+		cli_eprintf("topfetch proxy: %s\n", why);
+		goto out;
+	}
+	if (bes_idle < 0) {
+		fprintf(stderr, "topfetch proxy: --bes_idle_timeout=%ds: want a duration, 0 for none.\n", bes_idle);
 		goto out;
 	}
 	if (exit_after_build && !bep) {
@@ -351,6 +399,13 @@ int cmd_proxy(int argc, char **argv)
 		cli_eprintf("topfetch proxy: %s\n", err.message);
 		goto out;
 	}
+	if (publish) { /* one socket for every session: the followed build's and each BES invocation's */
+		if (!(r.pub = px_pub_new(publish, on_problem, &r, &err))) {
+			cli_eprintf("topfetch proxy: %s\n", err.message);
+			goto out;
+		}
+		o.on_event = on_event;
+	}
 	r.s = tf_session_new(&o, &err);
 	if (!r.s || (series && tf_session_follow_builds(r.s, bep, wall_ms(), &err) < 0) ||
 	    (bep && !series && tf_session_add_bep_file(r.s, bep, &err) < 0)) {
@@ -359,7 +414,8 @@ int cmd_proxy(int argc, char **argv)
 	}
 	px_set_session(r.px, r.s);
 	if (glisten) { /* Bazel's --bes_backend=grpc://: a session per invocation */
-		px_bes_options bo = { .session = &o, .build_event_dir = o.build_event_dir, .on_done = on_build_done,
+		px_bes_options bo = { .session = &o, .build_event_dir = o.build_event_dir, .pub = r.pub,
+				      .idle_timeout_ms = (int64_t)bes_idle * 1000, .on_done = on_build_done,
 				      .on_problem = on_problem, .user = &r };
 		if (!(r.bes = px_bes_new(&bo, &err))) {
 			cli_eprintf("topfetch proxy: %s\n", err.message);
@@ -370,7 +426,7 @@ int cmd_proxy(int argc, char **argv)
 	cli_install_signals();
 	r.progress.start_ns = tf__now_ns();
 	if ((listen && !(http = px_http_start(r.px, &ss, (unsigned)header_timeout))) ||
-	    (glisten && !(grpc = px_grpc_start(r.px, r.bes, &gss)))) {
+	    (glisten && !(grpc = px_grpc_start(r.px, r.bes, &gss, grpcs ? &tls : NULL)))) {
 		fprintf(stderr, "topfetch proxy: cannot listen on %s (in use, or not an address of this machine?)\n",
 			listen && !http ? listen : glisten);
 		goto out;
@@ -378,7 +434,7 @@ int cmd_proxy(int argc, char **argv)
 	if (http)
 		say_listening("http", &ss, px_http_port(http), px_upstream(r.px));
 	if (grpc)
-		say_listening("grpc", &gss, px_grpc_port(grpc), px_upstream(r.px));
+		say_listening(grpcs ? "grpcs" : "grpc", &gss, px_grpc_port(grpc), px_upstream(r.px));
 
 	/* Serve until a signal, or (--exit_after_build) the followed build ended. */
 	while (!cli_interrupted &&
@@ -448,6 +504,8 @@ out:
 	px_free(r.px);
 	px_bes_free(r.bes);
 	tf_session_free(r.s);
+	px_pub_free(r.pub); /* after every session that publishes on it */
+	px_grpc_tls_fini(&tls);
 	cli_progress_fini(&r.progress);
 	cli_remote_free(&rem);
 	cli_list_free(&listens);

@@ -288,6 +288,12 @@ ev_pub *ev_pub_new(const char *url, const ev_pub_options *opts, tf_error *err);
  * encoding failures and a closed socket are. */
 int ev_pub_send(ev_pub *p, const BuildEventStream__BuildEvent *m, tf_error *err);
 
+/* Publishes one message of prefix (plen bytes, may be 0) followed by data
+ * (an already serialized event), both copied, as ev_pub_send does: never
+ * waits, a refused send is dropped and counted. ev_pub_send and this may be
+ * called from several threads at once. */
+int ev_pub_send_bytes(ev_pub *p, const void *prefix, size_t plen, const void *data, size_t len, tf_error *err);
+
 void ev_pub_get_stats(const ev_pub *p, ev_pub_stats *out);
 
 /* Closes the socket (queued messages may be lost) and frees. Accepts NULL. */

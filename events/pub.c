@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <nanomsg/nn.h>
+#include <pthread.h>
 #include <nanomsg/pubsub.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #define EV_PUB_CLOSE_GRACE_MS 200
 
 struct ev_pub {
+	pthread_mutex_t mu; /* the counters: publishers may send from several threads */
 	int sock;
 	char *url;
 	ev_pub_options o;
@@ -49,6 +51,7 @@ ev_pub *ev_pub_new(const char *url, const ev_pub_options *opts, tf_error *err)
 		tf__errf(err, -ENOMEM, "%s: out of memory", url);
 		return NULL;
 	}
+	pthread_mutex_init(&p->mu, NULL);
 	if (opts)
 		p->o = *opts;
 	else
@@ -81,52 +84,98 @@ fail:
 	return NULL;
 }
 
-int ev_pub_send(ev_pub *p, const BuildEventStream__BuildEvent *m, tf_error *err)
+static void count(ev_pub *p, bool sent, size_t size)
 {
-	size_t size = protobuf_c_message_get_packed_size(&m->base);
-	void *msg;
+	pthread_mutex_lock(&p->mu);
+	if (sent) {
+		p->stats.sent++;
+		p->stats.bytes += size;
+	} else {
+		p->stats.dropped++;
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Sends msg (an nn_allocmsg of size bytes; nanomsg owns it on success). */
+static int send_msg(ev_pub *p, void *msg, size_t size, tf_error *err)
+{
 	int e;
 
-	if (size > p->o.max_message_size)
-		return tf__errf(err, -EMSGSIZE,
-				"%s: a BuildEvent of %zu bytes is over the cap of %zu bytes per message",
-				p->url, size, p->o.max_message_size);
-	if (size == 0) {
-		/* An empty BuildEvent is zero bytes; nanomsg messages can be. */
-		if (nn_send(p->sock, "", 0, NN_DONTWAIT) < 0) {
-			e = nn_errno();
-			goto refused;
-		}
-		goto sent;
+	/* Zero-copy: on success nanomsg owns msg. nn_send is thread-safe. */
+	if (nn_send(p->sock, &msg, NN_MSG, NN_DONTWAIT) >= 0) {
+		count(p, true, size);
+		return 0;
 	}
-	msg = nn_allocmsg(size, 0);
-	if (!msg) {
-		e = nn_errno();
-		return tf__errf(err, nn_code(e), "%s: cannot allocate a %zu-byte message: %s",
-				p->url, size, nn_strerror(e));
-	}
-	protobuf_c_message_pack(&m->base, msg);
-	/* Zero-copy: on success nanomsg owns msg. */
-	if (nn_send(p->sock, &msg, NN_MSG, NN_DONTWAIT) < 0) {
-		e = nn_errno();
-		nn_freemsg(msg);
-		goto refused;
-	}
-sent:
-	p->stats.sent++;
-	p->stats.bytes += size;
-	return 0;
-refused:
+	e = nn_errno();
+	nn_freemsg(msg);
 	if (e == EAGAIN || e == EINTR) {
-		p->stats.dropped++;
+		count(p, false, 0);
 		return 0;
 	}
 	return tf__errf(err, nn_code(e), "%s: cannot publish: %s", p->url, nn_strerror(e));
 }
 
+static void *alloc_msg(ev_pub *p, size_t size, tf_error *err)
+{
+	/* nanomsg messages may be empty; its allocator wants at least a byte. */
+	void *msg = nn_allocmsg(size ? size : 1, 0);
+
+	if (!msg) {
+		int e = nn_errno();
+		tf__errf(err, nn_code(e), "%s: cannot allocate a %zu-byte message: %s", p->url, size, nn_strerror(e));
+	}
+	return msg;
+}
+
+int ev_pub_send(ev_pub *p, const BuildEventStream__BuildEvent *m, tf_error *err)
+{
+	size_t size = protobuf_c_message_get_packed_size(&m->base);
+	void *msg;
+
+	if (size > p->o.max_message_size)
+		return tf__errf(err, -EMSGSIZE,
+				"%s: a BuildEvent of %zu bytes is over the cap of %zu bytes per message",
+				p->url, size, p->o.max_message_size);
+	if (size == 0) { /* an empty BuildEvent is zero bytes */
+		if (nn_send(p->sock, "", 0, NN_DONTWAIT) >= 0) {
+			count(p, true, 0);
+			return 0;
+		}
+		int e = nn_errno();
+		if (e == EAGAIN || e == EINTR) {
+			count(p, false, 0);
+			return 0;
+		}
+		return tf__errf(err, nn_code(e), "%s: cannot publish: %s", p->url, nn_strerror(e));
+	}
+	if (!(msg = alloc_msg(p, size, err)))
+		return err ? err->code : -ENOMEM;
+	protobuf_c_message_pack(&m->base, msg);
+	return send_msg(p, msg, size, err);
+}
+
+int ev_pub_send_bytes(ev_pub *p, const void *prefix, size_t plen, const void *data, size_t len, tf_error *err)
+{
+	size_t size = plen + len;
+	unsigned char *msg;
+
+	if (len > p->o.max_message_size || size > p->o.max_message_size)
+		return tf__errf(err, -EMSGSIZE, "%s: a message of %zu bytes is over the cap of %zu bytes per message",
+				p->url, size, p->o.max_message_size);
+	if (!(msg = alloc_msg(p, size, err)))
+		return err ? err->code : -ENOMEM;
+	if (plen)
+		memcpy(msg, prefix, plen);
+	if (len)
+		memcpy(msg + plen, data, len);
+	return send_msg(p, msg, size, err);
+}
+
 void ev_pub_get_stats(const ev_pub *p, ev_pub_stats *out)
 {
+	pthread_mutex_lock(&((ev_pub *)p)->mu);
 	*out = p->stats;
+	pthread_mutex_unlock(&((ev_pub *)p)->mu);
 }
 
 void ev_pub_free(ev_pub *p)
@@ -141,6 +190,7 @@ void ev_pub_free(ev_pub *p)
 		nanosleep(&(struct timespec){ .tv_nsec = EV_PUB_CLOSE_GRACE_MS * 1000000L }, NULL);
 	if (p->sock >= 0)
 		nn_close(p->sock);
+	pthread_mutex_destroy(&p->mu);
 	free(p->url);
 	free(p);
 }

@@ -9,7 +9,14 @@
  * dispatches every open session and ends those whose stream finished once
  * their fetches settled. Sequence numbers are checked at post time under
  * the mutex, so a retried stream's repeated events are acknowledged again
- * but fed once, and a gap is refused. */
+ * but fed once, and a gap is refused.
+ *
+ * Each invocation's session gets its own copy of the callbacks' user (its
+ * inv), so its gated events reach the shared PUB socket named by its id; the
+ * other callbacks are passed on with the proxy's user. An invocation with no
+ * stream open that sent nothing for idle_timeout (counted from its last
+ * event or the close of its last stream) is ended as if its stream had
+ * finished, and its id refused from then on. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -18,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/core.h"
 #include "downloader/downloader.h"
 #include "proxy/proxy.h"
 
@@ -26,7 +34,11 @@
 
 typedef struct inv {
 	char id[PX_BES_ID_MAX + 1];
+	struct px_bes *b;
 	int64_t last;     /* highest sequence number accepted (mutex) */
+	uint64_t seen_ns; /* when its last event came or its last stream closed (mutex) */
+	int streams;      /* its streams open now (mutex) */
+	bool cut;         /* ended for being idle: its events are refused (mutex) */
 	tf_session *s;    /* session thread only */
 	bool finished;    /* the stream said component_stream_finished (session thread) */
 	bool ended;       /* its session ended (session thread) */
@@ -42,7 +54,10 @@ typedef struct item {
 } item;
 
 struct px_bes {
-	tf_session_options tmpl;
+	tf_session_options tmpl; /* its callbacks get tmpl_user */
+	void *tmpl_user;
+	px_pub *pub;
+	uint64_t idle_ns; /* 0: never */
 	char *dir;
 	void (*on_done)(const char *invocation, const tf_session_stats *st, int status, const char *why, void *user);
 	void (*on_problem)(const char *message, void *user);
@@ -82,11 +97,16 @@ px_bes *px_bes_new(const px_bes_options *o, tf_error *err)
 		return NULL;
 	}
 	b->tmpl = *o->session;
+	b->tmpl_user = o->session->user;
+	b->pub = o->pub;
+	b->idle_ns = o->idle_timeout_ms > 0 ? (uint64_t)o->idle_timeout_ms * 1000000u : 0;
 	/* Each invocation's own sinks; the followed BEP's are not its. A PUB
-	 * socket can be bound once, and a --store is held by one session. */
+	 * socket can be bound once (the shared one is pub), and a --store is
+	 * held by one session. */
 	b->tmpl.build_event_binary_file = NULL;
 	b->tmpl.build_event_json_file = NULL;
 	b->tmpl.build_event_publish = NULL;
+	b->tmpl.on_event = NULL;
 	b->tmpl.build_event_dir = NULL;
 	b->tmpl.store_path = NULL;
 	b->tmpl.on_build_done = NULL;
@@ -203,6 +223,7 @@ int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_
 			return -ENOMEM;
 		}
 		snprintf(v->id, sizeof(v->id), "%s", id);
+		v->b = b;
 		if (tf__map_put(&b->invs, v->id, v) < 0) {
 			pthread_mutex_unlock(&b->mu);
 			free(v);
@@ -212,6 +233,14 @@ int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_
 		}
 		b->list[b->n++] = v;
 	}
+	if (v->cut) {
+		pthread_mutex_unlock(&b->mu);
+		free(it);
+		snprintf(why, n, "invocation %s: its session was ended after %llu s without an event "
+			 "(--bes_idle_timeout); start a new invocation", id, (unsigned long long)(b->idle_ns / 1000000000u));
+		return -ESTALE;
+	}
+	v->seen_ns = tf__now_ns();
 	if (seq <= v->last) { /* a retried stream sends again what was not acknowledged */
 		pthread_mutex_unlock(&b->mu);
 		free(it);
@@ -241,6 +270,18 @@ int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_
 	return 1;
 }
 
+void px_bes_stream(px_bes *b, const char *id, int delta)
+{
+	inv *v;
+
+	pthread_mutex_lock(&b->mu);
+	if ((v = tf__map_get(&b->invs, id))) {
+		v->streams += delta;
+		v->seen_ns = tf__now_ns();
+	}
+	pthread_mutex_unlock(&b->mu);
+}
+
 void px_bes_broken(px_bes *b, const char *id, int64_t seq)
 {
 	problem(b, "topfetch proxy: invocation %s: its event stream broke after event %lld; the session waits for "
@@ -268,6 +309,43 @@ static inv *inv_at(px_bes *b, size_t i)
 	return v;
 }
 
+/* The proxy's callbacks, with its user, for an invocation's session. */
+static void inv_lost(const tf_lost_output *l, void *user)
+{
+	inv *v = user;
+	v->b->tmpl.on_lost(l, v->b->tmpl_user);
+}
+
+static void inv_file(const tf_fetch_done *d, void *user)
+{
+	inv *v = user;
+	v->b->tmpl.on_file(d, v->b->tmpl_user);
+}
+
+static void inv_decision(const tf_decision *d, void *user)
+{
+	inv *v = user;
+	v->b->tmpl.on_decision(d, v->b->tmpl_user);
+}
+
+static void inv_note(const char *message, void *user)
+{
+	inv *v = user;
+	v->b->tmpl.on_note(message, v->b->tmpl_user);
+}
+
+static void inv_target_failed(const char *label, const char *why, void *user)
+{
+	inv *v = user;
+	v->b->tmpl.on_target_failed(label, why, v->b->tmpl_user);
+}
+
+static void inv_event(const void *event, size_t len, void *user)
+{
+	inv *v = user;
+	px_pub_event(v->b->pub, v->id, event, len);
+}
+
 static void open_session(px_bes *b, inv *v)
 {
 	tf_session_options o = b->tmpl;
@@ -280,6 +358,13 @@ static void open_session(px_bes *b, inv *v)
 		o.build_event_binary_file = bin;
 		o.build_event_json_file = json;
 	}
+	o.user = v;
+	o.on_lost = b->tmpl.on_lost ? inv_lost : NULL;
+	o.on_file = b->tmpl.on_file ? inv_file : NULL;
+	o.on_decision = b->tmpl.on_decision ? inv_decision : NULL;
+	o.on_note = b->tmpl.on_note ? inv_note : NULL;
+	o.on_target_failed = b->tmpl.on_target_failed ? inv_target_failed : NULL;
+	o.on_event = b->pub ? inv_event : NULL;
 	v->s = tf_session_new(&o, &err);
 	if (!v->s) {
 		v->failed = true;
@@ -288,17 +373,62 @@ static void open_session(px_bes *b, inv *v)
 	}
 }
 
+static void idle_why(px_bes *b, const inv *v, char *why, size_t n)
+{
+	snprintf(why, n, "invocation %s: its event stream sent nothing for %llu s (--bes_idle_timeout) and never "
+		 "finished: its session ended with what completed, and its gated BEP has no last_message", v->id,
+		 (unsigned long long)(b->idle_ns / 1000000000u));
+}
+
 static void end_session(px_bes *b, inv *v)
 {
 	tf_session_stats st = { 0 };
 	tf_error err = { 0 };
 	int r = tf_session_finish(v->s, &st, &err);
 
+	if (r == 0 && v->cut) {
+		r = -ENODATA;
+		idle_why(b, v, err.message, sizeof(err.message));
+	}
 	if (b->on_done)
 		b->on_done(v->id, &st, r, r < 0 ? err.message : NULL, b->user);
 	tf_session_free(v->s);
 	v->s = NULL;
 	v->ended = true;
+}
+
+/* Ends (as finished) every open invocation whose stream went quiet before
+ * its end; the next event of it is refused. */
+static void cut_idle(px_bes *b, size_t n)
+{
+	uint64_t now = tf__now_ns();
+
+	for (size_t i = 0; i < n; i++) {
+		inv *v = inv_at(b, i);
+		bool quiet;
+
+		if (v->finished || v->ended || (!v->s && !v->failed))
+			continue;
+		pthread_mutex_lock(&b->mu);
+		quiet = v->streams == 0 && now > v->seen_ns && now - v->seen_ns > b->idle_ns;
+		if (quiet)
+			v->cut = true;
+		pthread_mutex_unlock(&b->mu);
+		if (!quiet)
+			continue;
+		v->finished = true;
+		problem(b, "topfetch proxy: invocation %s: no event for %llu s (--bes_idle_timeout) and its stream never "
+			   "finished: ending its session with what completed", v->id,
+			(unsigned long long)(b->idle_ns / 1000000000u));
+		if (v->failed) {
+			tf_session_stats none = { 0 };
+			char why[PX_MESSAGE_MAX];
+			v->ended = true;
+			idle_why(b, v, why, sizeof(why));
+			if (b->on_done)
+				b->on_done(v->id, &none, -ENODATA, why, b->user);
+		}
+	}
 }
 
 int px_bes_run(px_bes *b)
@@ -338,6 +468,8 @@ int px_bes_run(px_bes *b)
 		}
 		free(it);
 	}
+	if (b->idle_ns)
+		cut_idle(b, n);
 	for (size_t i = 0; i < n; i++) {
 		inv *v = inv_at(b, i);
 		if (!v->s)
@@ -352,14 +484,24 @@ int px_bes_run(px_bes *b)
 	return (int)fed;
 }
 
-void px_bes_record(px_bes *b, const char *key, const void *data, size_t len)
+void px_bes_record(px_bes *b, const char *invocation, const char *key, const void *data, size_t len)
 {
 	tf_error err = { 0 };
+	inv *v = NULL;
 	size_t n;
 
 	pthread_mutex_lock(&b->mu);
 	n = b->n;
+	if (invocation)
+		v = tf__map_get(&b->invs, invocation);
 	pthread_mutex_unlock(&b->mu);
+	if (v) { /* its own session only (none once it ended) */
+		if (!v->s && !v->failed && !v->ended)
+			open_session(b, v); /* its first event is still queued */
+		if (v->s)
+			tf_session_action_executed(v->s, key, NULL, data, len, &err);
+		return;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (inv_at(b, i)->s)
 			tf_session_action_executed(inv_at(b, i)->s, key, NULL, data, len, &err);

@@ -49,6 +49,7 @@ typedef struct px_item {
 	const char *key;
 	const void *data; /* borrowed ActionResult */
 	size_t len;
+	const char *invocation; /* the BES invocation that asked (NULL: none) */
 	bool done, lost;
 } px_item;
 
@@ -438,7 +439,7 @@ static bool session_lost(px_proxy *p, const char *key)
 	return false;
 }
 
-static void record(px_proxy *p, const char *key, const void *data, size_t len)
+static void record(px_proxy *p, const char *key, const char *invocation, const void *data, size_t len)
 {
 	tf_error err = { 0 };
 	char msg[TF_ERROR_MESSAGE_MAX + 64];
@@ -450,7 +451,7 @@ static void record(px_proxy *p, const char *key, const void *data, size_t len)
 			p->on_problem(msg, p->user);
 	}
 	if (p->bes)
-		px_bes_record(p->bes, key, data, len);
+		px_bes_record(p->bes, invocation, key, data, len);
 }
 
 int px_run(px_proxy *p)
@@ -472,13 +473,13 @@ int px_run(px_proxy *p)
 		case PX_ASK_HIT:
 			it->lost = session_lost(p, it->key);
 			if (!it->lost)
-				record(p, it->key, it->data, it->len);
+				record(p, it->key, it->invocation, it->data, it->len);
 			break;
 		case PX_ASK_PUT:
 			/* The client ran the action again: its new result replaces the lost
 			 * one (the session clears the store's mark when it records it). */
 			lost_remove(p, it->key);
-			record(p, it->key, it->data, it->len);
+			record(p, it->key, it->invocation, it->data, it->len);
 			break;
 		case PX_ASK_IS_LOST:
 			it->lost = session_lost(p, it->key);
@@ -593,7 +594,12 @@ static void answer_lost(px_proxy *p, const char *key, px_result *r)
 
 void px_ac_get(px_proxy *p, const char *key, tf__buf *body, px_result *r)
 {
-	px_item it = { .kind = PX_ASK_HIT, .key = key };
+	px_ac_get_for(p, key, NULL, body, r);
+}
+
+void px_ac_get_for(px_proxy *p, const char *key, const char *invocation, tf__buf *body, px_result *r)
+{
+	px_item it = { .kind = PX_ASK_HIT, .key = key, .invocation = invocation };
 	char why[PX_MESSAGE_MAX];
 	int e;
 
@@ -784,7 +790,14 @@ struct px_put {
 	tf__buf body;  /* AC */
 	px_result fail; /* decided before the end: given then */
 	bool failed;
+	char invocation[PX_BES_ID_MAX + 1]; /* "" none */
 };
+
+void px_put_set_invocation(px_put *u, const char *invocation)
+{
+	if (invocation && px_bes_id_ok(invocation, strlen(invocation)))
+		snprintf(u->invocation, sizeof(u->invocation), "%s", invocation);
+}
 
 px_put *px_put_begin(px_proxy *p, tf_area area, const char *key, int64_t size, px_result *r)
 {
@@ -889,7 +902,7 @@ void px_put_end(px_put *u, px_result *r)
 	}
 	if (u->area == TF_AREA_AC) {
 		px_item it = { .kind = PX_ASK_PUT, .key = u->key, .data = u->body.data ? u->body.data : (void *)"",
-			       .len = u->body.len };
+			       .len = u->body.len, .invocation = u->invocation[0] ? u->invocation : NULL };
 		e = dl_put_mem(p->up, TF_AREA_AC, u->key, u->body.data ? u->body.data : (void *)"", u->body.len,
 			       &code, why, sizeof(why));
 		if (e < 0) {

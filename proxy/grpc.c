@@ -23,6 +23,9 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "proto/wire.h"
 #include "proxy/proxy.h"
@@ -291,15 +294,43 @@ static void get_capabilities(gcall *c, const void *request, const grpc_slice *ra
 		st_set(s, GRPC_STATUS_OK, "%s", "");
 }
 
+/* The call's RequestMetadata (REAPI: Bazel sends it with every cache call,
+ * binary, the core decodes it): its tool_invocation_id (field 3), Bazel's
+ * invocation id, as the BES stream names the same build; "" when there is
+ * none or it is no usable id. */
+static void call_invocation(const gcall *c, char id[PX_BES_ID_MAX + 1])
+{
+	static const char key[] = "build.bazel.remote.execution.v2.requestmetadata-bin";
+
+	id[0] = '\0';
+	for (size_t i = 0; i < c->md.count; i++) {
+		const grpc_metadata *m = &c->md.metadata[i];
+		const uint8_t *v = GRPC_SLICE_START_PTR(m->value);
+		size_t pos = 0, vl = GRPC_SLICE_LENGTH(m->value);
+		pw_field f;
+
+		if (GRPC_SLICE_LENGTH(m->key) != sizeof(key) - 1 || memcmp(GRPC_SLICE_START_PTR(m->key), key, sizeof(key) - 1))
+			continue;
+		while (pw_next(v, vl, &pos, &f, NULL) == 1)
+			if (f.number == 3 && f.wire_type == PW_LEN && px_bes_id_ok((const char *)f.data, (size_t)f.value)) {
+				memcpy(id, f.data, (size_t)f.value);
+				id[f.value] = '\0';
+			}
+		return;
+	}
+}
+
 static void get_action_result(gcall *c, const void *request, const grpc_slice *raw, gstatus *s)
 {
 	const Build__Bazel__Remote__Execution__V2__GetActionResultRequest *req = request;
+	char inv[PX_BES_ID_MAX + 1];
 	px_result r;
 	tf__buf body;
 
 	if (!ac_request_ok(c, req->digest_function, req->action_digest, s))
 		return;
-	px_ac_get(c->g->p, req->action_digest->hash, &body, &r);
+	call_invocation(c, inv);
+	px_ac_get_for(c->g->p, req->action_digest->hash, inv[0] ? inv : NULL, &body, &r);
 	if (r.status != PX_OK) {
 		st_from(s, &r);
 		return;
@@ -310,13 +341,15 @@ static void get_action_result(gcall *c, const void *request, const grpc_slice *r
 	tf__buf_fini(&body);
 }
 
-/* One whole upload through the core: PX_OK or why not. */
-static void put_whole(px_proxy *p, tf_area area, const char *key, const void *data, size_t len, px_result *r)
+/* One whole upload through the core (on behalf of invocation, may be NULL): PX_OK or why not. */
+static void put_whole(px_proxy *p, tf_area area, const char *key, const char *invocation, const void *data,
+		      size_t len, px_result *r)
 {
 	px_put *u = px_put_begin(p, area, key, (int64_t)len, r);
 
 	if (!u)
 		return;
+	px_put_set_invocation(u, invocation);
 	if (len)
 		px_put_data(u, data, len);
 	px_put_end(u, r);
@@ -327,6 +360,7 @@ static void update_action_result(gcall *c, const void *request, const grpc_slice
 {
 	const Build__Bazel__Remote__Execution__V2__UpdateActionResultRequest *req = request;
 	const uint8_t *ar = (const uint8_t *)"";
+	char inv[PX_BES_ID_MAX + 1];
 	size_t ar_len = 0, pos = 0;
 	pw_field f;
 	px_result r;
@@ -340,7 +374,8 @@ static void update_action_result(gcall *c, const void *request, const grpc_slice
 			ar = f.data;
 			ar_len = (size_t)f.value;
 		}
-	put_whole(c->g->p, TF_AREA_AC, req->action_digest->hash, ar, ar_len, &r);
+	call_invocation(c, inv);
+	put_whole(c->g->p, TF_AREA_AC, req->action_digest->hash, inv, ar, ar_len, &r);
 	if (r.status != PX_OK) {
 		st_from(s, &r);
 		return;
@@ -516,7 +551,7 @@ static void batch_update_blobs(gcall *c, const void *request, const grpc_slice *
 			st_set(&bs, GRPC_STATUS_INVALID_ARGUMENT, "cas/%s: %zu bytes of data for a digest of %lld bytes; not stored",
 			       q->digest->hash, q->data.len, (long long)q->digest->size_bytes);
 		} else {
-			put_whole(c->g->p, TF_AREA_CAS, q->digest->hash, q->data.data, q->data.len, &r);
+			put_whole(c->g->p, TF_AREA_CAS, q->digest->hash, NULL, q->data.data, q->data.len, &r);
 			if (r.status != PX_OK)
 				st_from(&bs, &r);
 		}
@@ -906,6 +941,7 @@ static void bes_stream(gcall *c, gstatus *s)
 {
 	char id[PX_BES_ID_MAX + 1] = "", why[PX_MESSAGE_MAX];
 	int64_t acked = 0;
+	char attached[PX_BES_ID_MAX + 1] = ""; /* the invocation of its first event */
 	bool finished = false;
 	grpc_slice raw;
 	int k;
@@ -929,9 +965,14 @@ static void bes_stream(gcall *c, gstatus *s)
 		r = px_bes_post(c->g->bes, id, seq, e.event, e.event_len, e.finished, why, sizeof(why));
 		if (r < 0) {
 			st_set(s, r == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT
-				  : r == -ESHUTDOWN ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
+				  : r == -ESHUTDOWN ? GRPC_STATUS_UNAVAILABLE
+				  : r == -ESTALE ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", why);
 			grpc_slice_unref(raw);
 			break;
+		}
+		if (!attached[0]) { /* while this stream is open, its invocation is not idle */
+			memcpy(attached, id, sizeof(attached));
+			px_bes_stream(c->g->bes, attached, 1);
 		}
 		/* PublishBuildToolEventStreamResponse { stream_id = 1; sequence_number = 2; } */
 		if (sidl > sizeof(ack) - 32) {
@@ -965,8 +1006,10 @@ static void bes_stream(gcall *c, gstatus *s)
 		st_set(s, GRPC_STATUS_CANCELLED, "the stream broke; the events acknowledged so far are kept");
 	/* (A connection cut may also look like the end of the client's stream:
 	 * an end before component_stream_finished is a break too.) */
-	if ((k < 0 || !finished) && id[0])
-		px_bes_broken(c->g->bes, id, acked);
+	if ((k < 0 || !finished) && attached[0]) /* (a stream refused at its first event broke nothing) */
+		px_bes_broken(c->g->bes, attached, acked);
+	if (attached[0])
+		px_bes_stream(c->g->bes, attached, -1);
 }
 
 /* ---- dispatch by method name -------------------------------------------------------------- */
@@ -1159,7 +1202,114 @@ static void *acceptor_main(void *arg)
 
 /* ---- the server -------------------------------------------------------------------------- */
 
-px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss)
+/* ---- TLS (--listen=grpcs://) ---------------------------------------------------------------- */
+
+#define PEM_MAX ((long)1 << 20) /* a certificate chain, a key or a CA bundle */
+
+/* The file's text (malloc'd), or NULL with why. */
+static char *read_pem(const char *flag, const char *path, char *why, size_t n)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long len = -1;
+
+	if (!f) {
+		snprintf(why, n, "%s=%s: cannot read it: %s", flag, path, strerror(errno));
+		return NULL;
+	}
+	if (fseek(f, 0, SEEK_END) == 0)
+		len = ftell(f);
+	if (len <= 0 || len > PEM_MAX || fseek(f, 0, SEEK_SET) != 0 || !(buf = malloc((size_t)len + 1)) ||
+	    fread(buf, 1, (size_t)len, f) != (size_t)len) {
+		snprintf(why, n, "%s=%s: %s", flag, path,
+			 len == 0 ? "the file is empty" : len > PEM_MAX ? "over 1 MiB: not a PEM file" : "cannot read it");
+		free(buf);
+		fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	return buf;
+}
+
+static void ssl_why(char *why, size_t n, const char *flag, const char *path, const char *what)
+{
+	char e[256] = "";
+	unsigned long code = ERR_peek_last_error();
+
+	if (code)
+		ERR_error_string_n(code, e, sizeof(e));
+	ERR_clear_error();
+	snprintf(why, n, "%s=%s: %s%s%s", flag, path, what, e[0] ? " (" : "", e[0] ? e : "");
+	if (e[0])
+		strncat(why, ")", n - strlen(why) - 1);
+}
+
+/* The first certificate in PEM text, or NULL. */
+static X509 *pem_cert(const char *text)
+{
+	BIO *bio = BIO_new_mem_buf(text, -1);
+	X509 *c = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+
+	BIO_free(bio);
+	return c;
+}
+
+int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file, const char *ca_file, char *why,
+		     size_t n)
+{
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	BIO *bio;
+	int r = -EINVAL;
+
+	memset(t, 0, sizeof(*t));
+	if (!(t->cert = read_pem("--tls_cert_file", cert_file, why, n)) ||
+	    !(t->key = read_pem("--tls_key_file", key_file, why, n)) ||
+	    (ca_file && !(t->ca = read_pem("--tls_ca_file", ca_file, why, n))))
+		goto out;
+	if (!(cert = pem_cert(t->cert))) {
+		ssl_why(why, n, "--tls_cert_file", cert_file, "no PEM certificate in it");
+		goto out;
+	}
+	if ((bio = BIO_new_mem_buf(t->key, -1))) {
+		key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+	}
+	if (!key) {
+		ssl_why(why, n, "--tls_key_file", key_file, "no unencrypted PEM private key in it");
+		goto out;
+	}
+	if (X509_check_private_key(cert, key) != 1) {
+		ssl_why(why, n, "--tls_key_file", key_file, "this key does not belong to the --tls_cert_file certificate");
+		goto out;
+	}
+	if (t->ca) {
+		X509 *ca = pem_cert(t->ca);
+		if (!ca) {
+			ssl_why(why, n, "--tls_ca_file", ca_file, "no PEM certificate in it");
+			goto out;
+		}
+		X509_free(ca);
+	}
+	r = 0;
+out:
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	if (r < 0)
+		px_grpc_tls_fini(t);
+	return r;
+}
+
+void px_grpc_tls_fini(px_grpc_tls *t)
+{
+	free(t->cert);
+	free(t->key);
+	free(t->ca);
+	memset(t, 0, sizeof(*t));
+}
+
+px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss, const px_grpc_tls *tls)
 {
 	px_grpc *g = calloc(1, sizeof(*g));
 	/* The receive limit; and a fixed window per stream rather than one that
@@ -1194,7 +1344,15 @@ px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *
 	g->srv = grpc_server_create(&args, NULL);
 	g->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(g->srv, g->cq, NULL);
-	creds = grpc_insecure_server_credentials_create();
+	if (tls) {
+		grpc_ssl_pem_key_cert_pair pair = { .private_key = tls->key, .cert_chain = tls->cert };
+		creds = grpc_ssl_server_credentials_create_ex(
+			tls->ca, &pair, 1,
+			tls->ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+			NULL);
+	} else {
+		creds = grpc_insecure_server_credentials_create();
+	}
 	port = grpc_server_add_http2_port(g->srv, addr, creds);
 	grpc_server_credentials_release(creds);
 	if (port <= 0) {

@@ -123,6 +123,11 @@ void px_count_refused(px_proxy *p);
  * miss, a lost action or (validate) a result naming a blob gone upstream. */
 void px_ac_get(px_proxy *p, const char *key, tf__buf *body, px_result *r);
 
+/* px_ac_get on behalf of a BES invocation (the client's RequestMetadata
+ * tool_invocation_id; NULL: none): a hit is recorded into that invocation's
+ * session only (px_bes_record). */
+void px_ac_get_for(px_proxy *p, const char *key, const char *invocation, tf__buf *body, px_result *r);
+
 /* HEAD: PX_OK with *length (-1 unknown); an AC key of a lost action is a miss. */
 void px_head(px_proxy *p, tf_area area, const char *key, int64_t *length, px_result *r);
 
@@ -144,6 +149,11 @@ void px_get_free(px_get *g);
  * entry is held whole, then stored and recorded. */
 typedef struct px_put px_put;
 px_put *px_put_begin(px_proxy *p, tf_area area, const char *key, int64_t size, px_result *r);
+
+/* The upload is made on behalf of a BES invocation (copied; NULL or an id
+ * px_bes_id_ok refuses: none): an action cache entry is recorded into that
+ * invocation's session only. */
+void px_put_set_invocation(px_put *u, const char *invocation);
 
 /* Hands n more bytes of the body. A failure is kept for px_put_end; the rest
  * of the body is then read and dropped. */
@@ -218,11 +228,26 @@ typedef struct px_bes px_bes;
 
 typedef struct px_grpc px_grpc;
 
+/* TLS for the listener (--listen=grpcs://): PEM text, malloc'd. */
+typedef struct px_grpc_tls {
+	char *cert; /* the server's certificate chain */
+	char *key;  /* its private key */
+	char *ca;   /* NULL: no client certificate asked; else one is required and verified against it */
+} px_grpc_tls;
+
+/* Reads --tls_cert_file, --tls_key_file and (may be NULL) --tls_ca_file and
+ * checks them with OpenSSL (PEM, the key matches the certificate): 0, or a
+ * negative code with why naming the flag and the file. Blocks on disk. */
+int px_grpc_tls_load(px_grpc_tls *t, const char *cert_file, const char *key_file, const char *ca_file, char *why,
+		     size_t n);
+void px_grpc_tls_fini(px_grpc_tls *t);
+
 /* Starts serving at ss (an address px_http_parse_listen accepted): one
  * acceptor thread, a thread per call. With bes, also the Build Event
- * Service (google.devtools.build.v1.PublishBuildEvent). NULL when it cannot
- * listen. */
-px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss);
+ * Service (google.devtools.build.v1.PublishBuildEvent). With tls (may be
+ * NULL: plaintext), TLS only (HTTP/2 over TLS, as Bazel's grpcs://). NULL
+ * when it cannot listen. */
+px_grpc *px_grpc_start(px_proxy *p, px_bes *bes, const struct sockaddr_storage *ss, const px_grpc_tls *tls);
 
 /* The port it listens on (useful with port 0). */
 unsigned px_grpc_port(const px_grpc *g);
@@ -284,12 +309,20 @@ const char *px_grpc_unary_method(size_t i);
 
 /* ---- Build Event Service invocations (bes.c): one tf_session each ---- */
 
+typedef struct px_pub px_pub;
+
 typedef struct px_bes_options {
 	/* Every invocation's session is made from a copy of it, with its own
-	 * sinks (build_event_dir/<invocation id>.bin and .json), a private store
-	 * (a --store is held by the proxy's own session) and no PUB socket. */
+	 * sinks (build_event_dir/<invocation id>.bin and .json, and pub), and a
+	 * private store (a --store is held by the proxy's own session). Its
+	 * callbacks get its user, as the proxy's own session's do. */
 	const tf_session_options *session;
 	const char *build_event_dir; /* may be NULL: no files */
+	px_pub *pub;                 /* may be NULL: each gated event is published with its invocation id */
+	/* An invocation whose stream has not finished, with no stream open,
+	 * that sent no event for this long (since its last event or the close of
+	 * its last stream) is ended with what completed (0: never). */
+	int64_t idle_timeout_ms;
 	/* An invocation's session ended (its stream finished, its fetches
 	 * settled): its counters; status 0 or the session's error (why). On the
 	 * session thread. */
@@ -318,6 +351,11 @@ bool px_bes_id_ok(const char *id, size_t len);
 int px_bes_post(px_bes *b, const char *id, int64_t seq, const void *event, size_t len, bool finished, char *why,
 		size_t n);
 
+/* Any thread: a stream of invocation id (one px_bes_post of it accepted)
+ * opened (delta 1) or closed (-1): while one is open the invocation is not
+ * idle, and its idle time counts from the last close. */
+void px_bes_stream(px_bes *b, const char *id, int delta);
+
 /* Any thread: the stream of invocation id broke after event seq (said
  * through on_problem; the session stays open for the client's retry). */
 void px_bes_broken(px_bes *b, const char *id, int64_t seq);
@@ -330,9 +368,11 @@ void px_bes_close(px_bes *b);
  * stream finished once nothing is outstanding. Returns events fed. */
 int px_bes_run(px_bes *b);
 
-/* Session thread: an ActionResult that passed, recorded into every open
- * invocation's session. */
-void px_bes_record(px_bes *b, const char *key, const void *data, size_t len);
+/* Session thread: an ActionResult that passed. With the invocation that
+ * asked for it (a known id), recorded into that invocation's session (made
+ * now if its first event is still queued); else (NULL, an unknown or ended
+ * invocation) into every open invocation's session. */
+void px_bes_record(px_bes *b, const char *invocation, const char *key, const void *data, size_t len);
 
 /* Session thread: work not finished (queued events, fetches, held events,
  * finished streams not yet ended). */
@@ -344,5 +384,25 @@ void px_bes_finish(px_bes *b);
 
 /* The proxy records every ActionResult that passes into b's sessions too. */
 void px_set_bes(px_proxy *p, px_bes *b);
+
+/* ---- the PUB socket (pub.c): one for the proxy's own session and every
+ * BES invocation ---- */
+
+/* Binds a nanomsg PUB socket at url. Each message is an invocation id, one
+ * space, and a serialized gated BuildEvent. A send that fails for another
+ * reason than a subscriber being behind is said once through on_problem
+ * (may be NULL). NULL with err when it cannot bind. */
+px_pub *px_pub_new(const char *url, void (*on_problem)(const char *message, void *user), void *user,
+		   tf_error *err);
+
+/* Waits briefly for nanomsg to hand over what it holds, closes, frees. NULL is fine. */
+void px_pub_free(px_pub *p);
+
+/* Publishes one event of invocation id. Never waits; any thread. */
+void px_pub_event(px_pub *p, const char *id, const void *event, size_t len);
+
+/* Publishes one event of the followed BEP, named by the uuid of the last
+ * BuildStarted it carried (empty before one). One caller thread. */
+void px_pub_followed(px_pub *p, const void *event, size_t len);
 
 #endif

@@ -5,7 +5,12 @@
 # at the same time. Each invocation is a session of its own: its gated BEP in
 # --build_event_dir as <invocation id>.bin and .json, complete (last_message),
 # every TargetComplete successful, every record decodable with Bazel's own
-# schema, and both builds' top-level files in --output_dir. Then a build whose
+# schema, and both builds' top-level files in --output_dir. Both invocations
+# publish on the proxy's one PUB socket: a subscriber per invocation,
+# subscribed to "<invocation id> ", gets that build's events only, its
+# TargetCompletes in the gated order, each with its files already in place.
+# Each invocation's session records only its own build's ActionResults (the
+# cache calls' RequestMetadata names the invocation). Then a build whose
 # BES connection is cut mid-stream: Bazel retries, every event is taken once.
 . "$TF_SOURCE_ROOT/tests/lib/harness.sh"
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
@@ -22,15 +27,27 @@ top="left.txt right.txt multi/copy.txt multi/two.txt multi/zeros.bin hello.sh bi
 tree_dir/copy.txt tree_dir/sub/b.txt tree_dir/sub/run.sh tree_dir/sub/empty.txt"
 ev="$tf_tmp/events"
 
-gsrv_start bes.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out" --build_event_dir="$ev"
-bes() { # WS LOG TARGETS...
-  local ws=$1 log=$2
-  shift 2
-  bz "$ws" build --remote_cache="$GRPC_URL" --remote_download_minimal --bes_backend="$GRPC_URL" "$@" >"$log" 2>&1
+pub="ipc://$tf_tmp/bep.ipc"
+gsrv_start bes.log --remote_cache="$NGINX_URL" --output_dir="$tf_tmp/out" --build_event_dir="$ev" \
+  --build_event_publish="$pub"
+id1=$(python3 -c 'import uuid; print(uuid.uuid4())')
+id2=$(python3 -c 'import uuid; print(uuid.uuid4())')
+for b in 1 2; do
+  id=id$b
+  "$TF_SUBSCRIBER" "$pub" "$tf_tmp/out" 300 "${!id}" >"$tf_tmp/sub$b.out" 2>&1 &
+  eval "sub$b=\$!"
+  tf_track $!
+  wait_line "$tf_tmp/sub$b.out" "^connected" 30
+done
+bes() { # WS LOG ID TARGETS...
+  local ws=$1 log=$2 id=$3
+  shift 3
+  bz "$ws" build --remote_cache="$GRPC_URL" --remote_download_minimal --bes_backend="$GRPC_URL" \
+    --invocation_id="$id" "$@" >"$log" 2>&1
 }
-bes "$ws1" "$tf_tmp/b1.log" "${t1[@]}" &
+bes "$ws1" "$tf_tmp/b1.log" "$id1" "${t1[@]}" &
 p1=$!
-bes "$ws2" "$tf_tmp/b2.log" "${t2[@]}" &
+bes "$ws2" "$tf_tmp/b2.log" "$id2" "${t2[@]}" &
 p2=$!
 wait "$p1" || { cat "$tf_tmp/b1.log" "$PROXY_LOG"; fail "bazel build 1 failed"; }
 wait "$p2" || { cat "$tf_tmp/b2.log" "$PROXY_LOG"; fail "bazel build 2 failed"; }
@@ -40,6 +57,10 @@ for b in 1 2; do
 done
 two_ended() { [ "$(grep -c '^topfetch proxy: build .* ended' "$PROXY_LOG")" -ge 2 ]; }
 wait_for 120 "both invocations' sessions to end ($(cat "$PROXY_LOG"))" two_ended
+for b in 1 2; do
+  sub=sub$b
+  wait "${!sub}" || { cat "$tf_tmp/sub$b.out" "$PROXY_LOG"; fail "the subscriber of invocation $b failed"; }
+done
 proxy_stop
 cat "$PROXY_LOG"
 [ "$proxy_rc" -eq 0 ] || fail "proxy exit $proxy_rc"
@@ -76,11 +97,35 @@ PY
   done
   [ "$decoded" -eq "$(wc -l <"$j")" ] || fail "$id: decoded $decoded records of $(wc -l <"$j")"
 done
+# Each subscriber: its own invocation's TargetCompletes, in the order of its
+# gated BEP, each checked on disk when it came.
+for b in 1 2; do
+  id=id$b
+  want=$(python3 -c 'import json, sys
+print("\n".join("target " + e["id"]["targetCompleted"]["label"] for e in map(json.loads, open(sys.argv[1])) if "completed" in e))' \
+    "$ev/${!id}.json")
+  got=$(grep '^target ' "$tf_tmp/sub$b.out")
+  [ "$got" = "$want" ] || fail "invocation $b's subscriber got: $got; its gated BEP: $want"
+  grep -q "^subscriber: 3 targets, [1-9][0-9]* files verified at TargetComplete" "$tf_tmp/sub$b.out" \
+    || fail "invocation $b's subscriber: $(cat "$tf_tmp/sub$b.out")"
+done
+# Each invocation's session recorded its own build's actions: as many as
+# Bazel ran or found in the cache (every process but internal ones), not
+# the other build's too.
+for b in 1 2; do
+  id=id$b
+  procs=$(sed -n 's/^INFO: \([0-9]*\) processes\?: \([0-9]*\) internal.*/\1 \2/p' "$tf_tmp/b$b.log")
+  [ -n "$procs" ] || { cat "$tf_tmp/b$b.log"; fail "build $b: no 'INFO: N processes: M internal' line"; }
+  want=$(( ${procs% *} - ${procs#* } ))
+  got=$(sed -n "/^topfetch proxy: build ${!id} ended/,/actions\? recorded/p" "$PROXY_LOG" |
+    sed -n 's/.* \([0-9]*\) actions\? recorded.*/\1/p' | head -1)
+  [ "$got" = "$want" ] || fail "invocation $b's session recorded ${got:-no} actions, want $want (its own)"
+done
 case "$labels" in
   "//pkg:left //pkg:multi //pkg:right;//pkg:big //pkg:exe //pkg:tree;" | "//pkg:big //pkg:exe //pkg:tree;//pkg:left //pkg:multi //pkg:right;") ;;
   *) fail "the invocations' targets: $labels" ;;
 esac
-echo "1. two builds at once, one session each: ok"
+echo "1. two builds at once, one session each, each published and recorded apart: ok"
 
 # 2. The BES connection cut once mid-stream (a TCP relay between Bazel's
 # BES client and the proxy; the cache calls go straight): Bazel retries and

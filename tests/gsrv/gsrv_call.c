@@ -7,8 +7,11 @@
  * message, half-closes, writes every response message to OUT.0, OUT.1, ...
  * and prints "status CODE MESSAGE" (and "messages N") on stdout. With
  * TF_GSRV_READ=1 the response messages are ByteStream ReadResponses and OUT
- * gets their data, concatenated. Exit 0 once the call ended with a status,
- * 2 on a usage or setup error. */
+ * gets their data, concatenated. With TF_GSRV_CA=PEM the channel is TLS
+ * trusting that CA (grpcs://), and with TF_GSRV_CERT and TF_GSRV_KEY it
+ * presents that client certificate. Exit 0 once the call ended with a
+ * status, 2 on a usage or setup error. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +64,20 @@ static grpc_slice read_file(const char *path)
 	return s;
 }
 
+/* A PEM file as a string (malloc'd). */
+static char *pem(const char *path)
+{
+	grpc_slice s = read_file(path);
+	char *t = malloc(GRPC_SLICE_LENGTH(s) + 1);
+
+	if (!t)
+		exit(2);
+	memcpy(t, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+	t[GRPC_SLICE_LENGTH(s)] = '\0';
+	grpc_slice_unref(s);
+	return t;
+}
+
 /* ReadResponse.data (field 10) of one message, appended to f. */
 static void write_read_data(FILE *f, const uint8_t *p, size_t len)
 {
@@ -97,7 +114,21 @@ int main(int argc, char **argv)
 	}
 	grpc_init();
 	cq = grpc_completion_queue_create_for_pluck(NULL);
-	creds = grpc_insecure_credentials_create();
+	if (getenv("TF_GSRV_CA")) {
+		char *ca = pem(getenv("TF_GSRV_CA")), *cert = NULL, *key = NULL;
+		bool mine = getenv("TF_GSRV_CERT") && getenv("TF_GSRV_KEY");
+		if (mine) {
+			cert = pem(getenv("TF_GSRV_CERT"));
+			key = pem(getenv("TF_GSRV_KEY"));
+		}
+		grpc_ssl_pem_key_cert_pair pair = { .private_key = key, .cert_chain = cert };
+		creds = grpc_ssl_credentials_create(ca, mine ? &pair : NULL, NULL, NULL); /* copies them */
+		free(ca);
+		free(cert);
+		free(key);
+	} else {
+		creds = grpc_insecure_credentials_create();
+	}
 	ch = grpc_channel_create(argv[1], creds, &args);
 	grpc_channel_credentials_release(creds);
 	method = grpc_slice_from_copied_string(argv[2]);

@@ -17,8 +17,6 @@
 . "$TF_SOURCE_ROOT/tests/proxy/lib.sh"
 . "$TF_SOURCE_ROOT/tests/gsrv/lib.sh"
 fx="${TF_FIXTURES:?}/run2_minimal_hits"
-msgs="$TF_SOURCE_ROOT/tests/gsrv/msgs.py"
-BES=/google.devtools.build.v1.PublishBuildEvent
 nginx_start
 ev="$tf_tmp/events"
 # (ASan keeps freed memory in quarantine, 256 MB by default: each message is
@@ -50,7 +48,7 @@ echo "1. 100 MB up and down; proxy peak RSS $((peak / 1024)) MiB, $((base / 1024
 rm "$tf_tmp/rd" "$tf_tmp/big"
 
 # 2.
-inv=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1])][0]["started"]["uuid"])' "$fx/bep.json")
+inv=$(bep_uuid "$fx/bep.json")
 mkdir "$tf_tmp/b"
 acks() { # NAME: the sequence numbers acknowledged, one line
   python3 - "$tf_tmp/$1" "$gmsgs" <<'PY'

@@ -10,11 +10,16 @@
 #                            (the response as protobuf text)
 #   enc TYPE                 stdin (protobuf text) -> binary, with our proto/ schemas
 #   dec TYPE FILE            binary -> protobuf text
-#   REAPI, BS                the method prefixes
+#   REAPI, BS, BES           the method prefixes
+#   msgs                     tests/gsrv/msgs.py (request messages)
+#   bep_uuid JSON            the BuildStarted uuid of a BEP JSON file
 need protoc
 : "${TF_GSRV_CALL:?}"
 REAPI=/build.bazel.remote.execution.v2
 BS=/google.bytestream.ByteStream
+BES=/google.devtools.build.v1.PublishBuildEvent
+msgs="$TF_SOURCE_ROOT/tests/gsrv/msgs.py"
+bep_uuid() { python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["started"]["uuid"])' "$1"; }
 
 gsrv_listening() {
   GRPC_PORT=$(sed -n 's|^topfetch proxy: listening on grpc://[^ ,]*:\([0-9]*\),.*|\1|p' "$PROXY_LOG")

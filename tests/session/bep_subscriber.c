@@ -8,7 +8,13 @@
  * a PUB socket drops what it publishes before that): start publishing after
  * "connected".
  *
- *   bep_subscriber URL OUTPUT_DIR TIMEOUT_S */
+ *   bep_subscriber URL OUTPUT_DIR TIMEOUT_S [INVOCATION]
+ *
+ * With INVOCATION (topfetch proxy's socket, where each message is an
+ * invocation id, a space and the event): subscribes to that build's messages
+ * only, checks each one names it and that its first event is the
+ * BuildStarted of that uuid, and prints "target LABEL" for each
+ * TargetComplete as it comes. */
 #include <nanomsg/nn.h>
 #include <nanomsg/pubsub.h>
 #include <openssl/evp.h>
@@ -68,15 +74,20 @@ static int check_file(const char *root, const BuildEventStream__File *f)
 
 int main(int argc, char **argv)
 {
-	int sock, timeout_ms, targets = 0, files = 0;
+	int sock, timeout_ms, targets = 0, files = 0, events = 0;
 	tf_error err = { 0 };
+	char topic[256] = "";
+	size_t tl;
 	ev_sets *sets;
 
-	if (argc != 4)
+	if (argc != 4 && argc != 5)
 		return 2;
+	if (argc == 5)
+		snprintf(topic, sizeof(topic), "%s ", argv[4]);
+	tl = strlen(topic);
 	timeout_ms = atoi(argv[3]) * 1000;
 	sock = nn_socket(AF_SP, NN_SUB);
-	if (sock < 0 || nn_setsockopt(sock, NN_SUB, NN_SUB_SUBSCRIBE, "", 0) < 0 ||
+	if (sock < 0 || nn_setsockopt(sock, NN_SUB, NN_SUB_SUBSCRIBE, topic, tl) < 0 ||
 	    nn_setsockopt(sock, NN_SOL_SOCKET, NN_RCVTIMEO, &timeout_ms, sizeof(timeout_ms)) < 0 ||
 	    nn_connect(sock, argv[1]) < 0) {
 		fprintf(stderr, "subscriber: %s\n", nn_strerror(nn_errno()));
@@ -105,12 +116,22 @@ int main(int argc, char **argv)
 			fprintf(stderr, "subscriber: no event for %d s (%s)\n", timeout_ms / 1000, nn_strerror(nn_errno()));
 			return 1;
 		}
-		if (ev_event_decode(msg, (size_t)n, 0, "pub", 0, 0, &ev, &err) < 0) {
+		if ((size_t)n < tl || memcmp(msg, topic, tl)) {
+			fprintf(stderr, "subscriber: a message not of invocation %s came\n", argv[4]);
+			return 1;
+		}
+		if (ev_event_decode((char *)msg + tl, (size_t)n - tl, 0, "pub", 0, 0, &ev, &err) < 0) {
 			fprintf(stderr, "subscriber: %s\n", err.message);
 			return 1;
 		}
 		nn_freemsg(msg);
 		last = ev->msg->last_message;
+		if (tl && !events++ &&
+		    (ev->msg->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_STARTED ||
+		     strcmp(ev->msg->started->uuid, argv[4]))) {
+			fprintf(stderr, "subscriber: the first event of invocation %s is not its BuildStarted\n", argv[4]);
+			return 1;
+		}
 		if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES) {
 			if (ev_sets_add(sets, ev, &err) < 0) {
 				fprintf(stderr, "subscriber: %s\n", err.message);
@@ -130,6 +151,9 @@ int main(int argc, char **argv)
 				files += f->n_path_prefix ? 1 : 0;
 			}
 			targets++;
+			if (tl && ev->msg->id->id_case == BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_TARGET_COMPLETED)
+				printf("target %s\n", ev->msg->id->target_completed->label);
+			fflush(stdout);
 		}
 		ev_event_unref(ev);
 		if (last)
