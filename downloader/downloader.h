@@ -220,12 +220,14 @@ dl_hasher *dl_hasher_new(void (*wake)(void *), void *wake_arg);
 void dl_hasher_free(dl_hasher *h);
 
 /* A job that hashes the file fd (readable; the job owns and closes it) as
- * bytes are reported written. owner comes back from dl_hasher_take_done.
+ * bytes are fed. owner comes back from dl_hasher_take_done.
  * NULL on allocation failure (fd stays the caller's). Does not block. */
 dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner);
 
-/* Bytes [0, written) of the file are final. Does not block. */
-void dl_hasher_advance(dl_hasher *h, dl_hashjob *j, int64_t written);
+/* The next n bytes of the file, just written to it: copied for the verifier
+ * thread to hash from memory (or, when its chunk pool is empty, left for it
+ * to read from the file). Owner's thread; never waits for the hash. */
+void dl_hasher_feed(dl_hasher *h, dl_hashjob *j, const void *data, size_t n);
 
 /* No byte follows `written`; the job finishes once they are hashed. */
 void dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int64_t written);

@@ -948,7 +948,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	x->in_flight += (int64_t)n;
 	atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
 	if (x->job)
-		dl_hasher_advance(x->d->hasher, x->job, x->received);
+		dl_hasher_feed(x->d->hasher, x->job, ptr, n);
 	return n;
 }
 
