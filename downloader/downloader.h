@@ -224,13 +224,21 @@ void dl_hasher_free(dl_hasher *h);
  * NULL on allocation failure (fd stays the caller's). Does not block. */
 dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner);
 
-/* The next n bytes of the file, just written to it: copied for the verifier
- * thread to hash from memory (or, when its chunk pool is empty, left for it
- * to read from the file). Owner's thread; never waits for the hash. */
-void dl_hasher_feed(dl_hasher *h, dl_hashjob *j, const void *data, size_t n);
+/* The next n bytes of the blob: copied into the job's chunk, which is
+ * written to fd (the temporary file) when full and then hashed from memory
+ * by the verifier thread; when the chunk pool is empty they are written to
+ * fd at once and hashed from the file. Owner's thread; never waits for the
+ * hash. Returns 0 or -errno of a failed write. */
+int dl_hasher_feed(dl_hasher *h, dl_hashjob *j, int fd, const void *data, size_t n);
 
-/* No byte follows `written`; the job finishes once they are hashed. */
-void dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int64_t written);
+/* Writes the bytes fed but not yet written to fd (an attempt ends and the
+ * next one goes on from here). Returns 0 or -errno. */
+int dl_hasher_flush(dl_hasher *h, dl_hashjob *j, int fd);
+
+/* No byte follows: writes what is left to fd; the job finishes once every
+ * byte is hashed. Returns 0 or -errno of the write (the job finishes all
+ * the same; its digest is then of no use). */
+int dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int fd);
 
 /* The owner lets go of j (whatever its state); the caller must not use j again. */
 void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j);

@@ -934,21 +934,28 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
 		return n;
 	}
-	for (size_t w = 0; w < n;) {
-		ssize_t m = write(x->fd, ptr + w, n - w);
-		if (m < 0) {
-			if (errno == EINTR)
-				continue;
-			x->local_errno = errno;
+	if (x->job) {
+		/* Written a chunk at a time, and hashed on the verifier thread. */
+		int r = dl_hasher_feed(x->d->hasher, x->job, x->fd, ptr, n);
+		if (r < 0) {
+			x->local_errno = -r;
 			return 0;
 		}
-		w += (size_t)m;
+	} else {
+		for (size_t w = 0; w < n;) {
+			ssize_t m = write(x->fd, ptr + w, n - w);
+			if (m < 0) {
+				if (errno == EINTR)
+					continue;
+				x->local_errno = errno;
+				return 0;
+			}
+			w += (size_t)m;
+		}
 	}
 	x->received += (int64_t)n;
 	x->in_flight += (int64_t)n;
 	atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
-	if (x->job)
-		dl_hasher_feed(x->d->hasher, x->job, ptr, n);
 	return n;
 }
 
@@ -1256,8 +1263,13 @@ static void on_body_done(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	if (x->job) {
+		int r = dl_hasher_finish(d->hasher, x->job, x->fd);
+		if (r < 0) {
+			snprintf(msg, sizeof(msg), "cannot write '%s': %s", x->dests->path, strerror(-r));
+			finish_failed(d, x, TF_RESULT_LOCAL, msg);
+			return;
+		}
 		set_state(x, DL_VERIFYING);
-		dl_hasher_finish(d->hasher, x->job, x->received);
 		return;
 	}
 	EVP_DigestFinal_ex(x->md, md, &mdlen);
@@ -2267,7 +2279,8 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		if (x->attempts <= d->retries) {
 			/* A ByteStream read goes on where it broke off (read_offset). */
 			if (x->grpc && !x->mem && x->area == TF_AREA_CAS && x->fd >= 0 && x->received > 0 &&
-			    x->received < x->digest.size && !x->no_resume)
+			    x->received < x->digest.size && !x->no_resume &&
+			    (!x->job || dl_hasher_flush(d->hasher, x->job, x->fd) == 0))
 				x->resume = true;
 			else
 				close_tmp(x, true);

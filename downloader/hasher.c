@@ -2,13 +2,14 @@
  *
  * SHA-256 costs about as much CPU as receiving and writing the bytes, so for
  * large blobs it runs on a second thread, overlapping the transfer thread's
- * receiving and writing. The transfer thread writes each piece to the
- * temporary file and copies it into a 1 MiB chunk from a small pool; full
- * chunks go to this thread, which hashes them from memory: the file is not
- * read back. When the pool is empty (this thread is behind by HJ_POOL
- * chunks) the transfer thread does not wait: those bytes are hashed from the
- * file instead (from the page cache), so memory stays bounded and the
- * transfer never stalls on the hash. Small blobs are hashed inline instead:
+ * receiving and writing. The transfer thread copies the bytes libcurl hands
+ * it (16 KiB at a time) into a 1 MiB chunk from a small pool; a full chunk
+ * is written to the temporary file in one write and goes to this thread,
+ * which hashes it from memory: the file is not read back. When the pool is
+ * empty (this thread is behind by HJ_POOL chunks) the transfer thread does
+ * not wait: it writes those bytes straight to the file and they are hashed
+ * from there (the page cache), so memory stays bounded and the transfer
+ * never stalls on the hash. Small blobs are hashed inline instead:
  * for them the hand-off would cost more than the hash. */
 #include "downloader/downloader.h"
 
@@ -287,29 +288,57 @@ static void publish_fill(dl_hasher *h, dl_hashjob *j, bool want)
 	pthread_cond_signal(&h->cv);
 }
 
-void dl_hasher_feed(dl_hasher *h, dl_hashjob *j, const void *data, size_t n)
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t m = write(fd, p, n);
+		if (m < 0 && errno == EINTR)
+			continue;
+		if (m < 0)
+			return -errno;
+		p += m;
+		n -= (size_t)m;
+	}
+	return 0;
+}
+
+/* Writes the chunk being filled to fd and hands it over (with a new one to
+ * fill when want is set). */
+static int flush_fill(dl_hasher *h, dl_hashjob *j, int fd, bool want)
+{
+	int r = j->fill && j->fill->len ? write_all(fd, j->fill->data, j->fill->len) : 0;
+
+	pthread_mutex_lock(&h->mu);
+	publish_fill(h, j, want && r == 0);
+	pthread_mutex_unlock(&h->mu);
+	return r;
+}
+
+int dl_hasher_feed(dl_hasher *h, dl_hashjob *j, int fd, const void *data, size_t n)
 {
 	const unsigned char *p = data;
+	int r;
 
 	while (n > 0) {
 		hj_chunk *c = j->fill;
 		size_t take;
 
 		if (!c || c->len == HASH_CHUNK) {
-			pthread_mutex_lock(&h->mu);
-			publish_fill(h, j, true);
-			pthread_mutex_unlock(&h->mu);
+			if ((r = flush_fill(h, j, fd, true)) < 0)
+				return r;
 			c = j->fill;
 		}
 		if (!c) {
-			/* No room: these bytes stay in the file only; the next feed
-			 * tries the pool again. */
+			/* No room: these bytes go to the file only, and the verifier
+			 * reads them from there. The next feed tries the pool again. */
+			if ((r = write_all(fd, p, n)) < 0)
+				return r;
 			j->fed += (int64_t)n;
 			pthread_mutex_lock(&h->mu);
 			j->written = j->fed;
 			pthread_cond_signal(&h->cv);
 			pthread_mutex_unlock(&h->mu);
-			return;
+			return 0;
 		}
 		take = HASH_CHUNK - c->len < n ? HASH_CHUNK - c->len : n;
 		memcpy(c->data + c->len, p, take);
@@ -318,16 +347,23 @@ void dl_hasher_feed(dl_hasher *h, dl_hashjob *j, const void *data, size_t n)
 		p += take;
 		n -= take;
 	}
+	return 0;
 }
 
-void dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int64_t written)
+int dl_hasher_flush(dl_hasher *h, dl_hashjob *j, int fd)
 {
+	return flush_fill(h, j, fd, false);
+}
+
+int dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int fd)
+{
+	int r = flush_fill(h, j, fd, false);
+
 	pthread_mutex_lock(&h->mu);
-	j->fed = written;
-	publish_fill(h, j, false);
 	j->state = HJ_DRAINING;
 	pthread_cond_signal(&h->cv);
 	pthread_mutex_unlock(&h->mu);
+	return r;
 }
 
 void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j)
