@@ -209,6 +209,9 @@ bool dl_downloader_needs_sizes(const tf_downloader *d);
 
 /* ---- the verifier thread (hasher.c) ---- */
 
+/* Writes all n bytes to fd (retrying short writes and EINTR). 0 or -errno. */
+int dl_write_all(int fd, const void *data, size_t n);
+
 typedef struct dl_hasher dl_hasher;
 typedef struct dl_hashjob dl_hashjob;
 

@@ -942,15 +942,10 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 			return 0;
 		}
 	} else {
-		for (size_t w = 0; w < n;) {
-			ssize_t m = write(x->fd, ptr + w, n - w);
-			if (m < 0) {
-				if (errno == EINTR)
-					continue;
-				x->local_errno = errno;
-				return 0;
-			}
-			w += (size_t)m;
+		int r = dl_write_all(x->fd, ptr, n);
+		if (r < 0) {
+			x->local_errno = -r;
+			return 0;
 		}
 	}
 	x->received += (int64_t)n;
@@ -3281,20 +3276,6 @@ ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
 	}
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Puts n bytes into the ring, waiting for room. -EPIPE: the transfer ended. */
 static int stream_push(dl_stream *s, const unsigned char *p, size_t n)
 {
@@ -3350,7 +3331,7 @@ int dl_stream_write(dl_stream *s, const void *data, size_t n)
 	if (n == 0)
 		return 0;
 	if (dl_backend_is_disk(s->d->backend))
-		return s->fd >= 0 ? write_all(s->fd, p, n) : -EPIPE;
+		return s->fd >= 0 ? dl_write_all(s->fd, p, n) : -EPIPE;
 	return stream_push(s, p, n);
 }
 
@@ -3423,7 +3404,7 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 0;
 		pthread_mutex_unlock(&s->mu);
 		if (r == 0 && s->held)
-			r = write_all(s->fd, &s->hold, 1);
+			r = dl_write_all(s->fd, &s->hold, 1);
 		if (r == 0 && close(s->fd) < 0)
 			r = -errno;
 		s->fd = -1;

@@ -288,8 +288,10 @@ static void publish_fill(dl_hasher *h, dl_hashjob *j, bool want)
 	pthread_cond_signal(&h->cv);
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
+int dl_write_all(int fd, const void *data, size_t n)
 {
+	const unsigned char *p = data;
+
 	while (n > 0) {
 		ssize_t m = write(fd, p, n);
 		if (m < 0 && errno == EINTR)
@@ -306,7 +308,7 @@ static int write_all(int fd, const unsigned char *p, size_t n)
  * fill when want is set). */
 static int flush_fill(dl_hasher *h, dl_hashjob *j, int fd, bool want)
 {
-	int r = j->fill && j->fill->len ? write_all(fd, j->fill->data, j->fill->len) : 0;
+	int r = j->fill && j->fill->len ? dl_write_all(fd, j->fill->data, j->fill->len) : 0;
 
 	pthread_mutex_lock(&h->mu);
 	publish_fill(h, j, want && r == 0);
@@ -331,7 +333,7 @@ int dl_hasher_feed(dl_hasher *h, dl_hashjob *j, int fd, const void *data, size_t
 		if (!c) {
 			/* No room: these bytes go to the file only, and the verifier
 			 * reads them from there. The next feed tries the pool again. */
-			if ((r = write_all(fd, p, n)) < 0)
+			if ((r = dl_write_all(fd, p, n)) < 0)
 				return r;
 			j->fed += (int64_t)n;
 			pthread_mutex_lock(&h->mu);
