@@ -17,9 +17,7 @@ export TOPFETCH=$build/cli/topfetch TF_SOURCE_ROOT=$here
 RUNS=${RUNS:-3} SMALL_N=${SMALL_N:-20000} BIG_MIB=${BIG_MIB:-1024}
 # Both tools write to the same folders: a tmpfs (the tools, not the disk) and
 # an ext4 folder (what build trees are on; the first of /tmp, /var/tmp and
-# the source tree that is ext4). On ext4, inode allocation right after
-# deleting 20,000 files makes the same command vary, hence medians of
-# alternating runs. OUT_BASE=DIR keeps the old one-folder run.
+# the source tree that is ext4). OUT_BASE=DIR keeps the old one-folder run.
 fstype() { { df --output=fstype "$1" 2>/dev/null || echo unknown; } | tail -n1 | tr -d " "; }
 if [ -z "${OUT_BASES:-}" ]; then
   OUT_BASES=${OUT_BASE:-/dev/shm}
@@ -77,15 +75,18 @@ med() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 
 # measure SCENARIO BASE -> "tf_wall tf_rss tf_reqs curl_wall curl_rss curl_reqs":
 # RUNS rounds of both tools, alternating (and which goes first alternates),
-# the median walls, the largest RSS, the requests of the last run.
+# the median walls, the largest RSS, the requests of the last run. The many
+# small files are removed only after all runs: ext4 scans past inodes freed
+# in the last ~30 s when it allocates new ones, so a run right after
+# deleting 20,000 files would measure that, not the tool.
 measure() {
-  local sc=$1 base=$2 i tool o w r q tw=() cw=() trss=0 crss=0 tq=0 cq=0 order
+  local sc=$1 base=$2 i tool o w r q tw=() cw=() trss=0 crss=0 tq=0 cq=0 order outs=()
   for i in $(seq "$RUNS"); do
     order="topfetch curl"; [ $((i % 2)) -eq 0 ] && order="curl topfetch"
     for tool in $order; do
       o=$(mktemp -d "$base/tf-bench-out.XXXXXX")
       read -r w r q < <(one "$tool" "$sc" "$o")
-      rm -rf "$o"
+      if [ "$sc" = small ]; then outs+=("$o"); else rm -rf "$o"; fi
       if [ "$tool" = topfetch ]; then
         tw+=("$w"); [ "$r" -gt "$trss" ] && trss=$r; tq=$q
       else
@@ -93,6 +94,7 @@ measure() {
       fi
     done
   done
+  rm -rf "${outs[@]}"
   echo "$(med "${tw[@]}") $trss $tq $(med "${cw[@]}") $crss $cq"
 }
 
