@@ -41,10 +41,10 @@ python3 - "$out" "$rounds" $benches <<'PY'
 import re, statistics, sys
 out, rounds, benches = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 rows = {
-    "fetch_vs_curl": [("small blobs: topfetch wall s", r"^\|\s*\d+ x 4 KiB \| topfetch fetch \|\s*([0-9.]+)"),
-                      ("small blobs: topfetch/curl", r"^\|\s*\d+ x 4 KiB \| topfetch fetch .*\|\s*([0-9.]+) \|\s*$"),
-                      ("large blob: topfetch wall s", r"^\|\s*1 x \d+ MiB \| topfetch fetch \|\s*([0-9.]+)"),
-                      ("large blob: topfetch/curl", r"^\|\s*1 x \d+ MiB \| topfetch fetch .*\|\s*([0-9.]+) \|\s*$")],
+    "fetch_vs_curl": [("small blobs: topfetch wall s", r"^\|\s*\d+ x 4 KiB(?:, tmpfs)? \| topfetch fetch \|\s*([0-9.]+)"),
+                      ("small blobs: topfetch/curl", r"^\|\s*\d+ x 4 KiB(?:, tmpfs)? \| topfetch fetch .*\|\s*([0-9.]+) \|\s*$"),
+                      ("large blob: topfetch wall s", r"^\|\s*1 x \d+ MiB(?:, tmpfs)? \| topfetch fetch \|\s*([0-9.]+)"),
+                      ("large blob: topfetch/curl", r"^\|\s*1 x \d+ MiB(?:, tmpfs)? \| topfetch fetch .*\|\s*([0-9.]+) \|\s*$")],
     "checker_events": [("store inject outputs/s", r"store: inject[^|]*\|\s*([0-9.,]+)"),
                        ("session inject outputs/s", r"session: inject[^|]*\|\s*([0-9.,]+)"),
                        ("BEP read+expand s", r"BEP: read[^|]*\|\s*([0-9.]+)"),

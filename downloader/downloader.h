@@ -216,6 +216,9 @@ bool dl_downloader_needs_sizes(const tf_downloader *d);
 
 /* ---- the verifier thread (hasher.c) ---- */
 
+/* Writes all n bytes to fd (retrying short writes and EINTR). 0 or -errno. */
+int dl_write_all(int fd, const void *data, size_t n);
+
 typedef struct dl_hasher dl_hasher;
 typedef struct dl_hashjob dl_hashjob;
 
@@ -227,15 +230,25 @@ dl_hasher *dl_hasher_new(void (*wake)(void *), void *wake_arg);
 void dl_hasher_free(dl_hasher *h);
 
 /* A job that hashes the file fd (readable; the job owns and closes it) as
- * bytes are reported written. owner comes back from dl_hasher_take_done.
+ * bytes are fed. owner comes back from dl_hasher_take_done.
  * NULL on allocation failure (fd stays the caller's). Does not block. */
 dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner);
 
-/* Bytes [0, written) of the file are final. Does not block. */
-void dl_hasher_advance(dl_hasher *h, dl_hashjob *j, int64_t written);
+/* The next n bytes of the blob: copied into the job's chunk, which is
+ * written to fd (the temporary file) when full and then hashed from memory
+ * by the verifier thread; when the chunk pool is empty they are written to
+ * fd at once and hashed from the file. Owner's thread; never waits for the
+ * hash. Returns 0 or -errno of a failed write. */
+int dl_hasher_feed(dl_hasher *h, dl_hashjob *j, int fd, const void *data, size_t n);
 
-/* No byte follows `written`; the job finishes once they are hashed. */
-void dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int64_t written);
+/* Writes the bytes fed but not yet written to fd (an attempt ends and the
+ * next one goes on from here). Returns 0 or -errno. */
+int dl_hasher_flush(dl_hasher *h, dl_hashjob *j, int fd);
+
+/* No byte follows: writes what is left to fd; the job finishes once every
+ * byte is hashed. Returns 0 or -errno of the write (the job finishes all
+ * the same; its digest is then of no use). */
+int dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int fd);
 
 /* The owner lets go of j (whatever its state); the caller must not use j again. */
 void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j);

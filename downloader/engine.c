@@ -25,6 +25,7 @@
  * through set_state(), which checks the transition. */
 #include "downloader/downloader.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -34,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,8 +48,10 @@
 #define DL_CORRUPT_RETRIES 1 /* a wrong hash is tried once more, then reported */
 #define DL_BUFFER_SIZE (64 * 1024)        /* receive buffer of a transfer... */
 #define DL_BUFFER_SIZE_LARGE (1024 * 1024) /* ...and of one of a large blob: fewer, larger writes */
+#define DL_BUFFER_SMALL_BLOB (12 * 1024) /* blobs up to this size fit libcurl's default 16 KiB */
 #define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
+#define DL_EVENTS 256   /* socket events taken per epoll_wait */
 #define DL_RING_BYTES ((size_t)512 << 10) /* a stream's ring, each way */
 #define DL_STREAM_BUFFER (128L << 10)      /* curl's receive and upload buffers for streams */
 #define DL_BATCH_BLOB_MAX ((int64_t)1 << 20) /* blobs up to this size go in BatchReadBlobs calls... */
@@ -153,6 +157,7 @@ typedef struct dl_xfer {
 	EVP_MD_CTX *md;         /* inline hashing (small blobs) */
 	dl_hashjob *job;        /* verifier-thread hashing (large blobs) */
 	int dirfd, fd;          /* the temporary file and its folder, while running */
+	struct dl_dir *dir;     /* the cache slot dirfd belongs to (NULL: dirfd is x's own) */
 	char tmpname[32];
 	int64_t received;
 	int64_t in_flight; /* bytes of `received` counted in d->bytes_in_flight */
@@ -217,6 +222,8 @@ typedef struct dl_request {
 typedef struct dl_dir {
 	char *path; /* relative folder path; NULL = empty slot */
 	int fd;
+	int refs;   /* transfers and calls using fd now: not closed while > 0 */
+	bool fresh; /* empty when opened: nothing in it predates this downloader's files */
 	uint64_t used;
 } dl_dir;
 
@@ -226,7 +233,9 @@ struct tf_downloader {
 	long pid;
 	mode_t umask;
 	bool trace; /* TOPFETCH_TRACE set: every state change on stderr (debugging aid) */
-	int evfd;
+	int evfd;   /* completions are waiting: the caller's side reads it */
+	int wakefd; /* the engine has new work (requests, streams, pokes, hashes) */
+	int epfd;   /* the engine's sockets (libcurl's, through on_socket) and wakefd */
 	int max_conn, retries;
 	CURLM *multi;
 	dl_hasher *hasher;
@@ -237,7 +246,7 @@ struct tf_downloader {
 	pthread_mutex_t mu;
 	dl_request *in_head, *in_tail;
 	dl_completion *done_head, *done_tail;
-	size_t outstanding;
+	_Atomic size_t outstanding; /* raised under mu (submit), lowered without it (dispatch) */
 	bool signaled; /* evfd holds a count nobody has read yet */
 	bool closing;
 	tf_downloader_stats stats;
@@ -260,8 +269,24 @@ struct tf_downloader {
 	unsigned tmp_counter;
 	unsigned rand_state;
 	dl_dir dirs[DL_DIR_CACHE];
+	dl_dir root_dir; /* the output directory itself (fd rootfd, never closed by the cache) */
+	uint64_t curl_due_ns; /* libcurl's timer (on_timer); UINT64_MAX: none */
+	/* Completions and counts made during one engine round, handed over
+	 * (under mu) once at its end: one lock and one wakeup for many. */
+	dl_completion *pend_head, *pend_tail;
+	tf_downloader_stats pend;
+	uint64_t pend_settle; /* bytes leaving bytes_in_flight together with pend.bytes */
 	uint64_t dir_clock;
 };
+
+/* Wakes the engine thread (any thread). A full counter (EAGAIN) is still a
+ * wakeup. */
+static void wake(tf_downloader *d)
+{
+	uint64_t one = 1;
+	ssize_t r = write(d->wakefd, &one, sizeof(one));
+	(void)r;
+}
 
 /* ---- transfer state -------------------------------------------------------- */
 
@@ -272,7 +297,8 @@ static void check_transition(const char *key, dl_state from, dl_state to)
 		/* running, answered: a disk cache's stream (no queue, no connection) */
 		[DL_NEW] = 1u << DL_QUEUED | 1u << DL_PLACED | 1u << DL_FINISHED | 1u << DL_RUNNING |
 			   1u << DL_ANSWERED,
-		[DL_QUEUED] = 1u << DL_RUNNING | 1u << DL_FINISHED,
+		/* placed: its first destination already held the blob */
+		[DL_QUEUED] = 1u << DL_RUNNING | 1u << DL_PLACED | 1u << DL_FINISHED,
 		[DL_RUNNING] = 1u << DL_BACKOFF | 1u << DL_QUEUED | 1u << DL_VERIFYING | 1u << DL_PLACED |
 			       1u << DL_FINISHED | 1u << DL_ANSWERED,
 		[DL_ANSWERED] = 1u << DL_FINISHED,
@@ -295,6 +321,16 @@ static void check_transition(const char *key, dl_state from, dl_state to)
 static void settle_in_flight(dl_xfer *x)
 {
 	atomic_fetch_sub_explicit(&x->d->bytes_in_flight, (uint64_t)x->in_flight, memory_order_relaxed);
+	x->in_flight = 0;
+}
+
+/* A verified attempt: its bytes leave bytes_in_flight and join stats.bytes
+ * in the same step, when the round is published. */
+static void settle_with_bytes(dl_xfer *x)
+{
+	x->d->pend.transfers++;
+	x->d->pend.bytes += (uint64_t)x->received;
+	x->d->pend_settle += (uint64_t)x->in_flight;
 	x->in_flight = 0;
 }
 
@@ -462,7 +498,6 @@ static void complete_read(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_
 			  bool present, bool linked, int tries, const char *msg, tf__buf *mem)
 {
 	dl_completion *c = t->c; /* allocated with the request */
-	uint64_t one = 1;
 
 	t->c = NULL;
 	c->cb = t->cb;
@@ -488,27 +523,60 @@ static void complete_read(tf_downloader *d, dl_dest *t, const tf_digest *dg, tf_
 	}
 	dest_free(t);
 
-	pthread_mutex_lock(&d->mu);
 	switch (r) {
 	case TF_RESULT_OK:
-		d->stats.files_ok++;
-		d->stats.files_present += present;
-		d->stats.files_linked += linked;
+		d->pend.files_ok++;
+		d->pend.files_present += present;
+		d->pend.files_linked += linked;
 		break;
-	case TF_RESULT_LOST: d->stats.lost++; break;
-	case TF_RESULT_CORRUPT: d->stats.corrupt++; break;
-	case TF_RESULT_FAILED: d->stats.failed++; break;
-	case TF_RESULT_LOCAL: d->stats.local++; break;
+	case TF_RESULT_LOST: d->pend.lost++; break;
+	case TF_RESULT_CORRUPT: d->pend.corrupt++; break;
+	case TF_RESULT_FAILED: d->pend.failed++; break;
+	case TF_RESULT_LOCAL: d->pend.local++; break;
 	}
-	if (d->done_tail)
-		d->done_tail->next = c;
+	c->next = NULL;
+	if (d->pend_tail)
+		d->pend_tail->next = c;
 	else
-		d->done_head = c;
-	d->done_tail = c;
-	/* One signal until the caller reads it, not one per completion. */
-	if (!d->signaled && write(d->evfd, &one, sizeof(one)) == sizeof(one))
-		d->signaled = true;
+		d->pend_head = c;
+	d->pend_tail = c;
+}
+
+/* Hands the round's completions and counts to the caller's side: one lock,
+ * and one signal until the caller reads it. Engine thread. */
+static void publish(tf_downloader *d)
+{
+	uint64_t one = 1;
+	const tf_downloader_stats *p = &d->pend;
+
+	if (!d->pend_head && !p->attempts && !p->transfers && !d->pend_settle)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->stats.files_ok += p->files_ok;
+	d->stats.files_present += p->files_present;
+	d->stats.files_linked += p->files_linked;
+	d->stats.lost += p->lost;
+	d->stats.corrupt += p->corrupt;
+	d->stats.failed += p->failed;
+	d->stats.local += p->local;
+	d->stats.transfers += p->transfers;
+	d->stats.attempts += p->attempts;
+	/* Verified bytes move from in flight to done in one step. */
+	d->stats.bytes += p->bytes;
+	atomic_fetch_sub_explicit(&d->bytes_in_flight, d->pend_settle, memory_order_relaxed);
+	if (d->pend_head) {
+		if (d->done_tail)
+			d->done_tail->next = d->pend_head;
+		else
+			d->done_head = d->pend_head;
+		d->done_tail = d->pend_tail;
+		if (!d->signaled && write(d->evfd, &one, sizeof(one)) == sizeof(one))
+			d->signaled = true;
+	}
 	pthread_mutex_unlock(&d->mu);
+	d->pend_head = d->pend_tail = NULL;
+	memset(&d->pend, 0, sizeof(d->pend));
+	d->pend_settle = 0;
 }
 
 /* ---- placing files --------------------------------------------------------------- */
@@ -518,60 +586,101 @@ static void make_tmpname(tf_downloader *d, char *out, size_t n)
 	snprintf(out, n, DL_TMP_PREFIX "%ld.%u", d->pid, d->tmp_counter++);
 }
 
-static void dirs_flush(tf_downloader *d)
+/* Closes the cached folders no transfer holds (all: every one, at teardown). */
+static void dirs_flush(tf_downloader *d, bool all)
 {
 	for (int i = 0; i < DL_DIR_CACHE; i++) {
-		if (d->dirs[i].path) {
-			close(d->dirs[i].fd);
-			free(d->dirs[i].path);
-			d->dirs[i].path = NULL;
+		dl_dir *e = &d->dirs[i];
+		if (e->path && (all || e->refs == 0)) {
+			close(e->fd);
+			free(e->path);
+			e->path = NULL;
+			e->refs = 0;
 		}
 	}
 }
 
+/* Was the folder empty when it was opened? Then a file in it can only be
+ * one that arrived since, so "is it already there?" need not be asked of
+ * each file: two getdents calls for the folder instead of a failing stat
+ * per file. A folder that cannot be read counts as not empty. */
+static bool dir_empty(int fd)
+{
+	char buf[512];
+	long n;
+	int rounds = 0;
+
+	while ((n = getdents64(fd, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < n;) {
+			const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				return false;
+			off += e->d_reclen;
+		}
+		if (++rounds > 2)
+			return false; /* "." and ".." fit in one buffer */
+	}
+	return n == 0;
+}
+
 /* tf__open_parent_beneath through a small cache of open folders. Returns a
- * new fd the caller closes. The cache is emptied whenever the engine goes
- * idle, so a folder replaced between builds is walked again. */
-static int parent_open(tf_downloader *d, const char *path, bool create, const char **leaf,
+ * folder fd that stays valid until dir_release(d, *pin, fd): a cached one
+ * (pinned: *pin is its slot, the cache does not close it while pinned) or,
+ * when every slot is pinned, a new one (*pin NULL, dir_release closes it).
+ * Costs no syscall when the folder is cached. The cache is emptied whenever
+ * the engine goes idle, so a folder replaced between builds is walked
+ * again. */
+static int parent_open(tf_downloader *d, const char *path, bool create, const char **leaf, dl_dir **pin,
 		       tf_error *err)
 {
 	const char *slash = strrchr(path, '/');
 	size_t n = slash ? (size_t)(slash - path) : 0;
-	dl_dir *victim = &d->dirs[0];
+	dl_dir *victim = NULL;
 	int fd;
 
+	*pin = NULL;
 	if (!slash) {
 		*leaf = path;
-		fd = dup(d->rootfd);
-		return fd >= 0 ? fd : tf__errf(err, -errno, "cannot duplicate a folder handle: %s", strerror(errno));
+		*pin = &d->root_dir;
+		d->root_dir.refs++;
+		return d->rootfd;
 	}
 	for (int i = 0; i < DL_DIR_CACHE; i++) {
 		dl_dir *e = &d->dirs[i];
 		if (e->path && !strncmp(e->path, path, n) && e->path[n] == '\0') {
 			e->used = ++d->dir_clock;
+			e->refs++;
 			*leaf = slash + 1;
-			fd = dup(e->fd);
-			return fd >= 0 ? fd : tf__errf(err, -errno, "cannot duplicate a folder handle: %s",
-						       strerror(errno));
+			*pin = e;
+			return e->fd;
 		}
-		if (!e->path || (victim->path && e->used < victim->used))
+		if (e->refs == 0 && (!victim || !e->path || (victim->path && e->used < victim->used)))
 			victim = e;
 	}
 	fd = tf__open_parent_beneath(d->rootfd, path, create, leaf, err);
-	if (fd < 0)
+	if (fd < 0 || !victim)
 		return fd;
 	if (victim->path) {
 		close(victim->fd);
 		free(victim->path);
 	}
 	victim->path = strndup(path, n);
-	victim->fd = victim->path ? dup(fd) : -1;
-	if (victim->fd < 0) {
-		free(victim->path);
-		victim->path = NULL;
-	}
+	if (!victim->path)
+		return fd; /* uncached: the caller closes it */
+	victim->fd = fd;
+	victim->fresh = create && dir_empty(fd);
+	victim->refs = 1;
 	victim->used = ++d->dir_clock;
+	*pin = victim;
 	return fd;
+}
+
+static void dir_release(dl_dir *pin, int fd)
+{
+	if (pin)
+		pin->refs--;
+	else if (fd >= 0)
+		close(fd);
 }
 
 /* Files are created with their final mode; fchmod only if the umask took bits
@@ -641,30 +750,41 @@ out:
 	return ok;
 }
 
+/* If leaf in folder dfd is a regular file with the digest, fixes its mode,
+ * fills *st and returns true. */
+static bool present_at(int dfd, const char *leaf, const tf_digest *dg, bool exec, struct stat *st)
+{
+	bool ok = false;
+	int fd;
+
+	/* Cheap negative answer first. */
+	if (fstatat(dfd, leaf, st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st->st_mode) || st->st_size != dg->size)
+		return false;
+	fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_size == dg->size &&
+	    fd_matches(fd, dg)) {
+		mode_t want = exec ? 0755 : 0644;
+		ok = (st->st_mode & 07777) == want || fchmod(fd, want) == 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 /* If path already holds a regular file with the digest, fixes its mode and
  * returns true. */
 static bool already_present(tf_downloader *d, const char *path, const tf_digest *dg, bool exec)
 {
 	const char *leaf;
 	struct stat st;
-	bool ok = false;
-	int fd, dfd;
+	bool ok;
+	dl_dir *pin;
+	int dfd = parent_open(d, path, false, &leaf, &pin, NULL);
 
-	/* Cheap negative answer first; a positive one goes through the confined walk. */
-	if (fstatat(d->rootfd, path, &st, 0) < 0 || !S_ISREG(st.st_mode) || st.st_size != dg->size)
-		return false;
-	dfd = parent_open(d, path, false, &leaf, NULL);
 	if (dfd < 0)
 		return false;
-	fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == dg->size &&
-	    fd_matches(fd, dg)) {
-		mode_t want = exec ? 0755 : 0644;
-		ok = (st.st_mode & 07777) == want || fchmod(fd, want) == 0;
-	}
-	if (fd >= 0)
-		close(fd);
-	close(dfd);
+	ok = present_at(dfd, leaf, dg, exec, &st);
+	dir_release(pin, dfd);
 	return ok;
 }
 
@@ -677,13 +797,14 @@ static int place_from(tf_downloader *d, dl_xfer *x, dl_dest *t, char *msg, size_
 	const char *leaf, *srcleaf;
 	char tmp[32];
 	int r = 0, sfd = -1, tfd = -1, sdir = -1;
-	int dfd = parent_open(d, t->path, true, &leaf, &err);
+	dl_dir *dpin, *spin = NULL;
+	int dfd = parent_open(d, t->path, true, &leaf, &dpin, &err);
 
 	if (dfd < 0) {
 		snprintf(msg, msglen, "%s", err.message);
 		return dfd;
 	}
-	sdir = parent_open(d, x->placed_path, false, &srcleaf, &err);
+	sdir = parent_open(d, x->placed_path, false, &srcleaf, &spin, &err);
 	if (sdir < 0) {
 		r = sdir;
 		snprintf(msg, msglen, "%s", err.message);
@@ -719,8 +840,8 @@ out:
 	if (tfd >= 0)
 		close(tfd);
 	if (sdir >= 0)
-		close(sdir);
-	close(dfd);
+		dir_release(spin, sdir);
+	dir_release(dpin, dfd);
 	return r;
 }
 
@@ -814,21 +935,23 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
 		return n;
 	}
-	for (size_t w = 0; w < n;) {
-		ssize_t m = write(x->fd, ptr + w, n - w);
-		if (m < 0) {
-			if (errno == EINTR)
-				continue;
-			x->local_errno = errno;
+	if (x->job) {
+		/* Written a chunk at a time, and hashed on the verifier thread. */
+		int r = dl_hasher_feed(x->d->hasher, x->job, x->fd, ptr, n);
+		if (r < 0) {
+			x->local_errno = -r;
 			return 0;
 		}
-		w += (size_t)m;
+	} else {
+		int r = dl_write_all(x->fd, ptr, n);
+		if (r < 0) {
+			x->local_errno = -r;
+			return 0;
+		}
 	}
 	x->received += (int64_t)n;
 	x->in_flight += (int64_t)n;
 	atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
-	if (x->job)
-		dl_hasher_advance(x->d->hasher, x->job, x->received);
 	return n;
 }
 
@@ -845,8 +968,9 @@ static void close_tmp(dl_xfer *x, bool remove)
 	if (x->dirfd >= 0) {
 		if (remove)
 			unlinkat(x->dirfd, x->tmpname, 0);
-		close(x->dirfd);
+		dir_release(x->dir, x->dirfd);
 		x->dirfd = -1;
+		x->dir = NULL;
 	}
 }
 
@@ -893,19 +1017,64 @@ static void finish_failed(tf_downloader *d, dl_xfer *x, tf_result r, const char 
  * an attempt. */
 static void stream_start(tf_downloader *d, dl_xfer *x);
 
+/* The first destination of x already holds the blob (found by its first
+ * attempt): it is the placed copy, the others are served from it. */
+static void place_present(tf_downloader *d, dl_xfer *x, const struct stat *st)
+{
+	dl_dest *t = x->dests;
+
+	close_tmp(x, false);
+	free(x->placed_path);
+	x->placed_path = strdup(t->path);
+	if (!x->placed_path) {
+		finish_failed(d, x, TF_RESULT_LOCAL, "out of memory");
+		return;
+	}
+	x->placed_exec = t->executable;
+	x->placed_st = *st;
+	set_state(x, DL_PLACED);
+	x->dests = t->next;
+	t->next = NULL;
+	complete(d, t, &x->digest, TF_RESULT_OK, false, true, false, 0, NULL);
+	/* The others rode along before anything was asked: each may hold the
+	 * blob too (as it would have been found had it come first). */
+	for (dl_dest **pp = &x->dests; *pp;) {
+		t = *pp;
+		if (already_present(d, t->path, &x->digest, t->executable)) {
+			*pp = t->next;
+			t->next = NULL;
+			complete(d, t, &x->digest, TF_RESULT_OK, false, true, false, 0, NULL);
+		} else {
+			pp = &t->next;
+		}
+	}
+	serve_dests(d, x, false);
+	shrink(x);
+}
+
 /* Opens the temporary file of x in the folder of its first destination that
- * can be written (the others are completed as local errors). false: none
- * can, x has finished. */
+ * can be written (the others are completed as local errors). On a first
+ * attempt, a destination that already holds the blob ends x instead
+ * (placed; asked here, in the folder opened anyway, rather than when the
+ * request arrived: in a folder that was empty when it was opened nothing
+ * needs asking). false: x is not to run (finished or placed). */
 static bool open_tmp(tf_downloader *d, dl_xfer *x)
 {
 	for (;;) {
 		tf_error err = { 0 };
 		const char *leaf;
+		struct stat st;
 		dl_dest *t;
 
-		x->dirfd = parent_open(d, x->dests->path, true, &leaf, &err);
-		if (x->dirfd >= 0)
+		x->dirfd = parent_open(d, x->dests->path, true, &leaf, &x->dir, &err);
+		if (x->dirfd >= 0) {
+			if (x->attempts == 0 && !(x->dir && x->dir->fresh) &&
+			    present_at(x->dirfd, leaf, &x->digest, x->dests->executable, &st)) {
+				place_present(d, x, &st);
+				return false;
+			}
 			break;
+		}
 		/* This destination cannot be written; the others may. */
 		t = x->dests;
 		x->dests = t->next;
@@ -1002,8 +1171,11 @@ resumed:
 	}
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
-			 (long)(x->digest.size >= DL_OFFLOAD_MIN ? DL_BUFFER_SIZE_LARGE : DL_BUFFER_SIZE));
+	/* Small blobs keep libcurl's default buffer (no larger one allocated and
+	 * freed for each). */
+	if (x->digest.size < 0 || x->digest.size > DL_BUFFER_SMALL_BLOB)
+		curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
+				 (long)(x->digest.size >= DL_OFFLOAD_MIN ? DL_BUFFER_SIZE_LARGE : DL_BUFFER_SIZE));
 	x->easy = h;
 	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
 		x->easy = NULL;
@@ -1012,9 +1184,7 @@ resumed:
 		return;
 	}
 	d->running++;
-	pthread_mutex_lock(&d->mu);
-	d->stats.attempts++;
-	pthread_mutex_unlock(&d->mu);
+	d->pend.attempts++;
 	set_state(x, DL_RUNNING);
 }
 
@@ -1089,8 +1259,13 @@ static void on_body_done(tf_downloader *d, dl_xfer *x)
 		return;
 	}
 	if (x->job) {
+		int r = dl_hasher_finish(d->hasher, x->job, x->fd);
+		if (r < 0) {
+			snprintf(msg, sizeof(msg), "cannot write '%s': %s", x->dests->path, strerror(-r));
+			finish_failed(d, x, TF_RESULT_LOCAL, msg);
+			return;
+		}
 		set_state(x, DL_VERIFYING);
-		dl_hasher_finish(d->hasher, x->job, x->received);
 		return;
 	}
 	EVP_DigestFinal_ex(x->md, md, &mdlen);
@@ -1118,11 +1293,7 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 		tf__buf *mem = x->mem;
 		x->dests = NULL;
 		x->mem = NULL;
-		pthread_mutex_lock(&d->mu);
-		settle_in_flight(x);
-		d->stats.transfers++;
-		d->stats.bytes += (uint64_t)x->received;
-		pthread_mutex_unlock(&d->mu);
+		settle_with_bytes(x);
 		set_state(x, DL_FINISHED);
 		complete_read(d, t, &x->digest, TF_RESULT_OK, true, false, false, x->attempts, NULL, mem);
 		shrink(x);
@@ -1140,11 +1311,7 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 	x->placed_path = strdup(x->dests->path);
 	x->placed_exec = x->dests->executable;
 	x->placed_st = st;
-	pthread_mutex_lock(&d->mu);
-	settle_in_flight(x);
-	d->stats.transfers++;
-	d->stats.bytes += (uint64_t)x->received;
-	pthread_mutex_unlock(&d->mu);
+	settle_with_bytes(x);
 	if (!x->placed_path) {
 		finish_failed(d, x, TF_RESULT_LOCAL, "out of memory");
 		return;
@@ -1221,7 +1388,7 @@ static void stream_settle(dl_stream *s, dl_state state, long status, int err, co
 static void stream_poke(dl_stream *s)
 {
 	tf_downloader *d = s->d;
-	bool wake = false;
+	bool poke = false;
 
 	pthread_mutex_lock(&d->mu);
 	if (!s->poked && !d->closing) {
@@ -1233,11 +1400,11 @@ static void stream_poke(dl_stream *s)
 		else
 			d->poke_head = s;
 		d->poke_tail = s;
-		wake = true;
+		poke = true;
 	}
 	pthread_mutex_unlock(&d->mu);
-	if (wake)
-		curl_multi_wakeup(d->multi);
+	if (poke)
+		wake(d);
 }
 
 /* The final status line and headers of an answer are in. */
@@ -1943,9 +2110,7 @@ static void batch_start(tf_downloader *d, dl_xfer *first)
 		return;
 	}
 	d->running++;
-	pthread_mutex_lock(&d->mu);
-	d->stats.attempts++;
-	pthread_mutex_unlock(&d->mu);
+	d->pend.attempts++;
 	set_state(b, DL_RUNNING);
 	b->lnext = d->reads; /* freed by schedule() once finished, or at teardown */
 	d->reads = b;
@@ -2119,7 +2284,8 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		if (x->attempts <= d->retries) {
 			/* A ByteStream read goes on where it broke off (read_offset). */
 			if (x->grpc && !x->mem && x->area == TF_AREA_CAS && x->fd >= 0 && x->received > 0 &&
-			    x->received < x->digest.size && !x->no_resume)
+			    x->received < x->digest.size && !x->no_resume &&
+			    (!x->job || dl_hasher_flush(d->hasher, x->job, x->fd) == 0))
 				x->resume = true;
 			else
 				close_tmp(x, true);
@@ -2159,7 +2325,8 @@ static void place_empty(tf_downloader *d, dl_dest *t)
 	char tmp[32], msg[TF_ERROR_MESSAGE_MAX];
 	const char *leaf;
 	tf_digest dg;
-	int fd, dfd = parent_open(d, t->path, true, &leaf, &err);
+	dl_dir *pin;
+	int fd, dfd = parent_open(d, t->path, true, &leaf, &pin, &err);
 
 	tf_digest_parse(TF_EMPTY_SHA256, 0, &dg, NULL);
 	if (dfd < 0) {
@@ -2178,7 +2345,7 @@ static void place_empty(tf_downloader *d, dl_dest *t)
 	}
 	if (fd >= 0)
 		close(fd);
-	close(dfd);
+	dir_release(pin, dfd);
 }
 
 static void accept_request(tf_downloader *d, dl_request *q)
@@ -2234,7 +2401,9 @@ static void accept_request(tf_downloader *d, dl_request *q)
 		*pp = t;
 		return;
 	}
-	if (already_present(d, t->path, &q->digest, t->executable)) {
+	/* A new blob: whether its file is already there is asked when it
+	 * starts (open_tmp), in the folder it opens anyway. */
+	if (x && x->state == DL_PLACED && already_present(d, t->path, &q->digest, t->executable)) {
 		complete(d, t, &q->digest, TF_RESULT_OK, false, true, false, 0, NULL);
 		return;
 	}
@@ -2298,26 +2467,93 @@ static void schedule(tf_downloader *d)
 	}
 }
 
+/* How long the engine may sleep: until libcurl's timer or the first backoff
+ * ends, a second at most. */
 static int poll_timeout_ms(tf_downloader *d)
 {
-	uint64_t now = tf__now_ns(), soonest = UINT64_MAX;
+	uint64_t now = tf__now_ns(), soonest = d->curl_due_ns;
 	for (dl_xfer *x = d->backoff; x; x = x->qnext)
 		if (x->retry_at_ns < soonest)
 			soonest = x->retry_at_ns;
-	if (soonest == UINT64_MAX)
-		return 1000;
-	return soonest <= now ? 0 : (int)((soonest - now) / 1000000u) + 1;
+	if (soonest == UINT64_MAX || soonest - now >= 1000000000u)
+		return soonest <= now ? 0 : 1000;
+	return soonest <= now ? 0 : (int)((soonest - now + 999999u) / 1000000u);
+}
+
+/* libcurl's socket callback: what it waits for on socket fd, kept in epfd.
+ * socketp is non-NULL once fd is in the set. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	tf_downloader *d = userp;
+	struct epoll_event ev = { .data.fd = fd };
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (socketp)
+			epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, NULL);
+		return 0;
+	}
+	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+	if (epoll_ctl(d->epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) {
+		/* The set and libcurl's idea of it differ (a reused fd number). */
+		if (errno == EEXIST)
+			epoll_ctl(d->epfd, EPOLL_CTL_MOD, fd, &ev);
+		else if (errno == ENOENT)
+			epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev);
+	}
+	if (!socketp)
+		curl_multi_assign(d->multi, fd, d);
+	return 0;
+}
+
+/* libcurl's timer callback: run its timeouts in timeout_ms (-1: none). */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	tf_downloader *d = userp;
+
+	(void)multi;
+	d->curl_due_ns = timeout_ms < 0 ? UINT64_MAX : tf__now_ns() + (uint64_t)timeout_ms * 1000000u;
+	return 0;
+}
+
+/* Hands libcurl the sockets epoll reported, then its timeouts if due. Only
+ * sockets with news are looked at (curl_multi_socket_action), not every
+ * transfer each round as curl_multi_perform would. */
+static void run_curl(tf_downloader *d, const struct epoll_event *ev, int nev)
+{
+	int still;
+
+	for (int i = 0; i < nev; i++) {
+		int bits = 0;
+		if (ev[i].data.fd == d->wakefd) {
+			uint64_t v;
+			if (read(d->wakefd, &v, sizeof(v)) < 0)
+				(void)0; /* EAGAIN: another round read it */
+			continue;
+		}
+		if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			bits |= CURL_CSELECT_IN;
+		if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+			bits |= CURL_CSELECT_OUT;
+		curl_multi_socket_action(d->multi, ev[i].data.fd, bits, &still);
+	}
+	if (d->curl_due_ns <= tf__now_ns()) {
+		d->curl_due_ns = UINT64_MAX;
+		curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &still);
+	}
 }
 
 static void *engine_main(void *arg)
 {
 	tf_downloader *d = arg;
+	struct epoll_event ev[DL_EVENTS];
+	int nev = 0;
 
 	for (;;) {
 		dl_request *in;
 		dl_stream *add, *poke;
 		CURLMsg *m;
-		int left, still;
+		int left;
 		bool closing;
 
 		pthread_mutex_lock(&d->mu);
@@ -2348,7 +2584,7 @@ static void *engine_main(void *arg)
 			in = n;
 		}
 		schedule(d);
-		curl_multi_perform(d->multi, &still);
+		run_curl(d, ev, nev);
 		while ((m = curl_multi_info_read(d->multi, &left))) {
 			dl_xfer *x = NULL;
 			if (m->msg != CURLMSG_DONE)
@@ -2368,10 +2604,14 @@ static void *engine_main(void *arg)
 			}
 		}
 		schedule(d);
+		publish(d);
 		if (!d->running && !d->queue_head && !d->backoff && !d->verifying)
-			dirs_flush(d);
-		curl_multi_poll(d->multi, NULL, 0, poll_timeout_ms(d), NULL);
+			dirs_flush(d, false);
+		nev = epoll_wait(d->epfd, ev, DL_EVENTS, poll_timeout_ms(d));
+		if (nev < 0)
+			nev = 0; /* EINTR */
 	}
+	publish(d);
 	return NULL;
 }
 
@@ -2401,8 +2641,7 @@ const char *tf_result_name(tf_result r)
 
 static void wake_engine(void *arg)
 {
-	tf_downloader *d = arg;
-	curl_multi_wakeup(d->multi);
+	wake(arg);
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -2436,7 +2675,8 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		tf__errf(err, -ENOMEM, "out of memory");
 		return NULL;
 	}
-	d->rootfd = d->evfd = -1;
+	d->rootfd = d->evfd = d->wakefd = d->epfd = -1;
+	d->curl_due_ns = UINT64_MAX;
 	pthread_mutex_init(&d->mu, NULL);
 	d->max_conn = opts->remote_max_connections;
 	d->retries = opts->remote_retries;
@@ -2463,10 +2703,19 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		tf__errf(err, -errno, "cannot open the output directory %s: %s", output_dir, strerror(errno));
 		goto fail;
 	}
+	d->root_dir.fd = d->rootfd;
 	d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	d->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	d->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->wakefd >= 0 && d->epfd >= 0 &&
+	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->wakefd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.fd = d->wakefd }) < 0) {
+		close(d->epfd);
+		d->epfd = -1;
+	}
 	d->idle_handles = calloc((size_t)d->max_conn, sizeof(*d->idle_handles));
 	d->multi = curl_multi_init();
-	if (d->evfd < 0 || !d->idle_handles || !d->multi) {
+	if (d->evfd < 0 || d->wakefd < 0 || d->epfd < 0 || !d->idle_handles || !d->multi) {
 		tf__errf(err, -ENOMEM, "cannot set up the transfer engine: %s", strerror(errno));
 		goto fail;
 	}
@@ -2481,6 +2730,10 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)d->max_conn);
 	/* HTTP/2: every transfer in flight may be a stream of one connection. */
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)d->max_conn);
+	curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
+	curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
 	if (pthread_create(&d->thread, NULL, engine_main, d) != 0) {
 		tf__errf(err, -EAGAIN, "cannot start the transfer thread");
 		goto fail;
@@ -2495,7 +2748,7 @@ fail:
 /* Hands a request to the engine thread (takes q, also on failure). */
 static int submit(tf_downloader *d, dl_request *q)
 {
-	bool wake;
+	bool first;
 
 	pthread_mutex_lock(&d->mu);
 	if (d->closing || d->outstanding >= DL_MAX_OUTSTANDING) {
@@ -2509,15 +2762,15 @@ static int submit(tf_downloader *d, dl_request *q)
 	if (!q->max_bytes)
 		d->stats.requests++;
 	/* The engine takes the whole queue at once: wake it only for the first. */
-	wake = !d->in_head;
+	first = !d->in_head;
 	if (d->in_tail)
 		d->in_tail->next = q;
 	else
 		d->in_head = q;
 	d->in_tail = q;
 	pthread_mutex_unlock(&d->mu);
-	if (wake)
-		curl_multi_wakeup(d->multi);
+	if (first)
+		wake(d);
 	return 0;
 }
 
@@ -2608,9 +2861,7 @@ int tf_downloader_dispatch(tf_downloader *d, int timeout_ms)
 		dl_completion *next = c->next;
 		if (c->cb)
 			c->cb(&c->done, c->user);
-		pthread_mutex_lock(&d->mu);
-		d->outstanding--;
-		pthread_mutex_unlock(&d->mu);
+		atomic_fetch_sub_explicit(&d->outstanding, 1, memory_order_relaxed);
 		completion_free(c);
 		c = next;
 		n++;
@@ -2620,11 +2871,7 @@ int tf_downloader_dispatch(tf_downloader *d, int timeout_ms)
 
 size_t tf_downloader_outstanding(const tf_downloader *d)
 {
-	size_t n;
-	pthread_mutex_lock((pthread_mutex_t *)&d->mu);
-	n = d->outstanding;
-	pthread_mutex_unlock((pthread_mutex_t *)&d->mu);
-	return n;
+	return atomic_load_explicit(&((tf_downloader *)d)->outstanding, memory_order_relaxed);
 }
 
 void tf_downloader_get_stats(const tf_downloader *d, tf_downloader_stats *out)
@@ -2653,13 +2900,13 @@ void tf_downloader_free(tf_downloader *d)
 	d->closing = true;
 	pthread_mutex_unlock(&d->mu);
 	if (d->thread_started) {
-		curl_multi_wakeup(d->multi);
+		wake(d);
 		pthread_join(d->thread, NULL);
 	}
 	index_forget(d, true, drop_any);
 	for (int i = 0; i < d->nidle; i++)
 		curl_easy_cleanup(d->idle_handles[i]);
-	dirs_flush(d);
+	dirs_flush(d, true);
 	dl_hasher_free(d->hasher);
 	for (dl_xfer *x = d->reads, *n; x; x = n) {
 		n = x->lnext;
@@ -2687,6 +2934,10 @@ void tf_downloader_free(tf_downloader *d)
 		close(d->rootfd);
 	if (d->evfd >= 0)
 		close(d->evfd);
+	if (d->wakefd >= 0)
+		close(d->wakefd);
+	if (d->epfd >= 0)
+		close(d->epfd);
 	pthread_mutex_destroy(&d->mu);
 	free(d);
 }
@@ -2696,7 +2947,7 @@ void dl_downloader_close(tf_downloader *d)
 	pthread_mutex_lock(&d->mu);
 	d->closing = true;
 	pthread_mutex_unlock(&d->mu);
-	curl_multi_wakeup(d->multi);
+	wake(d);
 }
 
 /* ---- streams: the caller's side ------------------------------------------------------ */
@@ -2825,7 +3076,7 @@ static void stream_submit(dl_stream *s)
 	if (refused)
 		stream_settle(s, DL_FINISHED, 0, -ESHUTDOWN, "the transfer engine is shutting down");
 	else
-		curl_multi_wakeup(d->multi);
+		wake(d);
 }
 
 dl_stream *dl_stream_open(tf_downloader *d, dl_op op, tf_area area, const char *hash, int64_t size, size_t cap,
@@ -3037,20 +3288,6 @@ ssize_t dl_stream_read(dl_stream *s, void *out, size_t max, char *why, size_t n)
 	}
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Puts n bytes into the ring, waiting for room. -EPIPE: the transfer ended. */
 static int stream_push(dl_stream *s, const unsigned char *p, size_t n)
 {
@@ -3106,7 +3343,7 @@ int dl_stream_write(dl_stream *s, const void *data, size_t n)
 	if (n == 0)
 		return 0;
 	if (dl_backend_is_disk(s->d->backend))
-		return s->fd >= 0 ? write_all(s->fd, p, n) : -EPIPE;
+		return s->fd >= 0 ? dl_write_all(s->fd, p, n) : -EPIPE;
 	return stream_push(s, p, n);
 }
 
@@ -3179,7 +3416,7 @@ int dl_stream_finish(dl_stream *s, long *status, char *why, size_t n)
 		r = s->state == DL_FINISHED ? stream_outcome(s, why, n) : 0;
 		pthread_mutex_unlock(&s->mu);
 		if (r == 0 && s->held)
-			r = write_all(s->fd, &s->hold, 1);
+			r = dl_write_all(s->fd, &s->hold, 1);
 		if (r == 0 && close(s->fd) < 0)
 			r = -errno;
 		s->fd = -1;

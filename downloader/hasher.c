@@ -1,10 +1,16 @@
 /* The verifier thread: hashes large blobs while they are still arriving.
  *
  * SHA-256 costs about as much CPU as receiving and writing the bytes, so for
- * large blobs it runs on a second thread that reads the temporary file back
- * (from the page cache) a little behind the writer. The transfer thread only
- * reports how far it has written. Small blobs are hashed inline instead: for
- * them the hand-off would cost more than the hash. */
+ * large blobs it runs on a second thread, overlapping the transfer thread's
+ * receiving and writing. The transfer thread copies the bytes libcurl hands
+ * it (16 KiB at a time) into a 1 MiB chunk from a small pool; a full chunk
+ * is written to the temporary file in one write and goes to this thread,
+ * which hashes it from memory: the file is not read back. When the pool is
+ * empty (this thread is behind by HJ_POOL chunks) the transfer thread does
+ * not wait: it writes those bytes straight to the file and they are hashed
+ * from there (the page cache), so memory stays bounded and the transfer
+ * never stalls on the hash. Small blobs are hashed inline instead:
+ * for them the hand-off would cost more than the hash. */
 #include "downloader/downloader.h"
 
 #include <errno.h>
@@ -15,6 +21,15 @@
 #include <unistd.h>
 
 #define HASH_CHUNK (1024 * 1024)
+#define HJ_POOL 8 /* chunks in flight at most, for all jobs: 8 MiB */
+
+/* Bytes [off, off + len) of a job's file, in memory. */
+typedef struct hj_chunk {
+	struct hj_chunk *next;
+	int64_t off;
+	size_t len;
+	unsigned char data[HASH_CHUNK];
+} hj_chunk;
 
 typedef enum hj_state {
 	HJ_FEEDING,   /* bytes still arriving */
@@ -28,9 +43,12 @@ struct dl_hashjob {
 	hj_state state;
 	int fd;
 	EVP_MD_CTX *md;
-	int64_t written; /* under mu */
+	int64_t written; /* under mu: [0, written) is final, in chunks or in the file */
 	int64_t hashed;  /* hasher thread */
 	bool read_failed;
+	hj_chunk *chunks, *chunks_tail; /* under mu: full chunks, in file order */
+	hj_chunk *fill;  /* the owner's: the chunk being filled */
+	int64_t fed;     /* the owner's: bytes given to dl_hasher_feed */
 	void *owner;
 	char hex[TF_HASH_HEX_LEN + 1];
 };
@@ -45,12 +63,30 @@ struct dl_hasher {
 	void (*wake)(void *);
 	void *wake_arg;
 	unsigned char *buf;
+	hj_chunk *pool; /* under mu: free chunks */
+	int nchunks;    /* under mu: chunks allocated (HJ_POOL at most) */
 };
 
-static void job_free(dl_hashjob *j)
+/* Returns a chunk to the pool. Under h->mu. */
+static void chunk_put(dl_hasher *h, hj_chunk *c)
+{
+	if (!c)
+		return;
+	c->next = h->pool;
+	h->pool = c;
+}
+
+/* Frees j; its chunks go back to the pool. Under h->mu. */
+static void job_free(dl_hasher *h, dl_hashjob *j)
 {
 	if (!j)
 		return;
+	while (j->chunks) {
+		hj_chunk *c = j->chunks;
+		j->chunks = c->next;
+		chunk_put(h, c);
+	}
+	chunk_put(h, j->fill);
 	if (j->fd >= 0)
 		close(j->fd);
 	EVP_MD_CTX_free(j->md);
@@ -78,7 +114,7 @@ static void *hasher_main(void *arg)
 			dl_hashjob *j = *pp;
 			if (j->state == HJ_CANCELLED) {
 				*pp = j->next;
-				job_free(j);
+				job_free(h, j);
 				continue;
 			}
 			if (j->hashed < j->written && !j->read_failed) {
@@ -111,12 +147,27 @@ static void *hasher_main(void *arg)
 			pthread_cond_wait(&h->cv, &h->mu);
 			continue;
 		}
-		{
+		if (work->chunks && work->chunks->off == work->hashed) {
+			/* From memory. The job cannot be freed meanwhile: only this
+			 * thread frees a job that is not done. */
+			hj_chunk *c = work->chunks;
+			work->chunks = c->next;
+			if (!work->chunks)
+				work->chunks_tail = NULL;
+			pthread_mutex_unlock(&h->mu);
+			EVP_DigestUpdate(work->md, c->data, c->len);
+			pthread_mutex_lock(&h->mu);
+			work->hashed += (int64_t)c->len;
+			chunk_put(h, c);
+		} else {
+			/* Bytes the pool had no room for: from the file, up to the
+			 * next chunk. */
 			int64_t from = work->hashed, n = work->written - from;
 			ssize_t got;
+			if (work->chunks && work->chunks->off - from < n)
+				n = work->chunks->off - from;
 			if (n > HASH_CHUNK)
 				n = HASH_CHUNK;
-			/* The job cannot be freed while we read: only this thread frees. */
 			pthread_mutex_unlock(&h->mu);
 			got = pread(work->fd, h->buf, (size_t)n, (off_t)from);
 			if (got > 0)
@@ -163,11 +214,16 @@ void dl_hasher_free(dl_hasher *h)
 	pthread_join(h->thread, NULL);
 	for (dl_hashjob *j = h->jobs, *n; j; j = n) {
 		n = j->next;
-		job_free(j);
+		job_free(h, j);
 	}
 	for (dl_hashjob *j = h->done, *n; j; j = n) {
 		n = j->next;
-		job_free(j);
+		job_free(h, j);
+	}
+	while (h->pool) {
+		hj_chunk *c = h->pool;
+		h->pool = c->next;
+		free(c);
 	}
 	free(h->buf);
 	pthread_mutex_destroy(&h->mu);
@@ -184,8 +240,8 @@ dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner)
 	j->owner = owner;
 	j->md = EVP_MD_CTX_new();
 	if (!j->md || !EVP_DigestInit_ex(j->md, EVP_sha256(), NULL)) {
-		j->fd = -1; /* the caller keeps fd on failure */
-		job_free(j);
+		EVP_MD_CTX_free(j->md); /* the caller keeps fd on failure */
+		free(j);
 		return NULL;
 	}
 	pthread_mutex_lock(&h->mu);
@@ -195,21 +251,121 @@ dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner)
 	return j;
 }
 
-void dl_hasher_advance(dl_hasher *h, dl_hashjob *j, int64_t written)
+/* Hands the chunk being filled to the hasher thread and reports every byte
+ * fed so far as final; takes a new chunk from the pool when want is set
+ * (NULL when it is empty: those bytes will be read from the file). Under
+ * h->mu. */
+static void publish_fill(dl_hasher *h, dl_hashjob *j, bool want)
 {
-	pthread_mutex_lock(&h->mu);
-	j->written = written;
+	hj_chunk *c = j->fill;
+
+	if (c && c->len) {
+		c->next = NULL;
+		if (j->chunks_tail)
+			j->chunks_tail->next = c;
+		else
+			j->chunks = c;
+		j->chunks_tail = c;
+		c = NULL;
+	}
+	j->fill = NULL;
+	if (want) {
+		if (!c && h->pool) {
+			c = h->pool;
+			h->pool = c->next;
+		} else if (!c && h->nchunks < HJ_POOL && (c = malloc(sizeof(*c)))) {
+			h->nchunks++;
+		}
+		if (c) {
+			c->off = j->fed;
+			c->len = 0;
+		}
+		j->fill = c;
+	} else {
+		chunk_put(h, c);
+	}
+	j->written = j->fed;
 	pthread_cond_signal(&h->cv);
-	pthread_mutex_unlock(&h->mu);
 }
 
-void dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int64_t written)
+int dl_write_all(int fd, const void *data, size_t n)
 {
+	const unsigned char *p = data;
+
+	while (n > 0) {
+		ssize_t m = write(fd, p, n);
+		if (m < 0 && errno == EINTR)
+			continue;
+		if (m < 0)
+			return -errno;
+		p += m;
+		n -= (size_t)m;
+	}
+	return 0;
+}
+
+/* Writes the chunk being filled to fd and hands it over (with a new one to
+ * fill when want is set). */
+static int flush_fill(dl_hasher *h, dl_hashjob *j, int fd, bool want)
+{
+	int r = j->fill && j->fill->len ? dl_write_all(fd, j->fill->data, j->fill->len) : 0;
+
 	pthread_mutex_lock(&h->mu);
-	j->written = written;
+	publish_fill(h, j, want && r == 0);
+	pthread_mutex_unlock(&h->mu);
+	return r;
+}
+
+int dl_hasher_feed(dl_hasher *h, dl_hashjob *j, int fd, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	int r;
+
+	while (n > 0) {
+		hj_chunk *c = j->fill;
+		size_t take;
+
+		if (!c || c->len == HASH_CHUNK) {
+			if ((r = flush_fill(h, j, fd, true)) < 0)
+				return r;
+			c = j->fill;
+		}
+		if (!c) {
+			/* No room: these bytes go to the file only, and the verifier
+			 * reads them from there. The next feed tries the pool again. */
+			if ((r = dl_write_all(fd, p, n)) < 0)
+				return r;
+			j->fed += (int64_t)n;
+			pthread_mutex_lock(&h->mu);
+			j->written = j->fed;
+			pthread_cond_signal(&h->cv);
+			pthread_mutex_unlock(&h->mu);
+			return 0;
+		}
+		take = HASH_CHUNK - c->len < n ? HASH_CHUNK - c->len : n;
+		memcpy(c->data + c->len, p, take);
+		c->len += take;
+		j->fed += (int64_t)take;
+		p += take;
+		n -= take;
+	}
+	return 0;
+}
+
+int dl_hasher_flush(dl_hasher *h, dl_hashjob *j, int fd)
+{
+	return flush_fill(h, j, fd, false);
+}
+
+int dl_hasher_finish(dl_hasher *h, dl_hashjob *j, int fd)
+{
+	int r = flush_fill(h, j, fd, false);
+
+	pthread_mutex_lock(&h->mu);
 	j->state = HJ_DRAINING;
 	pthread_cond_signal(&h->cv);
 	pthread_mutex_unlock(&h->mu);
+	return r;
 }
 
 void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j)
@@ -219,7 +375,7 @@ void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j)
 	pthread_mutex_lock(&h->mu);
 	if (j->state == HJ_DONE) {
 		unlink_job(&h->done, j);
-		job_free(j);
+		job_free(h, j);
 	} else {
 		j->state = HJ_CANCELLED;
 		pthread_cond_signal(&h->cv);
@@ -234,13 +390,12 @@ void *dl_hasher_take_done(dl_hasher *h, char hex[TF_HASH_HEX_LEN + 1])
 
 	pthread_mutex_lock(&h->mu);
 	j = h->done;
-	if (j)
-		h->done = j->next;
-	pthread_mutex_unlock(&h->mu);
 	if (j) {
+		h->done = j->next;
 		owner = j->owner;
 		memcpy(hex, j->hex, TF_HASH_HEX_LEN + 1);
-		job_free(j);
+		job_free(h, j);
 	}
+	pthread_mutex_unlock(&h->mu);
 	return owner;
 }
