@@ -16,11 +16,11 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
-UPSTREAM=nginx
+UPSTREAM=${UPSTREAM:-nginx}
 . "$here/bench/proxy/lib.sh"
 ended() {
   grep -q '^topfetch proxy: build .* ended' "$tf_tmp/proxy.log" && grep -qs '"lastMessage":true' "$EV/tf.json"
 }
-bench_main http "bazel --remote_download_minimal -> topfetch proxy http:// -> nginx" ended \
+bench_main http "bazel --remote_download_minimal -> topfetch proxy http:// -> $UP_NAME" ended \
   --bep_follow=@EV@/bep.bin --build_event_json_file=@EV@/tf.json --store=@EV@/store.db -- \
   --remote_cache=@PROXY@ --build_event_binary_file=@EV@/bep.bin
