@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The shared part of bench/proxy_vs_toplevel.sh and bench/gsrv_vs_toplevel.sh:
 # real Bazel 4.2.3 offline, a workspace of N targets x MB megabytes (each top
 # -level file made from a small intermediate of its own, which no run wants),
@@ -17,7 +18,7 @@
 # (nginx or worker; the caller's default), PROFILE=strace|perf (attach to the
 # proxy during each (b) run; the summaries are printed after the table),
 # LOGS=DIR (keep each run's proxy log and, at the end, the upstream's log).
-export TOPFETCH=$build/cli/topfetch TF_SOURCE_ROOT=$here
+export TOPFETCH=${build:?}/cli/topfetch TF_SOURCE_ROOT=${here:?}
 [ -x "$TOPFETCH" ] || { echo "build first: scripts/build.sh (a release build for figures)" >&2; exit 2; }
 . "$here/tests/lib/harness.sh"
 . "$here/tests/lib/reapi_worker.sh"
@@ -95,9 +96,10 @@ now() { date +%s.%N; }
 median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 # check_files DIR: N files of MB*1000000 bytes.
+count_files() { find "$1" -name 'big*.dat' -type f -size "$((MB * 1000000))c" | wc -l; }
 check_files() {
   local n
-  n=$(find "$1" -name 'big*.dat' -type f -size "$((MB * 1000000))c" | wc -l)
+  n=$(count_files "$1")
   [ "$n" -eq "$N" ] || fail "$n of $N artifacts of $((MB * 1000000)) bytes in $1"
 }
 # The proxy's HTTP port (its /status), from its "listening on" line.
@@ -166,10 +168,12 @@ bench_main() {
     grep -q 'processes: .*remote cache hit' "$tf_tmp/b$r.log" || fail "run $r (b): not served from the cache"
     # A run whose proxy gave up on a file is counted, not hidden: its time
     # is until the session ended, and the table says how many runs had all.
-    if (check_files "$OUT"); then
+    h=$(count_files "$OUT")
+    if [ "$h" -eq "$N" ]; then
       b_full=$((b_full + 1))
     else
-      grep -a '^topfetch: [0-9]* of [0-9]* files in place\|^topfetch: failed' "$tf_tmp/proxy.log" | head -n 3 | cut -c1-400 >&2
+      echo "run $r (b): $h of $N artifacts of $((MB * 1000000)) bytes in place" >&2
+      grep -a '^topfetch: [0-9]* of [0-9]* files in place\|^topfetch: failed' "$tf_tmp/proxy.log" | head -n 3 | cut -c1-400 >&2 || true
     fi
     curl -s "http://127.0.0.1:$(http_port)/status" >"$tf_tmp/status.json" || true
     h=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$proxy_pid/status")
