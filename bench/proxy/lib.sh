@@ -7,11 +7,13 @@
 #   (a) bazel --remote_download_toplevel straight to the upstream cache, done
 #       when Bazel exits;
 #   (b) bazel --remote_download_minimal through `topfetch proxy` (started
-#       before the clock, as a daemon is), done when the proxy says every
-#       top-level file is verified in its --output_dir (bench_run_b's DONE
-#       command);
+#       before the clock, as a daemon is), done when the proxy logs that the
+#       build ended and its own BEP has last_message (bench_main's DONE
+#       command), every top-level file verified in its --output_dir or given
+#       up (the files in place are counted);
 # each after `bazel clean` and with an empty --output_dir. Then one table:
-# median seconds until the artifacts are on disk, ratio (b)/(a), requests and
+# median seconds until the artifacts are on disk, runs in which the proxy got
+# every artifact, ratio (b)/(a), requests and
 # MiB at the upstream per run (medians), the proxy's peak RSS (max over its
 # runs), and what the proxy's GET /status said after its last run.
 # Source after setting `here` and `build`; env: N=20 MB=20 RUNS=5, UPSTREAM
