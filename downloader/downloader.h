@@ -400,6 +400,14 @@ int dl_grpc_rx_feed(dl_grpc_rx *rx, const void *data, size_t n, dl_grpc_sink sin
 /* True when a message has begun and not ended. */
 bool dl_grpc_rx_partial(const dl_grpc_rx *rx);
 
+/* True when an answer ended cleanly (CURLE_OK, HTTP 200, no message cut, at
+ * least one whole message) but without a grpc-status. libcurl 7.88 (Debian
+ * 12) now and then loses the trailers of a multiplexed HTTP/2 stream; an
+ * answer such as this whose content the caller knows to be whole (a unary
+ * call's one message; a ByteStream read of every byte of the blob, which is
+ * then verified against its digest) is taken as OK instead of read again. */
+bool dl_grpc_rx_whole_untrailed(const dl_grpc_rx *rx, CURLcode rc, long http_status);
+
 /* A header or trailer line: notes grpc-status and grpc-message. */
 void dl_grpc_rx_header(dl_grpc_rx *rx, const char *line, size_t n);
 

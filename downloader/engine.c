@@ -1805,6 +1805,15 @@ static void grpc_stream_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 		snprintf(why, sizeof(why), "the answer ended inside a message");
 		o = DL_OUTCOME_TRANSIENT;
 	}
+	if (o == DL_OUTCOME_TRANSIENT && dl_grpc_rx_whole_untrailed(x->grpc, rc, status)) {
+		/* Trailers lost by libcurl: a read that brought every byte (the
+		 * caller verifies them), or a unary call's one answer, stands. */
+		pthread_mutex_lock(&s->mu);
+		if (s->op == DL_OP_GET && s->area == TF_AREA_CAS ? s->moved == (uint64_t)s->size
+								   : x->grpc->messages == 1)
+			o = DL_OUTCOME_BODY;
+		pthread_mutex_unlock(&s->mu);
+	}
 	if (s->op == DL_OP_PUT && s->area == TF_AREA_CAS && x->put_answered && x->grpc->status <= 0 &&
 	    !x->grpc->why[0] && !dl_grpc_rx_partial(x->grpc))
 		o = DL_OUTCOME_BODY; /* answered (perhaps before the body went: it had the blob); committed_size decides */
@@ -2183,6 +2192,8 @@ static void batch_done(tf_downloader *d, dl_xfer *b, CURLcode rc)
 		snprintf(why, sizeof(why), "the answer ended inside a message");
 		o = DL_OUTCOME_TRANSIENT;
 	}
+	if (o == DL_OUTCOME_TRANSIENT && dl_grpc_rx_whole_untrailed(b->grpc, rc, status) && b->grpc->messages == 1)
+		o = DL_OUTCOME_BODY; /* trailers lost by libcurl; each blob in it is verified */
 	set_state(b, DL_FINISHED);
 	if (b->grpc->status == 12) { /* UNIMPLEMENTED: a server without BatchReadBlobs */
 		dl_grpc_batch_off(dl_backend_grpc(d->backend));
@@ -2268,6 +2279,11 @@ static void on_attempt_done(tf_downloader *d, dl_xfer *x, CURLcode rc)
 			snprintf(why, sizeof(why), "the answer ended inside a message");
 			o = DL_OUTCOME_TRANSIENT;
 		}
+		/* Trailers lost by libcurl: every byte of a blob read (verified
+		 * next), or a unary call's one answer. */
+		if (o == DL_OUTCOME_TRANSIENT && dl_grpc_rx_whole_untrailed(x->grpc, rc, status) &&
+		    (x->area == TF_AREA_CAS ? x->received == x->digest.size : x->grpc->messages == 1))
+			o = DL_OUTCOME_BODY;
 	} else {
 		o = dl_backend_classify(d->backend, rc, status, x->errbuf, why, sizeof(why));
 	}

@@ -221,6 +221,12 @@ bool dl_grpc_rx_partial(const dl_grpc_rx *rx)
 	return rx->hdr_len > 0;
 }
 
+bool dl_grpc_rx_whole_untrailed(const dl_grpc_rx *rx, CURLcode rc, long http_status)
+{
+	return rc == CURLE_OK && http_status == 200 && rx->status < 0 && !rx->why[0] && rx->hdr_len == 0 &&
+	       rx->messages > 0;
+}
+
 void dl_grpc_rx_header(dl_grpc_rx *rx, const char *line, size_t n)
 {
 	while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))

@@ -196,6 +196,25 @@ TEST(status_mapping)
 	}
 }
 
+TEST(whole_answer_without_trailers)
+{
+	unsigned char one[] = { 0, 0, 0, 0, 3, 'a', 'b', 'c' };
+	dl_grpc_rx rx;
+	sink_buf s = { .n = 0 };
+
+	dl_grpc_rx_init(&rx, DL_GRPC_RAW);
+	CHECK(!dl_grpc_rx_whole_untrailed(&rx, CURLE_OK, 200)); /* no message: a cut stream */
+	CHECK(dl_grpc_rx_feed(&rx, one, sizeof(one) - 1, collect, &s) == 0);
+	CHECK(!dl_grpc_rx_whole_untrailed(&rx, CURLE_OK, 200)); /* cut inside the message */
+	CHECK(dl_grpc_rx_feed(&rx, one + sizeof(one) - 1, 1, collect, &s) == 0);
+	CHECK(dl_grpc_rx_whole_untrailed(&rx, CURLE_OK, 200));
+	CHECK(!dl_grpc_rx_whole_untrailed(&rx, CURLE_RECV_ERROR, 200));
+	CHECK(!dl_grpc_rx_whole_untrailed(&rx, CURLE_OK, 503));
+	dl_grpc_rx_header(&rx, "grpc-status: 14\r\n", 17);
+	CHECK(!dl_grpc_rx_whole_untrailed(&rx, CURLE_OK, 200)); /* the server's own status stands */
+	dl_grpc_rx_fini(&rx);
+}
+
 TEST(resource_names)
 {
 	char out[256];
