@@ -98,7 +98,7 @@ static void emit_set(struct out *o, const char *id, const char *kind, size_t own
 	BuildEventStream__BuildEventId__NamedSetOfFilesId rid[2], *rp[2];
 	static BuildEventStream__File *fp;
 	static BuildEventStream__File **fpp;
-	static char (*names)[64], (*digests)[65], (*uris)[160];
+	static char (*names)[96], (*digests)[65], (*uris)[160];
 	static size_t cap;
 
 	if (n > cap) {
