@@ -65,7 +65,7 @@ struct set_node {
 };
 
 struct file_slot {
-	uint32_t hash; /* the high half of the record's hash */
+	uint32_t hash; /* the top half of the record's hash */
 	uint32_t fid;  /* + 1; 0 = empty */
 };
 
@@ -120,6 +120,7 @@ struct ev_sets {
 
 	struct file_slot *ftab;
 	size_t ftab_mask;
+	unsigned ftab_bits; /* log2 of its size */
 	const unsigned char **files; /* packed record of each fid */
 	uint32_t *fepoch;
 	size_t n_files, cap_files;
@@ -518,9 +519,10 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 		if (tmpl < 0)
 			return nomem ? -ENOMEM : 0;
 		flags |= F_UTMPL;
-		tf__unhex(loc + tlen, 32, udig);
-		if ((flags & F_DIG) && usize == (uint64_t)f->length && memcmp(udig, ddig, 32) == 0)
+		if ((flags & F_DIG) && usize == (uint64_t)f->length && memcmp(loc + tlen, dig, SHA256_HEX) == 0)
 			flags |= F_USAME;
+		else
+			tf__unhex(loc + tlen, 32, udig);
 	}
 	need = 1 + 10 * 5 + 32 + 32 + dig_len + 1 + loc_len + 1 + name_len + 1;
 	if (tf__buf_reserve(&s->enc, need) < 0)
@@ -753,17 +755,31 @@ static long node_get(ev_sets *s, const char *id, uint64_t h)
 
 /* ---- the file table ------------------------------------------------------------- */
 
+/* Slots are indexed by the top bits of the record's hash and hold its top
+ * 32 bits, so growing never reads a record again. */
+static size_t ftab_pos(uint32_t top, unsigned bits)
+{
+	return bits ? (size_t)(top >> (32 - bits)) : 0;
+}
+
 static int ftab_grow(ev_sets *s, size_t want_files)
 {
 	size_t size = s->ftab ? s->ftab_mask + 1 : 0;
+	unsigned bits = s->ftab_bits;
 	struct file_slot *t;
 
 	if (want_files * 2 <= size)
 		return 0;
-	if (size == 0)
+	if (size == 0) {
 		size = 1024;
-	while (want_files * 2 > size)
+		bits = 10;
+	}
+	while (want_files * 2 > size) {
 		size *= 2;
+		bits++;
+	}
+	if (bits > 32)
+		return -ENOMEM; /* (max_files keeps us far below) */
 	t = calloc(size, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -771,13 +787,7 @@ static int ftab_grow(ev_sets *s, size_t want_files)
 		size_t i;
 		if (!s->ftab[j].fid)
 			continue;
-		/* The slot came from the hash's low half; rehash from the
-		 * record (the table holds only the high half). */
-		{
-			const unsigned char *r = s->files[s->ftab[j].fid - 1], *p = r;
-			size_t len = (size_t)get_varint(&p);
-			i = mix64(hash_bytes(0, p, len)) & (size - 1);
-		}
+		i = ftab_pos(s->ftab[j].hash, bits);
 		while (t[i].fid)
 			i = (i + 1) & (size - 1);
 		t[i] = s->ftab[j];
@@ -785,6 +795,7 @@ static int ftab_grow(ev_sets *s, size_t want_files)
 	free(s->ftab);
 	s->ftab = t;
 	s->ftab_mask = size - 1;
+	s->ftab_bits = bits;
 	return 0;
 }
 
@@ -796,7 +807,7 @@ static long file_lookup(const ev_sets *s, uint64_t h, size_t *slot)
 
 	if (!s->ftab)
 		return -1;
-	for (i = h & s->ftab_mask;; i = (i + 1) & s->ftab_mask) {
+	for (i = ftab_pos((uint32_t)(h >> 32), s->ftab_bits);; i = (i + 1) & s->ftab_mask) {
 		uint32_t v = s->ftab[i].fid;
 		const unsigned char *p;
 		if (v == 0)
