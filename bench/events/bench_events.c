@@ -15,7 +15,10 @@
  * Timed: reading (framing, schema check, decode, storing every named set)
  * and expanding each target's default output group to its flat file list
  * (on average ~2,600 files per target at the defaults: 26 million file
- * visits). Run at 1/4, 1/2 and 1x the size to show the cost is linear;
+ * visits). Printed per size: wall and CPU seconds of each phase and the
+ * process's peak RSS so far (issue 13's target: <= 128 MiB at 1x, which
+ * bench/bep_memory.sh checks against an older build). Run at 1/4, 1/2 and
+ * 1x the size to show the cost is linear;
  * each size is timed R times (default 3) and the fastest run reported, so
  * other work on the machine disturbs the figures less.
  *
