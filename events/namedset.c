@@ -51,6 +51,9 @@ enum {
 
 #define POOL_CHUNK ((size_t)1 << 20)
 #define SHA256_HEX 64
+/* Bytes a templated URI is rebuilt into: template, hash, '/', a size of up
+ * to 20 digits, NUL (pack sizes the scratch with it, unpack checks it). */
+#define URI_ROOM(tlen) ((tlen) + SHA256_HEX + 22)
 
 struct set_node {
 	const char *id; /* in the pool */
@@ -554,7 +557,7 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 	/* Rebuilt: the name (when it has a directory), the digest's hex and a
 	 * templated uri. */
 	*scratch = (slash ? name_len + 1 : 0) + ((flags & F_DIG) ? SHA256_HEX + 1 : 0) +
-		   (tlen ? loc_len + 1 : 0);
+		   (tlen ? URI_ROOM(tlen) : 0);
 	return 1;
 }
 
@@ -613,7 +616,7 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 		if (flags & F_UTMPL) {
 			const struct istr *t = &s->templates.v[get_varint(&p)];
 			uint64_t size = (uint64_t)f->length;
-			if ((size_t)(lim - out) < t->len + SHA256_HEX + 22)
+			if ((size_t)(lim - out) < URI_ROOM(t->len))
 				return false;
 			f->uri = out;
 			memcpy(out, t->s, t->len);
@@ -683,8 +686,10 @@ static const BuildEventStream__File *file_get(ev_sets *s, uint32_t fid)
 	}
 	e->fid1 = 0;
 scratch:
-	/* The scratch is as long as the longest record needs (file_add). */
-	unpack(s, s->files[fid], &s->cur, s->scratch, s->cap_scratch);
+	/* The scratch is as long as the longest record needs (file_add sizes
+	 * it with pack's count, which is what unpack checks). */
+	if (!unpack(s, s->files[fid], &s->cur, s->scratch, s->cap_scratch))
+		abort(); /* a broken invariant, never a half-built File */
 	return &s->cur;
 }
 

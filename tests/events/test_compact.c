@@ -95,9 +95,9 @@ static void check_same(const BuildEventStream__File *got, const BuildEventStream
 
 TEST(every_kind_of_file_round_trips)
 {
-	enum { N = 17 };
+	enum { N = 18 };
 	BuildEventStream__File f[N], *fp[N], twin;
-	char long_name[400], long_uri[600];
+	char long_name[400], long_uri[600], long_uri2[1200];
 	static uint8_t nul_bytes[] = { 'a', 0, 'b' };
 	tf__buf b;
 	ev_event *ev[4];
@@ -108,6 +108,8 @@ TEST(every_kind_of_file_round_trips)
 	long_name[sizeof(long_name) - 1] = '\0';
 	memcpy(long_name, "deep/", 5);
 	snprintf(long_uri, sizeof(long_uri), "bytestream://%0300d.example.com/blobs/%s/77", 0, HEX_B);
+	snprintf(long_uri2, sizeof(long_uri2), "bytestream://%01000d.example.com/blobs/%s/9223372036854775807",
+		 0, HEX_A);
 	for (size_t i = 0; i < N; i++) {
 		build_event_stream__file__init(&f[i]);
 		f[i].n_path_prefix = 3;
@@ -150,6 +152,9 @@ TEST(every_kind_of_file_round_trips)
 	f[15].name = long_name, f[15].digest = HEX_B, f[15].length = 77, f[15].uri = long_uri;
 	f[16].name = "pkg/a/b.o", f[16].digest = HEX_B, f[16].length = 1234; /* f[0]'s path, another digest */
 	f[16].uri = "bytestream://cache.example.com:443/blobs/" HEX_B "/1234";
+	/* A long templated URI with the longest size, its name without a
+	 * directory, and no digest: the scratch holds the URI alone. */
+	f[17].name = "top", f[17].uri = long_uri2;
 
 	tf__buf_init(&b, 1 << 20);
 	set_event(&b, "all", fp, N, NULL);
