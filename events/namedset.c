@@ -378,18 +378,6 @@ nomem:
 
 /* ---- packing a File ------------------------------------------------------------ */
 
-static size_t put_varint(unsigned char *p, uint64_t v)
-{
-	size_t n = 0;
-
-	while (v >= 0x80) {
-		p[n++] = (unsigned char)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (unsigned char)v;
-	return n;
-}
-
 static uint64_t get_varint(const unsigned char **p)
 {
 	uint64_t v = 0;
@@ -449,7 +437,7 @@ static size_t uri_template(const char *uri, size_t n, uint64_t *size)
 /* Appends n bytes and a NUL after a varint n. */
 static void put_str(unsigned char **p, const void *str, size_t n)
 {
-	*p += put_varint(*p, n);
+	*p += pw_put_varint(*p, n);
 	if (n)
 		memcpy(*p, str, n);
 	(*p)[n] = '\0';
@@ -532,9 +520,9 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 		return -ENOMEM;
 	p = (unsigned char *)s->enc.data;
 	*p++ = flags;
-	p += put_varint(p, (uint64_t)f->length);
-	p += put_varint(p, (uint64_t)(pfx + 1));
-	p += put_varint(p, (uint64_t)(dir + 1));
+	p += pw_put_varint(p, (uint64_t)f->length);
+	p += pw_put_varint(p, (uint64_t)(pfx + 1));
+	p += pw_put_varint(p, (uint64_t)(dir + 1));
 	if (flags & F_DIG) {
 		memcpy(p, ddig, 32);
 		p += 32;
@@ -542,11 +530,11 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 		put_str(&p, dig, dig_len);
 	}
 	if (flags & F_UTMPL) {
-		p += put_varint(p, (uint64_t)tmpl);
+		p += pw_put_varint(p, (uint64_t)tmpl);
 		if (!(flags & F_USAME)) {
 			memcpy(p, udig, 32);
 			p += 32;
-			p += put_varint(p, usize);
+			p += pw_put_varint(p, usize);
 		}
 	} else if (flags & F_CASE) {
 		put_str(&p, loc, loc_len);
@@ -852,7 +840,7 @@ static long file_add(ev_sets *s, const BuildEventStream__File *f)
 	}
 	{
 		unsigned char tmp[10];
-		hdr = put_varint(tmp, s->enc.len);
+		hdr = pw_put_varint(tmp, s->enc.len);
 		if (!(rec = pool_alloc(s, hdr + s->enc.len, 1)))
 			return -ENOMEM;
 		memcpy(rec, tmp, hdr);

@@ -38,28 +38,7 @@ static size_t decode_all(tf__buf *b, ev_event **out, size_t max)
 static void set_event(tf__buf *b, const char *id, BuildEventStream__File **files, size_t nf,
 		      const char *ref)
 {
-	BuildEventStream__BuildEvent ev = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
-	BuildEventStream__BuildEventId eid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__INIT;
-	BuildEventStream__BuildEventId__NamedSetOfFilesId nid =
-		BUILD_EVENT_STREAM__BUILD_EVENT_ID__NAMED_SET_OF_FILES_ID__INIT;
-	BuildEventStream__BuildEventId__NamedSetOfFilesId rid =
-		BUILD_EVENT_STREAM__BUILD_EVENT_ID__NAMED_SET_OF_FILES_ID__INIT, *rp = &rid;
-	BuildEventStream__NamedSetOfFiles set = BUILD_EVENT_STREAM__NAMED_SET_OF_FILES__INIT;
-
-	set.n_files = nf;
-	set.files = files;
-	if (ref) {
-		rid.id = (char *)ref;
-		set.n_file_sets = 1;
-		set.file_sets = &rp;
-	}
-	nid.id = (char *)id;
-	eid.id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET;
-	eid.named_set = &nid;
-	ev.id = &eid;
-	ev.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
-	ev.named_set_of_files = &set;
-	add_record(b, &ev.base);
+	add_named_set_of(b, id, files, nf, &ref, ref ? 1 : 0);
 }
 
 static const char *or_empty(const char *s)
@@ -252,11 +231,6 @@ static void make_file(BuildEventStream__File *f, char *name, char *digest, char 
 
 static void gen_set(struct gen *g, char kind, size_t owner, size_t per, const char *const *refs, size_t nr)
 {
-	BuildEventStream__BuildEvent ev = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
-	BuildEventStream__BuildEventId eid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__INIT;
-	BuildEventStream__BuildEventId__NamedSetOfFilesId nid =
-		BUILD_EVENT_STREAM__BUILD_EVENT_ID__NAMED_SET_OF_FILES_ID__INIT, rid[2], *rp[2];
-	BuildEventStream__NamedSetOfFiles set = BUILD_EVENT_STREAM__NAMED_SET_OF_FILES__INIT;
 	BuildEventStream__File f[64], *fp[64];
 	char names[64][64], digests[64][65], uris[64][160], id[32];
 
@@ -265,23 +239,8 @@ static void gen_set(struct gen *g, char kind, size_t owner, size_t per, const ch
 		make_file(&f[j], names[j], digests[j], uris[j], kind, owner, j);
 		fp[j] = &f[j];
 	}
-	for (size_t i = 0; i < nr; i++) {
-		build_event_stream__build_event_id__named_set_of_files_id__init(&rid[i]);
-		rid[i].id = (char *)refs[i];
-		rp[i] = &rid[i];
-	}
 	snprintf(id, sizeof(id), "%c%zu", kind, owner);
-	set.n_files = per;
-	set.files = fp;
-	set.n_file_sets = nr;
-	set.file_sets = rp;
-	nid.id = id;
-	eid.id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET;
-	eid.named_set = &nid;
-	ev.id = &eid;
-	ev.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
-	ev.named_set_of_files = &set;
-	add_record(&g->b, &ev.base);
+	add_named_set_of(&g->b, id, fp, per, refs, nr);
 	flush_gen(g, false);
 }
 
@@ -311,19 +270,6 @@ static size_t gen_target(struct gen *g, size_t i, size_t per)
 	return per * (pos + 2);
 }
 
-static long vmrss_kib(void)
-{
-	char line[256];
-	long v = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-	CHECK(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
-			break;
-	fclose(f);
-	return v;
-}
-
 TEST(large_shared_bep_fits_in_its_budget)
 {
 	const size_t targets = 4000, per = 50; /* 400,000 files */
@@ -349,7 +295,7 @@ TEST(large_shared_bep_fits_in_its_budget)
 	CHECK(fclose(g.out) == 0);
 	tf__buf_fini(&g.b);
 
-	before = vmrss_kib();
+	before = proc_status_kib("VmRSS");
 	r = ev_reader_new(path, NULL, &err);
 	s = ev_sets_new(NULL, &err);
 	CHECK(r && s);
