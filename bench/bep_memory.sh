@@ -3,9 +3,12 @@
 # 10,000 targets with deeply shared named sets (bench/events/bench_events),
 # the old build against the new one in the same run, alternating
 # (old, new, old, new, ...), RUNS times each. One table: medians of the 1x
-# row's read, expand and read + expand wall times, the peak RSS, and the
-# CPU time (user + sys) of the whole bench process, with new/old.
-# Usage: bench/bep_memory.sh OLD_BUILD_DIR NEW_BUILD_DIR [RUNS]   (RUNS >= 5 by default 5)
+# row's read, expand and read + expand wall times (and CPU times, when both
+# builds' bench_events print them), the peak RSS, and the CPU time (user +
+# sys) of the whole bench process, with new/old. The verdict on time uses
+# CPU seconds when both print them (wall time on a busy machine is mostly
+# waiting for a CPU), else wall time.
+# Usage: bench/bep_memory.sh OLD_BUILD_DIR NEW_BUILD_DIR [RUNS]   (RUNS: 5)
 #   env: FILES, TARGETS (default 1000000, 10000)
 set -euo pipefail
 old=${1:?usage: bench/bep_memory.sh OLD_BUILD_DIR NEW_BUILD_DIR [RUNS]}
@@ -42,7 +45,11 @@ def row(which, r):
     for line in open(f"{work}/{which}.{r}.out"):
         f = line.split()
         if f and f[0] == "1.00x":
-            return {"read": float(f[5]), "expand": float(f[6]), "total": float(f[7]), "peak": float(f[9])}
+            r = {"read": float(f[5]), "expand": float(f[6]), "total": float(f[7]), "peak": float(f[9])}
+            if len(f) >= 12:  # builds whose bench prints CPU seconds per phase
+                r.update({"read_cpu": float(f[10]), "expand_cpu": float(f[11]),
+                          "total_cpu": float(f[10]) + float(f[11])})
+            return r
     raise SystemExit(f"no 1.00x row in {which} run {r}")
 def proc(which, r):
     f = open(f"{work}/{which}.{r}.time").read().split()
@@ -51,15 +58,22 @@ med = {}
 for which in ("old", "new"):
     rows = [dict(row(which, r), **proc(which, r)) for r in range(1, runs + 1)]
     med[which] = {k: statistics.median(x[k] for x in rows) for k in rows[0]}
+both_cpu = "total_cpu" in med["old"] and "total_cpu" in med["new"]
 labels = [("read s (wall)", "read"), ("expand s (wall)", "expand"), ("read + expand s (wall)", "total"),
           ("peak RSS MiB (getrusage, after the 1x size)", "peak"), ("peak RSS MiB (GNU time)", "rss"),
           ("CPU s of the whole bench (user + sys; all 3 sizes and generating them)", "cpu")]
+if both_cpu:
+    labels[3:3] = [("read CPU s", "read_cpu"), ("expand CPU s", "expand_cpu"), ("read + expand CPU s", "total_cpu")]
 print("\n| figure | old (median) | new (median) | new/old |\n|---|---|---|---|")
 for label, k in labels:
     o, n = med["old"][k], med["new"][k]
     print(f"| {label} | {o:.3f} | {n:.3f} | {n / o:.2f} |" if o else f"| {label} | {o} | {n} | n/a |")
 ok_mem = med["new"]["rss"] <= 128
-ok_time = med["new"]["total"] <= med["old"]["total"]
+# Wall time on a busy machine is mostly waiting for a CPU: judge by CPU
+# seconds of the two phases when both builds print them.
+key, what = ("total_cpu", "CPU") if both_cpu else ("total", "wall")
+ok_time = med["new"][key] <= med["old"][key]
 print(f"\ntarget: peak RSS <= 128 MiB: {'ok' if ok_mem else 'NOT MET'} ({med['new']['rss']:.1f} MiB); "
-      f"read + expand new/old <= 1.0: {'ok' if ok_time else 'NOT MET'} ({med['new']['total'] / med['old']['total']:.2f})")
+      f"read + expand new/old <= 1.0 ({what} time): {'ok' if ok_time else 'NOT MET'} "
+      f"({med['new'][key] / med['old'][key]:.2f})")
 PY
