@@ -48,6 +48,7 @@ rows = {
     "checker_events": [("store inject outputs/s", r"store: inject[^|]*\|\s*([0-9.,]+)"),
                        ("session inject outputs/s", r"session: inject[^|]*\|\s*([0-9.,]+)"),
                        ("BEP read+expand s", r"BEP: read[^|]*\|\s*([0-9.]+)"),
+                       ("BEP peak RSS MiB", r"BEP: read[^|]*\|[^|]*\|\s*([0-9.]+) MiB"),
                        ("gate latency median ms", r"gate latency[^|]*\|\s*(?:median\s*)?([0-9.]+)")],
     "proxy_vs_toplevel": [("bazel toplevel wall s", r"^\|\s*\(a\)[^|]*\|\s*([0-9.]+)"),
                           ("minimal via proxy wall s", r"^\|\s*\(b\)[^|]*\|\s*([0-9.]+)")],

@@ -24,7 +24,7 @@
 
 #define EV_DEFAULT_MAX_MESSAGE (64u << 20) /* bytes of one BuildEvent */
 #define EV_DEFAULT_MAX_DEPTH PW_DEFAULT_MAX_DEPTH /* protobuf message nesting */
-#define EV_DEFAULT_MAX_SETS 2000000u       /* NamedSetOfFiles kept at once (~1 KB each) */
+#define EV_DEFAULT_MAX_SETS 2000000u       /* NamedSetOfFiles ids kept at once (~100 B each) */
 #define EV_DEFAULT_MAX_FILES 10000000u     /* File entries across all kept sets */
 #define EV_DEFAULT_MAX_SET_DEPTH 10000u    /* longest chain of file_sets references */
 
@@ -168,10 +168,13 @@ ev_sets *ev_sets_new(const ev_sets_options *opts, tf_error *err);
 /* Drops every stored event reference and frees the graph. Accepts NULL. */
 void ev_sets_free(ev_sets *s);
 
-/* Stores a named_set_of_files event under its id (the event gains a
- * reference; its File pointers stay valid while the graph lives). References
- * to other sets are resolved when a set is first expanded, so a set may name
- * one that arrives later. Errors: not a named set or no id (-EINVAL), an id
+/* Stores a named_set_of_files event under its id in a compact form: the
+ * graph keeps no reference to ev (the caller may drop it at once). Equal
+ * Files are stored once; path prefixes, directories and bytestream URI
+ * templates are interned, sha256 digests kept as 32 bytes. References to
+ * other sets are resolved when a set is first expanded, so a set may name
+ * one that arrives later (such an id counts against max_sets from the
+ * first mention). Errors: not a named set or no id (-EINVAL), an id
  * already stored (-EEXIST), over max_sets or max_files (-E2BIG). Linear in
  * the set's size. */
 int ev_sets_add(ev_sets *s, ev_event *ev, tf_error *err);
@@ -202,8 +205,9 @@ int ev_sets_expand_target(ev_sets *s, const ev_event *ev, const char *group, tf_
  * file is returned once per expansion — a set's own files before those of
  * the sets it references, in order — and the cost over a whole expansion is
  * linear in the sets and files it reaches, however many other expansions
- * share them. The pointer is valid while the graph (or, for inline files,
- * the caller's message) lives. */
+ * share them. A file of a set is rebuilt into one File the graph owns: it
+ * and its strings are valid until the next call on the graph (copy what you
+ * keep); an inline file is the caller's own pointer. */
 const BuildEventStream__File *ev_sets_expand_next(ev_sets *s);
 
 /* The exec-root-relative path of a BEP File (path_prefix parts joined with

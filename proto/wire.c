@@ -30,6 +30,18 @@ int pw_varint(const uint8_t *p, size_t avail, uint64_t *out)
 	return -1;
 }
 
+size_t pw_put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
 int pw_next(const uint8_t *buf, size_t len, size_t *pos, pw_field *f, const char **why)
 {
 	size_t i = *pos;

@@ -26,6 +26,9 @@ enum { PW_VARINT = 0, PW_I64 = 1, PW_LEN = 2, PW_SGROUP = 3, PW_EGROUP = 4, PW_I
  * avail, -1 if it is longer than 10 bytes or overflows 64 bits. */
 int pw_varint(const uint8_t *p, size_t avail, uint64_t *out);
 
+/* Writes v as a varint at p (room for 10 bytes); returns the bytes written. */
+size_t pw_put_varint(uint8_t *p, uint64_t v);
+
 /* One field of a message, as pw_next reads it. */
 typedef struct pw_field {
 	uint32_t number;

@@ -15,7 +15,10 @@
  * Timed: reading (framing, schema check, decode, storing every named set)
  * and expanding each target's default output group to its flat file list
  * (on average ~2,600 files per target at the defaults: 26 million file
- * visits). Run at 1/4, 1/2 and 1x the size to show the cost is linear;
+ * visits). Printed per size: wall and CPU seconds of each phase and the
+ * process's peak RSS so far (issue 13's target: <= 128 MiB at 1x, which
+ * bench/bep_memory.sh checks against an older build). Run at 1/4, 1/2 and
+ * 1x the size to show the cost is linear;
  * each size is timed R times (default 3) and the fastest run reported, so
  * other work on the machine disturbs the figures less.
  *
@@ -41,6 +44,15 @@ static double now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of the process (user + system): what load on the machine
+ * disturbs much less than wall time. */
+static double cpu_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -98,7 +110,7 @@ static void emit_set(struct out *o, const char *id, const char *kind, size_t own
 	BuildEventStream__BuildEventId__NamedSetOfFilesId rid[2], *rp[2];
 	static BuildEventStream__File *fp;
 	static BuildEventStream__File **fpp;
-	static char (*names)[64], (*digests)[65], (*uris)[160];
+	static char (*names)[96], (*digests)[65], (*uris)[160];
 	static size_t cap;
 
 	if (n > cap) {
@@ -213,6 +225,7 @@ static void generate(const char *path, size_t files, size_t targets)
 struct result {
 	uint64_t events, files, visits, bytes;
 	double read_s, expand_s;
+	double read_cpu, expand_cpu;
 };
 
 static struct result run(const char *path)
@@ -225,11 +238,12 @@ static struct result run(const char *path)
 	ev_event **targets = NULL, *ev;
 	size_t n_targets = 0, cap = 0;
 	uint64_t checksum = 0;
-	double t0, t1, t2;
+	double t0, t1, t2, c0, c1, c2;
 	int rc;
 
 	ev_sets_options_init(&so);
 	t0 = now_s();
+	c0 = cpu_s();
 	r = ev_reader_new(path, NULL, &err);
 	s = ev_sets_new(&so, &err);
 	if (!r || !s)
@@ -254,6 +268,7 @@ static struct result run(const char *path)
 		die("read", &err);
 	res.bytes = ev_reader_offset(r);
 	t1 = now_s();
+	c1 = cpu_s();
 	for (size_t i = 0; i < n_targets; i++) {
 		const BuildEventStream__File *f;
 		if (ev_sets_expand_target(s, targets[i], "default", &err) < 0)
@@ -264,9 +279,12 @@ static struct result run(const char *path)
 		}
 	}
 	t2 = now_s();
+	c2 = cpu_s();
 	res.files = ev_sets_distinct_files(s);
 	res.read_s = t1 - t0;
 	res.expand_s = t2 - t1;
+	res.read_cpu = c1 - c0;
+	res.expand_cpu = c2 - c1;
 	if (checksum == 0)
 		die("no files expanded", NULL);
 	for (size_t i = 0; i < n_targets; i++)
@@ -318,8 +336,9 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/bench_events.%d.bin", dir, (int)getpid());
 	printf("synthetic BEP: %zu files in %zu targets, library chains of %d with diamonds; best of %d\n\n",
 	       files, targets, CHAIN, reps);
-	printf("%6s %9s %10s %9s %11s %8s %8s %8s %9s %9s\n", "scale", "events", "files",
-	       "MiB", "visits", "read s", "expand s", "total s", "ns/file", "peak MiB");
+	printf("%6s %9s %10s %9s %11s %8s %8s %8s %9s %9s %8s %8s\n", "scale", "events", "files",
+	       "MiB", "visits", "read s", "expand s", "total s", "ns/file", "peak MiB", "read cpu",
+	       "exp cpu");
 	for (int k = 0; k < 3; k++) {
 		size_t div = (size_t)4 >> k;
 		struct result res;
@@ -335,14 +354,15 @@ int main(int argc, char **argv)
 		unlink(path);
 		total = res.read_s + res.expand_s;
 		per_file[k] = total * 1e9 / (double)(res.files + res.visits);
-		printf("%5.2fx %9llu %10llu %9.1f %11llu %8.3f %8.3f %8.3f %9.1f %9.1f\n", 1.0 / (double)div,
-		       (unsigned long long)res.events, (unsigned long long)res.files,
+		printf("%5.2fx %9llu %10llu %9.1f %11llu %8.3f %8.3f %8.3f %9.1f %9.1f %8.3f %8.3f\n",
+		       1.0 / (double)div, (unsigned long long)res.events, (unsigned long long)res.files,
 		       (double)res.bytes / 1048576.0, (unsigned long long)res.visits, res.read_s,
-		       res.expand_s, total, per_file[k], peak_rss_mib());
+		       res.expand_s, total, per_file[k], peak_rss_mib(), res.read_cpu, res.expand_cpu);
 		if (k == 2)
 			full = res;
 	}
-	printf("\nns/file = (read + expand) / (files in the stream + files returned by expansions)\n");
+	printf("\nns/file = (read + expand) / (files in the stream + files returned by expansions);\n"
+	       "peak MiB = the process's peak RSS so far; read cpu, exp cpu = CPU seconds (user + sys) of the same run\n");
 	if (check) {
 		double total = full.read_s + full.expand_s;
 		bool ok = total <= 2.0 && per_file[2] <= 1.5 * per_file[0];

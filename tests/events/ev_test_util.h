@@ -150,24 +150,51 @@ static inline void add_progress(tf__buf *b, int count, const char *text, bool la
 	add_record(b, &ev.base);
 }
 
+/* A NamedSetOfFiles event: set `id` with the Files files[0..nf) and
+ * references to refs[0..nr). */
+static inline void add_named_set_of(tf__buf *b, const char *id, BuildEventStream__File **files, size_t nf,
+				    const char *const *refs, size_t nr)
+{
+	BuildEventStream__BuildEvent ev = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
+	BuildEventStream__BuildEventId eid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__INIT;
+	BuildEventStream__BuildEventId__NamedSetOfFilesId nid =
+		BUILD_EVENT_STREAM__BUILD_EVENT_ID__NAMED_SET_OF_FILES_ID__INIT;
+	BuildEventStream__NamedSetOfFiles set = BUILD_EVENT_STREAM__NAMED_SET_OF_FILES__INIT;
+	BuildEventStream__BuildEventId__NamedSetOfFilesId *ids = calloc(nr + 1, sizeof(*ids));
+	BuildEventStream__BuildEventId__NamedSetOfFilesId **ip = calloc(nr + 1, sizeof(*ip));
+
+	CHECK(ids && ip);
+	for (size_t i = 0; i < nr; i++) {
+		build_event_stream__build_event_id__named_set_of_files_id__init(&ids[i]);
+		ids[i].id = (char *)refs[i];
+		ip[i] = &ids[i];
+	}
+	set.n_files = nf;
+	set.files = files;
+	set.n_file_sets = nr;
+	set.file_sets = ip;
+	nid.id = (char *)id;
+	eid.id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET;
+	eid.named_set = &nid;
+	ev.id = &eid;
+	ev.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
+	ev.named_set_of_files = &set;
+	add_record(b, &ev.base);
+	free(ids);
+	free(ip);
+}
+
 /* A NamedSetOfFiles event: set `id` with files named names[0..nf) (under
  * bazel-out/k8-fastbuild/bin) and references to refs[0..nr). */
 static inline void add_named_set(tf__buf *b, const char *id, const char *const *names, size_t nf,
 				 const char *const *refs, size_t nr)
 {
 	static char *prefix[] = { "bazel-out", "k8-fastbuild", "bin" };
-	BuildEventStream__BuildEvent ev = BUILD_EVENT_STREAM__BUILD_EVENT__INIT;
-	BuildEventStream__BuildEventId eid = BUILD_EVENT_STREAM__BUILD_EVENT_ID__INIT;
-	BuildEventStream__BuildEventId__NamedSetOfFilesId nid =
-		BUILD_EVENT_STREAM__BUILD_EVENT_ID__NAMED_SET_OF_FILES_ID__INIT;
-	BuildEventStream__NamedSetOfFiles set = BUILD_EVENT_STREAM__NAMED_SET_OF_FILES__INIT;
 	BuildEventStream__File *files = calloc(nf + 1, sizeof(*files));
 	BuildEventStream__File **fp = calloc(nf + 1, sizeof(*fp));
-	BuildEventStream__BuildEventId__NamedSetOfFilesId *ids = calloc(nr + 1, sizeof(*ids));
-	BuildEventStream__BuildEventId__NamedSetOfFilesId **ip = calloc(nr + 1, sizeof(*ip));
 	char **uris = calloc(nf + 1, sizeof(*uris));
 
-	CHECK(files && fp && ids && ip && uris);
+	CHECK(files && fp && uris);
 	for (size_t i = 0; i < nf; i++) {
 		build_event_stream__file__init(&files[i]);
 		files[i].name = (char *)names[i];
@@ -180,29 +207,12 @@ static inline void add_named_set(tf__buf *b, const char *id, const char *const *
 		files[i].uri = uris[i];
 		fp[i] = &files[i];
 	}
-	for (size_t i = 0; i < nr; i++) {
-		build_event_stream__build_event_id__named_set_of_files_id__init(&ids[i]);
-		ids[i].id = (char *)refs[i];
-		ip[i] = &ids[i];
-	}
-	set.n_files = nf;
-	set.files = fp;
-	set.n_file_sets = nr;
-	set.file_sets = ip;
-	nid.id = (char *)id;
-	eid.id_case = BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_NAMED_SET;
-	eid.named_set = &nid;
-	ev.id = &eid;
-	ev.payload_case = BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES;
-	ev.named_set_of_files = &set;
-	add_record(b, &ev.base);
+	add_named_set_of(b, id, fp, nf, refs, nr);
 	for (size_t i = 0; i < nf; i++)
 		free(uris[i]);
 	free(uris);
 	free(files);
 	free(fp);
-	free(ids);
-	free(ip);
 }
 
 /* A TargetComplete event for `label` whose "default" output group

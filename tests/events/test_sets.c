@@ -136,14 +136,18 @@ static void test_nesting_and_sharing(void)
 		BuildEventStream__BuildEventId__NamedSetOfFilesId *ids[] = { &id };
 		BuildEventStream__File other = BUILD_EVENT_STREAM__FILE__INIT, copy;
 		BuildEventStream__File *inl[2];
-		const char *names[8];
+		char names[8][32];
 		size_t n = 0;
 
 		/* A copy of the first file of set "left" (equal, another
 		 * object), and a file no set has. */
 		id.id = "left";
 		CHECK(ev_sets_expand_begin(st.sets, ids, 1, NULL, 0, "test", &err) == 0);
+		/* A returned File lives until the next call on the graph: the
+		 * copy gets its own strings. */
 		copy = *ev_sets_expand_next(st.sets);
+		copy.name = strdup(copy.name);
+		CHECK(copy.name);
 		CHECK_STR_EQ(copy.name, "l1");
 		other.name = "inline.txt";
 		inl[0] = &other;
@@ -151,7 +155,7 @@ static void test_nesting_and_sharing(void)
 		CHECK(ev_sets_expand_begin(st.sets, ids, 1, inl, 2, "test", &err) == 0);
 		for (const BuildEventStream__File *f; (f = ev_sets_expand_next(st.sets));) {
 			CHECK(n < 8);
-			names[n++] = f->name;
+			snprintf(names[n++], sizeof(names[0]), "%s", f->name);
 		}
 		CHECK_INT_EQ(n, 5);
 		CHECK_STR_EQ(names[0], "inline.txt");
@@ -159,6 +163,7 @@ static void test_nesting_and_sharing(void)
 		CHECK_STR_EQ(names[2], "x.txt");
 		CHECK_STR_EQ(names[3], "b1");
 		CHECK_STR_EQ(names[4], "b2");
+		free(copy.name);
 	}
 	unload(&st);
 	tf__buf_fini(&b);

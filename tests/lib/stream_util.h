@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "downloader/downloader.h"
@@ -34,18 +35,25 @@ static inline unsigned char *pattern(size_t n, unsigned seed)
 	return b;
 }
 
-/* This process's peak resident set (VmHWM), KiB. */
-static inline long vmhwm_kib(void)
+/* A "NAME: N kB" figure of /proc/self/status, KiB; -1 when absent. */
+static inline long proc_status_kib(const char *name)
 {
 	char line[256];
+	size_t n = strlen(name);
 	long v = -1;
 	FILE *f = fopen("/proc/self/status", "r");
 	CHECK(f);
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %ld kB", &v) == 1)
+		if (strncmp(line, name, n) == 0 && line[n] == ':' && sscanf(line + n + 1, "%ld kB", &v) == 1)
 			break;
 	fclose(f);
 	return v;
+}
+
+/* This process's peak resident set (VmHWM), KiB. */
+static inline long vmhwm_kib(void)
+{
+	return proc_status_kib("VmHWM");
 }
 
 /* Reads s to its end, counting into *total; slow: 0.2 ms per 64 KiB, a
