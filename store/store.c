@@ -953,11 +953,25 @@ static int migrate(st_store *s, const st_migration *list, size_t n, int64_t from
 	return 0;
 }
 
+void st_pragma_sql(const st_options *opts, char *buf, size_t n)
+{
+	st_options defaults;
+
+	if (!opts) {
+		st_options_init(&defaults);
+		opts = &defaults;
+	}
+	snprintf(buf, n,
+		 "PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -%u;"
+		 "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = %d; PRAGMA journal_size_limit = %d",
+		 opts->cache_mib * 1024u, ST_WAL_CHECKPOINT_PAGES, ST_WAL_SIZE_LIMIT);
+}
+
 static int open_db(st_store *s, const st_options *opts, const st_migration *list, size_t n,
 		   tf_error *err)
 {
 	int64_t app_id, version, n_objects, build;
-	char sql[200];
+	char sql[ST_PRAGMA_SQL_MAX];
 	int r, rc;
 
 	rc = sqlite3_open_v2(s->path, &s->db,
@@ -1002,10 +1016,7 @@ static int open_db(st_store *s, const st_options *opts, const st_migration *list
 	}
 	if ((r = set_wal(s, err)) < 0)
 		return r;
-	snprintf(sql, sizeof(sql),
-		 "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -%u; PRAGMA temp_store = MEMORY;"
-		 "PRAGMA wal_autocheckpoint = %d; PRAGMA journal_size_limit = %d",
-		 opts->cache_mib * 1024u, ST_WAL_CHECKPOINT_PAGES, ST_WAL_SIZE_LIMIT);
+	st_pragma_sql(opts, sql, sizeof(sql));
 	if ((r = exec_sql(s, sql, "configure", err)) < 0)
 		return r;
 	if ((r = migrate(s, list, n, version, err)) < 0)

@@ -136,6 +136,14 @@ typedef struct st_options {
 /* Fills *o with the defaults. Does not block. */
 void st_options_init(st_options *o);
 
+/* The PRAGMA statements st_open runs on every connection with opts (NULL:
+ * the defaults), into buf (ST_PRAGMA_SQL_MAX bytes suffice): for a
+ * benchmark peer that writes to a store file with the store's own settings.
+ * Page size and WAL journaling are set once, when st_open creates the file.
+ * Does not block. */
+#define ST_PRAGMA_SQL_MAX 512
+void st_pragma_sql(const st_options *opts, char *buf, size_t n);
+
 /* ---- lifecycle ------------------------------------------------------------ */
 
 /* Opens (creating if missing) the store at path and brings its schema up to
