@@ -189,14 +189,15 @@ static int inject_session(const char *work, long n_actions, action_data *d, time
 	return 0;
 }
 
-/* The store calls the session makes for each ActionResult, without the
- * protobuf decoding and the checker. */
+/* The store calls the session makes for each ActionResult (action, outputs,
+ * commit), without the protobuf decoding and the checker. */
 static int inject_store(const char *work, long n_actions, action_data *d, timed *t)
 {
 	tf_error err = { 0 };
 	char path[4200];
 	uint64_t build;
 	st_store *s;
+	static st_output o[PER_ACTION];
 
 	snprintf(path, sizeof(path), "%s/inject.db", work);
 	if (!(s = st_open(path, NULL, &err)) || st_build_begin(s, &build, &err) < 0)
@@ -206,12 +207,13 @@ static int inject_store(const char *work, long n_actions, action_data *d, timed 
 		t_start(t);
 		if (st_action_put(s, d->key, LABEL, &err) < 0 || st_action_clear_lost(s, d->key, &err) < 0)
 			goto fail;
-		for (long i = 0; i < PER_ACTION; i++) {
-			st_output o = { .path = d->paths[i], .hash = d->hashes[i], .size = d->sizes[i],
-					.kind = ST_KIND_FILE, .action_key = d->key, .target = LABEL };
-			if (st_output_put(s, &o, &err) < 0)
-				goto fail;
-		}
+		for (long i = 0; i < PER_ACTION; i++)
+			o[i] = (st_output){ .path = d->paths[i], .hash = d->hashes[i], .size = d->sizes[i],
+					    .kind = ST_KIND_FILE, .action_key = d->key, .target = LABEL };
+		if (st_outputs_put(s, o, PER_ACTION, &err) < 0)
+			goto fail;
+		if (st_flush(s, &err) < 0) /* the session commits at the end of every call */
+			goto fail;
 		t_stop(t);
 	}
 	t_start(t);
@@ -320,7 +322,7 @@ static int bench_inject(const char *work, long n_outputs, double *rate, double *
 
 enum { K_SESSION, K_STORE, K_SQLITE, K_SQLITE_DEFAULT, K_COUNT };
 static const char *const kind_names[K_COUNT] = {
-	"session: tf_session_action_executed", "store: st_action_put + st_output_put",
+	"session: tf_session_action_executed", "store: st_action_put + st_outputs_put",
 	"bare SQLite, store's pragmas", "bare SQLite, default pragmas",
 };
 
