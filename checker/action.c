@@ -2,6 +2,7 @@
  * policy's decision about it now; and the decisions about a completed
  * target and its files. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,10 +10,61 @@
 #include "proto/wire.h"
 #include "remote_execution.pb-c.h"
 
+/* The decoded message lives in an arena freed at once: protobuf-c would
+ * otherwise malloc (and later free) every OutputFile, Digest and string,
+ * several times per output of every action. Its size follows the input
+ * (what protobuf-c asks for is bounded by the bytes it decodes). */
+#define ARENA_BLOCK (64u << 10)
+
+typedef struct arena_block {
+	struct arena_block *next;
+	size_t used, cap;
+	max_align_t data[];
+} arena_block;
+
 struct chk_action {
 	Build__Bazel__Remote__Execution__V2__ActionResult *ar;
 	char action_key[TF_HASH_HEX_LEN + 1];
+	arena_block *blocks; /* newest first */
+	size_t first_cap;    /* size of the first block: from the input's size */
 };
+
+static void *arena_alloc(void *user, size_t n)
+{
+	chk_action *a = user;
+	arena_block *b = a->blocks;
+
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	if (!b || b->cap - b->used < n) {
+		size_t cap = a->blocks ? ARENA_BLOCK : a->first_cap;
+		if (cap < n)
+			cap = n;
+		if (!(b = malloc(sizeof(*b) + cap)))
+			return NULL;
+		b->next = a->blocks;
+		b->used = 0;
+		b->cap = cap;
+		a->blocks = b;
+	}
+	b->used += n;
+	return (char *)b->data + b->used - n;
+}
+
+/* Everything goes when the arena does. */
+static void arena_free(void *user, void *p)
+{
+	(void)user;
+	(void)p;
+}
+
+static void arena_fini(chk_action *a)
+{
+	for (arena_block *b = a->blocks, *next; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	a->blocks = NULL;
+}
 
 const char *tf_decision_reason_name(tf_decision_reason r)
 {
@@ -45,10 +97,17 @@ int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk
 	if ((r = pw_check(&build__bazel__remote__execution__v2__action_result__descriptor, bytes, len,
 			  &(pw_check_opts){ .strict_strings = true }, err)) < 0)
 		return tf__err_prefix(err, "the ActionResult of action %s (%zu bytes) does not decode", action_key, len);
-	ar = build__bazel__remote__execution__v2__action_result__unpack(NULL, len, bytes);
-	if (!ar)
+	if (!(a = calloc(1, sizeof(*a))))
+		return tf__errf(err, -ENOMEM, "out of memory");
+	/* Decoded, an output takes about twice its wire size. */
+	a->first_cap = len < ARENA_BLOCK / 2 ? ARENA_BLOCK : 2 * len + ARENA_BLOCK / 4;
+	ar = build__bazel__remote__execution__v2__action_result__unpack(
+		&(ProtobufCAllocator){ .alloc = arena_alloc, .free = arena_free, .allocator_data = a }, len, bytes);
+	if (!ar) {
+		chk_action_free(a);
 		return tf__errf(err, -EBADMSG, "the ActionResult of action %s (%zu bytes) does not decode",
 				action_key, len);
+	}
 	/* Check everything before anything is reported. (Messages get their
 	 * context only when something is wrong: this loop runs for every
 	 * output of every action.) */
@@ -79,12 +138,8 @@ int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk
 	for (size_t i = 0; i < ar->n_output_directory_symlinks && r == 0; i++)
 		r = tf__path_check(ar->output_directory_symlinks[i]->path, "output directory symlink", err);
 	if (r < 0) {
-		build__bazel__remote__execution__v2__action_result__free_unpacked(ar, NULL);
+		chk_action_free(a);
 		return tf__err_prefix(err, "refusing the ActionResult of action %s", action_key);
-	}
-	if (!(a = malloc(sizeof(*a)))) {
-		build__bazel__remote__execution__v2__action_result__free_unpacked(ar, NULL);
-		return tf__errf(err, -ENOMEM, "out of memory");
 	}
 	a->ar = ar;
 	memcpy(a->action_key, action_key, TF_HASH_HEX_LEN + 1);
@@ -96,7 +151,7 @@ void chk_action_free(chk_action *a)
 {
 	if (!a)
 		return;
-	build__bazel__remote__execution__v2__action_result__free_unpacked(a->ar, NULL);
+	arena_fini(a);
 	free(a);
 }
 

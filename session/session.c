@@ -50,6 +50,15 @@ typedef struct want {
 	char *conflict; /* targets named it with two digests in this build: why */
 } want;
 
+/* Outputs of one ActionResult on their way to the store, SES_PUT_ROWS at a
+ * time (copies of what chk_action_each reported). */
+#define SES_PUT_ROWS 256
+typedef struct ses_puts {
+	size_t n;
+	chk_output out[SES_PUT_ROWS];
+	st_output o[SES_PUT_ROWS];
+} ses_puts;
+
 /* A directory output whose Tree is being read. */
 typedef struct tree_read {
 	tf_session *s;
@@ -101,6 +110,7 @@ struct tf_session {
 	uint64_t foreign;         /* of which were not the next followed build's own */
 	ev_writer *dir_bin, *dir_json; /* build_event_dir/<uuid>.bin, .json */
 	ses_synth *synth;    /* a synthesized build's bookkeeping (synth.c) */
+	ses_puts *puts;      /* tf_session_action_executed's outputs in flight */
 	uint64_t synth_posted;       /* events posted for it */
 	uint64_t synth_written_base; /* events_written when it started */
 };
@@ -679,10 +689,10 @@ static int put_output(tf_session *s, const st_output *o, tf_error *err)
 	return r;
 }
 
-/* Records one output of an executed action and acts on the decision. */
-static int on_action_output(const chk_output *out, void *user, tf_error *err)
+/* Acts on the decision about one output of an executed action, once it is
+ * recorded. */
+static void act_on_output(tf_session *s, const chk_output *out)
 {
-	tf_session *s = user;
 	const st_output *o = &out->o;
 	tf_decision d = {
 		.kind = o->kind == ST_KIND_DIRECTORY ? TF_DECISION_DIRECTORY
@@ -691,10 +701,7 @@ static int on_action_output(const chk_output *out, void *user, tf_error *err)
 		.executable = o->executable, .symlink_target = o->symlink_target, .wanted = out->wanted,
 		.reason = out->reason,
 	};
-	int r = put_output(s, o, err);
 
-	if (r < 0)
-		return r;
 	decide(s, &d);
 	if (o->kind == ST_KIND_FILE && out->wanted)
 		want_file(s, o->path, &out->digest, o->executable, 0, o->target);
@@ -702,15 +709,50 @@ static int on_action_output(const chk_output *out, void *user, tf_error *err)
 	 * known by path and digest whether or not it is fetched. */
 	if (o->kind == ST_KIND_DIRECTORY)
 		read_tree(s, o->path, &out->digest, o->action_key, o->target, out->wanted, 0);
+}
+
+/* Records the outputs gathered so far in one st_outputs_put (the store
+ * writes them in groups, far cheaper than one by one), then acts on each. */
+static int put_outputs(tf_session *s, tf_error *err)
+{
+	ses_puts *p = s->puts;
+	size_t n = p->n;
+	int r;
+
+	p->n = 0;
+	for (size_t i = 0; i < n; i++) {
+		p->o[i] = p->out[i].o;
+		if (p->o[i].hash) /* it pointed into the callback's copy */
+			p->o[i].hash = p->out[i].digest.hash;
+	}
+	if ((r = st_outputs_put(s->store, p->o, n, err)) < 0)
+		return r;
+	s->stats.outputs_injected += n;
+	for (size_t i = 0; i < n; i++)
+		act_on_output(s, &p->out[i]);
 	return 0;
+}
+
+/* Gathers one output of an executed action (its strings stay valid until
+ * the action is freed). */
+static int on_action_output(const chk_output *out, void *user, tf_error *err)
+{
+	tf_session *s = user;
+	ses_puts *p = s->puts;
+
+	p->out[p->n++] = *out;
+	return p->n == SES_PUT_ROWS ? put_outputs(s, err) : 0;
 }
 
 int tf_session_action_executed(tf_session *s, const char *action_key, const char *target_label,
 			       const void *bytes, size_t len, tf_error *err)
 {
 	chk_action *a;
-	int r = chk_action_decode(action_key, bytes, len, &a, err);
+	int r;
 
+	if (!s->puts && !(s->puts = calloc(1, sizeof(*s->puts))))
+		return tf__errf(err, -ENOMEM, "out of memory");
+	r = chk_action_decode(action_key, bytes, len, &a, err);
 	if (r < 0)
 		return r;
 	s->stats.actions++;
@@ -719,8 +761,11 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 	r = st_action_put(s->store, action_key, target_label, err);
 	if (r == 0)
 		r = st_action_clear_lost(s->store, action_key, err);
+	s->puts->n = 0;
 	if (r == 0)
 		r = chk_action_each(a, &s->policy, target_label, on_action_output, s, err);
+	if (r == 0 && s->puts->n)
+		r = put_outputs(s, err);
 	chk_action_free(a);
 	return commit(s, r, err);
 }
@@ -1744,6 +1789,7 @@ void tf_session_free(tf_session *s)
 	ev_sets_free(s->sets);
 	ev_reader_free(s->bep);
 	free(s->bep_path);
+	free(s->puts);
 	ses_synth_free(s->synth);
 	ev_writer_free(s->bin);
 	ev_writer_free(s->json);

@@ -136,6 +136,14 @@ typedef struct st_options {
 /* Fills *o with the defaults. Does not block. */
 void st_options_init(st_options *o);
 
+/* The PRAGMA statements st_open runs on every connection with opts (NULL:
+ * the defaults), into buf (ST_PRAGMA_SQL_MAX bytes suffice): for a
+ * benchmark peer that writes to a store file with the store's own settings.
+ * Page size and WAL journaling are set once, when st_open creates the file.
+ * Does not block. */
+#define ST_PRAGMA_SQL_MAX 512
+void st_pragma_sql(const st_options *opts, char *buf, size_t n);
+
 /* ---- lifecycle ------------------------------------------------------------ */
 
 /* Opens (creating if missing) the store at path and brings its schema up to
@@ -184,6 +192,15 @@ int st_integrity_check(st_store *s, tf_error *err);
  * store knew. An action key not seen before records the action too (with
  * this target). Counts as one write. */
 int st_output_put(st_store *s, const st_output *o, tf_error *err);
+
+/* Records o[0..n) as n calls of st_output_put would, in that order, with
+ * fewer statement runs (rows go in groups of 32 to one multi-row UPSERT,
+ * which costs about a quarter less per output). On an error the outputs
+ * before the one it names are recorded, that one and the rest are not: an
+ * invalid output is refused with the same message st_output_put gives; a
+ * group that cannot be written is not written at all. Borrowed for the
+ * call. Blocks on disk I/O. */
+int st_outputs_put(st_store *s, const st_output *o, size_t n, tf_error *err);
 
 /* Reads the output at path into the caller's *out. Returns 0, or -ENOENT
  * when the store has no such output. Blocks on disk reads. */

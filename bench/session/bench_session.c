@@ -1,4 +1,4 @@
-/* Session benchmarks (issue figures, one table):
+/* Session benchmarks (issue figures):
  *  1. inject: N outputs through tf_session_action_executed (ActionResults of
  *     1,000 outputs each, mode toplevel: metadata only), outputs/s and peak RSS;
  *  2. gate latency: T targets x F files fetched from a local disk cache
@@ -7,7 +7,18 @@
  *     to its TargetComplete reaching the binary BEP sink (each emit is
  *     timestamped by a subscriber on the PUB socket in another thread).
  *
- *   bench_session WORKDIR [N_OUTPUTS] [TARGETS] [FILES_PER_TARGET] */
+ *   bench_session WORKDIR [N_OUTPUTS] [TARGETS] [FILES_PER_TARGET]
+ *
+ *  3. --inject-table: injection against its peer, a bare SQLite insert of
+ *     the same rows, in one table. Each round runs, each in a child process
+ *     of its own (its own peak RSS) on a fresh file in WORKDIR: the session
+ *     (as in 1), the store alone (the st_ calls the session makes, without
+ *     decoding), and the bare insert (one prepared INSERT in one
+ *     transaction into the store's own schema) with the store's pragmas and
+ *     with SQLite's defaults. The order rotates every round; medians of
+ *     ROUNDS (>= 5) rounds.
+ *
+ *   bench_session --inject-table WORKDIR [N_OUTPUTS] [ROUNDS] */
 #include <errno.h>
 #include <fcntl.h>
 #include <nanomsg/nn.h>
@@ -17,8 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
@@ -26,6 +39,7 @@
 
 #include "build_event_stream.pb-c.h"
 #include "remote_execution.pb-c.h"
+#include "store/store.h"
 #include "topfetch.h"
 
 typedef Build__Bazel__Remote__Execution__V2__ActionResult AR;
@@ -57,18 +71,70 @@ static void sha256_hex(const void *p, size_t n, char out[65])
 
 /* ---- 1. injection ---- */
 
-static int bench_inject(const char *work, long n_outputs, double *rate, double *rss)
+#define PER_ACTION 1000
+#define LABEL "//bench:target"
+
+static double cpu_now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The outputs of action a: what every kind of injection below writes. */
+typedef struct action_data {
+	char key[65];
+	char paths[PER_ACTION][96];
+	const char *names[PER_ACTION]; /* the file name in paths[i] */
+	char hashes[PER_ACTION][65];
+	unsigned char bin[PER_ACTION][32];
+	int64_t sizes[PER_ACTION];
+} action_data;
+
+static void make_action(long a, action_data *d)
+{
+	for (long i = 0; i < PER_ACTION; i++) {
+		long id = a * PER_ACTION + i;
+		char seed[32];
+		unsigned len;
+		int n = snprintf(d->paths[i], 96, "bazel-out/k8-fastbuild/bin/pkg%ld/sub/", a);
+		snprintf(d->paths[i] + n, (size_t)(96 - n), "output_file_%ld.o", id);
+		d->names[i] = d->paths[i] + n;
+		snprintf(seed, sizeof(seed), "%ld", id);
+		EVP_Digest(seed, strlen(seed), d->bin[i], &len, EVP_sha256(), NULL);
+		for (int k = 0; k < 32; k++)
+			snprintf(d->hashes[i] + 2 * k, 3, "%02x", d->bin[i][k]);
+		d->sizes[i] = 1000 + id % 5000;
+	}
+	sha256_hex(&a, sizeof(a), d->key);
+}
+
+/* Time (wall and CPU) of the work measured, not of making up its input. */
+typedef struct timed {
+	double wall, cpu, w0, c0;
+} timed;
+
+static void t_start(timed *t)
+{
+	t->w0 = now_s();
+	t->c0 = cpu_now_s();
+}
+
+static void t_stop(timed *t)
+{
+	t->cpu += cpu_now_s() - t->c0;
+	t->wall += now_s() - t->w0;
+}
+
+static int inject_session(const char *work, long n_actions, action_data *d, timed *t)
 {
 	tf_session_options o = { 0 };
 	tf_error err = { 0 };
-	char dir[4096], store[4096], key[65];
-	const long per = 1000;
-	OF *files = calloc((size_t)per, sizeof(*files));
-	OF **fp = calloc((size_t)per, sizeof(*fp));
-	DG *digs = calloc((size_t)per, sizeof(*digs));
-	char (*paths)[96] = calloc((size_t)per, 96), (*hashes)[65] = calloc((size_t)per, 65);
+	char dir[4200], store[4200];
+	OF *files = calloc(PER_ACTION, sizeof(*files));
+	OF **fp = calloc(PER_ACTION, sizeof(*fp));
+	DG *digs = calloc(PER_ACTION, sizeof(*digs));
 	tf_session *s;
-	double t0, spent = 0;
 
 	snprintf(dir, sizeof(dir), "%s/inject-out", work);
 	snprintf(store, sizeof(store), "%s/inject.db", work);
@@ -82,53 +148,272 @@ static int bench_inject(const char *work, long n_outputs, double *rate, double *
 		fprintf(stderr, "%s\n", err.message);
 		return -1;
 	}
-	for (long a = 0; a < n_outputs / per; a++) {
+	for (long a = 0; a < n_actions; a++) {
 		AR ar = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION_RESULT__INIT;
 		size_t len;
 		unsigned char *buf;
-		for (long i = 0; i < per; i++) {
-			long id = a * per + i;
-			char seed[32];
+
+		make_action(a, d);
+		for (long i = 0; i < PER_ACTION; i++) {
 			build__bazel__remote__execution__v2__output_file__init(&files[i]);
 			build__bazel__remote__execution__v2__digest__init(&digs[i]);
-			snprintf(paths[i], 96, "bazel-out/k8-fastbuild/bin/pkg%ld/sub/output_file_%ld.o", a, id);
-			snprintf(seed, sizeof(seed), "%ld", id);
-			sha256_hex(seed, strlen(seed), hashes[i]);
-			digs[i].hash = hashes[i];
-			digs[i].size_bytes = 1000 + id % 5000;
-			files[i].path = paths[i];
+			digs[i].hash = d->hashes[i];
+			digs[i].size_bytes = d->sizes[i];
+			files[i].path = d->paths[i];
 			files[i].digest = &digs[i];
 			fp[i] = &files[i];
 		}
 		ar.output_files = fp;
-		ar.n_output_files = (size_t)per;
+		ar.n_output_files = PER_ACTION;
 		len = build__bazel__remote__execution__v2__action_result__get_packed_size(&ar);
 		buf = malloc(len);
 		build__bazel__remote__execution__v2__action_result__pack(&ar, buf);
-		sha256_hex(&a, sizeof(a), key);
-		/* Only the session's work is timed, not making the test data. */
-		t0 = now_s();
-		if (tf_session_action_executed(s, key, "//bench:target", buf, len, &err) < 0) {
+		t_start(t);
+		if (tf_session_action_executed(s, d->key, LABEL, buf, len, &err) < 0) {
 			fprintf(stderr, "%s\n", err.message);
 			return -1;
 		}
-		spent += now_s() - t0;
+		t_stop(t);
 		free(buf);
 	}
-	t0 = now_s();
+	t_start(t);
 	if (tf_session_finish(s, NULL, &err) < 0) {
 		fprintf(stderr, "%s\n", err.message);
 		return -1;
 	}
-	spent += now_s() - t0;
+	t_stop(t);
 	tf_session_free(s);
-	*rate = (double)(n_outputs / per * per) / spent;
-	*rss = peak_rss_mib();
 	free(files);
 	free(fp);
 	free(digs);
-	free(paths);
-	free(hashes);
+	return 0;
+}
+
+/* The store calls the session makes for each ActionResult (action, outputs,
+ * commit), without the protobuf decoding and the checker. */
+static int inject_store(const char *work, long n_actions, action_data *d, timed *t)
+{
+	tf_error err = { 0 };
+	char path[4200];
+	uint64_t build;
+	st_store *s;
+	static st_output o[PER_ACTION];
+
+	snprintf(path, sizeof(path), "%s/inject.db", work);
+	if (!(s = st_open(path, NULL, &err)) || st_build_begin(s, &build, &err) < 0)
+		goto fail;
+	for (long a = 0; a < n_actions; a++) {
+		make_action(a, d);
+		t_start(t);
+		if (st_action_put(s, d->key, LABEL, &err) < 0 || st_action_clear_lost(s, d->key, &err) < 0)
+			goto fail;
+		for (long i = 0; i < PER_ACTION; i++)
+			o[i] = (st_output){ .path = d->paths[i], .hash = d->hashes[i], .size = d->sizes[i],
+					    .kind = ST_KIND_FILE, .action_key = d->key, .target = LABEL };
+		if (st_outputs_put(s, o, PER_ACTION, &err) < 0)
+			goto fail;
+		if (st_flush(s, &err) < 0) /* the session commits at the end of every call */
+			goto fail;
+		t_stop(t);
+	}
+	t_start(t);
+	if (st_flush(s, &err) < 0)
+		goto fail;
+	t_stop(t);
+	st_close(s);
+	return 0;
+fail:
+	fprintf(stderr, "store: %s\n", err.message);
+	st_close(s);
+	return -1;
+}
+
+static int sql_fail(sqlite3 *db, const char *what)
+{
+	fprintf(stderr, "bare SQLite: %s: %s\n", what, db ? sqlite3_errmsg(db) : "out of memory");
+	sqlite3_close(db);
+	return -1;
+}
+
+/* The peer: the output rows the store writes (folder id, name, 32-byte
+ * hash, size, exec, kind, action id, state, build; the label is on the
+ * action, as the store keeps it) with one prepared INSERT in one
+ * transaction, into a file with the store's schema. store_pragmas: the
+ * store's page size, WAL and per-connection pragmas (st_pragma_sql);
+ * otherwise SQLite's defaults (4 KiB pages, rollback journal,
+ * synchronous=FULL, 2 MiB cache). */
+static int inject_sqlite(const char *work, long n_actions, bool store_pragmas, action_data *d, timed *t)
+{
+	char path[4200], pragmas[ST_PRAGMA_SQL_MAX];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	tf_error err = { 0 };
+
+	snprintf(path, sizeof(path), "%s/bare.db", work);
+	if (store_pragmas) {
+		/* The store makes the file: page size, WAL and schema as it has them. */
+		st_store *s = st_open(path, NULL, &err);
+		if (!s) {
+			fprintf(stderr, "store: %s\n", err.message);
+			return -1;
+		}
+		st_close(s);
+	}
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK)
+		return sql_fail(db, "open");
+	if (store_pragmas) {
+		st_pragma_sql(NULL, pragmas, sizeof(pragmas));
+		if (sqlite3_exec(db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
+			return sql_fail(db, "pragmas");
+	} else {
+		size_t n;
+		const st_migration *m = st_schema_migrations(&n);
+		for (size_t i = 0; i < n; i++)
+			if (sqlite3_exec(db, m[i].sql, NULL, NULL, NULL) != SQLITE_OK)
+				return sql_fail(db, "schema");
+	}
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO outputs(dir, name, hash, size, exec, kind, action, state, build) "
+			       "VALUES(?1, ?2, ?3, ?4, 0, 0, ?5, 0, 1)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return sql_fail(db, "prepare");
+	t_start(t);
+	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return sql_fail(db, "begin");
+	t_stop(t);
+	for (long a = 0; a < n_actions; a++) {
+		make_action(a, d);
+		t_start(t);
+		for (long i = 0; i < PER_ACTION; i++) {
+			sqlite3_bind_int64(st, 1, a + 1); /* one folder per action, as made up */
+			sqlite3_bind_text(st, 2, d->names[i], -1, SQLITE_STATIC);
+			sqlite3_bind_blob(st, 3, d->bin[i], 32, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 4, d->sizes[i]);
+			sqlite3_bind_int64(st, 5, a + 1);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				return sql_fail(db, "insert");
+			sqlite3_reset(st);
+		}
+		t_stop(t);
+	}
+	t_start(t);
+	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		return sql_fail(db, "commit");
+	t_stop(t);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return 0;
+}
+
+static int bench_inject(const char *work, long n_outputs, double *rate, double *rss)
+{
+	action_data *d = malloc(sizeof(*d));
+	timed t = { 0 };
+	long n_actions = n_outputs / PER_ACTION;
+
+	if (!d || inject_session(work, n_actions, d, &t) < 0)
+		return -1;
+	free(d);
+	*rate = (double)(n_actions * PER_ACTION) / t.wall;
+	*rss = peak_rss_mib();
+	return 0;
+}
+
+enum { K_SESSION, K_STORE, K_SQLITE, K_SQLITE_DEFAULT, K_COUNT };
+static const char *const kind_names[K_COUNT] = {
+	"session: tf_session_action_executed", "store: st_action_put + st_outputs_put",
+	"bare SQLite, store's pragmas", "bare SQLite, default pragmas",
+};
+
+typedef struct result {
+	double wall, cpu, rss_mib;
+} result;
+
+/* One run in a child process of its own, on a fresh folder: its own peak RSS. */
+static int run_child(const char *work, int kind, int round, long n_actions, result *out)
+{
+	char dir[4096], cmd[8300];
+	int fds[2];
+	pid_t pid;
+	struct rusage ru;
+	int status;
+
+	snprintf(dir, sizeof(dir), "%s/run-%d-%d", work, round, kind);
+	if (mkdir(dir, 0755) < 0 || pipe(fds) < 0)
+		return -1;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		action_data *d = malloc(sizeof(*d));
+		timed t = { 0 };
+		int r = !d ? -1
+			: kind == K_SESSION ? inject_session(dir, n_actions, d, &t)
+			: kind == K_STORE   ? inject_store(dir, n_actions, d, &t)
+					    : inject_sqlite(dir, n_actions, kind == K_SQLITE, d, &t);
+		result res = { t.wall, t.cpu, 0 };
+		if (r == 0 && write(fds[1], &res, sizeof(res)) != (ssize_t)sizeof(res))
+			r = -1;
+		_exit(r == 0 ? 0 : 1);
+	}
+	close(fds[1]);
+	ssize_t got = read(fds[0], out, sizeof(*out));
+	close(fds[0]);
+	if (wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+	    got != (ssize_t)sizeof(*out))
+		return -1;
+	out->rss_mib = (double)ru.ru_maxrss / 1024.0;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int cmp_double(const void *a, const void *b);
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int inject_table(const char *work, long n_outputs, int rounds)
+{
+	long n_actions = n_outputs / PER_ACTION, n = n_actions * PER_ACTION;
+	double rate[K_COUNT][64], cpu[K_COUNT][64], rss[K_COUNT] = { 0 }, mrate[K_COUNT], mcpu[K_COUNT];
+
+	if (n_actions < 1 || rounds < 1 || rounds > 64) {
+		fprintf(stderr, "bench_session: need N_OUTPUTS >= %d and 1..64 rounds\n", PER_ACTION);
+		return 2;
+	}
+	for (int r = 0; r < rounds; r++)
+		for (int j = 0; j < K_COUNT; j++) {
+			int k = (j + r) % K_COUNT; /* alternate, and rotate who goes first */
+			result res;
+			if (run_child(work, k, r, n_actions, &res) < 0) {
+				fprintf(stderr, "bench_session: %s failed in round %d\n", kind_names[k], r + 1);
+				return 1;
+			}
+			rate[k][r] = (double)n / res.wall;
+			cpu[k][r] = res.cpu * 1e6 / (double)n;
+			if (res.rss_mib > rss[k])
+				rss[k] = res.rss_mib;
+			fprintf(stderr, "round %d: %-40s %10.0f outputs/s %6.2f us CPU/output %6.1f MiB\n", r + 1,
+				kind_names[k], rate[k][r], cpu[k][r], res.rss_mib);
+		}
+	for (int k = 0; k < K_COUNT; k++) {
+		mrate[k] = median(rate[k], rounds);
+		mcpu[k] = median(cpu[k], rounds);
+	}
+	printf("\n%ld outputs (ActionResults of %d), medians of %d rounds\n\n", n, PER_ACTION, rounds);
+	printf("| inject | outputs/s | CPU us/output | peak RSS MiB | rate / bare SQLite (store pragmas) | CPU / bare SQLite (store pragmas) |\n"
+	       "|---|---|---|---|---|---|\n");
+	for (int k = 0; k < K_COUNT; k++)
+		printf("| %s | %.0f | %.2f | %.1f | %.2f | %.2f |\n", kind_names[k], mrate[k], mcpu[k], rss[k],
+		       mrate[k] / mrate[K_SQLITE], mcpu[k] / mcpu[K_SQLITE]);
+	printf("\nsession / bare SQLite (store's pragmas): %.2f of its rate (target >= 0.8); "
+	       "against default pragmas: %.2f\n\n",
+	       mrate[K_SESSION] / mrate[K_SQLITE], mrate[K_SESSION] / mrate[K_SQLITE_DEFAULT]);
 	return 0;
 }
 
@@ -449,8 +734,11 @@ int main(int argc, char **argv)
 	int targets = argc > 3 ? atoi(argv[3]) : 1000, files = argc > 4 ? atoi(argv[4]) : 3, bad = 0;
 	double rate, rss, med, p90, max;
 
-	if (argc < 2) {
-		fprintf(stderr, "usage: bench_session WORKDIR [N_OUTPUTS] [TARGETS] [FILES_PER_TARGET]\n");
+	if (argc > 2 && !strcmp(argv[1], "--inject-table"))
+		return inject_table(argv[2], argc > 3 ? atol(argv[3]) : 1000000, argc > 4 ? atoi(argv[4]) : 5);
+	if (argc < 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: bench_session WORKDIR [N_OUTPUTS] [TARGETS] [FILES_PER_TARGET]\n"
+				"       bench_session --inject-table WORKDIR [N_OUTPUTS] [ROUNDS]\n");
 		return 2;
 	}
 	if (bench_inject(argv[1], n, &rate, &rss) < 0)

@@ -663,6 +663,87 @@ static void test_many_folders(const char *dir)
 	free(db);
 }
 
+/* st_outputs_put records what the same st_output_put calls would: every
+ * field, in groups and one by one, the target kept or set per output, state
+ * reset only for changed content; an invalid output stops it there. */
+#define MANY 100
+static void test_many_puts(const char *dir)
+{
+	char *db = path_join(dir, "many.db");
+	static char paths[MANY][64], hashes[MANY][65], keys[3][65];
+	st_output outs[MANY];
+	st_record *rec = malloc(sizeof(*rec));
+	st_local loc = { 10, 1700000000000000000LL, 5, 6 };
+	tf_error e = { 0 };
+	uint64_t build;
+
+	CHECK(rec);
+	for (int k = 0; k < 3; k++)
+		hash_of(900 + (uint64_t)k, 3, keys[k]);
+	st_store *s = open_ok(db, NULL);
+	OK(st_build_begin(s, &build, err));
+	OK(st_action_put(s, keys[0], "//m:labelled", err));
+	for (int i = 0; i < MANY; i++) {
+		snprintf(paths[i], sizeof(paths[i]), "bazel-out/bin/m/d%02d/f%03d", i / 7, i);
+		hash_of((uint64_t)i, 11, hashes[i]);
+		outs[i] = file_output(paths[i], hashes[i], 1 + i);
+		outs[i].executable = i % 3 == 0;
+		/* The first 64 (two groups) name a target, the rest do not (a
+		 * group that keeps the stored target, then single rows). */
+		outs[i].target = i < 64 ? (i % 2 ? "//m:labelled" : "//m:other") : NULL;
+		outs[i].action_key = i < 64 ? keys[i / 32] : (i % 5 ? keys[2] : NULL);
+	}
+	outs[10].kind = ST_KIND_SYMLINK;
+	outs[10].hash = NULL;
+	outs[10].size = 0;
+	outs[10].symlink_target = "../f000";
+	outs[70].kind = ST_KIND_TREE_FILE;
+	outs[70].hash = TF_EMPTY_SHA256;
+	outs[70].size = 0;
+	OK(st_outputs_put(s, outs, MANY, err));
+	for (int i = 0; i < MANY; i++) {
+		OK(st_output_get(s, paths[i], rec, err));
+		check_same(&rec->o, &outs[i]);
+		CHECK_INT_EQ(rec->o.state, ST_REMOTE);
+		CHECK_INT_EQ(rec->o.build, build);
+	}
+
+	/* Again, same content: local files stay local; changed content (23)
+	 * goes back to remote; a known target stays when none is given (80). */
+	OK(st_output_set_state(s, paths[22], ST_LOCAL, &loc, NULL, err));
+	OK(st_output_set_state(s, paths[23], ST_LOCAL, &loc, NULL, err));
+	OK(st_output_set_state(s, paths[80], ST_LOCAL, &loc, NULL, err));
+	hash_of(12345, 11, hashes[23]);
+	outs[80].action_key = NULL;
+	st_output with_target = outs[80];
+	with_target.target = "//m:eighty";
+	OK(st_output_put(s, &with_target, err));
+	OK(st_outputs_put(s, outs, MANY, err));
+	OK(st_output_get(s, paths[22], rec, err));
+	CHECK_INT_EQ(rec->o.state, ST_LOCAL);
+	CHECK_INT_EQ(rec->o.local.ino, 5);
+	OK(st_output_get(s, paths[23], rec, err));
+	CHECK_INT_EQ(rec->o.state, ST_REMOTE);
+	CHECK_STR_EQ(rec->o.hash, hashes[23]);
+	OK(st_output_get(s, paths[80], rec, err));
+	CHECK_INT_EQ(rec->o.state, ST_LOCAL);
+	CHECK_STR_EQ(rec->o.target, "//m:eighty");
+
+	/* An invalid output in a group: those before it are recorded, it and
+	 * the rest are not, and the message names it. */
+	for (int i = 0; i < MANY; i++)
+		paths[i][9] = 'X'; /* bazel-out/Xin/...: new paths */
+	outs[40].hash = "not-a-digest";
+	CHECK_INT_EQ(st_outputs_put(s, outs, MANY, &e), -EINVAL);
+	CHECK(strstr(e.message, paths[40]) != NULL);
+	for (int i = 0; i < MANY; i++)
+		CHECK_INT_EQ(st_output_get(s, paths[i], rec, &e), i < 40 ? 0 : -ENOENT);
+	OK(st_flush(s, err));
+	st_close(s);
+	free(rec);
+	free(db);
+}
+
 int main(void)
 {
 	char *dir = tmpdir_new();
@@ -673,6 +754,7 @@ int main(void)
 	test_iteration_and_batching(dir);
 	test_labels(dir);
 	test_many_folders(dir);
+	test_many_puts(dir);
 	test_bad_inputs(dir);
 	tmpdir_remove(dir);
 	return 0;
