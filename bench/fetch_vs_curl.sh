@@ -33,19 +33,8 @@ need curl
 nginx_start
 
 echo "preparing $SMALL_N x 4 KiB blobs and one $BIG_MIB MiB blob..." >&2
-python3 - "$NGINX_CACHE/cas" "$tf_tmp" "$NGINX_URL" "$SMALL_N" <<'PY'
-import hashlib, os, sys
-cas, tmp, url, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-with open(f"{tmp}/small.manifest", "w") as m, open(f"{tmp}/small.curl", "w") as c:
-    for i in range(n):
-        data = os.urandom(4096)
-        h = hashlib.sha256(data).hexdigest()
-        with open(f"{cas}/{h}", "wb") as f:
-            f.write(data)
-        p = f"d{i % 100}/f{i}.bin"
-        m.write(f"{h} 4096 {p}\n")
-        c.write(f'url = "{url}/cas/{h}"\noutput = "OUT/{p}"\n')
-PY
+python3 "$here/bench/make_blobs.py" "$NGINX_CACHE/cas" "$tf_tmp/small" "$SMALL_N" 4096
+sed -i "s|BASE/cas/|$NGINX_URL/cas/|" "$tf_tmp/small.curl"
 head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$tf_tmp/big"
 bigh=$(sha256sum "$tf_tmp/big" | cut -d' ' -f1)
 mv "$tf_tmp/big" "$NGINX_CACHE/cas/$bigh"
