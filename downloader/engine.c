@@ -49,6 +49,11 @@
 #define DL_BUFFER_SIZE (64 * 1024)        /* receive buffer of a transfer... */
 #define DL_BUFFER_SIZE_LARGE (1024 * 1024) /* ...and of one of a large blob: fewer, larger writes */
 #define DL_BUFFER_SMALL_BLOB (12 * 1024) /* blobs up to this size fit libcurl's default 16 KiB */
+/* Small blobs in the writer thread's hands (arriving, queued, being written)
+ * at most: past it the engine writes them itself, so both threads do file
+ * work when the file system is the slower side, and memory stays bounded
+ * (256 x 12 KiB). */
+#define DL_WRITE_JOBS 256
 #define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 #define DL_EVENTS 256   /* socket events taken per epoll_wait */
@@ -269,6 +274,7 @@ struct tf_downloader {
 	int verifying; /* transfers in DL_VERIFYING */
 	dl_writejob *wfree;  /* jobs to reuse */
 	dl_writejob *wq;     /* jobs for the writer, handed over at the end of the round */
+	int wjobs;           /* jobs in use (not in wfree): DL_WRITE_JOBS at most */
 	CURL **idle_handles;
 	bool *idle_plain; /* idle_handles[i] last made a plain GET, not reset (take_handle) */
 	int nidle;
@@ -983,6 +989,7 @@ static void close_tmp(dl_xfer *x, bool remove)
 	if (x->wj) {
 		x->wj->next = x->d->wfree;
 		x->d->wfree = x->wj;
+		x->d->wjobs--;
 		x->wj = NULL;
 	}
 	if (x->dirfd >= 0) {
@@ -1141,8 +1148,8 @@ static bool open_tmp(tf_downloader *d, dl_xfer *x)
 	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
 	/* A small blob: kept in memory while it arrives, its file made by the
 	 * writer thread (on_body_done). */
-	if (d->writer && x->mode == DL_MODE_FILE && !dl_backend_grpc(d->backend) && x->area == TF_AREA_CAS &&
-	    x->digest.size > 0 && x->digest.size <= DL_WRITE_MAX) {
+	if (d->writer && d->wjobs < DL_WRITE_JOBS && x->mode == DL_MODE_FILE && !dl_backend_grpc(d->backend) &&
+	    x->area == TF_AREA_CAS && x->digest.size > 0 && x->digest.size <= DL_WRITE_MAX) {
 		const char *leaf = strrchr(x->dests->path, '/');
 		dl_writejob *j = d->wfree;
 
@@ -1151,13 +1158,19 @@ static bool open_tmp(tf_downloader *d, dl_xfer *x)
 			d->wfree = j->next;
 		else
 			j = malloc(sizeof(*j));
+		if (j)
+			d->wjobs++;
 		if (j && strlen(leaf) < sizeof(j->leaf)) {
 			strcpy(j->leaf, leaf);
 			x->wj = j;
 			x->small = true;
 			return true;
 		}
-		free(j); /* out of memory, or a name no file has: the engine's way */
+		if (j) { /* a name no file has: the engine's way, as out of memory */
+			j->next = d->wfree;
+			d->wfree = j;
+			d->wjobs--;
+		}
 	}
 	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, x->dests->executable ? 0755 : 0644);
 	if (x->fd < 0) {
@@ -1340,6 +1353,7 @@ static void on_written(tf_downloader *d, dl_writejob *j)
 			 strerror(err));
 	j->next = d->wfree;
 	d->wfree = j;
+	d->wjobs--;
 	if (corrupt)
 		on_corrupt(d, x, msg, sizeof(msg));
 	else if (err)
