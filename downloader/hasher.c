@@ -9,8 +9,11 @@
  * empty (this thread is behind by HJ_POOL chunks) the transfer thread does
  * not wait: it writes those bytes straight to the file and they are hashed
  * from there (the page cache), so memory stays bounded and the transfer
- * never stalls on the hash. Small blobs are hashed inline instead:
- * for them the hand-off would cost more than the hash. */
+ * never stalls on the hash.
+ *
+ * The writer thread (below, dl_writer) takes small blobs whole, in batches:
+ * it hashes each and does its file work (create, write, rename, close), so
+ * the engine thread spends its time on receiving. */
 #include "downloader/downloader.h"
 
 #include <errno.h>
