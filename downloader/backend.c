@@ -545,6 +545,32 @@ bool dl_backend_h2c_note(const dl_backend *b, CURLcode rc)
 	}
 }
 
+bool dl_backend_reusable(const dl_backend *b)
+{
+	return b->type != DL_BACKEND_GRPC && !(b->http_version == DL_HTTP_2_PRIOR_KNOWLEDGE && b->h2c_leader);
+}
+
+int dl_backend_prepare_again(const dl_backend *b, CURL *h, tf_area area, const char *hash, char *display,
+			     size_t display_len)
+{
+	char url[PATH_MAX + 256];
+
+	if (dl_backend_refresh(b, display, display_len) < 0)
+		return -EACCES;
+	if (b->type == DL_BACKEND_HTTP) {
+		snprintf(url, sizeof(url), "%s/%s/%s", b->base, dl_area_name(area), hash);
+		snprintf(display, display_len, "%s", url);
+	} else {
+		char path[PATH_MAX];
+
+		dl_disk_path(b, area, hash, path, sizeof(path));
+		snprintf(display, display_len, "%s", path);
+		snprintf(url, sizeof(url), "file://%s", path);
+	}
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	return 0;
+}
+
 int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
 		       int64_t offset, char *display, size_t display_len)
 {

@@ -6,6 +6,7 @@
 #define TF_DOWNLOADER_H
 
 #include <curl/curl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -57,6 +58,18 @@ long dl_backend_timeout_s(const dl_backend *b);
  * nothing in b but b itself. */
 int dl_backend_prepare(const dl_backend *b, CURL *h, dl_op op, tf_area area, const char *hash, int64_t size,
 		       int64_t offset, char *display, size_t display_len);
+
+/* True when an easy handle that made a DL_OP_GET through dl_backend_prepare
+ * (http or disk) may make the next one after dl_backend_prepare_again alone,
+ * without curl_easy_reset: every option but the URL is the same for each
+ * such GET (not so for grpc, nor for the leader scheme of cleartext HTTP/2
+ * with prior knowledge, whose options change per transfer). */
+bool dl_backend_reusable(const dl_backend *b);
+/* The next DL_OP_GET on such a handle: only its URL (and display) change;
+ * the header list is refreshed in place as for dl_backend_prepare. 0 or
+ * -EACCES as dl_backend_prepare. */
+int dl_backend_prepare_again(const dl_backend *b, CURL *h, tf_area area, const char *hash, char *display,
+			     size_t display_len);
 
 /* RequestMetadata of every later gRPC call names this tool_invocation_id
  * (a build's BEP uuid); the line is put in place by the engine thread's next
@@ -256,6 +269,48 @@ void dl_hasher_cancel(dl_hasher *h, dl_hashjob *j);
 /* Takes one finished job: returns its owner and the digest in hex, and frees
  * the job; NULL when none is finished. Does not block. */
 void *dl_hasher_take_done(dl_hasher *h, char hex[TF_HASH_HEX_LEN + 1]);
+
+/* The writer thread (hasher.c): the file work of small blobs. A small
+ * blob's body is kept in its job while it arrives; once complete, the job
+ * goes to this thread, which hashes it and, when it matches, creates the
+ * temporary file, writes it, sets its mode, renames it into place and
+ * closes it: the engine thread's receiving overlaps these system calls on
+ * a second CPU. Jobs are handed over and back in batches (one lock and one
+ * wakeup for many). */
+#define DL_WRITE_MAX (12 * 1024) /* bytes of a small blob (its whole body) */
+
+typedef struct dl_writejob {
+	struct dl_writejob *next;
+	void *owner;
+	/* In: the folder (stays open until the job is back), names, mode. */
+	int dirfd;
+	char tmpname[32];
+	char leaf[256];
+	char want[TF_HASH_HEX_LEN + 1]; /* the digest's hash */
+	mode_t mode;                    /* of the new file */
+	bool chmod;                     /* the umask would drop bits of mode: fchmod */
+	size_t len;
+	unsigned char data[DL_WRITE_MAX];
+	/* Out: the body's hash; when it is want, err (0, or errno of the step
+	 * that failed: nothing is left behind then) and st of the placed file. */
+	char hex[TF_HASH_HEX_LEN + 1];
+	int err;
+	struct stat st;
+} dl_writejob;
+
+typedef struct dl_writer dl_writer;
+
+/* Starts the writer thread; wake(wake_arg) is called from it after each
+ * batch. NULL if it cannot start. */
+dl_writer *dl_writer_new(void (*wake)(void *), void *wake_arg);
+/* Finishes the jobs handed over, stops the thread and frees every job it
+ * holds (their owners are not told). */
+void dl_writer_free(dl_writer *w);
+/* Hands over a list of jobs (linked by next); one lock, one signal. */
+void dl_writer_submit(dl_writer *w, dl_writejob *list);
+/* Takes every finished job (a list linked by next, in no order); NULL when
+ * none. Does not block. */
+dl_writejob *dl_writer_take_done(dl_writer *w);
 
 /* ---- gRPC (grpc.c): REAPI v2 and ByteStream over libcurl's HTTP/2 ---- */
 

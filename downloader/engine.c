@@ -49,6 +49,11 @@
 #define DL_BUFFER_SIZE (64 * 1024)        /* receive buffer of a transfer... */
 #define DL_BUFFER_SIZE_LARGE (1024 * 1024) /* ...and of one of a large blob: fewer, larger writes */
 #define DL_BUFFER_SMALL_BLOB (12 * 1024) /* blobs up to this size fit libcurl's default 16 KiB */
+/* Small blobs in the writer thread's hands (arriving, queued, being written)
+ * at most: past it the engine writes them itself, so both threads do file
+ * work when the file system is the slower side, and memory stays bounded
+ * (256 x 12 KiB). */
+#define DL_WRITE_JOBS 256
 #define DL_OFFLOAD_MIN (4 * 1024 * 1024) /* blobs this large are hashed by the verifier thread */
 #define DL_DIR_CACHE 16 /* open folders kept while transfers run */
 #define DL_EVENTS 256   /* socket events taken per epoll_wait */
@@ -156,6 +161,8 @@ typedef struct dl_xfer {
 	CURL *easy;
 	EVP_MD_CTX *md;         /* inline hashing (small blobs) */
 	dl_hashjob *job;        /* verifier-thread hashing (large blobs) */
+	dl_writejob *wj;        /* a small blob's body, while it arrives (writer thread) */
+	bool small;             /* this attempt's file is made by the writer thread */
 	int dirfd, fd;          /* the temporary file and its folder, while running */
 	struct dl_dir *dir;     /* the cache slot dirfd belongs to (NULL: dirfd is x's own) */
 	char tmpname[32];
@@ -239,6 +246,7 @@ struct tf_downloader {
 	int max_conn, retries;
 	CURLM *multi;
 	dl_hasher *hasher;
+	dl_writer *writer; /* NULL: small blobs are written by the engine thread */
 	pthread_t thread;
 	bool thread_started;
 
@@ -264,7 +272,11 @@ struct tf_downloader {
 	dl_xfer *streams;                 /* every stream transfer (linked by lnext) */
 	int running;   /* transfers in DL_RUNNING */
 	int verifying; /* transfers in DL_VERIFYING */
+	dl_writejob *wfree;  /* jobs to reuse */
+	dl_writejob *wq;     /* jobs for the writer, handed over at the end of the round */
+	int wjobs;           /* jobs in use (not in wfree): DL_WRITE_JOBS at most */
 	CURL **idle_handles;
+	bool *idle_plain; /* idle_handles[i] last made a plain GET, not reset (take_handle) */
 	int nidle;
 	unsigned tmp_counter;
 	unsigned rand_state;
@@ -456,6 +468,7 @@ static void xfer_free(dl_xfer *x)
 	tf__buf_fini(&x->wmsg);
 	free(x->wtmp);
 	free(x->members);
+	free(x->wj);
 	free(x);
 }
 
@@ -923,6 +936,14 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 		x->received += (int64_t)n; /* noted: more than the digest's size */
 		return 0;
 	}
+	if (x->wj) {
+		/* Within the digest's size (above), which fits the job. */
+		memcpy(x->wj->data + x->received, ptr, n);
+		x->received += (int64_t)n;
+		x->in_flight += (int64_t)n;
+		atomic_fetch_add_explicit(&x->d->bytes_in_flight, n, memory_order_relaxed);
+		return n;
+	}
 	if (!x->job)
 		EVP_DigestUpdate(x->md, ptr, n);
 	if (x->mem) {
@@ -965,27 +986,65 @@ static void close_tmp(dl_xfer *x, bool remove)
 		close(x->fd);
 		x->fd = -1;
 	}
+	if (x->wj) {
+		x->wj->next = x->d->wfree;
+		x->d->wfree = x->wj;
+		x->d->wjobs--;
+		x->wj = NULL;
+	}
 	if (x->dirfd >= 0) {
-		if (remove)
+		/* The writer thread leaves nothing behind when it fails. */
+		if (remove && !x->small)
 			unlinkat(x->dirfd, x->tmpname, 0);
+		x->small = false;
 		dir_release(x->dir, x->dirfd);
 		x->dirfd = -1;
 		x->dir = NULL;
 	}
 }
 
+/* A handle that made a plain GET (start(): http or disk, file or memory,
+ * not grpc) is kept as it is: the next plain GET changes only what differs
+ * (dl_backend_prepare_again), where curl_easy_reset and setting every
+ * option again cost a share of each small blob. Others are reset. */
 static void release_easy(tf_downloader *d, dl_xfer *x)
 {
+	bool plain = x->mode != DL_MODE_STREAM && !x->grpc && dl_backend_reusable(d->backend);
+
 	if (!x->easy)
 		return;
 	curl_multi_remove_handle(d->multi, x->easy);
-	curl_easy_reset(x->easy);
-	if (d->nidle < d->max_conn)
+	if (!plain)
+		curl_easy_reset(x->easy);
+	if (d->nidle < d->max_conn) {
+		d->idle_plain[d->nidle] = plain;
 		d->idle_handles[d->nidle++] = x->easy;
-	else
+	} else {
 		curl_easy_cleanup(x->easy);
+	}
 	x->easy = NULL;
 	d->running--;
+}
+
+/* An idle handle or a new one (NULL: out of memory). *plain: it made a
+ * plain GET and was not reset; NULL: the caller wants a clean handle. */
+static CURL *take_handle(tf_downloader *d, bool *plain)
+{
+	CURL *h;
+	bool p;
+
+	if (!d->nidle) {
+		if (plain)
+			*plain = false;
+		return curl_easy_init();
+	}
+	h = d->idle_handles[--d->nidle];
+	p = d->idle_plain[d->nidle];
+	if (plain)
+		*plain = p;
+	else if (p)
+		curl_easy_reset(h);
+	return h;
 }
 
 /* Ends a transfer that produced no file: every destination gets r. */
@@ -1087,6 +1146,32 @@ static bool open_tmp(tf_downloader *d, dl_xfer *x)
 		}
 	}
 	make_tmpname(d, x->tmpname, sizeof(x->tmpname));
+	/* A small blob: kept in memory while it arrives, its file made by the
+	 * writer thread (on_body_done). */
+	if (d->writer && d->wjobs < DL_WRITE_JOBS && x->mode == DL_MODE_FILE && !dl_backend_grpc(d->backend) &&
+	    x->area == TF_AREA_CAS && x->digest.size > 0 && x->digest.size <= DL_WRITE_MAX) {
+		const char *leaf = strrchr(x->dests->path, '/');
+		dl_writejob *j = d->wfree;
+
+		leaf = leaf ? leaf + 1 : x->dests->path;
+		if (j)
+			d->wfree = j->next;
+		else
+			j = malloc(sizeof(*j));
+		if (j)
+			d->wjobs++;
+		if (j && strlen(leaf) < sizeof(j->leaf)) {
+			strcpy(j->leaf, leaf);
+			x->wj = j;
+			x->small = true;
+			return true;
+		}
+		if (j) { /* a name no file has: the engine's way, as out of memory */
+			j->next = d->wfree;
+			d->wfree = j;
+			d->wjobs--;
+		}
+	}
 	x->fd = openat(x->dirfd, x->tmpname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, x->dests->executable ? 0755 : 0644);
 	if (x->fd < 0) {
 		char msg[TF_ERROR_MESSAGE_MAX];
@@ -1102,6 +1187,7 @@ static bool open_tmp(tf_downloader *d, dl_xfer *x)
 static void start(tf_downloader *d, dl_xfer *x)
 {
 	CURL *h;
+	bool plain;
 	int r;
 
 	if (x->mode == DL_MODE_STREAM) {
@@ -1126,7 +1212,7 @@ open_handle:
 		x->errbuf = malloc(CURL_ERROR_SIZE);
 	if (!x->grpc && dl_backend_grpc(d->backend) && (x->grpc = malloc(sizeof(*x->grpc))))
 		dl_grpc_rx_init(x->grpc, x->area == TF_AREA_AC ? DL_GRPC_RAW : DL_GRPC_READ_DATA);
-	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
+	h = take_handle(d, &plain);
 	if (!x->md || !x->url || !x->errbuf || !h || (dl_backend_grpc(d->backend) && !x->grpc) ||
 	    (!x->resume && !EVP_DigestInit_ex(x->md, EVP_sha256(), NULL))) {
 		if (h)
@@ -1152,8 +1238,10 @@ resumed:
 	x->local_errno = 0;
 	x->errbuf[0] = '\0';
 	x->attempts++;
-	if ((r = dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->digest.size, x->received,
-				    x->url, DL_URL_MAX)) < 0) {
+	r = plain ? dl_backend_prepare_again(d->backend, h, x->area, x->digest.hash, x->url, DL_URL_MAX)
+		  : dl_backend_prepare(d->backend, h, DL_OP_GET, x->area, x->digest.hash, x->digest.size, x->received,
+				       x->url, DL_URL_MAX);
+	if (r < 0) {
 		char msg[TF_ERROR_MESSAGE_MAX];
 		curl_easy_cleanup(h);
 		/* -EACCES: the credential helper failed; x->url says how. */
@@ -1163,19 +1251,23 @@ resumed:
 	}
 	dl_backend_watch_silence(d->backend, h, &x->silence, NULL);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, x->grpc ? grpc_on_body : on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-	if (x->grpc) {
-		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_on_header);
-		curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
-	}
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	if (!plain) {
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, x->grpc ? grpc_on_body : on_body);
+		if (x->grpc) {
+			curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, grpc_on_header);
+			curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+		}
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	}
 	/* Small blobs keep libcurl's default buffer (no larger one allocated and
-	 * freed for each). */
+	 * freed for each); a handle kept from a larger blob goes back to it. */
 	if (x->digest.size < 0 || x->digest.size > DL_BUFFER_SMALL_BLOB)
 		curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
 				 (long)(x->digest.size >= DL_OFFLOAD_MIN ? DL_BUFFER_SIZE_LARGE : DL_BUFFER_SIZE));
+	else if (plain)
+		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)CURL_MAX_WRITE_SIZE);
 	x->easy = h;
 	if (curl_multi_add_handle(d->multi, h) != CURLM_OK) {
 		x->easy = NULL;
@@ -1243,6 +1335,32 @@ static void on_corrupt(tf_downloader *d, dl_xfer *x, char *msg, size_t msglen)
 }
 
 static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex);
+static void placed(tf_downloader *d, dl_xfer *x, const struct stat *st);
+
+/* The writer thread is done with a small blob's job: placed, or why not. */
+static void on_written(tf_downloader *d, dl_writejob *j)
+{
+	dl_xfer *x = j->owner;
+	char msg[TF_ERROR_MESSAGE_MAX];
+	struct stat st = j->st;
+	bool corrupt = strcmp(j->hex, j->want) != 0;
+	int err = j->err;
+
+	if (corrupt)
+		snprintf(msg, sizeof(msg), "GET %s: the body hashes to %s, not %s", x->url, j->hex, x->digest.hash);
+	else if (err)
+		snprintf(msg, sizeof(msg), "cannot move the verified file into place at '%s': %s", x->dests->path,
+			 strerror(err));
+	j->next = d->wfree;
+	d->wfree = j;
+	d->wjobs--;
+	if (corrupt)
+		on_corrupt(d, x, msg, sizeof(msg));
+	else if (err)
+		finish_failed(d, x, TF_RESULT_LOCAL, msg);
+	else
+		placed(d, x, &st);
+}
 
 /* A successful attempt's body is complete: check its size, then get its hash
  * (inline, or from the verifier thread). */
@@ -1256,6 +1374,22 @@ static void on_body_done(tf_downloader *d, dl_xfer *x)
 		snprintf(msg, sizeof(msg), "GET %s: got %lld bytes, expected %lld", x->url,
 			 (long long)x->received, (long long)x->digest.size);
 		on_corrupt(d, x, msg, sizeof(msg));
+		return;
+	}
+	if (x->small) {
+		dl_writejob *j = x->wj;
+
+		x->wj = NULL;
+		j->owner = x;
+		j->dirfd = x->dirfd;
+		memcpy(j->tmpname, x->tmpname, sizeof(j->tmpname));
+		memcpy(j->want, x->digest.hash, sizeof(j->want));
+		j->mode = x->dests->executable ? 0755 : 0644;
+		j->chmod = (d->umask & j->mode) != 0;
+		j->len = (size_t)x->received;
+		j->next = d->wq;
+		d->wq = j;
+		set_state(x, DL_VERIFYING);
 		return;
 	}
 	if (x->job) {
@@ -1306,11 +1440,17 @@ static void on_verified(tf_downloader *d, dl_xfer *x, const char *hex)
 		finish_failed(d, x, TF_RESULT_LOCAL, msg);
 		return;
 	}
+	placed(d, x, &st);
+}
+
+/* x's verified file is in place at its first destination (st: the file). */
+static void placed(tf_downloader *d, dl_xfer *x, const struct stat *st)
+{
 	close_tmp(x, false);
 	free(x->placed_path);
 	x->placed_path = strdup(x->dests->path);
 	x->placed_exec = x->dests->executable;
-	x->placed_st = st;
+	x->placed_st = *st;
 	settle_with_bytes(x);
 	if (!x->placed_path) {
 		finish_failed(d, x, TF_RESULT_LOCAL, "out of memory");
@@ -1878,7 +2018,7 @@ static void stream_start(tf_downloader *d, dl_xfer *x)
 	}
 	if (!x->url)
 		x->url = malloc(DL_URL_MAX);
-	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
+	h = take_handle(d, NULL);
 	if (!x->url || !h) {
 		if (h)
 			curl_easy_cleanup(h);
@@ -2084,7 +2224,7 @@ static void batch_start(tf_downloader *d, dl_xfer *first)
 		return;
 	}
 	v = malloc(n * sizeof(*v));
-	h = d->nidle ? d->idle_handles[--d->nidle] : curl_easy_init();
+	h = take_handle(d, NULL);
 	if (v)
 		for (size_t i = 0; i < n; i++)
 			v[i] = b->members[i]->digest;
@@ -2619,7 +2759,17 @@ static void *engine_main(void *arg)
 				on_verified(d, x, hex);
 			}
 		}
+		if (d->writer)
+			for (dl_writejob *j = dl_writer_take_done(d->writer), *n; j; j = n) {
+				n = j->next;
+				on_written(d, j);
+			}
 		schedule(d);
+		/* This round's small blobs, to the writer in one hand-over. */
+		if (d->wq) {
+			dl_writer_submit(d->writer, d->wq);
+			d->wq = NULL;
+		}
 		publish(d);
 		if (!d->running && !d->queue_head && !d->backoff && !d->verifying)
 			dirs_flush(d, false);
@@ -2730,8 +2880,9 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		d->epfd = -1;
 	}
 	d->idle_handles = calloc((size_t)d->max_conn, sizeof(*d->idle_handles));
+	d->idle_plain = calloc((size_t)d->max_conn, sizeof(*d->idle_plain));
 	d->multi = curl_multi_init();
-	if (d->evfd < 0 || d->wakefd < 0 || d->epfd < 0 || !d->idle_handles || !d->multi) {
+	if (d->evfd < 0 || d->wakefd < 0 || d->epfd < 0 || !d->idle_handles || !d->idle_plain || !d->multi) {
 		tf__errf(err, -ENOMEM, "cannot set up the transfer engine: %s", strerror(errno));
 		goto fail;
 	}
@@ -2740,6 +2891,8 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		tf__errf(err, -EAGAIN, "cannot start the verifier thread");
 		goto fail;
 	}
+	/* Without it (no thread to be had) small blobs are written inline. */
+	d->writer = dl_writer_new(wake_engine, d);
 	curl_multi_setopt(d->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)d->max_conn);
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)d->max_conn);
@@ -2919,7 +3072,14 @@ void tf_downloader_free(tf_downloader *d)
 		wake(d);
 		pthread_join(d->thread, NULL);
 	}
+	/* The writer finishes what it holds while every folder is still open. */
+	dl_writer_free(d->writer);
+	d->writer = NULL;
 	index_forget(d, true, drop_any);
+	for (dl_writejob *j = d->wfree, *n; j; j = n) {
+		n = j->next;
+		free(j);
+	}
 	for (int i = 0; i < d->nidle; i++)
 		curl_easy_cleanup(d->idle_handles[i]);
 	dirs_flush(d, true);
@@ -2945,6 +3105,7 @@ void tf_downloader_free(tf_downloader *d)
 		curl_multi_cleanup(d->multi);
 	tf__map_fini(&d->index);
 	free(d->idle_handles);
+	free(d->idle_plain);
 	dl_backend_free(d->backend);
 	if (d->rootfd >= 0)
 		close(d->rootfd);
