@@ -10,60 +10,217 @@
 #include "proto/wire.h"
 #include "remote_execution.pb-c.h"
 
-/* The decoded message lives in an arena freed at once: protobuf-c would
- * otherwise malloc (and later free) every OutputFile, Digest and string,
- * several times per output of every action. Its size follows the input
- * (what protobuf-c asks for is bounded by the bytes it decodes). */
-#define ARENA_BLOCK (64u << 10)
+/* An ActionResult is read in one pass over its bytes with proto/'s field
+ * reader, straight into what the checks and chk_action_each need: no
+ * protobuf-c tree (a struct and a malloc per output, digest and string,
+ * after a pw_check pass over the same bytes). The pass accepts exactly what
+ * pw_check with strict strings and protobuf-c's unpack together accepted:
+ * wire types of known fields, lengths, tags and length prefixes protobuf-c
+ * can read, strings UTF-8 without NUL, and the fields the checker does not
+ * use (execution_metadata, node_properties, ...) checked by pw_check
+ * against their schema. When the pass finds anything wrong, pw_check is run
+ * over the whole message to say what and where (field path, byte offset):
+ * the messages are the ones pw_check gives, and the good path does not pay
+ * for them. As protobuf-c: a field sent twice, the last one wins; a Digest
+ * sent twice, the two are merged (a field the later one leaves empty keeps
+ * the earlier value). */
 
-typedef struct arena_block {
-	struct arena_block *next;
-	size_t used, cap;
-	max_align_t data[];
-} arena_block;
+typedef enum out_kind {
+	/* chk_action_each's order: files, directories, then the three lists of
+	 * symlinks (output_symlinks, output_file_symlinks,
+	 * output_directory_symlinks). */
+	OUT_FILE,
+	OUT_DIR,
+	OUT_SYMLINK,
+	OUT_FILE_SYMLINK,
+	OUT_DIR_SYMLINK,
+	OUT_KINDS
+} out_kind;
+
+/* One output as sent; strings NUL-terminated in the action's copy. */
+typedef struct act_out {
+	const char *path;
+	const char *target;   /* symlinks */
+	const uint8_t *hash;  /* files, directories: the digest's hash in the input (not terminated) */
+	size_t hash_len;
+	int64_t size;
+	uint8_t kind;         /* out_kind */
+	bool executable;
+	bool has_digest;      /* the file's digest, the directory's tree_digest, was sent */
+} act_out;
 
 struct chk_action {
-	Build__Bazel__Remote__Execution__V2__ActionResult *ar;
 	char action_key[TF_HASH_HEX_LEN + 1];
-	arena_block *blocks; /* newest first */
-	size_t first_cap;    /* size of the first block: from the input's size */
+	act_out *outs; /* in the order they came */
+	size_t n_outs, cap_outs;
+	size_t n_kind[OUT_KINDS];
+	char *strings; /* the paths and targets, each with its NUL; never more than the input */
+	size_t strings_used;
+	char (*hashes)[TF_HASH_HEX_LEN + 1]; /* files and directories: the checked hash, terminated */
 };
 
-static void *arena_alloc(void *user, size_t n)
-{
-	chk_action *a = user;
-	arena_block *b = a->blocks;
+/* The fast pass gave up: the message is refused, pw_check says why. */
+#define REFUSED (-EBADMSG)
 
-	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-	if (!b || b->cap - b->used < n) {
-		size_t cap = a->blocks ? ARENA_BLOCK : a->first_cap;
-		if (cap < n)
-			cap = n;
-		if (!(b = malloc(sizeof(*b) + cap)))
-			return NULL;
-		b->next = a->blocks;
-		b->used = 0;
-		b->cap = cap;
-		a->blocks = b;
-	}
-	b->used += n;
-	return (char *)b->data + b->used - n;
+static const char no_string[] = "";
+
+/* Reads the next field; refuses what protobuf-c could not read. */
+static int next_field(const uint8_t *p, size_t n, size_t *pos, pw_field *f)
+{
+	int r = pw_next(p, n, pos, f, NULL);
+
+	if (r > 0 && (f->tag_bytes > PW_PROTOBUF_C_PREFIX_MAX || f->len_bytes > PW_PROTOBUF_C_PREFIX_MAX))
+		return REFUSED;
+	return r < 0 ? REFUSED : r;
 }
 
-/* Everything goes when the arena does. */
-static void arena_free(void *user, void *p)
+/* A string field: its wire type, and UTF-8 without NUL. */
+static bool string_field(const pw_field *f)
 {
-	(void)user;
-	(void)p;
+	return f->wire_type == PW_LEN && pw_string_ok(f->data, (size_t)f->value);
 }
 
-static void arena_fini(chk_action *a)
+/* A message field the checker does not read, checked against its schema. */
+static bool other_message(const pw_field *f, const ProtobufCMessageDescriptor *d)
 {
-	for (arena_block *b = a->blocks, *next; b; b = next) {
-		next = b->next;
-		free(b);
+	tf_error ignored = { 0 };
+
+	return f->wire_type == PW_LEN &&
+	       pw_check(d, f->data, (size_t)f->value,
+			&(pw_check_opts){ .strict_strings = true, .short_prefixes = true }, &ignored) == 0;
+}
+
+/* Copies a string field into the action (room is there: a string takes no
+ * more than its field, tag and length included). */
+static const char *keep_string(chk_action *a, const pw_field *f)
+{
+	char *s = a->strings + a->strings_used;
+
+	memcpy(s, f->data, (size_t)f->value);
+	s[f->value] = '\0';
+	a->strings_used += (size_t)f->value + 1;
+	return s;
+}
+
+/* A Digest: hash and size_bytes, merged into *o as protobuf-c merges a
+ * message field sent twice. */
+static int read_digest(const pw_field *m, act_out *o, bool keep)
+{
+	const uint8_t *hash = NULL;
+	size_t hash_len = 0, pos = 0;
+	int64_t size = 0;
+	pw_field f;
+	int r;
+
+	if (m->wire_type != PW_LEN)
+		return REFUSED;
+	while ((r = next_field(m->data, (size_t)m->value, &pos, &f)) > 0) {
+		if (f.number == 1) {
+			if (!string_field(&f))
+				return REFUSED;
+			hash = f.data;
+			hash_len = (size_t)f.value;
+		} else if (f.number == 2) {
+			if (f.wire_type != PW_VARINT)
+				return REFUSED;
+			size = (int64_t)f.value;
+		}
 	}
-	a->blocks = NULL;
+	if (r < 0 || !keep)
+		return r;
+	if (hash_len) {
+		o->hash = hash;
+		o->hash_len = hash_len;
+	}
+	if (size)
+		o->size = size;
+	o->has_digest = true;
+	return 0;
+}
+
+/* One OutputFile, OutputDirectory or OutputSymlink. */
+static int read_output(chk_action *a, const pw_field *m, out_kind kind)
+{
+	const ProtobufCMessageDescriptor *props = &build__bazel__remote__execution__v2__node_properties__descriptor;
+	act_out o = { .path = no_string, .kind = (uint8_t)kind };
+	size_t pos = 0;
+	pw_field f;
+	int r;
+
+	if (m->wire_type != PW_LEN)
+		return REFUSED;
+	if (kind == OUT_SYMLINK || kind == OUT_FILE_SYMLINK || kind == OUT_DIR_SYMLINK)
+		o.target = no_string;
+	while ((r = next_field(m->data, (size_t)m->value, &pos, &f)) > 0) {
+		bool ok = true;
+		if (f.number == 1) {
+			if ((ok = string_field(&f)))
+				o.path = keep_string(a, &f);
+		} else if (kind == OUT_FILE) {
+			switch (f.number) {
+			case 2: ok = read_digest(&f, &o, true) == 0; break;
+			case 4: if ((ok = f.wire_type == PW_VARINT)) o.executable = f.value != 0; break;
+			case 5: ok = f.wire_type == PW_LEN; break; /* contents */
+			case 7: ok = other_message(&f, props); break;
+			}
+		} else if (kind == OUT_DIR) {
+			switch (f.number) {
+			case 3: ok = read_digest(&f, &o, true) == 0; break;
+			case 4: ok = f.wire_type == PW_VARINT; break; /* is_topologically_sorted */
+			case 5: ok = read_digest(&f, &o, false) == 0; break; /* root_directory_digest */
+			}
+		} else {
+			switch (f.number) {
+			case 2: if ((ok = string_field(&f))) o.target = keep_string(a, &f); break;
+			case 4: ok = other_message(&f, props); break;
+			}
+		}
+		if (!ok)
+			return REFUSED;
+	}
+	if (r < 0)
+		return r;
+	if (a->n_outs == a->cap_outs) {
+		size_t cap = a->cap_outs ? 2 * a->cap_outs : 64;
+		act_out *n = realloc(a->outs, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		a->outs = n;
+		a->cap_outs = cap;
+	}
+	a->outs[a->n_outs++] = o;
+	a->n_kind[kind]++;
+	return 0;
+}
+
+/* The one pass over the ActionResult. */
+static int read_result(chk_action *a, const uint8_t *p, size_t n)
+{
+	size_t pos = 0;
+	pw_field f;
+	int r;
+
+	while ((r = next_field(p, n, &pos, &f)) > 0) {
+		bool ok = true;
+		switch (f.number) {
+		case 2: r = read_output(a, &f, OUT_FILE); break;
+		case 3: r = read_output(a, &f, OUT_DIR); break;
+		case 12: r = read_output(a, &f, OUT_SYMLINK); break;
+		case 10: r = read_output(a, &f, OUT_FILE_SYMLINK); break;
+		case 11: r = read_output(a, &f, OUT_DIR_SYMLINK); break;
+		case 4: ok = f.wire_type == PW_VARINT; break; /* exit_code */
+		case 5: case 7: ok = f.wire_type == PW_LEN; break; /* stdout_raw, stderr_raw */
+		case 6: case 8: ok = read_digest(&f, NULL, false) == 0; break; /* stdout/stderr_digest */
+		case 9:
+			ok = other_message(&f, &build__bazel__remote__execution__v2__executed_action_metadata__descriptor);
+			break;
+		}
+		if (r < 0)
+			return r;
+		if (!ok)
+			return REFUSED;
+	}
+	return r;
 }
 
 const char *tf_decision_reason_name(tf_decision_reason r)
@@ -81,68 +238,87 @@ const char *tf_decision_reason_name(tf_decision_reason r)
 	return "?";
 }
 
+static const char *const kind_what[OUT_KINDS] = {
+	"output file", "output directory", "output symlink", "output file symlink", "output directory symlink",
+};
+
+/* Checks one output (path; digest of files and directories) and keeps its
+ * terminated hash in *hash. i: its index among its kind. */
+static int check_output(const act_out *o, size_t i, char hash[TF_HASH_HEX_LEN + 1], tf_error *err)
+{
+	int r = tf__path_check(o->path, kind_what[o->kind], err);
+	tf_digest dg;
+
+	if (r < 0 || o->kind >= OUT_SYMLINK)
+		goto out;
+	if (!o->has_digest) {
+		r = tf__errf(err, -EINVAL, "%s '%s' has no %s", kind_what[o->kind], o->path,
+			     o->kind == OUT_FILE ? "digest" : "tree digest");
+		goto out;
+	}
+	if (o->hash_len == TF_HASH_HEX_LEN) {
+		memcpy(hash, o->hash, TF_HASH_HEX_LEN);
+		hash[TF_HASH_HEX_LEN] = '\0';
+		r = tf_digest_parse(hash, o->size, &dg, err);
+	} else {
+		/* Not 64 characters: refused, with (at most) the first 80 in the
+		 * message. Longer than 81 it stays too long when cut there. */
+		char text[82];
+		size_t n = o->hash_len < sizeof(text) - 1 ? o->hash_len : sizeof(text) - 1;
+		if (n)
+			memcpy(text, o->hash, n);
+		text[n] = '\0';
+		r = tf_digest_parse(text, o->size, &dg, err);
+	}
+out:
+	if (r < 0 && o->kind < OUT_SYMLINK)
+		tf__err_prefix(err, "%s %zu", kind_what[o->kind], i);
+	return r;
+}
+
 int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk_action **out, tf_error *err)
 {
-	Build__Bazel__Remote__Execution__V2__ActionResult *ar;
 	chk_action *a;
-	tf_digest dg;
-	int r = 0;
+	size_t seen[OUT_KINDS] = { 0 };
+	int r;
 
 	*out = NULL;
 	if (!action_key || !tf__is_sha256_hex(action_key, strlen(action_key)))
 		return tf__errf(err, -EINVAL, "action key '%.80s' is not a SHA-256 digest",
 				action_key ? action_key : "");
-	/* protobuf-c would cut a string at a NUL byte (pkg/a.txt\0zz would be
-	 * taken as pkg/a.txt): strings must be UTF-8 without NUL. */
-	if ((r = pw_check(&build__bazel__remote__execution__v2__action_result__descriptor, bytes, len,
-			  &(pw_check_opts){ .strict_strings = true }, err)) < 0)
-		return tf__err_prefix(err, "the ActionResult of action %s (%zu bytes) does not decode", action_key, len);
-	if (!(a = calloc(1, sizeof(*a))))
-		return tf__errf(err, -ENOMEM, "out of memory");
-	/* Decoded, an output takes about twice its wire size. */
-	a->first_cap = len < ARENA_BLOCK / 2 ? ARENA_BLOCK : 2 * len + ARENA_BLOCK / 4;
-	ar = build__bazel__remote__execution__v2__action_result__unpack(
-		&(ProtobufCAllocator){ .alloc = arena_alloc, .free = arena_free, .allocator_data = a }, len, bytes);
-	if (!ar) {
+	if (!(a = calloc(1, sizeof(*a))) || !(a->strings = malloc(len ? len : 1))) {
 		chk_action_free(a);
+		return tf__errf(err, -ENOMEM, "out of memory");
+	}
+	memcpy(a->action_key, action_key, TF_HASH_HEX_LEN + 1);
+	r = read_result(a, bytes, len);
+	if (r == 0 && a->n_outs && !(a->hashes = malloc(a->n_outs * sizeof(*a->hashes))))
+		r = -ENOMEM;
+	if (r < 0) {
+		chk_action_free(a);
+		if (r == -ENOMEM)
+			return tf__errf(err, -ENOMEM, "out of memory");
+		/* Say what is wrong and where: strict strings (protobuf-c would
+		 * cut pkg/a.txt\0zz at the NUL), and what protobuf-c can read. */
+		r = pw_check(&build__bazel__remote__execution__v2__action_result__descriptor, bytes, len,
+			     &(pw_check_opts){ .strict_strings = true, .short_prefixes = true }, err);
+		if (r < 0)
+			return tf__err_prefix(err, "the ActionResult of action %s (%zu bytes) does not decode",
+					      action_key, len);
 		return tf__errf(err, -EBADMSG, "the ActionResult of action %s (%zu bytes) does not decode",
 				action_key, len);
 	}
-	/* Check everything before anything is reported. (Messages get their
-	 * context only when something is wrong: this loop runs for every
-	 * output of every action.) */
-	for (size_t i = 0; i < ar->n_output_files && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputFile *f = ar->output_files[i];
-		r = tf__path_check(f->path, "output file", err);
-		if (r == 0 && (!f->digest || tf_digest_parse(f->digest->hash ? f->digest->hash : "",
-							     f->digest->size_bytes, &dg, err) < 0))
-			r = f->digest ? err->code : tf__errf(err, -EINVAL, "output file '%s' has no digest", f->path);
-		if (r < 0)
-			tf__err_prefix(err, "output file %zu", i);
-	}
-	for (size_t i = 0; i < ar->n_output_directories && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputDirectory *d = ar->output_directories[i];
-		r = tf__path_check(d->path, "output directory", err);
-		if (r == 0 && (!d->tree_digest ||
-			       tf_digest_parse(d->tree_digest->hash ? d->tree_digest->hash : "",
-					       d->tree_digest->size_bytes, &dg, err) < 0))
-			r = d->tree_digest ? err->code
-					   : tf__errf(err, -EINVAL, "output directory '%s' has no tree digest", d->path);
-		if (r < 0)
-			tf__err_prefix(err, "output directory %zu", i);
-	}
-	for (size_t i = 0; i < ar->n_output_symlinks && r == 0; i++)
-		r = tf__path_check(ar->output_symlinks[i]->path, "output symlink", err);
-	for (size_t i = 0; i < ar->n_output_file_symlinks && r == 0; i++)
-		r = tf__path_check(ar->output_file_symlinks[i]->path, "output file symlink", err);
-	for (size_t i = 0; i < ar->n_output_directory_symlinks && r == 0; i++)
-		r = tf__path_check(ar->output_directory_symlinks[i]->path, "output directory symlink", err);
+	/* Check everything before anything is reported, files first, then
+	 * directories, then symlinks. (Messages get their context only when
+	 * something is wrong: this runs for every output of every action.) */
+	for (int k = 0; k < OUT_KINDS && r == 0; k++)
+		for (size_t i = 0; i < a->n_outs && r == 0 && seen[k] < a->n_kind[k]; i++)
+			if (a->outs[i].kind == k)
+				r = check_output(&a->outs[i], seen[k]++, a->hashes[i], err);
 	if (r < 0) {
 		chk_action_free(a);
 		return tf__err_prefix(err, "refusing the ActionResult of action %s", action_key);
 	}
-	a->ar = ar;
-	memcpy(a->action_key, action_key, TF_HASH_HEX_LEN + 1);
 	*out = a;
 	return 0;
 }
@@ -151,7 +327,9 @@ void chk_action_free(chk_action *a)
 {
 	if (!a)
 		return;
-	arena_fini(a);
+	free(a->outs);
+	free(a->strings);
+	free(a->hashes);
 	free(a);
 }
 
@@ -173,51 +351,35 @@ static void decide_now(const chk_policy *p, chk_output *out)
 	}
 }
 
-static void set_digest(chk_output *out, const Build__Bazel__Remote__Execution__V2__Digest *d)
-{
-	/* Checked by chk_action_decode. */
-	memcpy(out->digest.hash, d->hash, TF_HASH_HEX_LEN + 1);
-	out->digest.size = d->size_bytes;
-	out->o.hash = out->digest.hash;
-	out->o.size = d->size_bytes;
-}
-
 int chk_action_each(const chk_action *a, const chk_policy *p, const char *target, chk_output_cb cb, void *user,
 		    tf_error *err)
 {
-	const Build__Bazel__Remote__Execution__V2__ActionResult *ar = a->ar;
+	static const st_kind st_kinds[OUT_KINDS] = {
+		ST_KIND_FILE, ST_KIND_DIRECTORY, ST_KIND_SYMLINK, ST_KIND_SYMLINK, ST_KIND_SYMLINK,
+	};
 	int r = 0;
 
-	for (size_t i = 0; i < ar->n_output_files && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputFile *f = ar->output_files[i];
-		chk_output out = { .o = { .path = f->path, .executable = f->is_executable, .kind = ST_KIND_FILE,
-					  .action_key = a->action_key, .target = target } };
-		set_digest(&out, f->digest);
-		decide_now(p, &out);
-		r = cb(&out, user, err);
-	}
-	for (size_t i = 0; i < ar->n_output_directories && r == 0; i++) {
-		const Build__Bazel__Remote__Execution__V2__OutputDirectory *d = ar->output_directories[i];
-		chk_output out = { .o = { .path = d->path, .kind = ST_KIND_DIRECTORY, .action_key = a->action_key,
-					  .target = target } };
-		set_digest(&out, d->tree_digest);
-		decide_now(p, &out);
-		r = cb(&out, user, err);
-	}
-	{
-		Build__Bazel__Remote__Execution__V2__OutputSymlink **lists[3] = {
-			ar->output_symlinks, ar->output_file_symlinks, ar->output_directory_symlinks
-		};
-		size_t counts[3] = { ar->n_output_symlinks, ar->n_output_file_symlinks,
-				     ar->n_output_directory_symlinks };
-		for (int k = 0; k < 3; k++)
-			for (size_t i = 0; i < counts[k] && r == 0; i++) {
-				chk_output out = { .o = { .path = lists[k][i]->path, .kind = ST_KIND_SYMLINK,
-							  .symlink_target = lists[k][i]->target,
-							  .action_key = a->action_key, .target = target } };
-				decide_now(p, &out);
-				r = cb(&out, user, err);
+	for (int k = 0; k < OUT_KINDS && r == 0; k++) {
+		size_t left = a->n_kind[k];
+		for (size_t i = 0; i < a->n_outs && r == 0 && left > 0; i++) {
+			const act_out *o = &a->outs[i];
+			chk_output out;
+			if (o->kind != k)
+				continue;
+			left--;
+			out = (chk_output){ .o = { .path = o->path, .executable = o->executable, .kind = st_kinds[k],
+						   .symlink_target = o->target, .action_key = a->action_key,
+						   .target = target } };
+			if (k < OUT_SYMLINK) {
+				/* Checked by chk_action_decode. */
+				memcpy(out.digest.hash, a->hashes[i], TF_HASH_HEX_LEN + 1);
+				out.digest.size = o->size;
+				out.o.hash = out.digest.hash;
+				out.o.size = o->size;
 			}
+			decide_now(p, &out);
+			r = cb(&out, user, err);
+		}
 	}
 	return r;
 }

@@ -61,6 +61,7 @@ int pw_next(const uint8_t *buf, size_t len, size_t *pos, pw_field *f, const char
 		return -EBADMSG;
 	}
 	i += (size_t)n;
+	f->tag_bytes = (uint8_t)n;
 	if ((tag >> 3) == 0 || (tag >> 3) > 0x1fffffff) {
 		*why = "an invalid field number";
 		return -EBADMSG;
@@ -95,6 +96,7 @@ int pw_next(const uint8_t *buf, size_t len, size_t *pos, pw_field *f, const char
 			return -EBADMSG;
 		}
 		i += (size_t)n;
+		f->len_bytes = (uint8_t)n;
 		if (v > len - i) {
 			*why = "a length that runs past the end";
 			return -EBADMSG;
@@ -123,6 +125,7 @@ struct wctx {
 	const char *input;    /* NULL: messages name no input or record */
 	uint64_t record;
 	bool strict_strings;  /* strings must be UTF-8 without NUL bytes */
+	bool short_prefixes;  /* tags and lengths in at most PW_PROTOBUF_C_PREFIX_MAX bytes */
 	tf_error *err;
 	const ProtobufCMessageDescriptor *root;
 	/* The field being read at each nesting level, for the message. */
@@ -202,6 +205,27 @@ static size_t utf8_bad(const uint8_t *p, size_t n)
 	return n;
 }
 
+bool pw_string_ok(const uint8_t *p, size_t n)
+{
+	/* Paths and digests are ASCII without NUL: eight bytes at a time (a
+	 * byte with its top bit set, or a zero byte), and only a string that
+	 * has either is looked at closely. */
+	const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
+	size_t i = 0;
+
+	for (; n - i >= 8; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		if ((w | ((w - ones) & ~w)) & tops)
+			goto closely;
+	}
+	for (; i < n; i++)
+		if (p[i] == 0 || p[i] >= 0x80)
+			goto closely;
+	return true;
+closely:
+	return !memchr(p, '\0', n) && utf8_bad(p, n) == n;
+}
 
 static unsigned expected_wire(const ProtobufCFieldDescriptor *f)
 {
@@ -245,6 +269,10 @@ static int check_message(struct wctx *c, const ProtobufCMessageDescriptor *d, co
 		if ((tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
 			return wire_fail(c, depth, tag_at, -EBADMSG, "has the invalid field number %llu",
 					 (unsigned long long)(tag >> 3));
+		if (c->short_prefixes && (unsigned)n > PW_PROTOBUF_C_PREFIX_MAX)
+			return wire_fail(c, depth, tag_at, -EBADMSG,
+					 "has a field tag of %d bytes (protobuf-c reads at most %u)", n,
+					 PW_PROTOBUF_C_PREFIX_MAX);
 		c->number[depth] = (uint32_t)(tag >> 3);
 		wt = (unsigned)(tag & 7);
 		f = protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
@@ -280,6 +308,10 @@ static int check_message(struct wctx *c, const ProtobufCMessageDescriptor *d, co
 			if (n <= 0)
 				return wire_fail(c, depth, len_at, -EBADMSG, "has a %s length",
 						 n == 0 ? "truncated" : "malformed (over 10 bytes)");
+			if (c->short_prefixes && (unsigned)n > PW_PROTOBUF_C_PREFIX_MAX)
+				return wire_fail(c, depth, len_at, -EBADMSG,
+						 "has a length prefix of %d bytes (protobuf-c reads at most %u)", n,
+						 PW_PROTOBUF_C_PREFIX_MAX);
 			i += (size_t)n;
 			if (v > len - i)
 				return wire_fail(c, depth, len_at, -EBADMSG,
@@ -359,6 +391,7 @@ int pw_check(const ProtobufCMessageDescriptor *d, const void *data, size_t len, 
 	c->input = opts->input;
 	c->record = opts->record;
 	c->strict_strings = opts->strict_strings;
+	c->short_prefixes = opts->short_prefixes;
 	c->err = err;
 	c->root = d;
 	r = check_message(c, d, data, len, 0);

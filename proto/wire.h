@@ -36,7 +36,13 @@ typedef struct pw_field {
 	uint64_t value;     /* a varint's value; the byte length of the others */
 	const uint8_t *data;/* PW_LEN, PW_I64, PW_I32: the value's bytes */
 	size_t offset;      /* where the field's tag starts in the message */
+	uint8_t tag_bytes;  /* how many bytes the tag took */
+	uint8_t len_bytes;  /* PW_LEN: how many bytes the length prefix took */
 } pw_field;
+
+/* Tags and length prefixes protobuf-c reads: at most this many bytes
+ * (a longer, non-canonical one is valid protobuf that it refuses). */
+#define PW_PROTOBUF_C_PREFIX_MAX 5u
 
 /* Reads the field at buf[*pos] and moves *pos past it. Returns 1 with *f
  * filled, 0 at the end of the message, or -EBADMSG for a malformed tag,
@@ -48,10 +54,15 @@ int pw_next(const uint8_t *buf, size_t len, size_t *pos, pw_field *f, const char
 typedef struct pw_check_opts {
 	unsigned max_depth;  /* 0 = PW_DEFAULT_MAX_DEPTH; capped at PW_MAX_DEPTH_LIMIT */
 	bool strict_strings; /* string fields must be UTF-8 without NUL bytes */
+	bool short_prefixes; /* tags and length prefixes of at most PW_PROTOBUF_C_PREFIX_MAX bytes */
 	const char *input;   /* not NULL: errors read "INPUT: record N does not decode: ..." */
 	uint64_t record;     /* with input */
 	uint64_t base;       /* offset of data[0] in the input, for byte offsets */
 } pw_check_opts;
+
+/* Is this string what strict_strings requires: UTF-8 (no overlong forms,
+ * surrogates or code points past U+10FFFF) without NUL bytes? */
+bool pw_string_ok(const uint8_t *p, size_t n);
 
 /* Checks a serialized message against its descriptor: field tags, wire
  * types of known fields, lengths, packed arrays, nesting up to max_depth,

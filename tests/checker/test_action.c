@@ -577,3 +577,38 @@ TEST(a_symlink_target_may_be_anything_but_nul)
 	CHECK_STR_EQ(got, "link l - 0 ->  later //t:t\n"
 			  "link m - 0 -> /abs/../\xc3\xa9 later //t:t\n");
 }
+
+TEST(long_prefixes_protobuf_c_cannot_read_are_named)
+{
+	enc e = { 0 };
+
+	/* The path's tag in 6 bytes: valid protobuf, but protobuf-c (which
+	 * read these before) refused it without saying why; now the message
+	 * names the field and offset. */
+	begin(&e, 2);
+	put(&e, "\x8a\x80\x80\x80\x80\x00", 6);
+	byte(&e, 1);
+	byte(&e, 'a');
+	end(&e);
+	refused(&e, -EBADMSG, "the ActionResult of action " KEY " (10 bytes) does not decode: "
+			      "ActionResult.output_files has a field tag of 6 bytes (protobuf-c reads at most 5) at byte "
+			      "offset 2");
+	/* and a length in 6 bytes, inside a field the checker does not use */
+	memset(&e, 0, sizeof(e));
+	begin(&e, 9);
+	tag(&e, 1, 2);
+	put(&e, "\x81\x80\x80\x80\x80\x00", 6);
+	byte(&e, 'w');
+	end(&e);
+	refused(&e, -EBADMSG, "the ActionResult of action " KEY " (10 bytes) does not decode: "
+			      "ActionResult.execution_metadata.worker has a length prefix of 6 bytes (protobuf-c reads at "
+			      "most 5) at byte offset 3");
+	/* 5 bytes are read */
+	memset(&e, 0, sizeof(e));
+	begin(&e, 12);
+	put(&e, "\x8a\x80\x80\x80\x00", 5);
+	put(&e, "\x81\x80\x80\x80\x00", 5);
+	byte(&e, 'l');
+	end(&e);
+	CHECK_STR_EQ(accepted(&e), "link l - 0 ->  later //t:t\n");
+}

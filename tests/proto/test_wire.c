@@ -2,6 +2,7 @@
  * the schema check, on hand-made bytes. */
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "proto/wire.h"
 #include "remote_execution.pb-c.h"
@@ -91,4 +92,57 @@ TEST(schema_check_names_field_and_offset)
 			      &(pw_check_opts){.strict_strings = true, .input = "blob.bin", .record = 7}, &err),
 		     -EBADMSG);
 	CHECK_CONTAINS(err.message, "blob.bin: record 7 does not decode: Digest.hash (field 1) is a string with a NUL");
+}
+
+TEST(field_walk_says_how_long_tag_and_length_are)
+{
+	/* field 2, length 1, both written longer than needed (legal protobuf) */
+	const uint8_t msg[] = {0x92, 0x80, 0x80, 0x80, 0x80, 0x00, 0x81, 0x80, 0x00, 'x'};
+	size_t pos = 0;
+	pw_field f;
+
+	CHECK_INT_EQ(pw_next(msg, sizeof(msg), &pos, &f, NULL), 1);
+	CHECK_INT_EQ(f.number, 2);
+	CHECK_INT_EQ(f.tag_bytes, 6);
+	CHECK_INT_EQ(f.len_bytes, 3);
+	CHECK_INT_EQ(f.value, 1);
+	CHECK(f.data == msg + 9);
+}
+
+TEST(schema_check_short_prefixes)
+{
+	/* Digest.hash with a 6-byte tag; then a 6-byte length. protobuf-c
+	 * reads neither: with short_prefixes they are refused, named. */
+	const uint8_t tag6[] = {0x8a, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01, 'a'};
+	const uint8_t len6[] = {0x0a, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'a'};
+	const uint8_t len5[] = {0x0a, 0x81, 0x80, 0x80, 0x80, 0x00, 'a'};
+	const ProtobufCMessageDescriptor *d = &build__bazel__remote__execution__v2__digest__descriptor;
+	tf_error err = {0};
+
+	CHECK_INT_EQ(pw_check(d, tag6, sizeof(tag6), NULL, &err), 0);
+	CHECK_INT_EQ(pw_check(d, len6, sizeof(len6), NULL, &err), 0);
+	CHECK_INT_EQ(pw_check(d, tag6, sizeof(tag6), &(pw_check_opts){.short_prefixes = true}, &err), -EBADMSG);
+	CHECK_STR_EQ(err.message, "Digest has a field tag of 6 bytes (protobuf-c reads at most 5) at byte offset 0");
+	CHECK_INT_EQ(pw_check(d, len6, sizeof(len6), &(pw_check_opts){.short_prefixes = true}, &err), -EBADMSG);
+	CHECK_STR_EQ(err.message, "Digest.hash has a length prefix of 6 bytes (protobuf-c reads at most 5) at byte "
+				  "offset 1");
+	CHECK_INT_EQ(pw_check(d, len5, sizeof(len5), &(pw_check_opts){.short_prefixes = true}, &err), 0);
+}
+
+TEST(string_ok_is_strict_utf8_without_nul)
+{
+	const char *good[] = { "", "a", "bazel-out/k8-fastbuild/bin/pkg/a.txt", "\xc3\xa9t\xc3\xa9",
+			       "0123456789abcdef0123456789abcdef\xf0\x9f\x98\x80", "\xef\xbf\xbf" };
+	/* NUL at each place of an 8-byte word and in the tail; overlong,
+	 * surrogate, past U+10FFFF, truncated, a lone continuation byte */
+	const struct { const char *s; size_t n; } bad[] = {
+		{ "\0bcdefgh", 8 }, { "abcdefg\0", 8 }, { "abcdefghij\0", 11 }, { "abc\0", 4 },
+		{ "\xc0\xaf", 2 }, { "\xed\xa0\x80", 3 }, { "\xf4\x90\x80\x80", 4 }, { "abcdefgh\xc3", 9 },
+		{ "\x80", 1 }, { "\xc3\xa9\0", 3 },
+	};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK(pw_string_ok((const uint8_t *)good[i], strlen(good[i])));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(!pw_string_ok((const uint8_t *)bad[i].s, bad[i].n));
 }
