@@ -409,9 +409,23 @@ TF_API tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
  * action_result (a serialized REAPI ActionResult, borrowed). Every output's
  * metadata is recorded; outputs the policy wants now (mode all, a regex) are
  * fetched. target may be NULL. A malformed result is refused with an error
- * naming the action and nothing is recorded. Does not block on the network. */
+ * naming the action and nothing is recorded. Does not block on the network.
+ * What it records is durable (committed to the store) before it returns
+ * when it started a fetch or a Tree read; otherwise it may wait, for at most
+ * TF_SESSION_UNCOMMITTED_MAX store writes, for the next commit: that of any
+ * other call (tf_session_dispatch included), of an event released, or
+ * tf_session_commit. A kill -9 can lose only those rows. */
 TF_API int tf_session_action_executed(tf_session *s, const char *action_key, const char *target,
 				      const void *action_result, size_t len, tf_error *err);
+
+/* Store writes (an output's row, an action's row) that
+ * tf_session_action_executed may leave uncommitted. */
+#define TF_SESSION_UNCOMMITTED_MAX 10000u
+
+/* Commits what the session recorded: call it before telling anybody outside
+ * the process that an ActionResult was recorded (a reply, an answer to the
+ * build tool). Blocks on disk I/O. */
+TF_API int tf_session_commit(tf_session *s, tf_error *err);
 
 /* The next build event of the stream (a serialized BuildEvent, borrowed).
  * NamedSetOfFiles are remembered; a TargetComplete makes its files

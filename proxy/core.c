@@ -457,6 +457,7 @@ static void record(px_proxy *p, const char *key, const char *invocation, const v
 int px_run(px_proxy *p)
 {
 	px_item *list, *it, *next;
+	tf_error err = { 0 };
 	uint64_t v;
 	int n = 0;
 
@@ -488,6 +489,16 @@ int px_run(px_proxy *p)
 	}
 	if (!list)
 		return 0;
+	/* Bazel gets its answers once what they recorded is durable: one
+	 * commit for the whole batch. */
+	if (tf_session_commit(p->s, &err) < 0) {
+		count(p, C_RECORD_ERRORS, 1);
+		if (p->on_problem) {
+			char msg[TF_ERROR_MESSAGE_MAX + 64];
+			snprintf(msg, sizeof(msg), "topfetch proxy: not recorded: %s", err.message);
+			p->on_problem(msg, p->user);
+		}
+	}
 	pthread_mutex_lock(&p->bq_mu);
 	for (it = list; it; it = next) {
 		next = it->next;

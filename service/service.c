@@ -455,6 +455,9 @@ static int handle_action_executed(svc_service *s, const Topfetch__Service__Actio
 	r = tf_session_action_executed(s->session, m->action_key, nonempty(m->target_label), m->action_result.data,
 				       m->action_result.len, &err);
 	s->deciding = NULL;
+	/* The reply says it is recorded: durable before it goes. */
+	if (r == 0)
+		r = tf_session_commit(s->session, &err);
 	if (r < 0) {
 		/* Nothing was recorded: no decision goes into the reply. */
 		for (size_t i = 0; i < c->n_fetching; i++)

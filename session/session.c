@@ -111,6 +111,7 @@ struct tf_session {
 	ev_writer *dir_bin, *dir_json; /* build_event_dir/<uuid>.bin, .json */
 	ses_synth *synth;    /* a synthesized build's bookkeeping (synth.c) */
 	ses_puts *puts;      /* tf_session_action_executed's outputs in flight */
+	bool must_commit;    /* this call queued a fetch or a Tree read: commit before it returns */
 	uint64_t synth_posted;       /* events posted for it */
 	uint64_t synth_written_base; /* events_written when it started */
 };
@@ -123,13 +124,17 @@ static void note_error(tf_session *s, int r, const tf_error *e)
 	}
 }
 
-/* Commits what the call just recorded, so that a kill -9 right after it loses
- * nothing: the metadata, and the FETCHING marks recovery re-queues. */
+/* Commits what the session recorded, so that a kill -9 right after it loses
+ * nothing: the metadata, and the FETCHING marks recovery re-queues. Every
+ * call does this before it returns except tf_session_action_executed, which
+ * leaves its rows to a later commit (below) unless it queued a fetch or a
+ * Tree read; and an event is never released before it (emit). */
 static int commit(tf_session *s, int r, tf_error *err)
 {
 	tf_error e = { 0 };
 	int f;
 
+	s->must_commit = false;
 	if (!st_pending(s->store))
 		return r;
 	f = st_flush(s->store, &e);
@@ -151,6 +156,10 @@ static int emit(ev_event *ev, void *user, tf_error *err)
 	tf_session *s = user;
 	int r = 0;
 
+	/* Whoever reads the event may rely on what the store says about its
+	 * files: nothing leaves before the rows it could depend on are durable. */
+	if ((r = commit(s, 0, err)) < 0)
+		return r;
 	if (s->bin && (r = ev_writer_write(s->bin, ev->msg, err)) < 0)
 		return r;
 	if (s->json && (r = ev_writer_write(s->json, ev->msg, err)) < 0)
@@ -439,6 +448,7 @@ static void want_file(tf_session *s, const char *path, const tf_digest *dg, bool
 		if (r < 0 && r != -ENOENT)
 			note_error(s, r, &err);
 	}
+	s->must_commit = true;
 	r = tf_downloader_fetch(s->dl, dg, exec, dest, on_fetched, s);
 	while (r == -EAGAIN) {
 		tf_downloader_dispatch(s->dl, 10);
@@ -669,6 +679,7 @@ static void read_tree(tf_session *s, const char *dir, const tf_digest *tree, con
 	tr->fetch_all = fetch_all;
 	if (t)
 		add_waiter(s, &tr->waiters, t);
+	s->must_commit = true;
 	r = tf_downloader_read(s->dl, TF_AREA_CAS, tree->hash, tree->size, TREE_MAX_BYTES, on_tree, tr);
 	if (r < 0) {
 		tf_fetch_done fake = { .result = TF_RESULT_LOCAL, .message = "cannot queue the tree read" };
@@ -767,7 +778,18 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 	if (r == 0 && s->puts->n)
 		r = put_outputs(s, err);
 	chk_action_free(a);
-	return commit(s, r, err);
+	/* Coalesced: the rows of ActionResults that started nothing wait for
+	 * the next commit, up to TF_SESSION_UNCOMMITTED_MAX writes (a commit
+	 * writes every page it dirtied, about 26 of 32 KiB per ActionResult of
+	 * 1,000 outputs: per call, most of its cost was the commit). */
+	if (s->must_commit || r < 0 || st_pending(s->store) >= TF_SESSION_UNCOMMITTED_MAX)
+		return commit(s, r, err);
+	return r;
+}
+
+int tf_session_commit(tf_session *s, tf_error *err)
+{
+	return commit(s, 0, err);
 }
 
 /* ---- build events ------------------------------------------------------------------- */
@@ -1670,8 +1692,7 @@ int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err)
 	n = tf_downloader_dispatch(s->dl, timeout_ms);
 	if (n < 0)
 		return tf__errf(err, n, "waiting for transfers: %s", strerror(-n));
-	if (n > 0)
-		commit(s, 0, err);
+	commit(s, 0, err); /* also what tf_session_action_executed left: a loop's turn bounds it */
 	if (s->sticky)
 		return tf__errf(err, s->sticky, "%s", s->sticky_err.message);
 	return n;

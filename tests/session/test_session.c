@@ -7,11 +7,13 @@
  * reaches 0 once the work is done. Also the gate's named-set and target
  * rules (events/gate.c) on their own. */
 #include <fcntl.h>
+#include <signal.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,12 +21,15 @@
 #include "events/events.h"
 #include "remote_execution.pb-c.h"
 #include "session/session.h"
+#include "store/store.h"
 #include "tf_test.h"
 #include "topfetch.h"
 
 #define BIN "bazel-out/k8-fastbuild/bin/"
 #define KEY_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define KEY_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define KEY_C "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+#define KEY_D "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
 
 /* ---- a disk cache and a session ----------------------------------------------- */
 
@@ -46,6 +51,11 @@ typedef struct env {
 } env;
 
 static env E;
+
+/* Set by the kill -9 tests: setup() puts the session's folder and store in
+ * kill_dir, and on_event kills the process when kill_on_event is set. */
+static char kill_dir[40];
+static bool kill_on_event;
 
 static void sha256_hex(const char *data, size_t n, char out[65])
 {
@@ -90,6 +100,8 @@ static void on_event(const void *bytes, size_t len, void *user)
 	int i = E.n_events;
 
 	(void)user;
+	if (kill_on_event)
+		raise(SIGKILL); /* the moment the first event is released */
 	CHECK(m && i < 32);
 	switch (m->id->id_case) {
 	case BUILD_EVENT_STREAM__BUILD_EVENT_ID__ID_PROGRESS:
@@ -150,10 +162,15 @@ static void setup(tf_download_mode mode, const char *regex)
 	static const char *regexes[1];
 	tf_session_options o = { 0 };
 	tf_error err = { 0 };
-	char path[256];
+	char path[256], store[64];
 
 	memset(&E, 0, sizeof(E));
-	snprintf(E.tmp, sizeof(E.tmp), "/tmp/tf-session-test.XXXXXX");
+	snprintf(E.tmp, sizeof(E.tmp), "%s", kill_dir[0] ? kill_dir : "/tmp/tf-session-test.XXXXXX");
+	if (kill_dir[0]) {
+		strcat(E.tmp, "/s.XXXXXX");
+		snprintf(store, sizeof(store), "%s/store.db", kill_dir);
+		o.store_path = store;
+	}
 	CHECK(mkdtemp(E.tmp));
 	snprintf(E.cache, sizeof(E.cache), "%s/cache", E.tmp);
 	snprintf(E.out, sizeof(E.out), "%s/out", E.tmp);
@@ -891,4 +908,176 @@ TEST(targets_past_the_cap_are_refused_clearly)
 	free(buf);
 	ev_event_unref(ev);
 	teardown();
+}
+
+/* ---- what a kill -9 can lose ---------------------------------------------------------- */
+
+/* Runs body in a child that dies of SIGKILL where body says (no exit
+ * handler, no close, as kill -9), its session's store in kill_dir; returns
+ * the store, opened again as the next start would. */
+static st_store *killed_child(void (*body)(void))
+{
+	tf_error err = { 0 };
+	st_store *st;
+	pid_t pid;
+	int status;
+
+	snprintf(kill_dir, sizeof(kill_dir), "/tmp/tf-kill.XXXXXX");
+	CHECK(mkdtemp(kill_dir));
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		body();
+		_exit(3); /* body did not get to its kill */
+	}
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	st = st_open(strcat(strcpy((char[64]){ 0 }, kill_dir), "/store.db"), NULL, &err);
+	if (!st)
+		fprintf(stderr, "%s\n", err.message);
+	CHECK(st != NULL);
+	return st;
+}
+
+static void killed_cleanup(st_store *st)
+{
+	char cmd[96];
+
+	st_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", kill_dir);
+	CHECK(system(cmd) == 0);
+	kill_dir[0] = '\0';
+}
+
+/* The state of exec_path in the store, or -1 when it has no row. */
+static int stored(st_store *st, const char *exec_path)
+{
+	static st_record rec;
+	tf_error err = { 0 };
+	int r = st_output_get(st, exec_path, &rec, &err);
+
+	if (r == -ENOENT)
+		return -1;
+	CHECK_INT_EQ(r, 0);
+	return (int)rec.o.state;
+}
+
+static void one_file(const char *key, const char *path, const char *content)
+{
+	char h[65];
+	out_file f = { path, h, (int64_t)strlen(content), false };
+
+	if (strstr(path, "wanted"))
+		cache_put(content, h);
+	else
+		sha256_hex(content, strlen(content), h);
+	action_executed(key, &f, 1, NULL);
+}
+
+static void four_actions_then_kill(void)
+{
+	tf_error err = { 0 };
+
+	setup(TF_DOWNLOAD_TOPLEVEL, ".*/wanted\\.txt");
+	one_file(KEY_A, "pkg/a.txt", "alpha\n");
+	CHECK_INT_EQ(tf_session_commit(E.s, &err), 0);
+	one_file(KEY_B, "pkg/b.txt", "bravo\n");
+	one_file(KEY_C, "pkg/wanted.txt", "charlie\n"); /* starts a fetch */
+	one_file(KEY_D, "pkg/d.txt", "delta\n");
+	raise(SIGKILL);
+}
+
+/* Rows of ActionResults that started nothing may be lost; nothing before a
+ * tf_session_commit, nothing before (or with) an action that started a
+ * fetch, whose FETCHING mark the next start finds. */
+TEST(kill_loses_only_actions_that_started_nothing)
+{
+	st_store *st = killed_child(four_actions_then_kill);
+
+	CHECK_INT_EQ(stored(st, BIN "pkg/a.txt"), ST_REMOTE);
+	CHECK_INT_EQ(stored(st, BIN "pkg/b.txt"), ST_REMOTE);
+	CHECK_INT_EQ(stored(st, BIN "pkg/wanted.txt"), ST_FETCHING);
+	CHECK_INT_EQ(stored(st, BIN "pkg/d.txt"), -1);
+	killed_cleanup(st);
+}
+
+static void action_then_event_then_kill(void)
+{
+	setup(TF_DOWNLOAD_TOPLEVEL, NULL);
+	one_file(KEY_A, "pkg/a.txt", "alpha\n");
+	kill_on_event = true;
+	post(progress(0, false, NULL, 0)); /* released at once: on_event kills */
+}
+
+/* No event leaves before the rows recorded before it are durable. */
+TEST(kill_as_an_event_is_released_loses_nothing)
+{
+	st_store *st = killed_child(action_then_event_then_kill);
+
+	CHECK_INT_EQ(stored(st, BIN "pkg/a.txt"), ST_REMOTE);
+	killed_cleanup(st);
+}
+
+/* An ActionResult of n outputs BIN "bulk/<key[0]>_<i>", none wanted. */
+static void bulk_action(const char *key, int n)
+{
+	Build__Bazel__Remote__Execution__V2__ActionResult ar = BUILD__BAZEL__REMOTE__EXECUTION__V2__ACTION_RESULT__INIT;
+	Build__Bazel__Remote__Execution__V2__OutputFile *f = calloc((size_t)n, sizeof(*f)), **fp = calloc((size_t)n, sizeof(*fp));
+	Build__Bazel__Remote__Execution__V2__Digest *d = calloc((size_t)n, sizeof(*d));
+	char (*paths)[64] = calloc((size_t)n, 64), (*hashes)[65] = calloc((size_t)n, 65);
+	tf_error err = { 0 };
+	unsigned char *buf;
+	size_t len;
+
+	CHECK(f && fp && d && paths && hashes);
+	for (int i = 0; i < n; i++) {
+		build__bazel__remote__execution__v2__output_file__init(&f[i]);
+		build__bazel__remote__execution__v2__digest__init(&d[i]);
+		snprintf(paths[i], 64, BIN "bulk/%c_%d", key[0], i);
+		sha256_hex(paths[i], strlen(paths[i]), hashes[i]);
+		d[i].hash = hashes[i];
+		d[i].size_bytes = 10;
+		f[i].path = paths[i];
+		f[i].digest = &d[i];
+		fp[i] = &f[i];
+	}
+	ar.output_files = fp;
+	ar.n_output_files = (size_t)n;
+	len = build__bazel__remote__execution__v2__action_result__get_packed_size(&ar);
+	CHECK((buf = malloc(len)) != NULL);
+	build__bazel__remote__execution__v2__action_result__pack(&ar, buf);
+	CHECK_INT_EQ(tf_session_action_executed(E.s, key, "//pkg:bulk", buf, len, &err), 0);
+	free(buf), free(f), free(fp), free(d), free(paths), free(hashes);
+}
+
+#define BULK 4000
+static const char bulk_keys[4][65] = { KEY_A, KEY_B, KEY_C, KEY_D };
+
+static void bulk_then_kill(void)
+{
+	setup(TF_DOWNLOAD_TOPLEVEL, NULL);
+	for (int k = 0; k < 4; k++)
+		bulk_action(bulk_keys[k], BULK);
+	raise(SIGKILL);
+}
+
+/* Back-to-back ActionResults leave at most TF_SESSION_UNCOMMITTED_MAX
+ * writes uncommitted: of 16,000 outputs, the first ones are durable. */
+TEST(kill_after_many_actions_loses_at_most_the_bound)
+{
+	st_store *st = killed_child(bulk_then_kill);
+	char path[64];
+	int kept = 0;
+
+	CHECK(4 * BULK > (int)TF_SESSION_UNCOMMITTED_MAX);
+	for (int k = 0; k < 4; k++)
+		for (int i = 0; i < BULK; i++) {
+			snprintf(path, sizeof(path), BIN "bulk/%c_%d", bulk_keys[k][0], i);
+			kept += stored(st, path) == ST_REMOTE;
+		}
+	CHECK(kept >= 4 * BULK - (int)TF_SESSION_UNCOMMITTED_MAX);
+	CHECK(kept < 4 * BULK); /* coalesced: the last ones were not committed yet */
+	CHECK_INT_EQ(stored(st, BIN "bulk/a_0"), ST_REMOTE);
+	killed_cleanup(st);
 }
