@@ -46,14 +46,18 @@ int tf__err_prefix(tf_error *err, const char *fmt, ...)
 
 bool tf__is_sha256_hex(const char *s, size_t len)
 {
-	if (len != TF_HASH_HEX_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-			return false;
-	}
-	return true;
+	/* A table: digests are checked for every output of every action. */
+	static const bool hex[256] = {
+		['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+		['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+	};
+	bool ok = len == TF_HASH_HEX_LEN;
+
+	for (size_t i = 0; i < TF_HASH_HEX_LEN && ok; i += 8)
+		ok = hex[(unsigned char)s[i]] & hex[(unsigned char)s[i + 1]] & hex[(unsigned char)s[i + 2]] &
+		     hex[(unsigned char)s[i + 3]] & hex[(unsigned char)s[i + 4]] & hex[(unsigned char)s[i + 5]] &
+		     hex[(unsigned char)s[i + 6]] & hex[(unsigned char)s[i + 7]];
+	return ok;
 }
 
 void tf__hex(const unsigned char *in, size_t n, char *out)
