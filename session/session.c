@@ -781,7 +781,9 @@ int tf_session_action_executed(tf_session *s, const char *action_key, const char
 	/* Coalesced: the rows of ActionResults that started nothing wait for
 	 * the next commit, up to TF_SESSION_UNCOMMITTED_MAX writes (a commit
 	 * writes every page it dirtied, about 26 of 32 KiB per ActionResult of
-	 * 1,000 outputs: per call, most of its cost was the commit). */
+	 * 1,000 outputs: committing every call took about a fifth of the CPU
+	 * time of injecting). They are committed before a fetch or Tree read
+	 * is queued, an event is released, or any other call returns. */
 	if (s->must_commit || r < 0 || st_pending(s->store) >= TF_SESSION_UNCOMMITTED_MAX)
 		return commit(s, r, err);
 	return r;

@@ -190,7 +190,7 @@ static int inject_session(const char *work, long n_actions, action_data *d, time
 }
 
 /* The store calls the session makes for each ActionResult (action, outputs,
- * commit), without the protobuf decoding and the checker. */
+ * a commit at the session's bound), without the decoding and the checker. */
 static int inject_store(const char *work, long n_actions, action_data *d, timed *t)
 {
 	tf_error err = { 0 };
@@ -212,7 +212,9 @@ static int inject_store(const char *work, long n_actions, action_data *d, timed 
 					    .kind = ST_KIND_FILE, .action_key = d->key, .target = LABEL };
 		if (st_outputs_put(s, o, PER_ACTION, &err) < 0)
 			goto fail;
-		if (st_flush(s, &err) < 0) /* the session commits at the end of every call */
+		/* the session's cadence: a commit once TF_SESSION_UNCOMMITTED_MAX
+		 * writes wait (nothing here starts a fetch) */
+		if (st_pending(s) >= TF_SESSION_UNCOMMITTED_MAX && st_flush(s, &err) < 0)
 			goto fail;
 		t_stop(t);
 	}
