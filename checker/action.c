@@ -41,8 +41,7 @@ typedef enum out_kind {
 typedef struct act_out {
 	const char *path;
 	const char *target;   /* symlinks */
-	const uint8_t *hash;  /* files, directories: the digest's hash in the input (not terminated) */
-	size_t hash_len;
+	const char *hash;     /* files, directories: the digest's hash ("" if it has none) */
 	int64_t size;
 	uint8_t kind;         /* out_kind */
 	bool executable;
@@ -54,9 +53,8 @@ struct chk_action {
 	act_out *outs; /* in the order they came */
 	size_t n_outs, cap_outs;
 	size_t n_kind[OUT_KINDS];
-	char *strings; /* the paths and targets, each with its NUL; never more than the input */
+	char *strings; /* paths, targets and hashes, each with its NUL; never more than the input */
 	size_t strings_used;
-	char (*hashes)[TF_HASH_HEX_LEN + 1]; /* files and directories: the checked hash, terminated */
 };
 
 /* The fast pass gave up: the message is refused, pw_check says why. */
@@ -102,12 +100,12 @@ static const char *keep_string(chk_action *a, const pw_field *f)
 	return s;
 }
 
-/* A Digest: hash and size_bytes, merged into *o as protobuf-c merges a
- * message field sent twice. */
-static int read_digest(const pw_field *m, act_out *o, bool keep)
+/* A Digest: hash and size_bytes, merged into *o (NULL: checked only) as
+ * protobuf-c merges a message field sent twice. */
+static int read_digest(chk_action *a, const pw_field *m, act_out *o)
 {
-	const uint8_t *hash = NULL;
-	size_t hash_len = 0, pos = 0;
+	pw_field hash = { 0 };
+	size_t pos = 0;
 	int64_t size = 0;
 	pw_field f;
 	int r;
@@ -118,20 +116,17 @@ static int read_digest(const pw_field *m, act_out *o, bool keep)
 		if (f.number == 1) {
 			if (!string_field(&f))
 				return REFUSED;
-			hash = f.data;
-			hash_len = (size_t)f.value;
+			hash = f;
 		} else if (f.number == 2) {
 			if (f.wire_type != PW_VARINT)
 				return REFUSED;
 			size = (int64_t)f.value;
 		}
 	}
-	if (r < 0 || !keep)
+	if (r < 0 || !o)
 		return r;
-	if (hash_len) {
-		o->hash = hash;
-		o->hash_len = hash_len;
-	}
+	if (hash.value)
+		o->hash = keep_string(a, &hash);
 	if (size)
 		o->size = size;
 	o->has_digest = true;
@@ -142,7 +137,7 @@ static int read_digest(const pw_field *m, act_out *o, bool keep)
 static int read_output(chk_action *a, const pw_field *m, out_kind kind)
 {
 	const ProtobufCMessageDescriptor *props = &build__bazel__remote__execution__v2__node_properties__descriptor;
-	act_out o = { .path = no_string, .kind = (uint8_t)kind };
+	act_out o = { .path = no_string, .hash = no_string, .kind = (uint8_t)kind };
 	size_t pos = 0;
 	pw_field f;
 	int r;
@@ -158,16 +153,16 @@ static int read_output(chk_action *a, const pw_field *m, out_kind kind)
 				o.path = keep_string(a, &f);
 		} else if (kind == OUT_FILE) {
 			switch (f.number) {
-			case 2: ok = read_digest(&f, &o, true) == 0; break;
+			case 2: ok = read_digest(a, &f, &o) == 0; break;
 			case 4: if ((ok = f.wire_type == PW_VARINT)) o.executable = f.value != 0; break;
 			case 5: ok = f.wire_type == PW_LEN; break; /* contents */
 			case 7: ok = other_message(&f, props); break;
 			}
 		} else if (kind == OUT_DIR) {
 			switch (f.number) {
-			case 3: ok = read_digest(&f, &o, true) == 0; break;
+			case 3: ok = read_digest(a, &f, &o) == 0; break;
 			case 4: ok = f.wire_type == PW_VARINT; break; /* is_topologically_sorted */
-			case 5: ok = read_digest(&f, &o, false) == 0; break; /* root_directory_digest */
+			case 5: ok = read_digest(a, &f, NULL) == 0; break; /* root_directory_digest */
 			}
 		} else {
 			switch (f.number) {
@@ -210,7 +205,7 @@ static int read_result(chk_action *a, const uint8_t *p, size_t n)
 		case 11: r = read_output(a, &f, OUT_DIR_SYMLINK); break;
 		case 4: ok = f.wire_type == PW_VARINT; break; /* exit_code */
 		case 5: case 7: ok = f.wire_type == PW_LEN; break; /* stdout_raw, stderr_raw */
-		case 6: case 8: ok = read_digest(&f, NULL, false) == 0; break; /* stdout/stderr_digest */
+		case 6: case 8: ok = read_digest(a, &f, NULL) == 0; break; /* stdout/stderr_digest */
 		case 9:
 			ok = other_message(&f, &build__bazel__remote__execution__v2__executed_action_metadata__descriptor);
 			break;
@@ -242,9 +237,9 @@ static const char *const kind_what[OUT_KINDS] = {
 	"output file", "output directory", "output symlink", "output file symlink", "output directory symlink",
 };
 
-/* Checks one output (path; digest of files and directories) and keeps its
- * terminated hash in *hash. i: its index among its kind. */
-static int check_output(const act_out *o, size_t i, char hash[TF_HASH_HEX_LEN + 1], tf_error *err)
+/* Checks one output (path; digest of files and directories). i: its index
+ * among its kind. */
+static int check_output(const act_out *o, size_t i, tf_error *err)
 {
 	int r = tf__path_check(o->path, kind_what[o->kind], err);
 	tf_digest dg;
@@ -256,20 +251,7 @@ static int check_output(const act_out *o, size_t i, char hash[TF_HASH_HEX_LEN + 
 			     o->kind == OUT_FILE ? "digest" : "tree digest");
 		goto out;
 	}
-	if (o->hash_len == TF_HASH_HEX_LEN) {
-		memcpy(hash, o->hash, TF_HASH_HEX_LEN);
-		hash[TF_HASH_HEX_LEN] = '\0';
-		r = tf_digest_parse(hash, o->size, &dg, err);
-	} else {
-		/* Not 64 characters: refused, with (at most) the first 80 in the
-		 * message. Longer than 81 it stays too long when cut there. */
-		char text[82];
-		size_t n = o->hash_len < sizeof(text) - 1 ? o->hash_len : sizeof(text) - 1;
-		if (n)
-			memcpy(text, o->hash, n);
-		text[n] = '\0';
-		r = tf_digest_parse(text, o->size, &dg, err);
-	}
+	r = tf_digest_parse(o->hash, o->size, &dg, err);
 out:
 	if (r < 0 && o->kind < OUT_SYMLINK)
 		tf__err_prefix(err, "%s %zu", kind_what[o->kind], i);
@@ -292,8 +274,6 @@ int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk
 	}
 	memcpy(a->action_key, action_key, TF_HASH_HEX_LEN + 1);
 	r = read_result(a, bytes, len);
-	if (r == 0 && a->n_outs && !(a->hashes = malloc(a->n_outs * sizeof(*a->hashes))))
-		r = -ENOMEM;
 	if (r < 0) {
 		chk_action_free(a);
 		if (r == -ENOMEM)
@@ -314,7 +294,7 @@ int chk_action_decode(const char *action_key, const void *bytes, size_t len, chk
 	for (int k = 0; k < OUT_KINDS && r == 0; k++)
 		for (size_t i = 0; i < a->n_outs && r == 0 && seen[k] < a->n_kind[k]; i++)
 			if (a->outs[i].kind == k)
-				r = check_output(&a->outs[i], seen[k]++, a->hashes[i], err);
+				r = check_output(&a->outs[i], seen[k]++, err);
 	if (r < 0) {
 		chk_action_free(a);
 		return tf__err_prefix(err, "refusing the ActionResult of action %s", action_key);
@@ -329,7 +309,6 @@ void chk_action_free(chk_action *a)
 		return;
 	free(a->outs);
 	free(a->strings);
-	free(a->hashes);
 	free(a);
 }
 
@@ -372,7 +351,7 @@ int chk_action_each(const chk_action *a, const chk_policy *p, const char *target
 						   .target = target } };
 			if (k < OUT_SYMLINK) {
 				/* Checked by chk_action_decode. */
-				memcpy(out.digest.hash, a->hashes[i], TF_HASH_HEX_LEN + 1);
+				memcpy(out.digest.hash, o->hash, TF_HASH_HEX_LEN + 1);
 				out.digest.size = o->size;
 				out.o.hash = out.digest.hash;
 				out.o.size = o->size;
