@@ -394,12 +394,30 @@ static uint64_t get_varint(const unsigned char **p)
 	return v;
 }
 
-static bool lower_hex(const char *p, size_t n)
+/* Hex digit values; 0x10 for anything else (uppercase included). */
+#define NX16 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10
+static const unsigned char nibble[256] = {
+	NX16, NX16, NX16,
+	0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, /* '0'..'9' */
+	NX16, NX16,
+	0x10, 10, 11, 12, 13, 14, 15, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, /* 'a'..'f' */
+	NX16, NX16, NX16, NX16, NX16, NX16, NX16, NX16, NX16,
+};
+#undef NX16
+
+/* 64 lowercase hex digits (all of them there) into 32 bytes: false when one
+ * is not. tf__unhex stops at the first bad digit; this one has no branch
+ * per digit (twice per file read). */
+static bool unhex_sha256(const char *in, unsigned char out[32])
 {
-	for (size_t i = 0; i < n; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-			return false;
-	return true;
+	unsigned bad = 0;
+
+	for (size_t i = 0; i < 32; i++) {
+		unsigned hi = nibble[(unsigned char)in[2 * i]], lo = nibble[(unsigned char)in[2 * i + 1]];
+		bad |= hi | lo;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return !(bad & 0x10);
 }
 
 /* A decimal written the way %llu writes it (no sign, no leading zero). */
@@ -419,19 +437,38 @@ static bool canonical_decimal(const char *p, size_t n, uint64_t *out)
 }
 
 /* Splits uri into template + 64 lowercase hex + "/" + decimal: the length of
- * the template, or 0 when it has another form. */
-static size_t uri_template(const char *uri, size_t n, uint64_t *size)
+ * the template, or 0 when it has another form. hash gets the 32 bytes;
+ * *same is set when they are the digest's hex `dig` (valid hex, or NULL). */
+static size_t uri_template(const char *uri, size_t n, const char *dig, uint64_t *size,
+			   unsigned char hash[32], bool *same)
 {
-	const char *slash = memrchr(uri, '/', n);
+	const char *slash = memrchr(uri, '/', n), *hex;
 	size_t at;
 
+	*same = false;
 	if (!slash || !canonical_decimal(slash + 1, n - (size_t)(slash + 1 - uri), size))
 		return 0;
 	at = (size_t)(slash - uri);
-	if (at < SHA256_HEX + 1 || uri[at - SHA256_HEX - 1] != '/' ||
-	    !lower_hex(uri + at - SHA256_HEX, SHA256_HEX))
+	if (at < SHA256_HEX + 1 || uri[at - SHA256_HEX - 1] != '/')
+		return 0;
+	hex = uri + at - SHA256_HEX;
+	/* Bazel's URIs repeat the digest: comparing is cheaper than decoding. */
+	if (dig && memcmp(hex, dig, SHA256_HEX) == 0)
+		*same = true;
+	else if (!unhex_sha256(hex, hash))
 		return 0;
 	return at - SHA256_HEX;
+}
+
+/* True when parts are the n parts of the interned list e. */
+static bool parts_eq(const struct istr *e, char *const *parts, size_t n)
+{
+	if (e->n_parts != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(e->parts[i], parts[i] ? parts[i] : "") != 0)
+			return false;
+	return true;
 }
 
 /* Appends n bytes and a NUL after a varint n. */
@@ -451,35 +488,45 @@ static void put_str(unsigned char **p, const void *str, size_t n)
 static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *scratch)
 {
 	const char *name = f->name ? f->name : "", *dig = f->digest ? f->digest : "";
-	const char *slash = strrchr(name, '/'), *base = slash ? slash + 1 : name;
+	size_t name_len = strlen(name), dig_len = strlen(dig), loc_len = 0, need, tlen = 0, base_len;
+	const char *slash = memrchr(name, '/', name_len), *base = slash ? slash + 1 : name;
 	const char *loc = NULL;
-	size_t name_len = strlen(name), dig_len = strlen(dig), loc_len = 0, need, tlen = 0;
 	unsigned char flags = 0, *p, udig[32], ddig[32];
 	uint64_t usize = 0;
 	long pfx = -1, dir = -1, tmpl = -1;
-	bool nomem = false;
+	bool nomem = false, same = false;
 
+	base_len = name_len - (size_t)(base - name);
+	if (dig_len == SHA256_HEX && unhex_sha256(dig, ddig))
+		flags |= F_DIG;
+	else if (dig_len)
+		flags |= F_DSTR;
 	switch (f->file_case) {
 	case BUILD_EVENT_STREAM__FILE__FILE_URI:
-		flags = 1;
+		flags |= 1;
 		loc = f->uri ? f->uri : "";
 		loc_len = strlen(loc);
-		tlen = uri_template(loc, loc_len, &usize);
+		tlen = uri_template(loc, loc_len, (flags & F_DIG) ? dig : NULL, &usize, udig, &same);
 		break;
 	case BUILD_EVENT_STREAM__FILE__FILE_CONTENTS:
-		flags = 2;
+		flags |= 2;
 		loc = (const char *)f->contents.data;
 		loc_len = f->contents.len;
 		break;
 	case BUILD_EVENT_STREAM__FILE__FILE_SYMLINK_TARGET_PATH:
-		flags = 3;
+		flags |= 3;
 		loc = f->symlink_target_path ? f->symlink_target_path : "";
 		loc_len = strlen(loc);
 		break;
 	default:
 		break;
 	}
-	if (f->n_path_prefix) {
+	if (f->n_path_prefix && s->prefixes.n &&
+	    parts_eq(&s->prefixes.v[s->prefixes.last], f->path_prefix, f->n_path_prefix)) {
+		/* The previous file's prefix (intern would find it too, after
+		 * joining the parts into its key). */
+		pfx = (long)s->prefixes.last;
+	} else if (f->n_path_prefix) {
 		/* The parts joined, each with its NUL: the interned key. */
 		size_t n = 0;
 		char *k;
@@ -501,19 +548,15 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 	}
 	if (slash && (dir = intern(s, &s->dirs, name, (size_t)(slash - name), 0, add, &nomem)) < 0)
 		return nomem ? -ENOMEM : 0;
-	if (dig_len == SHA256_HEX && tf__unhex(dig, 32, ddig))
-		flags |= F_DIG;
-	else if (dig_len)
-		flags |= F_DSTR;
 	if (tlen) {
 		tmpl = intern(s, &s->templates, loc, tlen, 0, add, &nomem);
 		if (tmpl < 0)
 			return nomem ? -ENOMEM : 0;
 		flags |= F_UTMPL;
-		if ((flags & F_DIG) && usize == (uint64_t)f->length && memcmp(loc + tlen, dig, SHA256_HEX) == 0)
+		if (same && usize == (uint64_t)f->length)
 			flags |= F_USAME;
-		else
-			tf__unhex(loc + tlen, 32, udig);
+		else if (same)
+			memcpy(udig, ddig, 32);
 	}
 	need = 1 + 10 * 5 + 32 + 32 + dig_len + 1 + loc_len + 1 + name_len + 1;
 	if (tf__buf_reserve(&s->enc, need) < 0)
@@ -539,8 +582,8 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 	} else if (flags & F_CASE) {
 		put_str(&p, loc, loc_len);
 	}
-	memcpy(p, base, strlen(base) + 1);
-	p += strlen(base) + 1;
+	memcpy(p, base, base_len + 1);
+	p += base_len + 1;
 	s->enc.len = (size_t)(p - (unsigned char *)s->enc.data);
 	/* Rebuilt: the name (when it has a directory), the digest's hex and a
 	 * templated uri. */
