@@ -699,18 +699,17 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 	return true;
 }
 
-/* The File of fid, from the cache of rebuilt Files (direct mapped by fid:
- * expansions that share sets return the same files again and again) or
- * rebuilt into it, or into the scratch File when too long for a slot. */
-static const BuildEventStream__File *file_get(ev_sets *s, uint32_t fid)
+/* The File of fid when the cache does not have it: rebuilt into its cache
+ * slot, or into the scratch File when too long for a slot. Kept out of
+ * line so that ev_sets_expand_next, called once per file returned, stays a
+ * small leaf on its hot path. */
+static __attribute__((noinline)) const BuildEventStream__File *file_rebuild(ev_sets *s, uint32_t fid)
 {
 	struct fcache *e;
 
 	if (!s->fc)
 		goto scratch;
 	e = &s->fc[fid & (FC_SLOTS - 1)];
-	if (e->fid1 == fid + 1)
-		return &e->f;
 	if (unpack(s, s->files[fid], &e->f, e->str, sizeof(e->str))) {
 		e->fid1 = fid + 1;
 		return &e->f;
@@ -1215,10 +1214,9 @@ int ev_sets_expand_target(ev_sets *s, const ev_event *ev, const char *group, tf_
 	return rc;
 }
 
-const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
+/* The next inline file of the expansion not yet returned, or NULL. */
+static __attribute__((noinline)) const BuildEventStream__File *next_inline(ev_sets *s)
 {
-	if (!s->active)
-		return NULL;
 	while (s->inl_pos < s->n_inl) {
 		const BuildEventStream__File *f = s->inl[s->inl_pos++];
 		size_t need;
@@ -1234,31 +1232,56 @@ const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
 		}
 		return f;
 	}
+	return NULL;
+}
+
+/* Pushes the next root not yet expanded: false when none is left (the
+ * expansion is then over). */
+static __attribute__((noinline)) bool next_root(ev_sets *s)
+{
+	while (s->root_pos < s->n_roots) {
+		uint32_t r = s->roots[s->root_pos++];
+		if (s->nodes[r].epoch == s->epoch)
+			continue;
+		s->nodes[r].epoch = s->epoch;
+		s->stack[0].node = r;
+		s->stack[0].next = 0;
+		s->sp = 1;
+		return true;
+	}
+	s->active = false;
+	return false;
+}
+
+const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
+{
+	if (!s->active)
+		return NULL;
+	if (s->inl_pos < s->n_inl) {
+		const BuildEventStream__File *f = next_inline(s);
+		if (f)
+			return f;
+	}
 	for (;;) {
 		struct frame *fr;
-		struct set_node *n;
+		const struct set_node *n;
 
-		if (s->sp == 0) {
-			uint32_t r;
-			if (s->root_pos == s->n_roots) {
-				s->active = false;
-				return NULL;
-			}
-			r = s->roots[s->root_pos++];
-			if (s->nodes[r].epoch == s->epoch)
-				continue;
-			s->nodes[r].epoch = s->epoch;
-			s->stack[s->sp].node = r;
-			s->stack[s->sp++].next = 0;
-		}
+		if (s->sp == 0 && !next_root(s))
+			return NULL;
 		fr = &s->stack[s->sp - 1];
 		n = &s->nodes[fr->node];
 		if (fr->next < n->nf) {
 			uint32_t fid = n->fids[fr->next++];
+			const struct fcache *e;
 			if (s->fepoch[fid] == s->epoch)
 				continue;
 			s->fepoch[fid] = s->epoch;
-			return file_get(s, fid);
+			/* Sets shared by many targets return the same files
+			 * again and again: most come from the cache. */
+			e = s->fc ? &s->fc[fid & (FC_SLOTS - 1)] : NULL;
+			if (e && e->fid1 == fid + 1)
+				return &e->f;
+			return file_rebuild(s, fid);
 		}
 		if (fr->next < n->nf + n->nk) {
 			uint32_t c = n->fids[fr->next++];
