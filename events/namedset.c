@@ -74,7 +74,7 @@ struct file_slot {
 
 struct frame {
 	uint32_t node;
-	uint32_t next; /* resolve: next kid; expand: next file, then kids */
+	uint32_t next; /* the next kid */
 };
 
 struct pool_chunk {
@@ -142,6 +142,9 @@ struct ev_sets {
 
 	/* The current expansion. */
 	bool active;
+	/* The files of the set on top of the stack not yet looked at (its
+	 * kids come after them). */
+	const uint32_t *run, *run_end;
 	uint32_t epoch;
 	uint32_t *roots;
 	size_t n_roots, cap_roots, root_pos;
@@ -1141,6 +1144,7 @@ int ev_sets_expand_begin(ev_sets *s, BuildEventStream__BuildEventId__NamedSetOfF
 
 	s->active = false;
 	s->sp = 0;
+	s->run = s->run_end = NULL;
 	if (!referrer)
 		referrer = "the request";
 	if (grow((void **)&s->roots, &s->cap_roots, n_ids, sizeof(*s->roots)) < 0 ||
@@ -1190,6 +1194,7 @@ int ev_sets_expand_target(ev_sets *s, const ev_event *ev, const char *group, tf_
 	int rc;
 
 	s->active = false;
+	s->run = s->run_end = NULL;
 	if (!m || m->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ||
 	    !m->completed)
 		return tf__errf(err, -EINVAL, "record %llu is a '%s' event, not a TargetComplete",
@@ -1243,25 +1248,33 @@ static __attribute__((noinline)) const BuildEventStream__File *next_inline(ev_se
 	return NULL;
 }
 
-/* Pushes the next root not yet expanded: false when none is left (the
- * expansion is then over). */
-static __attribute__((noinline)) bool next_root(ev_sets *s)
+/* Pushes set node (stamped) on the stack: its files become the run. */
+static void push_set(ev_sets *s, uint32_t node)
 {
-	while (s->root_pos < s->n_roots) {
-		uint32_t r = s->roots[s->root_pos++];
-		if (s->nodes[r].epoch == s->epoch)
-			continue;
-		s->nodes[r].epoch = s->epoch;
-		s->stack[0].node = r;
-		s->stack[0].next = 0;
-		s->sp = 1;
-		return true;
-	}
-	s->active = false;
-	return false;
+	const struct set_node *n = &s->nodes[node];
+
+	s->stack[s->sp].node = node;
+	s->stack[s->sp++].next = 0;
+	s->run = n->fids;
+	s->run_end = n->fids + n->nf;
 }
 
-const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
+/* The file fid (stamped now), from the cache of rebuilt Files or rebuilt. */
+static inline const BuildEventStream__File *file_at(ev_sets *s, uint32_t fid)
+{
+	const struct fcache *e = s->fc ? &s->fc[fid & (FC_SLOTS - 1)] : NULL;
+
+	/* Sets shared by many targets return the same files again and
+	 * again: most come from the cache. */
+	if (e && e->fid1 == fid + 1)
+		return &e->f;
+	return file_rebuild(s, fid);
+}
+
+/* Everything ev_sets_expand_next does when the run is used up: the inline
+ * files, then the walk on to the next set (the set's own files, then the
+ * sets it references, depth first). NULL at the end. */
+static __attribute__((noinline)) const BuildEventStream__File *expand_more(ev_sets *s)
 {
 	if (!s->active)
 		return NULL;
@@ -1274,36 +1287,53 @@ const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
 		struct frame *fr;
 		const struct set_node *n;
 
-		if (s->sp == 0 && !next_root(s))
-			return NULL;
-		fr = &s->stack[s->sp - 1];
-		n = &s->nodes[fr->node];
-		if (fr->next < n->nf) {
-			uint32_t fid = n->fids[fr->next++];
-			const struct fcache *e;
+		while (s->run < s->run_end) {
+			uint32_t fid = *s->run++;
 			if (s->fepoch[fid] == s->epoch)
 				continue;
 			s->fepoch[fid] = s->epoch;
-			/* Sets shared by many targets return the same files
-			 * again and again: most come from the cache. */
-			e = s->fc ? &s->fc[fid & (FC_SLOTS - 1)] : NULL;
-			if (e && e->fid1 == fid + 1)
-				return &e->f;
-			return file_rebuild(s, fid);
+			return file_at(s, fid);
 		}
-		if (fr->next < n->nf + n->nk) {
-			uint32_t c = n->fids[fr->next++];
+		if (s->sp == 0) {
+			uint32_t r;
+			if (s->root_pos == s->n_roots) {
+				s->active = false;
+				return NULL;
+			}
+			r = s->roots[s->root_pos++];
+			if (s->nodes[r].epoch == s->epoch)
+				continue;
+			s->nodes[r].epoch = s->epoch;
+			push_set(s, r);
+			continue;
+		}
+		fr = &s->stack[s->sp - 1];
+		n = &s->nodes[fr->node];
+		if (fr->next < n->nk) {
+			uint32_t c = n->fids[n->nf + fr->next++];
 			if (s->nodes[c].epoch == s->epoch)
 				continue;
 			s->nodes[c].epoch = s->epoch;
 			/* Within the stack sized by expand_begin: depth(c) <
 			 * depth(parent) <= the deepest root's depth. */
-			s->stack[s->sp].node = c;
-			s->stack[s->sp++].next = 0;
+			push_set(s, c);
 			continue;
 		}
 		s->sp--;
 	}
+}
+
+const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
+{
+	/* The hot path, once per file returned: the next file of the run. */
+	while (s->run < s->run_end) {
+		uint32_t fid = *s->run++;
+		if (s->fepoch[fid] == s->epoch)
+			continue;
+		s->fepoch[fid] = s->epoch;
+		return file_at(s, fid);
+	}
+	return expand_more(s);
 }
 
 char *ev_file_exec_path(const BuildEventStream__File *f)
