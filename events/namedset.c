@@ -431,6 +431,32 @@ static bool unhex_sha256(const char *in, unsigned char out[32])
 #endif
 }
 
+/* 32 bytes as 64 lowercase hex digits and a NUL (tf__hex's output): on
+ * little-endian machines 4 bytes at a time, for the files an expansion
+ * rebuilds. Byte 2k of t is input byte k; v splits each into its two
+ * digits' values, written as 0x30 + v, or 0x57 + v from 10 on. */
+static void hex_sha256(const unsigned char in[32], char *out)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101ull;
+
+	for (size_t i = 0; i < 8; i++) {
+		uint32_t four;
+		uint64_t t, v;
+		memcpy(&four, in + 4 * i, 4);
+		t = four;
+		t = (t | (t << 16)) & 0x0000ffff0000ffffull;
+		t = (t | (t << 8)) & 0x00ff00ff00ff00ffull;
+		v = ((t >> 4) & 0x000f000f000f000full) | ((t & 0x000f000f000f000full) << 8);
+		v += 0x30 * ones + 0x27 * (((v + 0x76 * ones) >> 7) & ones);
+		memcpy(out + 8 * i, &v, 8);
+	}
+	out[SHA256_HEX] = '\0';
+#else
+	tf__hex(in, 32, out);
+#endif
+}
+
 /* A decimal written the way %llu writes it (no sign, no leading zero). */
 static bool canonical_decimal(const char *p, size_t n, uint64_t *out)
 {
@@ -643,7 +669,7 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 	if (flags & F_DIG) {
 		if ((size_t)(lim - out) < SHA256_HEX + 1)
 			return false;
-		tf__hex(p, 32, out);
+		hex_sha256(p, out);
 		f->digest = out;
 		out += SHA256_HEX + 1;
 		p += 32;
@@ -666,7 +692,7 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 			if (flags & F_USAME) {
 				memcpy(out, f->digest, SHA256_HEX);
 			} else {
-				tf__hex(p, 32, out);
+				hex_sha256(p, out);
 				p += 32;
 				size = get_varint(&p);
 			}
