@@ -1282,7 +1282,7 @@ static void push_set(ev_sets *s, uint32_t node)
 	s->stack[s->sp].node = node;
 	s->stack[s->sp++].next = 0;
 	s->run = n->fids;
-	s->run_end = n->fids + n->nf;
+	s->run_end = n->nf ? n->fids + n->nf : n->fids; /* (no fids at all: NULL) */
 }
 
 /* The file fid (stamped now), from the cache of rebuilt Files or rebuilt. */
