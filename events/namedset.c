@@ -74,7 +74,7 @@ struct file_slot {
 
 struct frame {
 	uint32_t node;
-	uint32_t next; /* resolve: next kid; expand: next file, then kids */
+	uint32_t next; /* the next kid */
 };
 
 struct pool_chunk {
@@ -142,6 +142,9 @@ struct ev_sets {
 
 	/* The current expansion. */
 	bool active;
+	/* The files of the set on top of the stack not yet looked at (its
+	 * kids come after them). */
+	const uint32_t *run, *run_end;
 	uint32_t epoch;
 	uint32_t *roots;
 	size_t n_roots, cap_roots, root_pos;
@@ -394,12 +397,64 @@ static uint64_t get_varint(const unsigned char **p)
 	return v;
 }
 
-static bool lower_hex(const char *p, size_t n)
+/* 64 lowercase hex digits (all of them there) into 32 bytes: false when one
+ * is not. On little-endian machines 8 digits at a time, without a branch
+ * per digit (it runs once or twice per file read).
+ * Per byte c of a word: v = (c & 0xf) + 9 * (c >> 6 & 1) is the digit's
+ * value when c is one; c is one exactly when v < 16 and writing v back as
+ * a lowercase digit (0x30 + v, or 0x57 + v from 10 on) gives c again. */
+static bool unhex_sha256(const char *in, unsigned char out[32])
 {
-	for (size_t i = 0; i < n; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
-			return false;
-	return true;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101ull;
+	uint64_t bad = 0;
+
+	for (size_t i = 0; i < 8; i++) {
+		uint64_t w, v, t;
+		memcpy(&w, in + 8 * i, 8);
+		v = (w & 0x0f * ones) + 9 * ((w >> 6) & ones);
+		bad |= (v + 0x70 * ones) & 0x80 * ones;                               /* v >= 16 */
+		bad |= w ^ (v + 0x30 * ones + 0x27 * (((v + 0x76 * ones) >> 7) & ones)); /* not c */
+		/* Byte 2k of t: digit 2k's value << 4 | digit 2k+1's; then bytes
+		 * 0, 2, 4, 6 gathered into the low 4. */
+		t = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffull;
+		t = (t | (t >> 8)) & 0x0000ffff0000ffffull;
+		t = (t | (t >> 16)) & 0x00000000ffffffffull;
+		{
+			uint32_t four = (uint32_t)t;
+			memcpy(out + 4 * i, &four, 4);
+		}
+	}
+	return bad == 0;
+#else
+	return tf__unhex(in, 32, out);
+#endif
+}
+
+/* 32 bytes as 64 lowercase hex digits and a NUL (tf__hex's output): on
+ * little-endian machines 4 bytes at a time, for the files an expansion
+ * rebuilds. Byte 2k of t is input byte k; v splits each into its two
+ * digits' values, written as 0x30 + v, or 0x57 + v from 10 on. */
+static void hex_sha256(const unsigned char in[32], char *out)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101ull;
+
+	for (size_t i = 0; i < 8; i++) {
+		uint32_t four;
+		uint64_t t, v;
+		memcpy(&four, in + 4 * i, 4);
+		t = four;
+		t = (t | (t << 16)) & 0x0000ffff0000ffffull;
+		t = (t | (t << 8)) & 0x00ff00ff00ff00ffull;
+		v = ((t >> 4) & 0x000f000f000f000full) | ((t & 0x000f000f000f000full) << 8);
+		v += 0x30 * ones + 0x27 * (((v + 0x76 * ones) >> 7) & ones);
+		memcpy(out + 8 * i, &v, 8);
+	}
+	out[SHA256_HEX] = '\0';
+#else
+	tf__hex(in, 32, out);
+#endif
 }
 
 /* A decimal written the way %llu writes it (no sign, no leading zero). */
@@ -419,19 +474,38 @@ static bool canonical_decimal(const char *p, size_t n, uint64_t *out)
 }
 
 /* Splits uri into template + 64 lowercase hex + "/" + decimal: the length of
- * the template, or 0 when it has another form. */
-static size_t uri_template(const char *uri, size_t n, uint64_t *size)
+ * the template, or 0 when it has another form. hash gets the 32 bytes;
+ * *same is set when they are the digest's hex `dig` (valid hex, or NULL). */
+static size_t uri_template(const char *uri, size_t n, const char *dig, uint64_t *size,
+			   unsigned char hash[32], bool *same)
 {
-	const char *slash = memrchr(uri, '/', n);
+	const char *slash = memrchr(uri, '/', n), *hex;
 	size_t at;
 
+	*same = false;
 	if (!slash || !canonical_decimal(slash + 1, n - (size_t)(slash + 1 - uri), size))
 		return 0;
 	at = (size_t)(slash - uri);
-	if (at < SHA256_HEX + 1 || uri[at - SHA256_HEX - 1] != '/' ||
-	    !lower_hex(uri + at - SHA256_HEX, SHA256_HEX))
+	if (at < SHA256_HEX + 1 || uri[at - SHA256_HEX - 1] != '/')
+		return 0;
+	hex = uri + at - SHA256_HEX;
+	/* Bazel's URIs repeat the digest: comparing is cheaper than decoding. */
+	if (dig && memcmp(hex, dig, SHA256_HEX) == 0)
+		*same = true;
+	else if (!unhex_sha256(hex, hash))
 		return 0;
 	return at - SHA256_HEX;
+}
+
+/* True when parts are the n parts of the interned list e. */
+static bool parts_eq(const struct istr *e, char *const *parts, size_t n)
+{
+	if (e->n_parts != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(e->parts[i], parts[i] ? parts[i] : "") != 0)
+			return false;
+	return true;
 }
 
 /* Appends n bytes and a NUL after a varint n. */
@@ -451,35 +525,45 @@ static void put_str(unsigned char **p, const void *str, size_t n)
 static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *scratch)
 {
 	const char *name = f->name ? f->name : "", *dig = f->digest ? f->digest : "";
-	const char *slash = strrchr(name, '/'), *base = slash ? slash + 1 : name;
+	size_t name_len = strlen(name), dig_len = strlen(dig), loc_len = 0, need, tlen = 0, base_len;
+	const char *slash = memrchr(name, '/', name_len), *base = slash ? slash + 1 : name;
 	const char *loc = NULL;
-	size_t name_len = strlen(name), dig_len = strlen(dig), loc_len = 0, need, tlen = 0;
 	unsigned char flags = 0, *p, udig[32], ddig[32];
 	uint64_t usize = 0;
 	long pfx = -1, dir = -1, tmpl = -1;
-	bool nomem = false;
+	bool nomem = false, same = false;
 
+	base_len = name_len - (size_t)(base - name);
+	if (dig_len == SHA256_HEX && unhex_sha256(dig, ddig))
+		flags |= F_DIG;
+	else if (dig_len)
+		flags |= F_DSTR;
 	switch (f->file_case) {
 	case BUILD_EVENT_STREAM__FILE__FILE_URI:
-		flags = 1;
+		flags |= 1;
 		loc = f->uri ? f->uri : "";
 		loc_len = strlen(loc);
-		tlen = uri_template(loc, loc_len, &usize);
+		tlen = uri_template(loc, loc_len, (flags & F_DIG) ? dig : NULL, &usize, udig, &same);
 		break;
 	case BUILD_EVENT_STREAM__FILE__FILE_CONTENTS:
-		flags = 2;
+		flags |= 2;
 		loc = (const char *)f->contents.data;
 		loc_len = f->contents.len;
 		break;
 	case BUILD_EVENT_STREAM__FILE__FILE_SYMLINK_TARGET_PATH:
-		flags = 3;
+		flags |= 3;
 		loc = f->symlink_target_path ? f->symlink_target_path : "";
 		loc_len = strlen(loc);
 		break;
 	default:
 		break;
 	}
-	if (f->n_path_prefix) {
+	if (f->n_path_prefix && s->prefixes.n &&
+	    parts_eq(&s->prefixes.v[s->prefixes.last], f->path_prefix, f->n_path_prefix)) {
+		/* The previous file's prefix (intern would find it too, after
+		 * joining the parts into its key). */
+		pfx = (long)s->prefixes.last;
+	} else if (f->n_path_prefix) {
 		/* The parts joined, each with its NUL: the interned key. */
 		size_t n = 0;
 		char *k;
@@ -501,19 +585,15 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 	}
 	if (slash && (dir = intern(s, &s->dirs, name, (size_t)(slash - name), 0, add, &nomem)) < 0)
 		return nomem ? -ENOMEM : 0;
-	if (dig_len == SHA256_HEX && tf__unhex(dig, 32, ddig))
-		flags |= F_DIG;
-	else if (dig_len)
-		flags |= F_DSTR;
 	if (tlen) {
 		tmpl = intern(s, &s->templates, loc, tlen, 0, add, &nomem);
 		if (tmpl < 0)
 			return nomem ? -ENOMEM : 0;
 		flags |= F_UTMPL;
-		if ((flags & F_DIG) && usize == (uint64_t)f->length && memcmp(loc + tlen, dig, SHA256_HEX) == 0)
+		if (same && usize == (uint64_t)f->length)
 			flags |= F_USAME;
-		else
-			tf__unhex(loc + tlen, 32, udig);
+		else if (same)
+			memcpy(udig, ddig, 32);
 	}
 	need = 1 + 10 * 5 + 32 + 32 + dig_len + 1 + loc_len + 1 + name_len + 1;
 	if (tf__buf_reserve(&s->enc, need) < 0)
@@ -539,8 +619,8 @@ static int pack(ev_sets *s, const BuildEventStream__File *f, bool add, size_t *s
 	} else if (flags & F_CASE) {
 		put_str(&p, loc, loc_len);
 	}
-	memcpy(p, base, strlen(base) + 1);
-	p += strlen(base) + 1;
+	memcpy(p, base, base_len + 1);
+	p += base_len + 1;
 	s->enc.len = (size_t)(p - (unsigned char *)s->enc.data);
 	/* Rebuilt: the name (when it has a directory), the digest's hex and a
 	 * templated uri. */
@@ -589,7 +669,7 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 	if (flags & F_DIG) {
 		if ((size_t)(lim - out) < SHA256_HEX + 1)
 			return false;
-		tf__hex(p, 32, out);
+		hex_sha256(p, out);
 		f->digest = out;
 		out += SHA256_HEX + 1;
 		p += 32;
@@ -612,7 +692,7 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 			if (flags & F_USAME) {
 				memcpy(out, f->digest, SHA256_HEX);
 			} else {
-				tf__hex(p, 32, out);
+				hex_sha256(p, out);
 				p += 32;
 				size = get_varint(&p);
 			}
@@ -656,18 +736,17 @@ static bool unpack(const ev_sets *s, const unsigned char *rec, BuildEventStream_
 	return true;
 }
 
-/* The File of fid, from the cache of rebuilt Files (direct mapped by fid:
- * expansions that share sets return the same files again and again) or
- * rebuilt into it, or into the scratch File when too long for a slot. */
-static const BuildEventStream__File *file_get(ev_sets *s, uint32_t fid)
+/* The File of fid when the cache does not have it: rebuilt into its cache
+ * slot, or into the scratch File when too long for a slot. Kept out of
+ * line so that ev_sets_expand_next, called once per file returned, stays a
+ * small leaf on its hot path. */
+static __attribute__((noinline)) const BuildEventStream__File *file_rebuild(ev_sets *s, uint32_t fid)
 {
 	struct fcache *e;
 
 	if (!s->fc)
 		goto scratch;
 	e = &s->fc[fid & (FC_SLOTS - 1)];
-	if (e->fid1 == fid + 1)
-		return &e->f;
 	if (unpack(s, s->files[fid], &e->f, e->str, sizeof(e->str))) {
 		e->fid1 = fid + 1;
 		return &e->f;
@@ -1091,6 +1170,7 @@ int ev_sets_expand_begin(ev_sets *s, BuildEventStream__BuildEventId__NamedSetOfF
 
 	s->active = false;
 	s->sp = 0;
+	s->run = s->run_end = NULL;
 	if (!referrer)
 		referrer = "the request";
 	if (grow((void **)&s->roots, &s->cap_roots, n_ids, sizeof(*s->roots)) < 0 ||
@@ -1140,6 +1220,7 @@ int ev_sets_expand_target(ev_sets *s, const ev_event *ev, const char *group, tf_
 	int rc;
 
 	s->active = false;
+	s->run = s->run_end = NULL;
 	if (!m || m->payload_case != BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED ||
 	    !m->completed)
 		return tf__errf(err, -EINVAL, "record %llu is a '%s' event, not a TargetComplete",
@@ -1172,10 +1253,9 @@ int ev_sets_expand_target(ev_sets *s, const ev_event *ev, const char *group, tf_
 	return rc;
 }
 
-const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
+/* The next inline file of the expansion not yet returned, or NULL. */
+static __attribute__((noinline)) const BuildEventStream__File *next_inline(ev_sets *s)
 {
-	if (!s->active)
-		return NULL;
 	while (s->inl_pos < s->n_inl) {
 		const BuildEventStream__File *f = s->inl[s->inl_pos++];
 		size_t need;
@@ -1191,10 +1271,55 @@ const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
 		}
 		return f;
 	}
+	return NULL;
+}
+
+/* Pushes set node (stamped) on the stack: its files become the run. */
+static void push_set(ev_sets *s, uint32_t node)
+{
+	const struct set_node *n = &s->nodes[node];
+
+	s->stack[s->sp].node = node;
+	s->stack[s->sp++].next = 0;
+	s->run = n->fids;
+	s->run_end = n->nf ? n->fids + n->nf : n->fids; /* (no fids at all: NULL) */
+}
+
+/* The file fid (stamped now), from the cache of rebuilt Files or rebuilt. */
+static inline const BuildEventStream__File *file_at(ev_sets *s, uint32_t fid)
+{
+	const struct fcache *e = s->fc ? &s->fc[fid & (FC_SLOTS - 1)] : NULL;
+
+	/* Sets shared by many targets return the same files again and
+	 * again: most come from the cache. */
+	if (e && e->fid1 == fid + 1)
+		return &e->f;
+	return file_rebuild(s, fid);
+}
+
+/* Everything ev_sets_expand_next does when the run is used up: the inline
+ * files, then the walk on to the next set (the set's own files, then the
+ * sets it references, depth first). NULL at the end. */
+static __attribute__((noinline)) const BuildEventStream__File *expand_more(ev_sets *s)
+{
+	if (!s->active)
+		return NULL;
+	if (s->inl_pos < s->n_inl) {
+		const BuildEventStream__File *f = next_inline(s);
+		if (f)
+			return f;
+	}
 	for (;;) {
 		struct frame *fr;
-		struct set_node *n;
+		const struct set_node *n;
 
+		while (s->run < s->run_end) {
+			uint32_t fid = *s->run++;
+			if (s->fepoch[fid] == s->epoch)
+				continue;
+			s->fepoch[fid] = s->epoch;
+			return file_at(s, fid);
+		}
 		if (s->sp == 0) {
 			uint32_t r;
 			if (s->root_pos == s->n_roots) {
@@ -1205,31 +1330,36 @@ const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
 			if (s->nodes[r].epoch == s->epoch)
 				continue;
 			s->nodes[r].epoch = s->epoch;
-			s->stack[s->sp].node = r;
-			s->stack[s->sp++].next = 0;
+			push_set(s, r);
+			continue;
 		}
 		fr = &s->stack[s->sp - 1];
 		n = &s->nodes[fr->node];
-		if (fr->next < n->nf) {
-			uint32_t fid = n->fids[fr->next++];
-			if (s->fepoch[fid] == s->epoch)
-				continue;
-			s->fepoch[fid] = s->epoch;
-			return file_get(s, fid);
-		}
-		if (fr->next < n->nf + n->nk) {
-			uint32_t c = n->fids[fr->next++];
+		if (fr->next < n->nk) {
+			uint32_t c = n->fids[n->nf + fr->next++];
 			if (s->nodes[c].epoch == s->epoch)
 				continue;
 			s->nodes[c].epoch = s->epoch;
 			/* Within the stack sized by expand_begin: depth(c) <
 			 * depth(parent) <= the deepest root's depth. */
-			s->stack[s->sp].node = c;
-			s->stack[s->sp++].next = 0;
+			push_set(s, c);
 			continue;
 		}
 		s->sp--;
 	}
+}
+
+const BuildEventStream__File *ev_sets_expand_next(ev_sets *s)
+{
+	/* The hot path, once per file returned: the next file of the run. */
+	while (s->run < s->run_end) {
+		uint32_t fid = *s->run++;
+		if (s->fepoch[fid] == s->epoch)
+			continue;
+		s->fepoch[fid] = s->epoch;
+		return file_at(s, fid);
+	}
+	return expand_more(s);
 }
 
 char *ev_file_exec_path(const BuildEventStream__File *f)

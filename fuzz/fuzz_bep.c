@@ -1,8 +1,12 @@
 /* libFuzzer harness: a BEP stream (varint32 length + BuildEvent, as
  * --build_event_binary_file writes it) through the reader, the
  * NamedSetOfFiles graph (every target's groups expanded, every file's exec
- * path) and both writers (binary and JSON) for every event read. */
+ * path) and both writers (binary and JSON) for every event read. A
+ * NamedSetOfFiles event (decoded without protobuf-c when it has the usual
+ * shape, events/event.c) must be exactly what pw_check and protobuf-c make
+ * of its bytes: the two ways are compared, and any difference aborts. */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,6 +15,32 @@
 #define MAX_TARGETS 256
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void same_as_protobuf_c(const uint8_t *data, const ev_event *ev)
+{
+	uint8_t prefix[10];
+	const uint8_t *msg = data + ev->offset + pw_put_varint(prefix, ev->size);
+	ProtobufCMessage *want;
+	uint8_t *a, *b;
+	size_t n;
+
+	if (pw_check(&build_event_stream__build_event__descriptor, msg, ev->size,
+		     &(pw_check_opts){ .strict_strings = true }, NULL) < 0 ||
+	    !(want = protobuf_c_message_unpack(&build_event_stream__build_event__descriptor, NULL, ev->size,
+						msg)))
+		abort();
+	n = protobuf_c_message_get_packed_size(want);
+	if (protobuf_c_message_get_packed_size(&ev->msg->base) != n || !(a = malloc(n + 1)) ||
+	    !(b = malloc(n + 1)))
+		abort();
+	protobuf_c_message_pack(want, a);
+	protobuf_c_message_pack(&ev->msg->base, b);
+	if (memcmp(a, b, n) != 0)
+		abort();
+	free(a);
+	free(b);
+	protobuf_c_message_free_unpacked(want, NULL);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -42,8 +72,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		tf__buf_reset(&out);
 		ev_binary_append(&out, &ev->msg->base, &err);
 		ev_json_append(&out, &ev->msg->base, &err);
-		if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES)
+		if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_NAMED_SET_OF_FILES) {
+			same_as_protobuf_c(data, ev);
 			ev_sets_add(sets, ev, &err);
+		}
 		else if (ev->msg->payload_case == BUILD_EVENT_STREAM__BUILD_EVENT__PAYLOAD_COMPLETED &&
 			 n_targets < MAX_TARGETS)
 			targets[n_targets++] = ev_event_ref(ev);

@@ -101,10 +101,15 @@ static void test_nesting_and_sharing(void)
 	add_named_set(&b, "early", L("e1"), L("late"));
 	add_named_set(&b, "late", L("z1"), NONE);
 	add_target(&b, "//a:early", L("early"));
+	/* Sets without files of their own, one without anything. */
+	add_named_set(&b, "empty", NONE, NONE);
+	add_named_set(&b, "refs-only", NONE, L("empty", "late", "empty"));
+	add_target(&b, "//a:refs-only", L("empty", "refs-only"));
 	add_progress(&b, 1, "", true);
 	load(&st, &b, NULL);
-	CHECK_INT_EQ(ev_sets_count(st.sets), 6);
+	CHECK_INT_EQ(ev_sets_count(st.sets), 8);
 	CHECK_INT_EQ(ev_sets_distinct_files(st.sets), 8);
+	expect_files(&st, 4, "z1");
 	expect_files(&st, 0, "t1 l1 x.txt b1 b2 r1");
 	expect_files(&st, 1, "r1 x.txt b1 b2");
 	expect_files(&st, 2, "r1 x.txt b1 b2 l1");
