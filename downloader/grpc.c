@@ -140,22 +140,29 @@ static int rx_message(dl_grpc_rx *rx, const unsigned char *p, size_t n, dl_grpc_
 	rx->messages++;
 	if (rx->kind == DL_GRPC_RAW)
 		return sink(arg, p, n);
-	/* A ByteStream ReadResponse: its data field (10). */
+	/* A ByteStream ReadResponse: its data field (10), checked and then
+	 * handed on from the message itself (unpacking it would copy every
+	 * byte of the blob once more, and allocate, per message). */
 	r = pw_check(&google__bytestream__read_response__descriptor, p, n, NULL, &err);
 	if (r < 0) {
 		snprintf(rx->why, sizeof(rx->why), "a ReadResponse does not decode: %.200s", err.message);
 		return -EBADMSG;
 	}
 	{
-		Google__Bytestream__ReadResponse *m = google__bytestream__read_response__unpack(NULL, n, p);
-		if (!m) {
+		const uint8_t *data = NULL;
+		size_t pos = 0, len = 0;
+		pw_field f;
+		while ((r = pw_next(p, n, &pos, &f, NULL)) == 1)
+			if (f.number == 10) { /* bytes: pw_check saw it length-delimited; the last one counts */
+				data = f.data;
+				len = (size_t)f.value;
+			}
+		if (r < 0) {
 			snprintf(rx->why, sizeof(rx->why), "a ReadResponse does not decode");
 			return -EBADMSG;
 		}
-		r = m->data.len ? sink(arg, m->data.data, m->data.len) : 0;
-		google__bytestream__read_response__free_unpacked(m, NULL);
+		return len ? sink(arg, data, len) : 0;
 	}
-	return r;
 }
 
 int dl_grpc_rx_feed(dl_grpc_rx *rx, const void *data, size_t n, dl_grpc_sink sink, void *arg)

@@ -1,8 +1,11 @@
-/* The verifier thread: hashes large blobs while they are still arriving.
+/* The verifier threads: hash large blobs while they are still arriving.
  *
  * SHA-256 costs about as much CPU as receiving and writing the bytes, so for
- * large blobs it runs on a second thread, overlapping the transfer thread's
- * receiving and writing. The transfer thread copies the bytes libcurl hands
+ * large blobs it runs on other threads, overlapping the transfer thread's
+ * receiving and writing: one per CPU up to HJ_THREADS, each hashing one blob
+ * at a time (a blob's bytes are hashed in order, by one thread at a time),
+ * oldest blob first, so several blobs arriving at once are hashed on every
+ * CPU and the first to arrive are the first verified. The transfer thread copies the bytes libcurl hands
  * it (16 KiB at a time) into a 1 MiB chunk from a small pool; a full chunk
  * is written to the temporary file in one write and goes to this thread,
  * which hashes it from memory: the file is not read back. When the pool is
@@ -26,6 +29,7 @@
 
 #define HASH_CHUNK (1024 * 1024)
 #define HJ_POOL 8 /* chunks in flight at most, for all jobs: 8 MiB */
+#define HJ_THREADS 4 /* verifier threads at most (one per online CPU) */
 
 /* Bytes [off, off + len) of a job's file, in memory. */
 typedef struct hj_chunk {
@@ -48,7 +52,8 @@ struct dl_hashjob {
 	int fd;
 	EVP_MD_CTX *md;
 	int64_t written; /* under mu: [0, written) is final, in chunks or in the file */
-	int64_t hashed;  /* hasher thread */
+	int64_t hashed;  /* the verifier thread that holds it (busy) */
+	bool busy;       /* under mu: a verifier thread is hashing it (mu released) */
 	bool read_failed;
 	hj_chunk *chunks, *chunks_tail; /* under mu: full chunks, in file order */
 	hj_chunk *fill;  /* the owner's: the chunk being filled */
@@ -57,16 +62,22 @@ struct dl_hashjob {
 	char hex[TF_HASH_HEX_LEN + 1];
 };
 
-struct dl_hasher {
+typedef struct hj_thread {
 	pthread_t thread;
+	struct dl_hasher *h;
+	unsigned char *buf; /* bytes read back from a file */
+} hj_thread;
+
+struct dl_hasher {
+	hj_thread threads[HJ_THREADS];
+	int nthreads; /* started */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
-	dl_hashjob *jobs; /* feeding, draining, cancelled */
+	dl_hashjob *jobs, *jobs_tail; /* feeding, draining, cancelled; oldest first */
 	dl_hashjob *done;
 	void (*wake)(void *);
 	void *wake_arg;
-	unsigned char *buf;
 	hj_chunk *pool; /* under mu: free chunks */
 	int nchunks;    /* under mu: chunks allocated (HJ_POOL at most) */
 };
@@ -105,19 +116,35 @@ static void unlink_job(dl_hashjob **list, dl_hashjob *j)
 		*list = j->next;
 }
 
+/* Takes *pp (a job of h->jobs) off that list. Under h->mu. */
+static void jobs_remove(dl_hasher *h, dl_hashjob **pp, dl_hashjob *prev)
+{
+	dl_hashjob *j = *pp;
+
+	*pp = j->next;
+	if (h->jobs_tail == j)
+		h->jobs_tail = prev;
+}
+
 static void *hasher_main(void *arg)
 {
-	dl_hasher *h = arg;
+	hj_thread *self = arg;
+	dl_hasher *h = self->h;
 
 	pthread_mutex_lock(&h->mu);
 	while (!h->stop) {
-		dl_hashjob *work = NULL, **pp = &h->jobs;
+		dl_hashjob *work = NULL, **pp = &h->jobs, *prev = NULL;
 		bool woke_owner = false;
 
 		while (*pp) {
 			dl_hashjob *j = *pp;
+			if (j->busy) { /* another thread's, for now */
+				prev = j;
+				pp = &j->next;
+				continue;
+			}
 			if (j->state == HJ_CANCELLED) {
-				*pp = j->next;
+				jobs_remove(h, pp, prev);
 				job_free(h, j);
 				continue;
 			}
@@ -128,7 +155,7 @@ static void *hasher_main(void *arg)
 			if (j->state == HJ_DRAINING) {
 				unsigned char md[EVP_MAX_MD_SIZE];
 				unsigned len = 0;
-				*pp = j->next;
+				jobs_remove(h, pp, prev);
 				EVP_DigestFinal_ex(j->md, md, &len);
 				if (j->read_failed)
 					memset(md, 0, sizeof(md)); /* cannot match: reported as corrupt */
@@ -139,6 +166,7 @@ static void *hasher_main(void *arg)
 				woke_owner = true;
 				continue;
 			}
+			prev = j;
 			pp = &j->next;
 		}
 		if (woke_owner) {
@@ -151,9 +179,12 @@ static void *hasher_main(void *arg)
 			pthread_cond_wait(&h->cv, &h->mu);
 			continue;
 		}
+		/* Busy: no other verifier thread takes it, and none frees it
+		 * (only a verifier frees a job that is not done) until it is
+		 * put back below. */
+		work->busy = true;
 		if (work->chunks && work->chunks->off == work->hashed) {
-			/* From memory. The job cannot be freed meanwhile: only this
-			 * thread frees a job that is not done. */
+			/* From memory. */
 			hj_chunk *c = work->chunks;
 			work->chunks = c->next;
 			if (!work->chunks)
@@ -173,32 +204,62 @@ static void *hasher_main(void *arg)
 			if (n > HASH_CHUNK)
 				n = HASH_CHUNK;
 			pthread_mutex_unlock(&h->mu);
-			got = pread(work->fd, h->buf, (size_t)n, (off_t)from);
+			got = pread(work->fd, self->buf, (size_t)n, (off_t)from);
 			if (got > 0)
-				EVP_DigestUpdate(work->md, h->buf, (size_t)got);
+				EVP_DigestUpdate(work->md, self->buf, (size_t)got);
 			pthread_mutex_lock(&h->mu);
 			if (got > 0)
 				work->hashed += got;
 			else
 				work->read_failed = true;
 		}
+		work->busy = false;
+		/* Its next bytes, its end or its cancellation may have come
+		 * meanwhile, while the other threads skipped it: one of them
+		 * (or this one, next round) looks again. */
+		pthread_cond_signal(&h->cv);
 	}
 	pthread_mutex_unlock(&h->mu);
 	return NULL;
 }
 
+/* Stops and joins the verifier threads started so far. */
+static void stop_threads(dl_hasher *h)
+{
+	pthread_mutex_lock(&h->mu);
+	h->stop = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	for (int i = 0; i < h->nthreads; i++) {
+		pthread_join(h->threads[i].thread, NULL);
+		free(h->threads[i].buf);
+	}
+	h->nthreads = 0;
+}
+
 dl_hasher *dl_hasher_new(void (*wake)(void *), void *wake_arg)
 {
 	dl_hasher *h = calloc(1, sizeof(*h));
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int want = cpus < 1 ? 1 : cpus > HJ_THREADS ? HJ_THREADS : (int)cpus;
+
 	if (!h)
 		return NULL;
 	h->wake = wake;
 	h->wake_arg = wake_arg;
-	h->buf = malloc(HASH_CHUNK);
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->cv, NULL);
-	if (!h->buf || pthread_create(&h->thread, NULL, hasher_main, h) != 0) {
-		free(h->buf);
+	while (h->nthreads < want) {
+		hj_thread *t = &h->threads[h->nthreads];
+		t->h = h;
+		t->buf = malloc(HASH_CHUNK);
+		if (!t->buf || pthread_create(&t->thread, NULL, hasher_main, t) != 0) {
+			free(t->buf);
+			break;
+		}
+		h->nthreads++;
+	}
+	if (h->nthreads == 0) {
 		pthread_mutex_destroy(&h->mu);
 		pthread_cond_destroy(&h->cv);
 		free(h);
@@ -211,11 +272,7 @@ void dl_hasher_free(dl_hasher *h)
 {
 	if (!h)
 		return;
-	pthread_mutex_lock(&h->mu);
-	h->stop = true;
-	pthread_cond_signal(&h->cv);
-	pthread_mutex_unlock(&h->mu);
-	pthread_join(h->thread, NULL);
+	stop_threads(h);
 	for (dl_hashjob *j = h->jobs, *n; j; j = n) {
 		n = j->next;
 		job_free(h, j);
@@ -229,7 +286,6 @@ void dl_hasher_free(dl_hasher *h)
 		h->pool = c->next;
 		free(c);
 	}
-	free(h->buf);
 	pthread_mutex_destroy(&h->mu);
 	pthread_cond_destroy(&h->cv);
 	free(h);
@@ -249,8 +305,11 @@ dl_hashjob *dl_hasher_start(dl_hasher *h, int fd, void *owner)
 		return NULL;
 	}
 	pthread_mutex_lock(&h->mu);
-	j->next = h->jobs;
-	h->jobs = j;
+	if (h->jobs_tail)
+		h->jobs_tail->next = j;
+	else
+		h->jobs = j;
+	h->jobs_tail = j;
 	pthread_mutex_unlock(&h->mu);
 	return j;
 }

@@ -470,7 +470,9 @@ TF_API uint64_t tf_session_foreign_builds(const tf_session *s);
 /* The followed BEP reached its last_message event. */
 TF_API bool tf_session_bep_complete(const tf_session *s);
 
-/* A file descriptor readable when work finished, for the caller's poll loop. */
+/* A file descriptor readable when work finished or the followed BEP file
+ * was written to (or made), for the caller's poll loop; then call
+ * tf_session_dispatch. */
 TF_API int tf_session_fd(const tf_session *s);
 
 /* Handles finished work (fetches, tree reads): records it, releases events.

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -63,6 +64,7 @@ struct px_bes {
 	void (*on_problem)(const char *message, void *user);
 	void *user;
 	int evfd;
+	int wfd; /* px_bes_fd: epoll of evfd and every open session's tf_session_fd */
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* queue room */
 	item *head, *tail;
@@ -111,7 +113,7 @@ px_bes *px_bes_new(const px_bes_options *o, tf_error *err)
 	b->tmpl.store_path = NULL;
 	b->tmpl.on_build_done = NULL;
 	b->dir = o->build_event_dir ? strdup(o->build_event_dir) : NULL;
-	b->evfd = -1;
+	b->evfd = b->wfd = -1;
 	b->on_done = o->on_done;
 	b->on_problem = o->on_problem;
 	b->user = o->user;
@@ -126,10 +128,16 @@ px_bes *px_bes_new(const px_bes_options *o, tf_error *err)
 			return NULL;
 		}
 	}
+	if (o->build_event_dir && !b->dir) {
+		tf__errf(err, -ENOMEM, "cannot make the BES receiver: out of memory");
+		px_bes_free(b);
+		return NULL;
+	}
 	b->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (b->evfd < 0 || (o->build_event_dir && !b->dir)) {
-		tf__errf(err, b->evfd < 0 ? -errno : -ENOMEM, "cannot make the BES receiver: %s",
-			 b->evfd < 0 ? strerror(errno) : "out of memory");
+	b->wfd = epoll_create1(EPOLL_CLOEXEC);
+	if (b->evfd < 0 || b->wfd < 0 ||
+	    epoll_ctl(b->wfd, EPOLL_CTL_ADD, b->evfd, &(struct epoll_event){ .events = EPOLLIN }) < 0) {
+		tf__errf(err, -errno, "cannot make the BES receiver: %s", strerror(errno));
 		px_bes_free(b);
 		return NULL;
 	}
@@ -154,6 +162,8 @@ void px_bes_free(px_bes *b)
 	tf__map_fini(&b->invs);
 	if (b->evfd >= 0)
 		close(b->evfd);
+	if (b->wfd >= 0)
+		close(b->wfd);
 	pthread_mutex_destroy(&b->mu);
 	pthread_cond_destroy(&b->cv);
 	free(b->dir);
@@ -162,7 +172,7 @@ void px_bes_free(px_bes *b)
 
 int px_bes_fd(const px_bes *b)
 {
-	return b->evfd;
+	return b->wfd;
 }
 
 bool px_bes_id_ok(const char *id, size_t len)
@@ -370,7 +380,11 @@ static void open_session(px_bes *b, inv *v)
 		v->failed = true;
 		problem(b, "topfetch proxy: invocation %s: no session: %s (its events are acknowledged and dropped)", v->id,
 			err.message);
+		return;
 	}
+	/* Its finished fetches wake the session thread (without, it would
+	 * notice them at its loop's next timeout). */
+	epoll_ctl(b->wfd, EPOLL_CTL_ADD, tf_session_fd(v->s), &(struct epoll_event){ .events = EPOLLIN });
 }
 
 static void idle_why(px_bes *b, const inv *v, char *why, size_t n)
@@ -392,6 +406,7 @@ static void end_session(px_bes *b, inv *v)
 	}
 	if (b->on_done)
 		b->on_done(v->id, &st, r, r < 0 ? err.message : NULL, b->user);
+	epoll_ctl(b->wfd, EPOLL_CTL_DEL, tf_session_fd(v->s), NULL);
 	tf_session_free(v->s);
 	v->s = NULL;
 	v->ended = true;

@@ -336,7 +336,8 @@ px_bes *px_bes_new(const px_bes_options *o, tf_error *err);
 /* Frees b and every session left (not finished: see px_bes_finish). */
 void px_bes_free(px_bes *b);
 
-/* Readable when events were posted. */
+/* Readable when events were posted or an invocation's session has finished
+ * work (its fetches): then call px_bes_run. */
 int px_bes_fd(const px_bes *b);
 
 /* Is id usable as an invocation id (a file name: letters, digits, - _ .)? */

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,6 +95,12 @@ struct tf_session {
 	tf_error sticky_err;
 	char *bep_path;      /* followed BEP file ("-": stdin), until complete */
 	ev_reader *bep;
+	/* tf_session_fd: an epoll set of the downloader's fd and, when a BEP
+	 * file is followed, an inotify fd that is readable once the file was
+	 * written, created or replaced (-1 without inotify: the caller's poll
+	 * timeout paces the reading then). */
+	int wfd, ino, ino_dir;
+	const char *bep_base; /* the followed file's name in its folder (in bep_path) */
 	/* tf_session_follow_builds: one build after another in bep_path. */
 	bool series;
 	int64_t not_before_ms;
@@ -1285,6 +1293,7 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 		return NULL;
 	}
 	s->rootfd = -1;
+	s->wfd = s->ino = -1;
 	s->o = *opts;
 	s->max_targets = MAX_TARGETS;
 	tf__map_init(&s->wants);
@@ -1321,6 +1330,12 @@ tf_session *tf_session_new(const tf_session_options *opts, tf_error *err)
 	s->dl = tf_downloader_new(&opts->remote, s->output_dir, err);
 	if (!s->dl)
 		goto fail;
+	s->wfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->wfd < 0 || epoll_ctl(s->wfd, EPOLL_CTL_ADD, tf_downloader_fd(s->dl),
+				    &(struct epoll_event){ .events = EPOLLIN }) < 0) {
+		tf__errf(err, -errno, "cannot make the session's wakeup set: %s", strerror(errno));
+		goto fail;
+	}
 	s->rootfd = open(s->output_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->rootfd < 0) {
 		tf__errf(err, -errno, "cannot open %s: %s", s->output_dir, strerror(errno));
@@ -1358,12 +1373,69 @@ fail:
 	return NULL;
 }
 
+/* Watches the followed file (written to) and its folder (the file created
+ * or renamed into place), so that tf_session_fd wakes the caller when
+ * there is more to read. Without inotify, or for standard input, the
+ * caller's poll timeout paces the reading. */
+static void watch_bep(tf_session *s)
+{
+	char *slash = strrchr(s->bep_path, '/');
+	int r;
+
+	if (!strcmp(s->bep_path, "-"))
+		return;
+	s->ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (s->ino < 0)
+		return;
+	s->bep_base = slash ? slash + 1 : s->bep_path;
+	if (slash == s->bep_path)
+		r = inotify_add_watch(s->ino, "/", IN_CREATE | IN_MOVED_TO);
+	else if (slash) {
+		*slash = '\0';
+		r = inotify_add_watch(s->ino, s->bep_path, IN_CREATE | IN_MOVED_TO);
+		*slash = '/';
+	} else
+		r = inotify_add_watch(s->ino, ".", IN_CREATE | IN_MOVED_TO);
+	s->ino_dir = r;
+	if (r < 0 || epoll_ctl(s->wfd, EPOLL_CTL_ADD, s->ino, &(struct epoll_event){ .events = EPOLLIN }) < 0) {
+		close(s->ino);
+		s->ino = -1;
+		return;
+	}
+	/* Not there yet: watched once its folder says it was made. */
+	inotify_add_watch(s->ino, s->bep_path, IN_MODIFY | IN_CLOSE_WRITE);
+}
+
+/* Reads what inotify said; a file made at the followed path is watched. */
+static void drain_watch(tf_session *s)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	if (s->ino < 0)
+		return;
+	while ((n = read(s->ino, buf, sizeof(buf))) > 0) {
+		bool made = false;
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *e = (const struct inotify_event *)p;
+			if (e->wd == s->ino_dir && e->len && !strcmp(e->name, s->bep_base))
+				made = true;
+			p += sizeof(*e) + e->len;
+		}
+		if (made)
+			inotify_add_watch(s->ino, s->bep_path, IN_MODIFY | IN_CLOSE_WRITE);
+	}
+}
+
 int tf_session_add_bep_file(tf_session *s, const char *path, tf_error *err)
 {
 	if (s->bep_path)
 		return tf__errf(err, -EBUSY, "the session already follows %s", s->bep_path);
 	s->bep_path = strdup(path);
-	return s->bep_path ? 0 : tf__errf(err, -ENOMEM, "out of memory");
+	if (!s->bep_path)
+		return tf__errf(err, -ENOMEM, "out of memory");
+	watch_bep(s);
+	return 0;
 }
 
 bool tf_session_bep_complete(const tf_session *s)
@@ -1680,13 +1752,15 @@ static int pump_bep(tf_session *s, tf_error *err)
 
 int tf_session_fd(const tf_session *s)
 {
-	return tf_downloader_fd(s->dl);
+	return s->wfd;
 }
 
 int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err)
 {
-	int n, r = pump_bep(s, err);
+	int n, r;
 
+	drain_watch(s);
+	r = pump_bep(s, err);
 	if (r < 0) {
 		note_error(s, r, err);
 		return r;
@@ -1695,6 +1769,12 @@ int tf_session_dispatch(tf_session *s, int timeout_ms, tf_error *err)
 	if (n < 0)
 		return tf__errf(err, n, "waiting for transfers: %s", strerror(-n));
 	commit(s, 0, err); /* also what tf_session_action_executed left: a loop's turn bounds it */
+	/* What finished may have been what the followed build waited for
+	 * (its last file, its end): moved on now, not a poll later. */
+	if (n > 0 && s->bep_path && (r = pump_bep(s, err)) < 0) {
+		note_error(s, r, err);
+		return r;
+	}
 	if (s->sticky)
 		return tf__errf(err, s->sticky, "%s", s->sticky_err.message);
 	return n;
@@ -1823,6 +1903,10 @@ void tf_session_free(tf_session *s)
 	chk_policy_fini(&s->policy);
 	if (s->rootfd >= 0)
 		close(s->rootfd);
+	if (s->ino >= 0)
+		close(s->ino);
+	if (s->wfd >= 0)
+		close(s->wfd);
 	if (s->tmp_dir) {
 		char *lock = NULL;
 		unlink(s->store_path);

@@ -8,9 +8,11 @@
 #       when Bazel exits;
 #   (b) bazel --remote_download_minimal through `topfetch proxy` (started
 #       before the clock, as a daemon is), done when the proxy logs that the
-#       build ended and its own BEP has last_message (bench_main's DONE
-#       command), every top-level file verified in its --output_dir or given
-#       up (the files in place are counted);
+#       build ended (the time its line came, taken by the reader of its
+#       output, not when a poll found it; bench_main's DONE command, polled,
+#       also wants its own BEP to have last_message), every top-level file
+#       verified in its --output_dir or given up (the files in place are
+#       counted);
 # each after `bazel clean` and with an empty --output_dir. Then one table:
 # median seconds until the artifacts are on disk, runs in which the proxy got
 # every artifact, ratio (b)/(a), requests and
@@ -81,13 +83,17 @@ BUILD
 done >"$ws/pkg/BUILD"
 root="$tf_tmp/obase"
 bz() { (cd "$ws" && env -i HOME="$tf_tmp/home" PATH=/usr/bin:/bin LANG=C.UTF-8 bazel --output_user_root="$root" "$@"); }
-proxy_pid="" prof_pid=""
+proxy_pid="" prof_pid="" stamp_pid=""
 stop_proxy() {
   if [ -n "$proxy_pid" ]; then
     kill "$proxy_pid" 2>/dev/null || true
     wait "$proxy_pid" 2>/dev/null || true
   fi
   proxy_pid=""
+  if [ -n "$stamp_pid" ]; then
+    wait "$stamp_pid" 2>/dev/null || true # ends at the proxy's last line
+  fi
+  stamp_pid=""
   if [ -n "$prof_pid" ]; then
     wait "$prof_pid" 2>/dev/null || true # strace and perf end with the process they follow
   fi
@@ -95,6 +101,19 @@ stop_proxy() {
 }
 trap 'stop_proxy; bz shutdown >/dev/null 2>&1 || true; tf_cleanup' EXIT
 now() { date +%s.%N; }
+# stamp_lines LOG STAMPS: the proxy's output, line by line, to LOG and, with
+# the time each line came, to STAMPS (first: a poll of LOG finds a line
+# whose time is there already).
+stamp_lines() {
+  local line t
+  while IFS= read -r line || [ -n "$line" ]; do
+    t=${EPOCHREALTIME/,/.}
+    printf '%s %s\n' "$t" "$line" >>"$2"
+    printf '%s\n' "$line" >>"$1"
+  done
+}
+# said_at PATTERN: when the proxy said the first line matching PATTERN (ERE).
+said_at() { sed -n -E "s/^([0-9.]+) $1.*/\1/p" "$tf_tmp/proxy.stamps" | head -1; }
 median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 # check_files DIR: N files of MB*1000000 bytes.
@@ -125,7 +144,7 @@ bench_main() {
   echo "populating the cache (every action runs once): $N x $MB MB in $UP_NAME..." >&2
   bz build --color=no --curses=no --remote_cache="$UP_URL" //pkg:all >"$tf_tmp/populate.log" 2>&1 ||
     { cat "$tf_tmp/populate.log"; fail "populating build failed"; }
-  local a_t=() b_t=() b_bz=() a_req=() a_bytes=() b_req=() b_bytes=() rss=0 b_full=0 r l0 t0 t1 tb q b h url listen
+  local a_t=() b_t=() b_bz=() b_tail=() a_req=() a_bytes=() b_req=() b_bytes=() rss=0 b_full=0 r l0 t0 t1 tb q b h url listen log_fd
   for r in $(seq 1 "$RUNS"); do
     # (a)
     bz clean >/dev/null 2>&1
@@ -146,11 +165,15 @@ bench_main() {
     rm -rf "$OUT" "$EV"
     mkdir -p "$EV"
     : >"$tf_tmp/proxy.log"
+    : >"$tf_tmp/proxy.stamps"
     listen=(--listen=127.0.0.1:0)
     [ "$front" = grpc ] && listen+=(--listen=grpc://127.0.0.1:0)
+    exec {log_fd}> >(stamp_lines "$tf_tmp/proxy.log" "$tf_tmp/proxy.stamps")
+    stamp_pid=$!
     "$TOPFETCH" proxy "${listen[@]}" --remote_cache="$UP_URL" --output_dir="$OUT" \
-      "${pflags[@]//@EV@/$EV}" >"$tf_tmp/proxy.log" 2>&1 &
+      "${pflags[@]//@EV@/$EV}" >&"$log_fd" 2>&1 &
     proxy_pid=$!
+    exec {log_fd}>&-
     wait_for 30 "the proxy's listening line ($(cat "$tf_tmp/proxy.log"))" have_ports "$front"
     if [ "$front" = grpc ]; then url="grpc://127.0.0.1:$(grpc_port)"; else url="http://127.0.0.1:$(http_port)"; fi
     case "$PROFILE" in
@@ -166,7 +189,8 @@ bench_main() {
       >"$tf_tmp/b$r.log" 2>&1 || { cat "$tf_tmp/b$r.log" "$tf_tmp/proxy.log"; fail "run $r (b): bazel failed"; }
     tb=$(now)
     wait_for 600 "run $r (b): the proxy to have every artifact ($(cat "$tf_tmp/proxy.log"))" $done_cmd
-    t1=$(now)
+    t1=$(said_at 'topfetch proxy: build .* ended')
+    [ -n "$t1" ] || fail "run $r (b): no time for the proxy's line saying the build ended"
     grep -q 'processes: .*remote cache hit' "$tf_tmp/b$r.log" || fail "run $r (b): not served from the cache"
     # A run whose proxy gave up on a file is counted, not hidden: its time
     # is until the session ended, and the table says how many runs had all.
@@ -182,7 +206,7 @@ bench_main() {
     [ "$h" -gt "$rss" ] && rss=$h
     stop_proxy
     [ -z "$LOGS" ] || cp "$tf_tmp/proxy.log" "$LOGS/proxy.$r.log"
-    b_t+=("$(secs "$t0" "$t1")") b_bz+=("$(secs "$t0" "$tb")")
+    b_t+=("$(secs "$t0" "$t1")") b_bz+=("$(secs "$t0" "$tb")") b_tail+=("$(secs "$tb" "$t1")")
     read -r q b < <(up_served "$l0")
     b_req+=("$q") b_bytes+=("$b")
     b_kinds=$(cat "$tf_tmp/kinds")
@@ -204,6 +228,8 @@ bench_main() {
   [ "$b_full" -eq "$RUNS" ] || printf 'NOTE: in %d of %d (b) runs the proxy did not get every artifact (its time is until it gave up)\n' \
     "$((RUNS - b_full))" "$RUNS"
   printf 'ratio (b)/(a): %s   (a) runs: %s   (b) runs: %s\n' "$(python3 -c "print(f'{$bm / $am:.2f}')")" "${a_t[*]}" "${b_t[*]}"
+  printf '(b) after Bazel exited until the proxy said the build ended: median %.2f s, runs: %s\n' \
+    "$(median "${b_tail[@]}")" "${b_tail[*]}"
   printf 'requests at %s in the last run, by kind: (a) %s  (b) %s\n' "$UP_NAME" "$a_kinds" "$b_kinds"
   printf "the proxy's /status after its last run: %s\n" "$(tr -d '\n' <"$tf_tmp/status.json")"
   if [ -n "$PROFILE" ]; then

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1080,4 +1081,61 @@ TEST(kill_after_many_actions_loses_at_most_the_bound)
 	CHECK(kept < 4 * BULK); /* coalesced: the last ones were not committed yet */
 	CHECK_INT_EQ(stored(st, BIN "bulk/a_0"), ST_REMOTE);
 	killed_cleanup(st);
+}
+
+/* Appends ev to the file at path as Bazel writes its binary BEP (a varint
+ * length, then the message). */
+static void append_event(const char *path, ev_event *ev)
+{
+	size_t n = build_event_stream__build_event__get_packed_size(ev->msg), k = 0;
+	unsigned char *buf = malloc(n + 10);
+	FILE *f = fopen(path, "ab");
+
+	CHECK(buf && f);
+	for (size_t v = n; k == 0 || v; v >>= 7)
+		buf[k++] = (unsigned char)((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+	build_event_stream__build_event__pack(ev->msg, buf + k);
+	CHECK(fwrite(buf, 1, k + n, f) == k + n);
+	CHECK(fclose(f) == 0);
+	free(buf);
+	ev_event_unref(ev);
+}
+
+static int readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	return poll(&p, 1, 0);
+}
+
+/* A caller waiting on tf_session_fd is woken when the followed BEP file is
+ * made and each time it is written to, and the fd is quiet again once
+ * dispatched: new events are read at once, not at the caller's poll
+ * timeout. */
+TEST(session_fd_wakes_when_the_followed_bep_is_written)
+{
+	char bep[128];
+	tf_error err = { 0 };
+	int fd;
+
+	setup(TF_DOWNLOAD_MINIMAL, NULL);
+	snprintf(bep, sizeof(bep), "%s/bep.bin", E.tmp);
+	CHECK_INT_EQ(tf_session_add_bep_file(E.s, bep, &err), 0);
+	fd = tf_session_fd(E.s);
+	CHECK_INT_EQ(readable(fd), 0);
+
+	append_event(bep, progress(0, false, NULL, 0)); /* made, then written */
+	CHECK_INT_EQ(readable(fd), 1);
+	CHECK(tf_session_dispatch(E.s, 0, &err) >= 0);
+	CHECK_INT_EQ(E.n_events, 1);
+	CHECK_STR_EQ(E.events[0], "progress:0");
+	CHECK_INT_EQ(readable(fd), 0);
+
+	append_event(bep, progress(1, true, NULL, 0));
+	CHECK_INT_EQ(readable(fd), 1);
+	CHECK(tf_session_dispatch(E.s, 0, &err) >= 0);
+	CHECK_INT_EQ(E.n_events, 2);
+	CHECK_STR_EQ(E.events[1], "progress:1(last)");
+	CHECK_INT_EQ(readable(fd), 0);
+	CHECK(tf_session_bep_complete(E.s));
+	teardown();
 }
