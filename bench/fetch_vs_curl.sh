@@ -33,7 +33,7 @@ need curl
 [ -x /usr/bin/time ] || fail "GNU time is missing: apt-get install time"
 nginx_start
 
-echo "preparing $SMALL_N x 4 KiB blobs and one $BIG_MIB MiB blob..." >&2
+echo "preparing the blobs of: $SCENARIOS (small: $SMALL_N x 4 KiB, big: one of $BIG_MIB MiB)..." >&2
 python3 "$here/bench/make_blobs.py" "$NGINX_CACHE/cas" "$tf_tmp/small" "$SMALL_N" 4096
 sed -i "s|BASE/cas/|$NGINX_URL/cas/|" "$tf_tmp/small.curl"
 if [[ " $SCENARIOS " == *" big "* ]]; then
