@@ -8,13 +8,14 @@
 # alternate), rate, peak RSS, requests nginx saw per run, and the ratio
 # topfetch/curl.
 # Usage: bench/fetch_vs_curl.sh [build-dir]
-#   (env: RUNS=3 SMALL_N=20000 BIG_MIB=1024 OUT_BASES="/dev/shm <ext4 folder>")
+#   (env: RUNS=3 SMALL_N=20000 BIG_MIB=1024 OUT_BASES="/dev/shm <ext4 folder>"
+#    SCENARIOS="small big")
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
 export TOPFETCH=$build/cli/topfetch TF_SOURCE_ROOT=$here
 [ -x "$TOPFETCH" ] || { echo "build first: scripts/build.sh" >&2; exit 2; }
-RUNS=${RUNS:-3} SMALL_N=${SMALL_N:-20000} BIG_MIB=${BIG_MIB:-1024}
+RUNS=${RUNS:-3} SMALL_N=${SMALL_N:-20000} BIG_MIB=${BIG_MIB:-1024} SCENARIOS=${SCENARIOS:-small big}
 # Both tools write to the same folders: a tmpfs (the tools, not the disk) and
 # an ext4 folder (what build trees are on; the first of /tmp, /var/tmp and
 # the source tree that is ext4). OUT_BASE=DIR keeps the old one-folder run.
@@ -32,14 +33,16 @@ need curl
 [ -x /usr/bin/time ] || fail "GNU time is missing: apt-get install time"
 nginx_start
 
-echo "preparing $SMALL_N x 4 KiB blobs and one $BIG_MIB MiB blob..." >&2
+echo "preparing the blobs of: $SCENARIOS (small: $SMALL_N x 4 KiB, big: one of $BIG_MIB MiB)..." >&2
 python3 "$here/bench/make_blobs.py" "$NGINX_CACHE/cas" "$tf_tmp/small" "$SMALL_N" 4096
 sed -i "s|BASE/cas/|$NGINX_URL/cas/|" "$tf_tmp/small.curl"
-head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$tf_tmp/big"
-bigh=$(sha256sum "$tf_tmp/big" | cut -d' ' -f1)
-mv "$tf_tmp/big" "$NGINX_CACHE/cas/$bigh"
-echo "$bigh $((BIG_MIB * 1024 * 1024)) big.bin" >"$tf_tmp/big.manifest"
-printf 'url = "%s/cas/%s"\noutput = "OUT/big.bin"\n' "$NGINX_URL" "$bigh" >"$tf_tmp/big.curl"
+if [[ " $SCENARIOS " == *" big "* ]]; then
+  head -c $((BIG_MIB * 1024 * 1024)) /dev/urandom >"$tf_tmp/big"
+  bigh=$(sha256sum "$tf_tmp/big" | cut -d' ' -f1)
+  mv "$tf_tmp/big" "$NGINX_CACHE/cas/$bigh"
+  echo "$bigh $((BIG_MIB * 1024 * 1024)) big.bin" >"$tf_tmp/big.manifest"
+  printf 'url = "%s/cas/%s"\noutput = "OUT/big.bin"\n' "$NGINX_URL" "$bigh" >"$tf_tmp/big.curl"
+fi
 chmod -R a+r "$NGINX_CACHE"
 # Warm the page cache so that both tools read nginx's files from memory.
 find "$NGINX_CACHE/cas" -type f -exec cat {} + >/dev/null
@@ -93,7 +96,7 @@ printf '\nnginx %s (1 worker, loopback), outputs in %s, %s cores, load average %
   "$(nginx -v 2>&1 | sed 's/.*\///')" "$names" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '\n| scenario | tool | wall s (median of %d) | rate MiB/s | peak RSS MiB | nginx requests | topfetch/curl wall |\n' "$RUNS"
 printf '|---|---|---|---|---|---|---|\n'
-for sc in small big; do
+for sc in $SCENARIOS; do
   for base in $OUT_BASES; do
     if [ $sc = small ]; then label="$SMALL_N x 4 KiB"; mib=$(python3 -c "print($SMALL_N*4096/1048576)"); else label="1 x $BIG_MIB MiB"; mib=$BIG_MIB; fi
     label="$label, $(fstype "$base")"

@@ -272,9 +272,9 @@ void *dl_hasher_take_done(dl_hasher *h, char hex[TF_HASH_HEX_LEN + 1]);
 
 /* The writer thread (hasher.c): the file work of small blobs. A small
  * blob's body is kept in its job while it arrives; once complete, the job
- * goes to this thread, which hashes it and, when it matches, creates the
- * temporary file, writes it, sets its mode, renames it into place and
- * closes it: the engine thread's receiving overlaps these system calls on
+ * goes to this thread, which hashes it and, when it matches, creates an
+ * unnamed file (or a temporary one), writes it, sets its mode, links (or
+ * renames) it into place and closes it: the engine thread's receiving overlaps these system calls on
  * a second CPU. Jobs are handed over and back in batches (one lock and one
  * wakeup for many). */
 #define DL_WRITE_MAX (12 * 1024) /* bytes of a small blob (its whole body) */
@@ -300,9 +300,19 @@ typedef struct dl_writejob {
 
 typedef struct dl_writer dl_writer;
 
-/* Starts the writer thread; wake(wake_arg) is called from it after each
- * batch. NULL if it cannot start. */
-dl_writer *dl_writer_new(void (*wake)(void *), void *wake_arg);
+/* How the writer places a file: an unnamed file (O_TMPFILE) linked into
+ * place by its descriptor (AT_EMPTY_PATH: needs CAP_DAC_READ_SEARCH, or a
+ * kernel from 6.10, which lets the file's opener link it) or through
+ * /proc/self/fd, or a named temporary file renamed. A way the kernel, the
+ * file system or a missing /proc refuses is left for the next, for good. */
+typedef enum dl_write_way { DL_WRITE_LINK_FD, DL_WRITE_LINK_PROC, DL_WRITE_NAMED } dl_write_way;
+
+/* Starts the writer thread, placing files the given way first;
+ * wake(wake_arg) is called from it after each batch. NULL if it cannot
+ * start. */
+dl_writer *dl_writer_new(void (*wake)(void *), void *wake_arg, dl_write_way way);
+/* The way the writer places files now (later than the first after a fallback). */
+dl_write_way dl_writer_way(dl_writer *w);
 /* Finishes the jobs handed over, stops the thread and frees every job it
  * holds (their owners are not told). */
 void dl_writer_free(dl_writer *w);

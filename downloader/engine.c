@@ -2892,7 +2892,7 @@ tf_downloader *tf_downloader_new(const tf_remote_options *opts, const char *outp
 		goto fail;
 	}
 	/* Without it (no thread to be had) small blobs are written inline. */
-	d->writer = dl_writer_new(wake_engine, d);
+	d->writer = dl_writer_new(wake_engine, d, DL_WRITE_LINK_FD);
 	curl_multi_setopt(d->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)d->max_conn);
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)d->max_conn);

@@ -15,8 +15,10 @@
  * never stalls on the hash.
  *
  * The writer thread (below, dl_writer) takes small blobs whole, in batches:
- * it hashes each and does its file work (create, write, rename, close), so
- * the engine thread spends its time on receiving. */
+ * it hashes each and does its file work (create an unnamed file, write it,
+ * link it into place, close it; or create, write, rename, close where
+ * unnamed files are not to be had), so the engine thread spends its time on
+ * receiving. */
 #include "downloader/downloader.h"
 
 #include <errno.h>
@@ -472,16 +474,93 @@ struct dl_writer {
 	bool stop;
 	dl_writejob *todo; /* under mu */
 	dl_writejob *done; /* under mu */
+	dl_write_way way;        /* under mu */
 	void (*wake)(void *);
 	void *wake_arg;
 };
 
+/* Places j's body with a named temporary file (DL_TMP_PREFIX, removed as
+ * stale if we are killed before the rename): 0, or the errno of the step
+ * that failed (nothing left behind). */
+static int place_named(dl_writejob *j)
+{
+	int fd = openat(j->dirfd, j->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, j->mode);
+	int err = 0, r;
+
+	if (fd < 0)
+		return errno;
+	if ((r = dl_write_all(fd, j->data, j->len)) < 0)
+		err = -r;
+	else if ((j->chmod && fchmod(fd, j->mode) < 0) || fstat(fd, &j->st) < 0 ||
+		 renameat(j->dirfd, j->tmpname, j->dirfd, j->leaf) < 0)
+		err = errno;
+	close(fd);
+	if (err)
+		unlinkat(j->dirfd, j->tmpname, 0);
+	return err;
+}
+
+/* Gives the unnamed file fd the name name in dirfd, by *way; -1 and errno. */
+static int link_unnamed(int fd, dl_write_way way, int dirfd, const char *name)
+{
+	char proc[32];
+
+	if (way == DL_WRITE_LINK_FD)
+		return linkat(fd, "", dirfd, name, AT_EMPTY_PATH);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
+/* Places j's body with an unnamed file linked into place once written: no
+ * name shows before the whole file, and a killed run leaves nothing. A link
+ * cannot replace a file already at the leaf (a rename does): then the file
+ * gets its temporary name and is renamed over it. 0, an errno (nothing left
+ * behind), or -1 when *way moved on to DL_WRITE_NAMED: place it the named way. */
+static int place_unnamed(dl_writejob *j, dl_write_way *way)
+{
+	int fd = openat(j->dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, j->mode);
+	int err = 0, r;
+
+	if (fd < 0) {
+		/* EISDIR, EINVAL: a kernel without O_TMPFILE; EOPNOTSUPP: a file system without. */
+		if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
+			*way = DL_WRITE_NAMED;
+		return -1;
+	}
+	if ((r = dl_write_all(fd, j->data, j->len)) < 0)
+		err = -r;
+	else if ((j->chmod && fchmod(fd, j->mode) < 0) || fstat(fd, &j->st) < 0)
+		err = errno;
+	else {
+		r = link_unnamed(fd, *way, j->dirfd, j->leaf);
+		if (r < 0 && errno != EEXIST && *way == DL_WRITE_LINK_FD) {
+			*way = DL_WRITE_LINK_PROC; /* ENOENT: not privileged to link by descriptor */
+			r = link_unnamed(fd, *way, j->dirfd, j->leaf);
+		}
+		if (r < 0 && errno != EEXIST) {
+			*way = DL_WRITE_NAMED; /* no /proc, or a link refused there */
+			close(fd);
+			return -1;
+		}
+		if (r < 0) { /* EEXIST */
+			if (link_unnamed(fd, *way, j->dirfd, j->tmpname) < 0)
+				err = errno;
+			else if (renameat(j->dirfd, j->tmpname, j->dirfd, j->leaf) < 0) {
+				err = errno;
+				unlinkat(j->dirfd, j->tmpname, 0);
+			}
+		}
+	}
+	close(fd);
+	return err;
+}
+
 /* Hashes j's body and, when it is the wanted one, places it. */
-static void write_one(dl_writejob *j)
+static void write_one(dl_write_way *way, dl_writejob *j)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned len = 0;
-	int fd, r;
+	int r = -1;
 
 	j->err = 0;
 	if (!EVP_Digest(j->data, j->len, md, &len, EVP_sha256(), NULL))
@@ -489,19 +568,9 @@ static void write_one(dl_writejob *j)
 	tf__hex(md, len, j->hex);
 	if (strcmp(j->hex, j->want))
 		return;
-	fd = openat(j->dirfd, j->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, j->mode);
-	if (fd < 0) {
-		j->err = errno;
-		return;
-	}
-	if ((r = dl_write_all(fd, j->data, j->len)) < 0)
-		j->err = -r;
-	else if ((j->chmod && fchmod(fd, j->mode) < 0) || fstat(fd, &j->st) < 0 ||
-		 renameat(j->dirfd, j->tmpname, j->dirfd, j->leaf) < 0)
-		j->err = errno;
-	close(fd);
-	if (j->err)
-		unlinkat(j->dirfd, j->tmpname, 0);
+	if (*way != DL_WRITE_NAMED)
+		r = place_unnamed(j, way);
+	j->err = r >= 0 ? r : place_named(j);
 }
 
 static void *writer_main(void *arg)
@@ -511,6 +580,7 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
 		dl_writejob *batch = w->todo, *last = NULL;
+		dl_write_way way = w->way;
 
 		if (!batch) {
 			if (w->stop)
@@ -521,10 +591,11 @@ static void *writer_main(void *arg)
 		w->todo = NULL;
 		pthread_mutex_unlock(&w->mu);
 		for (dl_writejob *j = batch; j; j = j->next) {
-			write_one(j);
+			write_one(&way, j);
 			last = j;
 		}
 		pthread_mutex_lock(&w->mu);
+		w->way = way;
 		last->next = w->done;
 		w->done = batch;
 		pthread_mutex_unlock(&w->mu);
@@ -535,11 +606,12 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-dl_writer *dl_writer_new(void (*wake)(void *), void *wake_arg)
+dl_writer *dl_writer_new(void (*wake)(void *), void *wake_arg, dl_write_way way)
 {
 	dl_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return NULL;
+	w->way = way;
 	w->wake = wake;
 	w->wake_arg = wake_arg;
 	pthread_mutex_init(&w->mu, NULL);
@@ -584,6 +656,16 @@ void dl_writer_submit(dl_writer *w, dl_writejob *list)
 	w->todo = list;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+}
+
+dl_write_way dl_writer_way(dl_writer *w)
+{
+	dl_write_way way;
+
+	pthread_mutex_lock(&w->mu);
+	way = w->way;
+	pthread_mutex_unlock(&w->mu);
+	return way;
 }
 
 dl_writejob *dl_writer_take_done(dl_writer *w)
